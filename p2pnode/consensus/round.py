@@ -1,0 +1,73 @@
+"""The bookkeeping of one round: the target rank, its attempt, this peer's votes and lock."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Generic
+
+from p2pnode.consensus.config import Timeouts
+from p2pnode.consensus.protocols import CollectedT, Lock, PeerIDT, RoundRecord, StateT, VoteT
+from p2pnode.consensus.rules import Certified
+
+
+@dataclass
+class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
+    """Everything this peer knows and did while deciding `target` (= finalized rank + 1).
+
+    It survives `induce_sync` and restarts of the machine at the same rank, so a peer that comes
+    back to a rank keeps its attempt, its lock and the record of what it voted.
+    """
+
+    target: int
+    leaders: list[PeerIDT] = field(default_factory=list)
+    collected: CollectedT | None = None
+    attempt: int = 0
+    deadline: float = math.inf
+    vote_started: set[int] = field(default_factory=set)
+    votes: dict[int, VoteT] = field(default_factory=dict)
+    confirmed: set[int] = field(default_factory=set)
+    lock: Lock[StateT] | None = None
+    best: Certified | None = None
+    quorum_attempt: int | None = None
+    next_state: StateT | None = None
+    committed: StateT | None = None
+    failures: int = 0
+    confirmation_sent: bool = False
+    sync_requested: bool = False
+    checked_commits: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def resume(
+        cls, target: int, record: RoundRecord[StateT] | None
+    ) -> Round[StateT, VoteT, PeerIDT, CollectedT]:
+        """A new round, continuing the journal's record when it is for the same rank."""
+        fresh: Round[StateT, VoteT, PeerIDT, CollectedT] = cls(target)
+        if record is not None and record.rank == target:
+            fresh.attempt = record.attempt
+            if record.voted:
+                fresh.vote_started.add(record.attempt)
+            fresh.lock = record.lock
+            if record.lock is not None:
+                fresh.best = Certified(record.lock.attempt, record.lock.frame.identity())
+        return fresh
+
+    def record(self) -> RoundRecord[StateT]:
+        return RoundRecord(self.target, self.attempt, self.attempt in self.vote_started, self.lock)
+
+    def leader_ids(self) -> list[str]:
+        return [leader.identity() for leader in self.leaders]
+
+    def open_attempt(self, now: float, timeouts: Timeouts) -> None:
+        """Start the clock of the current attempt if it is not running yet."""
+        if math.isinf(self.deadline):
+            self.deadline = now + timeouts.attempt_length(self.attempt)
+
+    def move_to(self, attempt: int, now: float, timeouts: Timeouts) -> None:
+        """Enter a later attempt; its timeout grows with its number."""
+        self.attempt = attempt
+        self.deadline = now + timeouts.attempt_length(attempt)
+
+    def learn_certificate(self, attempt: int, frame_id: str) -> None:
+        if self.best is None or attempt > self.best.attempt:
+            self.best = Certified(attempt, frame_id)

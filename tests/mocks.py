@@ -1,0 +1,196 @@
+"""Deterministic mock types and providers shaped exactly as SPEC §4 (no attempts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import trio
+
+from p2pnode.consensus import Event, State
+
+
+@dataclass(frozen=True)
+class MockState:
+    round: int
+    hash: str
+    proposal_id: str = ""
+
+    def identity(self) -> str:
+        return self.hash
+
+    def rank(self) -> int:
+        return self.round
+
+    def clone(self) -> MockState:
+        return self
+
+
+@dataclass(frozen=True)
+class MockVote:
+    round: int
+    voter_id: str
+    proposal_id: str
+    signature: str = "sig"
+
+    def identity(self) -> str:
+        return self.voter_id
+
+    def rank(self) -> int:
+        return self.round
+
+    def clone(self) -> MockVote:
+        return self
+
+
+@dataclass(frozen=True)
+class MockPeer:
+    name: str
+
+    def identity(self) -> str:
+        return self.name
+
+    def rank(self) -> int:
+        return 0
+
+    def clone(self) -> MockPeer:
+        return self
+
+
+@dataclass(frozen=True)
+class MockCollected:
+    round: int
+    data: bytes = b"collected"
+
+    def identity(self) -> str:
+        return self.data.decode()
+
+    def rank(self) -> int:
+        return self.round
+
+    def clone(self) -> MockCollected:
+        return self
+
+
+GENESIS = MockState(0, "genesis")
+
+
+@dataclass
+class MockSync:
+    delay: float = 0.01
+    state: MockState | None = None
+    calls: int = 0
+
+    async def synchronize(self, existing: MockState | None) -> MockState:
+        self.calls += 1
+        await trio.sleep(self.delay)
+        if self.state is not None:
+            return self.state
+        return existing if existing is not None else GENESIS
+
+
+@dataclass
+class MockVoting:
+    voter: str
+    quorum_size: int = 1
+    proposals_sent: list[MockState] = field(default_factory=list)
+    votes_sent: list[MockVote] = field(default_factory=list)
+    confirmations_sent: list[MockState] = field(default_factory=list)
+
+    async def send_proposal(self, proposal: MockState) -> None:
+        self.proposals_sent.append(proposal)
+
+    async def decide_and_send_vote(
+        self, proposals: Mapping[str, MockState]
+    ) -> tuple[MockPeer, MockVote]:
+        proposer = min(proposals)
+        chosen = proposals[proposer]
+        vote = MockVote(chosen.round, self.voter, chosen.proposal_id)
+        self.votes_sent.append(vote)
+        return MockPeer(proposer), vote
+
+    async def is_quorum(self, proposal_votes: Mapping[str, MockVote]) -> bool:
+        counts: dict[str, int] = {}
+        for vote in proposal_votes.values():
+            counts[vote.proposal_id] = counts.get(vote.proposal_id, 0) + 1
+        return any(count >= self.quorum_size for count in counts.values())
+
+    async def finalize_votes(
+        self, proposals: Mapping[str, MockState], proposal_votes: Mapping[str, MockVote]
+    ) -> tuple[MockState, MockPeer]:
+        counts: dict[str, int] = {}
+        for vote in proposal_votes.values():
+            counts[vote.proposal_id] = counts.get(vote.proposal_id, 0) + 1
+        proposer = max(sorted(proposals), key=lambda p: counts.get(proposals[p].proposal_id, 0))
+        return proposals[proposer], MockPeer(proposer)
+
+    async def send_confirmation(self, finalized: MockState) -> None:
+        self.confirmations_sent.append(finalized)
+
+
+@dataclass
+class MockLeader:
+    leaders: list[str]
+    prove_delay: float = 0.05
+    proved: list[MockState] = field(default_factory=list)
+
+    async def get_next_leaders(self, prior: MockState | None) -> list[MockPeer]:
+        return [MockPeer(name) for name in self.leaders]
+
+    async def prove_next_state(
+        self, prior: MockState | None, collected: MockCollected
+    ) -> MockState:
+        await trio.sleep(self.prove_delay)
+        rank = (prior.round if prior else 0) + 1
+        proposal = MockState(rank, f"proved-{rank}", f"proposal-{rank}")
+        self.proved.append(proposal)
+        return proposal
+
+
+@dataclass
+class MockLiveness:
+    collect_delay: float = 0.01
+    round: int = 1
+    sent: int = 0
+
+    async def collect(self) -> MockCollected:
+        await trio.sleep(self.collect_delay)
+        return MockCollected(self.round)
+
+    async def send_liveness(self, prior: MockState | None, collected: MockCollected) -> None:
+        self.sent += 1
+
+
+@dataclass
+class Recorder:
+    """Records every transition; `wait_for` awaits a state without polling."""
+
+    transitions: list[tuple[State, State, Event]] = field(default_factory=list)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def on_transition(self, from_: State, to: State, event: Event) -> None:
+        self.transitions.append((from_, to, event))
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def reached(self, state: State) -> bool:
+        return any(to is state for _, to, _ in self.transitions)
+
+    def states(self) -> list[State]:
+        return [to for _, to, _ in self.transitions]
+
+    async def wait_for(self, state: State) -> None:
+        while not self.reached(state):
+            await self._changed.wait()
+
+
+@dataclass
+class TraceRecorder:
+    traces: list[str] = field(default_factory=list)
+    errors: list[tuple[str, BaseException | None]] = field(default_factory=list)
+
+    def trace(self, message: str) -> None:
+        self.traces.append(message)
+
+    def error(self, message: str, err: BaseException | None) -> None:
+        self.errors.append((message, err))
