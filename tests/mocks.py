@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -166,10 +167,16 @@ class Recorder:
     """Records every transition; `wait_for` awaits a state without polling."""
 
     transitions: list[tuple[State, State, Event]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    """Virtual time of each transition, in step with `transitions`."""
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def on_transition(self, from_: State, to: State, event: Event) -> None:
         self.transitions.append((from_, to, event))
+        try:
+            self.times.append(trio.current_time())
+        except RuntimeError:  # told outside a trio run (e.g. `close()` from plain code)
+            self.times.append(math.nan)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -182,6 +189,21 @@ class Recorder:
     async def wait_for(self, state: State) -> None:
         while not self.reached(state):
             await self._changed.wait()
+
+    def index(self, transition: tuple[State, State, Event], start: int = 0) -> int | None:
+        """Position of the first `transition` at or after `start`, or None if there is none."""
+        try:
+            return self.transitions.index(transition, start)
+        except ValueError:
+            return None
+
+    async def wait_for_transition(
+        self, transition: tuple[State, State, Event], start: int = 0
+    ) -> int:
+        """Await the first `transition` at or after position `start`; return its position."""
+        while (position := self.index(transition, start)) is None:
+            await self._changed.wait()
+        return position
 
 
 @dataclass

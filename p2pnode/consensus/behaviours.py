@@ -293,8 +293,21 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         enough = len(proposals) >= self._minimum()
         if not self._attempts:
             return proposals if enough else {}
+        if enough and rnd.attempt == 0:
+            enough = self._all_live_proposed(proposals) or (
+                trio.current_time() >= rnd.opened_at + self._timeouts.voting
+            )
         choice = choose_vote(rnd.attempt, rnd.lock, rnd.best, proposals, rnd.leader_ids(), enough)
         return {} if choice is None else {choice.proposer: choice.frame}
+
+    def _all_live_proposed(self, proposals: Mapping[str, StateT]) -> bool:
+        """Whether every prover that announced liveness has its proposal in.
+
+        With attempts, the first vote waits for them (or one `voting` period) so that peers
+        vote for the same top-priority proposal instead of splitting on arrival order.
+        """
+        live = self._listed(self._book.liveness(self._round.target))
+        return all(prover in proposals for prover in live)
 
     async def _cast_vote(self, candidates: Mapping[str, StateT], epoch: int) -> None:
         rnd = self._round

@@ -23,6 +23,7 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     leaders: list[PeerIDT] = field(default_factory=list)
     collected: CollectedT | None = None
     attempt: int = 0
+    opened_at: float = math.inf
     deadline: float = math.inf
     vote_started: set[int] = field(default_factory=set)
     votes: dict[int, VoteT] = field(default_factory=dict)
@@ -61,11 +62,13 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     def open_attempt(self, now: float, timeouts: Timeouts) -> None:
         """Start the clock of the current attempt if it is not running yet."""
         if math.isinf(self.deadline):
+            self.opened_at = now
             self.deadline = now + timeouts.attempt_length(self.attempt)
 
     def move_to(self, attempt: int, now: float, timeouts: Timeouts) -> None:
         """Enter a later attempt; its timeout grows with its number."""
         self.attempt = attempt
+        self.opened_at = now
         self.deadline = now + timeouts.attempt_length(attempt)
 
     def learn_certificate(self, attempt: int, frame_id: str) -> None:

@@ -1,0 +1,136 @@
+"""`scripts/simulate`: run scenarios over many seeds and print a table per scenario."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from p2pnode.sim.scenarios import SCENARIOS, scenario
+from p2pnode.sim.world import Outcome, run
+
+Job = tuple[str, int, int, bool]
+
+
+@dataclass
+class Summary:
+    """Per scenario and prover count: what the seeds showed."""
+
+    scenario: str
+    provers: int
+    seeds: int = 0
+    finalized: int = 0
+    safety_violations: int = 0
+    liveness_failures: int = 0
+    memory_failures: int = 0
+    equivocations: int = 0
+    slowest_recovery: float = 0.0
+    failing: list[Outcome] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        self.seeds += 1
+        self.finalized += outcome.finalized
+        self.safety_violations += outcome.safety_violations
+        self.liveness_failures += outcome.liveness_failure
+        self.memory_failures += not outcome.memory_ok
+        self.equivocations += outcome.equivocations
+        if outcome.recovery is not None:
+            self.slowest_recovery = max(self.slowest_recovery, outcome.recovery)
+        if not outcome.ok:
+            self.failing.append(outcome)
+
+
+def _run_job(job: Job) -> Outcome:
+    name, provers, seed, echo = job
+    return run(scenario(name), provers, seed, echo=echo)
+
+
+def jobs(names: Sequence[str], sizes: Sequence[int], seeds: range) -> Iterator[Job]:
+    """Every seed of every scenario and size; even seeds echo, odd ones emit on send."""
+    for name in names:
+        for provers in sizes:
+            for seed in seeds:
+                yield name, provers, seed, seed % 2 == 0
+
+
+def simulate(job_list: list[Job], workers: int) -> list[Outcome]:
+    if workers <= 1:
+        return [_run_job(job) for job in job_list]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return pool.map(_run_job, job_list, chunksize=8)
+
+
+def table(summaries: list[Summary]) -> Table:
+    out = Table(title="p2pnode simulation")
+    for column in (
+        "scenario",
+        "n",
+        "seeds",
+        "rounds finalized",
+        "safety violations",
+        "liveness failures",
+        "memory over bound",
+        "equivocations caught",
+        "slowest recovery (s)",
+    ):
+        out.add_column(column, justify="left" if column == "scenario" else "right")
+    for s in summaries:
+        out.add_row(
+            s.scenario,
+            str(s.provers),
+            str(s.seeds),
+            str(s.finalized),
+            str(s.safety_violations),
+            str(s.liveness_failures),
+            str(s.memory_failures),
+            str(s.equivocations),
+            f"{s.slowest_recovery:.1f}",
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="simulate", description="Run the consensus simulator over many seeds."
+    )
+    parser.add_argument("--seeds", type=int, default=100, help="seeds per scenario and size")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS])
+    parser.add_argument("--provers", type=int, action="append", help="prover counts (4, 7)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error("--seeds and --jobs must be positive")
+    if any(n < 1 for n in args.provers or []):
+        parser.error("--provers must be positive")
+    names = args.scenario or [s.name for s in SCENARIOS]
+    sizes = args.provers or [4, 7]
+    job_list = list(jobs(names, sizes, range(args.first_seed, args.first_seed + args.seeds)))
+    started = time.perf_counter()
+    outcomes = simulate(job_list, args.jobs)
+    summaries = {(n, p): Summary(n, p) for n in names for p in sizes}
+    for outcome in outcomes:
+        summaries[(outcome.scenario, outcome.provers)].add(outcome)
+    console = Console(width=160)
+    console.print(table(list(summaries.values())))
+    failing = [o for s in summaries.values() for o in s.failing]
+    for o in failing:
+        console.print(
+            f"FAIL {o.scenario} n={o.provers} seed={o.seed}: safety={o.safety_violations} "
+            f"liveness_failure={o.liveness_failure} peak_stored={o.peak_stored}/{o.memory_bound}"
+            f"  (reproduce: scripts/simulate --scenario {o.scenario} --provers {o.provers} "
+            f"--first-seed {o.seed} --seeds 1 --jobs 1)"
+        )
+    console.print(f"{len(outcomes)} runs in {time.perf_counter() - started:.1f} s")
+    return 1 if failing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
