@@ -267,7 +267,7 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         if proposal is None:
             return
         # Our own proposal is recorded whatever the self-delivery flag says.
-        self._book.add_proposal(rnd.target, self._id_text, proposal, own=True)
+        self._book.add_proposal(rnd.target, self._id_text, proposal, replace=True)
         self._post(Event.PROOF_COMPLETE, epoch)
 
     async def _publishing(self, epoch: int) -> None:
@@ -399,7 +399,6 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         if self._emit:
             receipt = self._book.add_confirmation(rnd.target, attempt, self._id_text, lock.frame)
             if receipt.stored:
-                self._commit_hint.set()
                 self._post(Event.CONFIRMATION_RECEIVED)
 
     async def _verifying(self, epoch: int) -> None:

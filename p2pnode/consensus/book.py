@@ -96,16 +96,21 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         return refused or Receipt.ACCEPTED
 
     def add_proposal(
-        self, rank: int, sender: str, proposal: StateT, *, own: bool = False
+        self, rank: int, sender: str, proposal: StateT, *, replace: bool = False
     ) -> Receipt:
-        """Keep the first proposal per sender; this peer's own proposal always replaces."""
+        """Keep the first proposal per sender, unless `replace` says this one must win (this
+        peer's own proposal, or one a certificate shows a quorum voted for)."""
         refused = self.rank_receipt(rank)
-        if refused is None:
-            per_sender = self._proposals.setdefault(rank, {})
-            refused = None if own else self._admit(per_sender, sender)
-            if refused is None:
-                per_sender[sender] = proposal
-        return refused or Receipt.ACCEPTED
+        if refused is not None:
+            return refused
+        per_sender = self._proposals.setdefault(rank, {})
+        held = per_sender.get(sender)
+        if held is not None and (not replace or held.identity() == proposal.identity()):
+            return Receipt.DUPLICATE
+        if held is None and len(per_sender) >= self._limits.senders_per_rank:
+            return Receipt.FULL
+        per_sender[sender] = proposal
+        return Receipt.ACCEPTED
 
     def note_reach(self, rank: int, sender: str, attempt: int) -> None:
         """Remember the highest attempt a sender has shown at a rank (to catch up with it)."""

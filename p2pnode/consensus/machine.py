@@ -204,9 +204,19 @@ class StateMachine(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
             self._post(Event.LIVENESS_CHECK_RECEIVED)
         return receipt
 
-    def receive_proposal(self, peer: PeerIDT, proposal: StateT) -> Receipt:
+    def receive_proposal(
+        self, peer: PeerIDT, proposal: StateT, *, certified: bool = False
+    ) -> Receipt:
+        """Store the first proposal per (rank, proposer).
+
+        `certified` marks a frame taken from a valid certificate: it replaces a different
+        proposal held from the same proposer (an equivocating proposer sent that one to us,
+        the certified one to a quorum), so this peer can vote for it in later attempts.
+        """
         rank, sender = proposal.rank(), peer.identity()
-        receipt = self._screen(rank, sender) or self._book.add_proposal(rank, sender, proposal)
+        receipt = self._screen(rank, sender) or self._book.add_proposal(
+            rank, sender, proposal, replace=certified
+        )
         if receipt.stored:
             self._post(Event.PROPOSAL_RECEIVED)
         return receipt
@@ -232,7 +242,6 @@ class StateMachine(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
             receipt = self._book.add_confirmation(rank, attempt, sender, confirmation)
         if receipt.stored:
             self._sync_hint.set()
-            self._commit_hint.set()
             if rank > self._round.target:
                 self._behind()
             self._post(Event.CONFIRMATION_RECEIVED)
@@ -272,28 +281,33 @@ class StateMachine(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
         if envelope.epoch is not None and envelope.epoch != self._epoch:
             self._tracer.trace(f"dropped {event}: its state was left")
             return
-        transition = self._select(event)
+        transition = self._select(envelope)
         if transition is None:
             self._tracer.trace(f"no transition for {event} in {self._state}")
             return
         self._change(transition, enter=True)
 
-    def _select(self, event: Event) -> Transition | None:
-        for transition in candidates(self._state, event):
-            if transition.guard is None or self._holds(transition.guard):
+    def _select(self, envelope: _Envelope) -> Transition | None:
+        for transition in candidates(self._state, envelope.event):
+            if transition.guard is None or self._holds(transition.guard, envelope):
                 return transition
         return None
 
-    def _holds(self, guard: Guard) -> bool:
+    def _holds(self, guard: Guard, envelope: _Envelope) -> bool:
         match guard:
             case Guard.COMMITTED:
-                return self._round.committed is not None
+                # Only the commit watcher's own (state-tagged) event carries the commit; a
+                # receipt is always handled as a self-loop first, whatever the task order.
+                return envelope.epoch is not None and self._round.committed is not None
 
     def _change(self, transition: Transition, *, enter: bool) -> None:
         source, target, event = transition.source, transition.target, transition.event
         self._transition_count += 1
         if transition.is_self_loop:
             self._loop_events.add(event)
+            if event is Event.CONFIRMATION_RECEIVED:
+                # The watcher looks only after the receipt is handled: one order, every run.
+                self._commit_hint.set()
             self._refresh()
             self._dirty = True
             self._poke.set()

@@ -53,7 +53,7 @@ class Guard(enum.Enum):
     """A condition a transition needs; the machine evaluates it when the event is handled."""
 
     COMMITTED = "committed"
-    """The current round holds proof that its frame is final."""
+    """The commit watcher found proof that the current round's frame is final."""
 
 
 # Events raised by the receive methods: they only re-evaluate a state, so a queued one

@@ -43,6 +43,7 @@ def view_of(
     minimum_provers: int,
 ) -> RoundView:
     target = rnd.target
+    provers = rnd.leader_ids()
     return RoundView(
         state=state,
         finalized_rank=None if active is None else active.rank(),
@@ -50,8 +51,8 @@ def view_of(
         target_rank=target,
         attempt=rnd.attempt,
         minimum_provers=minimum_provers,
-        provers=tuple(rnd.leader_ids()),
-        live=tuple(sorted(book.liveness(target))),
+        provers=tuple(provers),
+        live=tuple(sorted(p for p in book.liveness(target) if not provers or p in provers)),
         proposals={p: frame.identity() for p, frame in book.proposals(target).items()},
         votes={v: vote.identity() for v, vote in book.votes(target, rnd.attempt).items()},
         confirmations={a: tuple(sorted(g)) for a, g in book.confirmations(target).items()},

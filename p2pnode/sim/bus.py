@@ -47,6 +47,10 @@ class Faults:
     """Probability that a proposal reaches a peer late (splits the vote)."""
     proposal_lag: tuple[float, float] = (0.5, 2.0)
     partitions: tuple[Partition, ...] = ()
+    muted: frozenset[str] = frozenset()
+    """Peers whose messages reach nobody (they still hear everything)."""
+    confirmations_to: frozenset[str] | None = None
+    """When set, confirmations reach only these peers: some peers see a commit, others not."""
 
 
 @dataclass
@@ -128,6 +132,13 @@ class Bus:
         delay = rng.uniform(*self._latency)
         copies = 1
         if now < faults.until:
+            if sender in faults.muted or (
+                topic is Topic.CONFIRMATION
+                and faults.confirmations_to is not None
+                and recipient not in faults.confirmations_to
+            ):
+                self.stats.cut += 1
+                return
             if rng.random() < faults.loss:
                 self.stats.lost += 1
                 return

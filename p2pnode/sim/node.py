@@ -222,7 +222,7 @@ class SimNode:
         if isinstance(payload, Frame) and topic is Topic.CONFIRMATION:
             if not self.registry.valid(payload):
                 return None
-            machine.receive_proposal(Peer(payload.prover), payload.body())
+            machine.receive_proposal(Peer(payload.prover), payload.body(), certified=True)
             return machine.receive_confirmation(peer, payload).stored
         return None
 

@@ -27,6 +27,17 @@ class Registry:
     def sign(self, statement: Statement) -> None:
         self._signed.add(statement)
 
+    def conflicts(self, signers: set[str]) -> int:
+        """Statements by `signers` that contradict an earlier one (same kind, rank, attempt)."""
+        seen: dict[tuple[str, int, int, str], str] = {}
+        conflicting = 0
+        for kind, rank, attempt, frame_id, signer in sorted(self._signed):
+            if signer not in signers:
+                continue
+            first = seen.setdefault((kind, rank, attempt, signer), frame_id)
+            conflicting += first != frame_id
+        return conflicting
+
     def valid(self, frame: Frame) -> bool:
         """Whether `frame`'s certificate holds: a quorum of provers signed it."""
         if frame.cert_attempt < 0:

@@ -73,6 +73,17 @@ def _split_vote(names: list[str], rng: random.Random) -> Plan:
     return Plan(faults=faults, calm_after=until)
 
 
+def _witness(names: list[str], rng: random.Random) -> Plan:
+    """One muted peer alone hears the confirmations: it commits a frame nobody else sees
+    committed. Only the locks keep the others from certifying another frame afterwards."""
+    witness = rng.choice(names)
+    until = rng.uniform(1.5, 4.0) + rng.uniform(6.0, 16.0)
+    faults = Faults(
+        until=until, muted=frozenset({witness}), confirmations_to=frozenset({witness})
+    )
+    return Plan(faults=faults, calm_after=until)
+
+
 def _byzantine(conduct: Conduct) -> Callable[[list[str], random.Random], Plan]:
     def plan(names: list[str], rng: random.Random) -> Plan:
         bad = rng.sample(names, max_faults(len(names)))
@@ -114,6 +125,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("partition", "the network splits in halves, then heals", _partition),
     Scenario("crash_restart", "f provers crash and restart from disk", _crash_restart),
     Scenario("split_vote", "late proposals split the vote", _split_vote),
+    Scenario("witness", "one muted peer alone sees a commit; the locks must hold", _witness),
     Scenario(
         "equivocating_proposer",
         "f provers send different frames to different peers",

@@ -31,6 +31,8 @@ class Outcome:
     finalized: int
     """The lowest finalized rank among honest peers at the end."""
     safety_violations: int
+    """Ranks with two different honest frames, plus votes or confirmations an honest peer
+    signed against its own earlier ones."""
     liveness_failure: bool
     recovery: float | None
     """Virtual seconds from calm until every honest peer finalized a new rank."""
@@ -38,6 +40,8 @@ class Outcome:
     memory_bound: int
     equivocations: int
     virtual_time: float
+    chain: tuple[str, ...]
+    """Frame ids of ranks 1.. that every honest peer finalized."""
 
     @property
     def memory_ok(self) -> bool:
@@ -66,16 +70,29 @@ def _seed_of(*parts: object) -> int:
     return zlib.crc32("/".join(str(p) for p in parts).encode())
 
 
-def run(scenario: Scenario, provers: int, seed: int, *, echo: bool) -> Outcome:
-    """Play one seed of a scenario; the same arguments always give the same outcome."""
+def run(
+    scenario: Scenario,
+    provers: int,
+    seed: int,
+    *,
+    echo: bool,
+    minimum_provers: int | None = None,
+) -> Outcome:
+    """Play one seed of a scenario; the same arguments always give the same outcome.
+
+    With `echo` the pubsub delivers a peer's own messages back and the engine's flag is off;
+    without it the flag is on. `minimum_provers` defaults to the quorum, n - f.
+    """
     seed_value = _seed_of(scenario.name, provers, seed, echo)
     _scheduler_random().seed(seed_value)  # trio's scheduling shuffle, made reproducible
     clock = trio.testing.MockClock(autojump_threshold=0)
-    return trio.run(_play, scenario, provers, seed, echo, random.Random(seed_value), clock=clock)
+    minimum = quorum(provers) if minimum_provers is None else minimum_provers
+    rng = random.Random(seed_value)
+    return trio.run(_play, scenario, provers, seed, echo, minimum, rng, clock=clock)
 
 
 async def _play(
-    scenario: Scenario, provers: int, seed: int, echo: bool, rng: random.Random
+    scenario: Scenario, provers: int, seed: int, echo: bool, minimum: int, rng: random.Random
 ) -> Outcome:
     names = [f"p{i}" for i in range(provers)]
     plan = scenario.plan(names, rng)
@@ -83,7 +100,7 @@ async def _play(
     disks = {name: Disk() for name in names}
     bus = Bus(rng, plan.faults, echo=echo)
     limits = Limits()
-    config = NodeConfig(quorum(provers), not echo, Timeouts(), limits)
+    config = NodeConfig(minimum, not echo, Timeouts(), limits)
     nodes = [
         SimNode(name, plan.conducts.get(name, Conduct.HONEST), bus, registry, disks, config, rng)
         for name in names
@@ -119,13 +136,15 @@ async def _play(
         seed=seed,
         echo=echo,
         finalized=min(node.finalized_rank() for node in honest),
-        safety_violations=safety_violations([disks[node.name] for node in honest]),
+        safety_violations=safety_violations([disks[node.name] for node in honest])
+        + registry.conflicts({node.name for node in honest}),
         liveness_failure=liveness_failure,
         recovery=recovery,
         peak_stored=max(node.peak_stored for node in nodes),
         memory_bound=memory_bound(limits, senders),
         equivocations=sum(node.inbox.equivocations for node in honest),
         virtual_time=end,
+        chain=common_chain([disks[node.name] for node in honest]),
     )
 
 
@@ -134,6 +153,11 @@ async def _crash(crash: Crash, nodes: dict[str, SimNode], nursery: trio.Nursery)
     nodes[crash.name].crash()
     await trio.sleep_until(crash.back)
     await nodes[crash.name].start(nursery)
+
+
+def common_chain(disks: list[Disk]) -> tuple[str, ...]:
+    top = min(max(disk.chain) for disk in disks)
+    return tuple(disks[0].chain[rank].identity() for rank in range(1, top + 1))
 
 
 def safety_violations(disks: list[Disk]) -> int:
