@@ -183,6 +183,8 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         )
         if synced is not None:
             self._adopt(synced)
+        # Synced: a later confirmation that shows this peer still behind may ask again.
+        self._round.sync_requested = False
         prior = self._active
         leaders = await self._retrying(
             "get_next_leaders", lambda: self._leader.get_next_leaders(prior), epoch

@@ -10,7 +10,11 @@ from p2pnode.consensus.states import Event, State
 
 
 class Unique(Protocol):
-    """Anything the engine stores: it names itself, copies itself and has an ordinal rank."""
+    """Anything the engine stores: it names itself, copies itself and has an ordinal rank.
+
+    Votes are compared by value (`==`, else attribute by attribute) to tell a duplicate from an
+    equivocation, so a vote type should leave a randomized signature out of its equality.
+    """
 
     def identity(self) -> str: ...
 

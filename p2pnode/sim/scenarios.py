@@ -78,9 +78,7 @@ def _witness(names: list[str], rng: random.Random) -> Plan:
     committed. Only the locks keep the others from certifying another frame afterwards."""
     witness = rng.choice(names)
     until = rng.uniform(1.5, 4.0) + rng.uniform(6.0, 16.0)
-    faults = Faults(
-        until=until, muted=frozenset({witness}), confirmations_to=frozenset({witness})
-    )
+    faults = Faults(until=until, muted=frozenset({witness}), confirmations_to=frozenset({witness}))
     return Plan(faults=faults, calm_after=until)
 
 
