@@ -1,0 +1,1 @@
+"""The application: frames, votes, certificates, keys, proofs and the providers of the engine."""

@@ -1,0 +1,272 @@
+"""The engine's providers for real: frames proven with a VDF, signed votes and certificates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from p2pnode.chain import certs
+from p2pnode.chain.crypto import (
+    Keypair,
+    final_statement,
+    frame_statement,
+    liveness_statement,
+    precommit_statement,
+    sign,
+    vote_statement,
+)
+from p2pnode.chain.genesis import Genesis, frame_challenge, leader_order
+from p2pnode.chain.mempool import MAX_MUTATIONS_PER_FRAME, Mempool
+from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote
+from p2pnode.chain.vdf import prove_async
+from p2pnode.codec import Confirmation, Liveness, Message, Proposal, VoteMsg
+from p2pnode.consensus import ProviderError
+from p2pnode.consensus.rules import priority
+from p2pnode.store import Store
+
+
+class Publisher(Protocol):
+    """Sends a message to every peer (gossip); returns once it is handed to the network."""
+
+    async def publish(self, message: Message) -> None: ...
+
+
+class Synchronizer(Protocol):
+    async def synchronize(self, existing: Frame | None) -> Frame: ...
+
+
+@dataclass
+class Sent:
+    """The latest messages of each kind this peer published, re-sent while a round stalls."""
+
+    liveness: Liveness | None = None
+    proposal: Proposal | None = None
+    vote: VoteMsg | None = None
+    confirmation: Confirmation | None = None
+
+    def at(self, rank: int) -> list[Message]:
+        """What to send again while deciding `rank` (the confirmation may be of rank - 1)."""
+        found: list[Message] = []
+        if self.liveness is not None and self.liveness.rank == rank:
+            found.append(self.liveness)
+        if self.proposal is not None and self.proposal.frame.round == rank:
+            found.append(self.proposal)
+        if self.vote is not None and self.vote.vote.round == rank:
+            found.append(self.vote)
+        if self.confirmation is not None and self.confirmation.frame.round >= rank - 1:
+            found.append(self.confirmation)
+        return found
+
+
+@dataclass
+class Precommits:
+    """Precommit signatures received with confirmations: (rank, attempt, sender) → signature."""
+
+    signatures: dict[tuple[int, int, bytes], tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def add(self, rank: int, attempt: int, sender: bytes, frame_id: bytes, sig: bytes) -> None:
+        self.signatures.setdefault((rank, attempt, sender), (frame_id, sig))
+
+    def of(self, rank: int, attempt: int, frame_id: bytes) -> dict[bytes, bytes]:
+        return {
+            sender: sig
+            for (r, a, sender), (fid, sig) in self.signatures.items()
+            if r == rank and a == attempt and fid == frame_id
+        }
+
+    def prune_through(self, rank: int) -> None:
+        for key in [k for k in self.signatures if k[0] <= rank]:
+            del self.signatures[key]
+
+
+class ChainProviders:
+    """Sync, voting (with attempts), leader and liveness providers of one prover."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        keypair: Keypair,
+        store: Store,
+        mempool: Mempool,
+        publisher: Publisher,
+        synchronizer: Synchronizer,
+        clock: Callable[[], int],
+    ) -> None:
+        self.genesis = genesis
+        self.keypair = keypair
+        self.store = store
+        self.mempool = mempool
+        self.publisher = publisher
+        self.synchronizer = synchronizer
+        self.clock = clock
+        self.precommits = Precommits()
+        self.sent = Sent()
+
+    @property
+    def me(self) -> bytes:
+        return self.keypair.public
+
+    # -- sync and leader -----------------------------------------------------------------
+
+    async def synchronize(self, existing: Frame | None) -> Frame:
+        return await self.synchronizer.synchronize(existing)
+
+    async def get_next_leaders(self, prior: Frame | None) -> list[ProverId]:
+        return leader_order(self.genesis, prior if prior is not None else self.store.tip())
+
+    async def prove_next_state(self, prior: Frame | None, collected: Collected) -> Frame:
+        parent = prior if prior is not None else self.store.tip()
+        rank = parent.round + 1
+        challenge = frame_challenge(self.genesis, rank, parent.id, self.me, collected.root)
+        output, proof = await prove_async(challenge, self.genesis.difficulty)
+        unsigned = Frame(
+            round=rank,
+            parent=parent.id,
+            prover=self.me,
+            timestamp=max(self.clock(), parent.timestamp + 1),
+            root=collected.root,
+            mutations=collected.mutations,
+            difficulty=self.genesis.difficulty,
+            output=output,
+            proof=proof,
+            signature=b"",
+        )
+        signature = sign(self.keypair, self.genesis.network, frame_statement(unsigned))
+        return replace(unsigned, signature=signature)
+
+    # -- liveness ------------------------------------------------------------------------
+
+    async def collect(self) -> Collected:
+        rank = self.store.tip().round + 1
+        return Collected.of(rank, self.mempool.take(MAX_MUTATIONS_PER_FRAME))
+
+    async def send_liveness(self, prior: Frame | None, collected: Collected) -> None:
+        statement = liveness_statement(collected.round, self.me, collected.root)
+        message = Liveness(
+            collected.round,
+            self.me,
+            collected.root,
+            sign(self.keypair, self.genesis.network, statement),
+        )
+        self.sent.liveness = message
+        await self.publisher.publish(message)
+
+    # -- voting --------------------------------------------------------------------------
+
+    async def send_proposal(self, proposal: Frame) -> None:
+        message = Proposal(proposal)
+        self.sent.proposal = message
+        await self.publisher.publish(message)
+
+    async def decide_and_send_vote(
+        self, proposals: Mapping[str, Frame], attempt: int = 0
+    ) -> tuple[ProverId, Vote]:
+        if not proposals:
+            raise ProviderError("no proposal to vote for")
+        rank = next(iter(proposals.values())).round
+        vote = self.store.vote(rank, attempt)
+        if vote is None:
+            frame = self._choose(proposals, attempt)
+            statement = vote_statement(rank, attempt, frame.id)
+            signature = sign(self.keypair, self.genesis.network, statement)
+            vote = Vote(rank, attempt, frame.id, frame.prover, self.me, signature)
+            self.store.save_vote(vote)  # durable before it is published
+        message = VoteMsg(vote)
+        self.sent.vote = message
+        await self.publisher.publish(message)
+        return ProverId(vote.proposer), vote
+
+    def _choose(self, proposals: Mapping[str, Frame], attempt: int) -> Frame:
+        """The highest-priority proposal (the engine passes one when it runs attempts)."""
+        tip = self.store.tip()
+        order = [p.identity() for p in leader_order(self.genesis, tip)]
+        rotated = priority(order, attempt)
+        ranked = sorted(proposals, key=lambda p: rotated.index(p) if p in rotated else len(order))
+        frame = proposals[ranked[0]]
+        if frame.round != tip.round + 1 or frame.parent != tip.id:
+            raise ProviderError("the proposal does not extend this peer's final frame")
+        return frame.bare()
+
+    def _certified(self, signers_by_frame: Mapping[bytes, set[bytes]]) -> bytes | None:
+        for frame_id, signers in sorted(signers_by_frame.items()):
+            if sum(self.genesis.is_prover(s) for s in signers) >= self.genesis.quorum:
+                return frame_id
+        return None
+
+    async def is_quorum(self, proposal_votes: Mapping[str, Vote]) -> bool:
+        return self._certified(_voters_by_frame(proposal_votes)) is not None
+
+    async def finalize_votes(
+        self, proposals: Mapping[str, Frame], proposal_votes: Mapping[str, Vote]
+    ) -> tuple[Frame, ProverId]:
+        frame_id = self._certified(_voters_by_frame(proposal_votes))
+        frame = next((f for f in proposals.values() if f.id == frame_id), None)
+        if frame_id is None or frame is None:
+            raise ProviderError("no certified frame at hand")
+        votes = [v for v in proposal_votes.values() if v.frame == frame_id]
+        signatures = {v.voter: v.signature for v in votes}
+        certificate = certs.build(self.genesis, CertKind.VOTES, votes[0].attempt_no, signatures)
+        return frame.bare().with_certificate(certificate), ProverId(frame.prover)
+
+    async def send_confirmation(self, finalized: Frame) -> None:
+        certificate = finalized.certificate
+        if certificate is None:
+            raise ProviderError("a confirmation needs a certificate")
+        rank, attempt = finalized.round, certificate.attempt
+        if certificate.kind is CertKind.VOTES:
+            statement = precommit_statement(rank, attempt, finalized.id)
+        else:
+            statement = final_statement(rank, attempt, finalized.id)
+        signature = sign(self.keypair, self.genesis.network, statement)
+        if certificate.kind is CertKind.VOTES:
+            self.precommits.add(rank, attempt, self.me, finalized.id, signature)
+        message = Confirmation(finalized, self.me, signature)
+        self.sent.confirmation = message
+        await self.publisher.publish(message)
+
+    async def is_commit(self, confirmations: Mapping[str, Frame]) -> bool:
+        return self._commit_of(confirmations) is not None
+
+    def _commit_of(self, confirmations: Mapping[str, Frame]) -> Frame | None:
+        for frame in confirmations.values():
+            if frame.certificate is not None and frame.certificate.kind is CertKind.COMMIT:
+                return frame
+        for frame in confirmations.values():
+            certificate = frame.certificate
+            if certificate is None:
+                continue
+            signatures = self.precommits.of(frame.round, certificate.attempt, frame.id)
+            if sum(self.genesis.is_prover(s) for s in signatures) >= self.genesis.quorum:
+                commit = certs.build(self.genesis, CertKind.COMMIT, certificate.attempt, signatures)
+                return frame.bare().with_certificate(commit)
+        return None
+
+    async def finalize_commit(self, confirmations: Mapping[str, Frame]) -> Frame:
+        committed = self._commit_of(confirmations)
+        if committed is None:
+            raise ProviderError("no commit certificate")
+        return committed
+
+    # -- finality ------------------------------------------------------------------------
+
+    def on_finalized(self, state: Frame) -> None:
+        """Keep the final frame; it becomes the confirmation re-sent to peers that lag."""
+        if state.round == self.store.tip().round + 1:
+            self.store.append(state)
+        self.mempool.finalized(state.mutations)
+        self.precommits.prune_through(state.round)
+        if state.certificate is not None and state.certificate.kind is CertKind.COMMIT:
+            signature = sign(
+                self.keypair,
+                self.genesis.network,
+                final_statement(state.round, state.certificate.attempt, state.id),
+            )
+            self.sent.confirmation = Confirmation(state, self.me, signature)
+
+
+def _voters_by_frame(votes: Mapping[str, Vote]) -> dict[bytes, set[bytes]]:
+    by_frame: dict[bytes, set[bytes]] = {}
+    for vote in votes.values():
+        by_frame.setdefault(vote.frame, set()).add(vote.voter)
+    return by_frame

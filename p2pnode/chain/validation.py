@@ -1,0 +1,65 @@
+"""Checks a frame alone: its place in the chain, body, proof of work, signature, certificate."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from p2pnode.chain import vdf
+from p2pnode.chain.certs import CertificateChecker
+from p2pnode.chain.crypto import frame_statement, verify
+from p2pnode.chain.genesis import Genesis, frame_challenge
+from p2pnode.chain.mempool import MAX_MUTATION_SIZE, MAX_MUTATIONS_PER_FRAME
+from p2pnode.chain.types import CertKind, Frame, mutations_root
+
+
+class FrameChecker:
+    """Validates frames against the genesis; a proof already verified is not verified again."""
+
+    def __init__(self, genesis: Genesis, certificates: CertificateChecker | None = None) -> None:
+        self.genesis = genesis
+        self.certificates = certificates or CertificateChecker(genesis)
+        self._proven: OrderedDict[bytes, bool] = OrderedDict()
+
+    def problem(self, frame: Frame, parent: Frame | None) -> str | None:
+        """Why `frame` is not a valid proposal extending `parent` (None: it is valid).
+
+        Without a parent at hand only what the frame proves by itself is checked.
+        """
+        genesis = self.genesis
+        if parent is not None and (frame.round != parent.round + 1 or frame.parent != parent.id):
+            return "does not extend the final frame"
+        if parent is not None and frame.timestamp <= parent.timestamp:
+            return "timestamp not after its parent's"
+        if not genesis.is_prover(frame.prover):
+            return "prover not in the prover set"
+        if frame.difficulty != genesis.difficulty:
+            return "wrong difficulty"
+        if len(frame.mutations) > MAX_MUTATIONS_PER_FRAME or any(
+            not m or len(m) > MAX_MUTATION_SIZE for m in frame.mutations
+        ):
+            return "mutations out of bounds"
+        if mutations_root(frame.mutations) != frame.root:
+            return "mutations do not match their root"
+        if not verify(frame.prover, genesis.network, frame_statement(frame), frame.signature):
+            return "bad prover signature"
+        if not self._proof_holds(frame):
+            return "bad proof of work"
+        return None
+
+    def final_problem(self, frame: Frame, parent: Frame | None) -> str | None:
+        """Why `frame` is not a final frame extending `parent`: as above, plus its commit."""
+        if not self.certificates.valid(frame, CertKind.COMMIT):
+            return "no valid commit certificate"
+        return self.problem(frame, parent)
+
+    def _proof_holds(self, frame: Frame) -> bool:
+        known = self._proven.get(frame.id)
+        if known is None:
+            challenge = frame_challenge(
+                self.genesis, frame.round, frame.parent, frame.prover, frame.root
+            )
+            known = vdf.verify(challenge, frame.difficulty, frame.output, frame.proof)
+            self._proven[frame.id] = known
+            if len(self._proven) > 1024:
+                self._proven.popitem(last=False)
+        return known

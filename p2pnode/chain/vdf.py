@@ -1,0 +1,154 @@
+"""Wesolowski verifiable delay function over class groups (chiavdf), with canonical encodings."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import chiavdf
+import trio
+
+DISCRIMINANT_BITS = 1024
+"""Size of the class group's discriminant; chiavdf's Python build refuses more than 1024."""
+
+FORM_SIZE = 100
+"""Bytes of one serialized class-group element (an output or a proof). chiavdf pads every
+element to the size of its largest supported discriminant (1024 bits), whatever the size used."""
+
+CHALLENGE_SIZE = 32
+"""Challenges are hashes. chiavdf's discriminant search never returns for some short seeds (a
+1-byte challenge hangs it), so only hash-sized challenges ever reach it."""
+
+MAX_ITERATIONS = 2**63 - 1
+"""chiavdf counts iterations in a uint64; the wire format bounds integers below 2**63."""
+
+# Serialized elements start with a flag byte: bit 2 marks the identity form (1, 1), bit 3 the
+# generator form (2, 1). chiavdf reads either special form from the flag alone and ignores the
+# other 99 bytes, even in its strict mode, so those bytes must be checked here.
+_SPECIAL_FORM_FLAGS = 0x0C
+_IDENTITY = b"\x04" + bytes(FORM_SIZE - 1)
+_GENERATOR = b"\x08" + bytes(FORM_SIZE - 1)
+
+_START = _GENERATOR
+"""Every evaluation starts at the generator; the challenge picks the group."""
+
+PROVE_THREAD_NAME = "p2pnode-vdf-prove"
+
+# trio-typing's stubs (installed with libp2p) shadow trio's own annotations and still know only
+# `cancellable`, the name trio 0.23 deprecated and 0.35 removed; its successor is
+# `abandon_on_cancel`. Typing the call loosely keeps mypy and the runtime both satisfied.
+_run_in_thread: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync
+
+
+def _check(challenge: bytes, iterations: int) -> None:
+    if not isinstance(challenge, bytes) or len(challenge) != CHALLENGE_SIZE:
+        raise ValueError(f"a VDF challenge is a {CHALLENGE_SIZE}-byte hash")
+    if isinstance(iterations, bool) or not isinstance(iterations, int):
+        raise TypeError("iterations must be an int")
+    # Zero iterations would "prove" the start element itself: no work at all.
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise ValueError(f"iterations must be in [1, {MAX_ITERATIONS}], not {iterations}")
+
+
+@functools.lru_cache(maxsize=256)
+def _discriminant(challenge: bytes) -> str:
+    # Deriving the discriminant (a hash-to-prime search, 3-80 ms) often costs more than checking
+    # the proof, and one frame arrives several times (proposal, confirmations, rebroadcasts).
+    return chiavdf.create_discriminant(challenge, DISCRIMINANT_BITS)
+
+
+def _split(result: bytes) -> tuple[bytes, bytes]:
+    if len(result) != 2 * FORM_SIZE:
+        raise RuntimeError(f"chiavdf returned {len(result)} bytes instead of {2 * FORM_SIZE}")
+    return result[:FORM_SIZE], result[FORM_SIZE:]
+
+
+def prove(challenge: bytes, iterations: int) -> tuple[bytes, bytes]:
+    """(output, proof) of `iterations` squarings in the group named by `challenge`.
+
+    CPU-bound and blocking (about 8 µs per iteration): call `prove_async` from trio code.
+    """
+    _check(challenge, iterations)
+    # An empty stop-file path disables chiavdf's stop check.
+    return _split(chiavdf.prove(challenge, _START, DISCRIMINANT_BITS, iterations, ""))
+
+
+def _prove_while_exists(challenge: bytes, iterations: int, run_file: str) -> tuple[bytes, bytes]:
+    result = chiavdf.prove(challenge, _START, DISCRIMINANT_BITS, iterations, run_file)
+    if not result:
+        raise RuntimeError("VDF evaluation stopped: its run file disappeared")
+    return _split(result)
+
+
+async def prove_async(challenge: bytes, iterations: int) -> tuple[bytes, bytes]:
+    """`prove` in a worker thread (chiavdf releases the GIL); cancellable.
+
+    On cancellation trio abandons the thread at once, and removing the run file makes chiavdf
+    stop within about 0.15 s instead of finishing the evaluation for nothing: chiavdf's
+    `shutdown_file_path` argument names a file that must keep existing while it works.
+    """
+    _check(challenge, iterations)
+    descriptor, run_file = tempfile.mkstemp(prefix="p2pnode-vdf-")
+    os.close(descriptor)
+    try:
+        output, proof = await _run_in_thread(
+            _prove_while_exists,
+            challenge,
+            iterations,
+            run_file,
+            abandon_on_cancel=True,
+            thread_name=PROVE_THREAD_NAME,
+        )
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(run_file)
+    return bytes(output), bytes(proof)
+
+
+def _canonical(discriminant: str, form: bytes) -> bool:
+    """Whether `form` is the one encoding chiavdf itself produces for its element.
+
+    chiavdf's verifier accepts other encodings of the same element (e.g. other last bytes of
+    the output), which would give one proof several byte strings and one frame several ids.
+    """
+    if form[0] & _SPECIAL_FORM_FLAGS:
+        return form in (_IDENTITY, _GENERATOR)
+    try:
+        chiavdf.bqfc_deserialize(discriminant, form, True)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def verify(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
+    """Whether `proof` shows that `output` is `iterations` squarings of the challenge's start.
+
+    Any malformed input is just invalid (False): the inputs come off the wire.
+    """
+    try:
+        _check(challenge, iterations)
+    except (TypeError, ValueError):
+        return False
+    for form in (output, proof):
+        if not isinstance(form, bytes) or len(form) != FORM_SIZE:
+            return False
+    try:
+        discriminant = _discriminant(challenge)
+        if not (_canonical(discriminant, output) and _canonical(discriminant, proof)):
+            return False
+        return bool(chiavdf.verify_wesolowski(discriminant, _START, output, proof, iterations))
+    except (RuntimeError, ValueError, TypeError):
+        # chiavdf raises RuntimeError for forms it cannot decode ("Invalid form ...").
+        return False
+
+
+async def verify_async(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
+    """`verify` in a worker thread: it takes milliseconds, too long for the event loop."""
+    valid = await _run_in_thread(
+        verify, challenge, iterations, output, proof, abandon_on_cancel=True
+    )
+    return bool(valid)

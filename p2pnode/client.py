@@ -1,0 +1,99 @@
+"""Talking to a running peer's status endpoint: status, metrics, submits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from p2pnode.home import Home
+
+MAX_REPLY = 4 * 1024 * 1024
+
+
+class ClientError(Exception):
+    """The peer could not be reached or answered badly; the message says which."""
+
+
+def status_url(home: Home) -> str:
+    """The status endpoint a running peer wrote into its home."""
+    try:
+        return home.status_url_file.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ClientError(
+            f"no running peer in {home.path} (no {home.status_url_file.name})"
+        ) from None
+
+
+def _endpoint(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname is None or parts.port is None:
+        raise ClientError(f"not an http://host:port url: {url!r}")
+    return parts.hostname, parts.port
+
+
+async def request(
+    url: str, method: str, path: str, body: bytes = b"", *, timeout: float = 5.0
+) -> bytes:
+    """One HTTP request; the body of a 2xx reply, else ClientError."""
+    host, port = _endpoint(url)
+    connection = h11.Connection(h11.CLIENT)
+    headers = [("host", f"{host}:{port}"), ("content-length", str(len(body)))]
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                out = connection.send(h11.Request(method=method, target=path, headers=headers))
+                out += connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage())
+                await stream.send_all(out)
+                return await _reply(stream, connection)
+    except (OSError, trio.TooSlowError, h11.ProtocolError) as err:
+        raise ClientError(f"cannot reach {url}: {err or type(err).__name__}") from None
+
+
+async def _reply(stream: trio.SocketStream, connection: h11.Connection) -> bytes:
+    status = 0
+    body = b""
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            connection.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_REPLY:
+                raise ClientError("reply too large")
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    if not 200 <= status < 300:
+        raise ClientError(f"the peer answered {status}: {body.decode(errors='replace')[:200]}")
+    return body
+
+
+async def get_json(url: str, path: str, *, timeout: float = 5.0) -> dict[str, object]:
+    reply = await request(url, "GET", path, timeout=timeout)
+    try:
+        value = json.loads(reply)
+    except ValueError:
+        raise ClientError(f"{path} did not answer JSON") from None
+    if not isinstance(value, dict):
+        raise ClientError(f"{path} did not answer a JSON object")
+    return value
+
+
+async def post_json(url: str, path: str, body: bytes, *, timeout: float = 5.0) -> dict[str, object]:
+    reply = await request(url, "POST", path, body, timeout=timeout)
+    value = json.loads(reply)
+    if not isinstance(value, dict):
+        raise ClientError(f"{path} did not answer a JSON object")
+    return value
+
+
+def url_of(home_or_url: Path | str) -> str:
+    if isinstance(home_or_url, Path):
+        return status_url(Home(home_or_url))
+    return home_or_url

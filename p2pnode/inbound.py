@@ -1,0 +1,180 @@
+"""The verdict on each gossip message: decode, check, feed the engine; counted by reason."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from p2pnode.chain.certs import CertificateChecker
+from p2pnode.chain.crypto import liveness_statement, precommit_statement, verify, vote_statement
+from p2pnode.chain.genesis import Genesis
+from p2pnode.chain.mempool import Admission, Mempool
+from p2pnode.chain.providers import Precommits
+from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote, peer_id_text
+from p2pnode.chain.validation import FrameChecker
+from p2pnode.codec import (
+    CodecError,
+    Confirmation,
+    Liveness,
+    MessageKind,
+    MutationMsg,
+    Proposal,
+    VoteMsg,
+    decode,
+)
+from p2pnode.consensus import EquivocationError, Receipt, StateMachine
+from p2pnode.net import Topic, Verdict
+
+log = logging.getLogger(__name__)
+
+Machine = StateMachine[Frame, Vote, ProverId, Collected]
+
+KINDS = {
+    Topic.LIVENESS: MessageKind.LIVENESS,
+    Topic.PROPOSALS: MessageKind.PROPOSAL,
+    Topic.VOTES: MessageKind.VOTE,
+    Topic.CONFIRMATIONS: MessageKind.CONFIRMATION,
+    Topic.MUTATIONS: MessageKind.MUTATION,
+}
+
+
+class RejectedError(Exception):
+    """The message is invalid: drop it, count it, penalise its sender."""
+
+
+def verdict_of(receipt: Receipt) -> Verdict:
+    if receipt is Receipt.ACCEPTED:
+        return Verdict.ACCEPT
+    if receipt is Receipt.NOT_A_PROVER:
+        return Verdict.REJECT
+    return Verdict.IGNORE  # duplicate, stale, too far ahead, full: harmless, dropped quietly
+
+
+class Inbound:
+    """Judges gossip for one peer: what is valid reaches the engine, the rest is counted."""
+
+    def __init__(
+        self,
+        genesis: Genesis,
+        machine: Machine,
+        checker: FrameChecker,
+        precommits: Precommits,
+        mempool: Mempool,
+        tip: Callable[[], Frame],
+    ) -> None:
+        self.genesis = genesis
+        self.machine = machine
+        self.checker = checker
+        self.certificates: CertificateChecker = checker.certificates
+        self.precommits = precommits
+        self.mempool = mempool
+        self.tip = tip
+        self.reasons: Counter[tuple[Topic, str]] = Counter()
+        self.equivocations: Counter[str] = Counter()
+
+    def judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
+        if topic is Topic.PEERS:
+            return Verdict.ACCEPT  # the network checked the record: well formed, signed by its peer
+        kind = KINDS.get(topic)
+        if kind is None:
+            return Verdict.IGNORE
+        try:
+            message = decode(data, expected=kind)
+            verdict = self._dispatch(message, origin)
+        except CodecError:
+            return self._reject(topic, origin, "undecodable")
+        except RejectedError as why:
+            return self._reject(topic, origin, str(why))
+        except EquivocationError as err:
+            self.equivocations[err.voter] += 1
+            return self._reject(topic, origin, "equivocating vote")
+        return verdict
+
+    def _reject(self, topic: Topic, origin: str, reason: str) -> Verdict:
+        self.reasons[(topic, reason)] += 1
+        log.debug("rejected %s from %s: %s", topic.name.lower(), origin, reason)
+        return Verdict.REJECT
+
+    def _dispatch(self, message: object, origin: str) -> Verdict:
+        match message:
+            case Liveness():
+                return self._liveness(message, origin)
+            case Proposal():
+                return self._proposal(message.frame, origin)
+            case VoteMsg():
+                return self._vote(message.vote, origin)
+            case Confirmation():
+                return self._confirmation(message, origin)
+            case MutationMsg():
+                admitted = self.mempool.add(message.data)
+                return Verdict.ACCEPT if admitted is Admission.ADDED else Verdict.IGNORE
+        raise RejectedError("unexpected message kind")
+
+    def _sender(self, key: bytes, origin: str) -> ProverId:
+        """The message's signer must be its author on the network, and a prover."""
+        if peer_id_text(key) != origin:
+            raise RejectedError("signer is not the sender")
+        if not self.genesis.is_prover(key):
+            raise RejectedError("not a prover")
+        return ProverId(key)
+
+    def _signed(self, key: bytes, statement: list[object], signature: bytes) -> None:
+        if not verify(key, self.genesis.network, statement, signature):
+            raise RejectedError("bad signature")
+
+    def _liveness(self, message: Liveness, origin: str) -> Verdict:
+        prover = self._sender(message.prover, origin)
+        self._signed(
+            message.prover,
+            liveness_statement(message.rank, message.prover, message.root),
+            message.signature,
+        )
+        collected = Collected(message.rank, message.root)
+        return verdict_of(self.machine.receive_liveness_check(prover, collected))
+
+    def _proposal(self, frame: Frame, origin: str) -> Verdict:
+        prover = self._sender(frame.prover, origin)
+        tip = self.tip()
+        if frame.round != tip.round + 1:
+            return Verdict.IGNORE  # not the rank being decided: its parent cannot be checked
+        problem = self.checker.problem(frame, tip)
+        if problem is not None:
+            raise RejectedError(problem)
+        return verdict_of(self.machine.receive_proposal(prover, frame))
+
+    def _vote(self, vote: Vote, origin: str) -> Verdict:
+        voter = self._sender(vote.voter, origin)
+        if not self.genesis.is_prover(vote.proposer):
+            raise RejectedError("vote for a non-prover's frame")
+        self._signed(
+            vote.voter, vote_statement(vote.round, vote.attempt_no, vote.frame), vote.signature
+        )
+        return verdict_of(self.machine.receive_vote(ProverId(vote.proposer), voter, vote))
+
+    def _confirmation(self, message: Confirmation, origin: str) -> Verdict:
+        frame, certificate = message.frame, message.frame.certificate
+        if certificate is None:
+            raise RejectedError("confirmation without a certificate")
+        if peer_id_text(message.sender) != origin:
+            raise RejectedError("signer is not the sender")
+        if not self.certificates.valid(frame, certificate.kind):
+            raise RejectedError("invalid certificate")
+        sender = ProverId(message.sender)
+        tip = self.tip()
+        if certificate.kind is CertKind.VOTES:
+            self._sender(message.sender, origin)
+            statement = precommit_statement(frame.round, certificate.attempt, frame.id)
+            self._signed(message.sender, statement, message.signature)
+            self.precommits.add(
+                frame.round, certificate.attempt, message.sender, frame.id, message.signature
+            )
+        if frame.round == tip.round + 1:
+            problem = self.checker.problem(frame, tip)
+            if problem is not None:
+                raise RejectedError(problem)
+            # The frame a quorum voted for replaces any other this prover sent us.
+            self.machine.receive_proposal(ProverId(frame.prover), frame.bare(), certified=True)
+        elif frame.round <= tip.round:
+            return Verdict.IGNORE
+        return verdict_of(self.machine.receive_confirmation(sender, frame))

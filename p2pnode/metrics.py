@@ -1,0 +1,65 @@
+"""Prometheus metrics of a peer, read from its status when scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from p2pnode.consensus import State
+from p2pnode.status import NodeStatus
+
+ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class StatusCollector(Collector):
+    """Turns a status snapshot into metric families at every scrape."""
+
+    def __init__(self, status: Callable[[], NodeStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        yield GaugeMetricFamily("consensus_rank", "Latest final rank", value=status.finalized_rank)
+        yield GaugeMetricFamily(
+            "consensus_attempt", "Attempt of the rank being decided", value=status.round.attempt
+        )
+        state = GaugeMetricFamily("consensus_state", "Engine state (1 = current)", labels=["state"])
+        for name in State:
+            state.add_metric([name.value], 1.0 if name.value == status.state else 0.0)
+        yield state
+        yield GaugeMetricFamily(
+            "consensus_state_seconds", "Seconds in the current state", value=status.state_time
+        )
+        yield GaugeMetricFamily("p2p_peers", "Connected peers", value=len(status.peers))
+        mesh = GaugeMetricFamily("p2p_mesh_peers", "Gossip mesh size per topic", labels=["topic"])
+        for topic, size in sorted(status.mesh.items()):
+            mesh.add_metric([topic], size)
+        yield mesh
+        messages = CounterMetricFamily(
+            "p2p_messages", "Gossip messages by topic and verdict", labels=["topic", "verdict"]
+        )
+        for topic, verdicts in sorted(status.counters.items()):
+            for verdict, count in sorted(verdicts.items()):
+                messages.add_metric([topic, verdict], count)
+        yield messages
+        yield GaugeMetricFamily("mempool_mutations", "Pending mutations", value=status.mempool)
+
+
+class Metrics:
+    """A peer's registry: its status collector and the round-duration histogram."""
+
+    def __init__(self, status: Callable[[], NodeStatus]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(StatusCollector(status))
+        self.round_duration = Histogram(
+            "consensus_round_duration_seconds",
+            "Seconds from one final frame to the next",
+            buckets=ROUND_BUCKETS,
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

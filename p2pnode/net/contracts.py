@@ -1,0 +1,154 @@
+"""What the network adapter promises its user and asks of it: topics, verdicts, judge, config."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+SEED_SIZE = 32
+KIB = 1024
+MAX_PAYLOAD = 1020 * KIB
+"""py-libp2p refuses RPCs over 1 MiB; this leaves room for the signed envelope around the data."""
+
+
+class NetError(Exception):
+    """A network operation failed or timed out; the message says which and why."""
+
+
+class Topic(enum.Enum):
+    """The gossip topics; the value is the topic's name on the wire (see `topic_name`)."""
+
+    LIVENESS = "liveness"
+    PROPOSALS = "proposals"
+    VOTES = "votes"
+    CONFIRMATIONS = "confirmations"
+    MUTATIONS = "mutations"
+    PEERS = "peers"
+    """Discovery: every peer announces `cbor([peer_id, [multiaddr, ...]])` here."""
+
+
+class Verdict(enum.Enum):
+    ACCEPT = "accept"
+    """Valid and useful: delivered and forwarded."""
+    IGNORE = "ignore"
+    """Stale, duplicate or too far ahead: dropped quietly, not forwarded."""
+    REJECT = "reject"
+    """Malformed or forged: dropped, not forwarded, counted against its author and forwarder."""
+
+
+def topic_name(network: str, topic: Topic) -> str:
+    return f"/p2pnode/{network}/{topic.value}/cbor"
+
+
+def sync_protocol(network: str) -> str:
+    return f"/p2pnode/{network}/sync/1"
+
+
+GENESIS_PROTOCOL = "/p2pnode/genesis/1"
+"""Not network-specific: a new peer fetches the genesis before it knows the network id."""
+
+
+class Judge(Protocol):
+    """Decides what happens to every gossip message, before it is forwarded.
+
+    Called synchronously on py-libp2p's receive path: it must be fast and must not block.
+    A message's id is the hash of its payload, and each id is judged once: an accepted one is
+    then remembered as seen and a rejected one as rejected, for `dedupe_ttl`, whoever sends
+    the same bytes again. An ignored one is judged afresh when another copy arrives, since it
+    may be acceptable by then. So judge the data, and use `origin` (the libp2p peer id of the
+    message's signer) as information: it is whoever published these bytes first.
+    """
+
+    def judge(self, topic: Topic, origin: str, data: bytes) -> Verdict: ...
+
+
+class SyncServer(Protocol):
+    """Answers catch-up requests: one request in, up to `max_response_items` items out."""
+
+    async def serve(self, request: bytes) -> list[bytes]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MeshDegrees:
+    """GossipSub's D_low, D and D_high."""
+
+    low: int
+    target: int
+    high: int
+
+
+def mesh_degrees(expected_peers: int) -> MeshDegrees:
+    """Degrees that keep every member of a small prover set in every peer's mesh.
+
+    With N-1 > D_high py-libp2p's heartbeat prunes carry no backoff and the mesh collapses into
+    GRAFT/PRUNE churn (notes §4-H), and a peer with an empty mesh sends its own messages to
+    nobody (§4-G); D_high >= N-1 avoids both. D_low = min(6, N-1) grafts every peer on subscribe.
+    """
+    others = max(1, expected_peers - 1)
+    return MeshDegrees(low=min(6, others), target=min(8, others), high=max(12, others))
+
+
+@dataclass(frozen=True, slots=True)
+class NetConfig:
+    network: str
+    seed: bytes
+    """The 32-byte ed25519 seed: the peer's persistent identity."""
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    """Full multiaddrs (with /p2p/<id>) dialled until connected; discovery finds the rest."""
+    expected_peers: int = 4
+    """The size of the prover set; sizes the mesh degrees (D_high >= expected_peers - 1)."""
+    heartbeat: float = 1.0
+    echo: bool = True
+    """When False the peer's own publications are published but not fed to the judge."""
+    max_response_items: int = 64
+    max_item_size: int = 256 * KIB
+    """Bound on a sync request and on each response item."""
+    genesis: bytes | None = None
+    """Served on GENESIS_PROTOCOL when set."""
+    max_genesis_size: int = 1024 * KIB
+    announce_interval: float = 2.0
+    """How often this peer announces its addresses on the PEERS topic."""
+    dial_timeout: float = 5.0
+    reject_limit: int = 8
+    """This many REJECT verdicts from one peer (as author or forwarder) within `reject_window`
+    seconds get it disconnected and refused for `ban_period` seconds."""
+    reject_window: float = 10.0
+    ban_period: float = 60.0
+    queue_threshold: int = 16
+    """`publish` waits while any peer's outbound queue (py-libp2p drops RPCs at 32) is this full."""
+    publish_max_wait: float = 2.0
+    """After this long, `publish` gives up waiting for a stuck peer's queue and publishes."""
+    dedupe_ttl: int = 120
+    """Seconds a message id is remembered: copies within it are neither re-judged nor re-sent."""
+    shutdown_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.network or "/" in self.network:
+            raise ValueError(f"network must be a non-empty name without '/', got {self.network!r}")
+        if len(self.seed) != SEED_SIZE:
+            raise ValueError(f"seed must be {SEED_SIZE} bytes, got {len(self.seed)}")
+        if self.expected_peers < 1:
+            raise ValueError("expected_peers must be at least 1")
+        positive = {
+            "heartbeat": self.heartbeat,
+            "announce_interval": self.announce_interval,
+            "dial_timeout": self.dial_timeout,
+            "reject_window": self.reject_window,
+            "ban_period": self.ban_period,
+            "publish_max_wait": self.publish_max_wait,
+            "shutdown_timeout": self.shutdown_timeout,
+            "max_response_items": self.max_response_items,
+            "max_item_size": self.max_item_size,
+            "max_genesis_size": self.max_genesis_size,
+            "reject_limit": self.reject_limit,
+            "dedupe_ttl": self.dedupe_ttl,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if not 1 <= self.queue_threshold < 32:
+            raise ValueError("queue_threshold must be in [1, 32): py-libp2p drops at 32")
+        if self.genesis is not None and len(self.genesis) > self.max_genesis_size:
+            raise ValueError("genesis is larger than max_genesis_size")

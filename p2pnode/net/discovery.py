@@ -1,0 +1,138 @@
+"""Peer announcements on the PEERS topic and the choice of which announced peers to dial."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import cbor2
+import multiaddr
+
+MAX_RECORD_SIZE = 4096
+MAX_ADDRS = 16
+MAX_ADDR_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRecord:
+    peer_id: str
+    addrs: tuple[str, ...]
+    """Full multiaddrs, each ending in /p2p/<peer_id>."""
+
+
+def encode_record(record: PeerRecord) -> bytes:
+    return cbor2.dumps([record.peer_id, list(record.addrs)], canonical=True)
+
+
+def decode_record(data: bytes, origin: str) -> PeerRecord | None:
+    """The record announced by `origin`, or None when it is malformed or names someone else
+    (a peer may only announce itself: the gossip signature proves the origin, not the body)."""
+    if len(data) > MAX_RECORD_SIZE:
+        return None
+    try:
+        value = cbor2.loads(data)
+    except Exception:  # cbor2 raises several unrelated types on garbage
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    peer_id, addrs = value
+    if peer_id != origin or not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_ADDRS:
+        return None
+    suffix = f"/p2p/{origin}"
+    for addr in addrs:
+        if not isinstance(addr, str) or len(addr) > MAX_ADDR_LENGTH or not addr.endswith(suffix):
+            return None
+        try:
+            multiaddr.Multiaddr(addr)
+        except Exception:  # multiaddr raises several unrelated types on garbage
+            return None
+    return PeerRecord(origin, tuple(addrs))
+
+
+@dataclass(slots=True)
+class _Known:
+    record: PeerRecord
+    first_seen: float
+    last_seen: float
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Directory:
+    """The peers heard of on PEERS, and which of them to dial now.
+
+    When two peers learn of each other at the same moment and both dial, py-libp2p keeps both
+    connections for its 20 s grace period and later trims one, killing whichever pubsub stream
+    ran on it. So the peer with the smaller id dials, and the other only dials after `grace`
+    seconds in case the first cannot reach it.
+    """
+
+    def __init__(
+        self,
+        me: str,
+        *,
+        grace: float,
+        forget_after: float,
+        max_peers: int,
+        retry: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
+        self._me = me
+        self._retry = retry
+        self._grace = grace
+        self._forget_after = forget_after
+        self._max_peers = max_peers
+        self._known: dict[str, _Known] = {}
+
+    def learn(self, record: PeerRecord, now: float) -> bool:
+        """Remember `record`; True when its peer was not known before."""
+        if record.peer_id == self._me:
+            return False
+        known = self._known.get(record.peer_id)
+        if known is None:
+            self._known[record.peer_id] = _Known(record, now, now)
+            return True
+        known.record = record
+        known.last_seen = now
+        return False
+
+    def dialled(self, peer: str, *, failed: bool, now: float) -> None:
+        """A dial ended; after a failure the peer waits, doubling each time, before the next
+        (it may have gone, and its last announcements keep circulating for a while)."""
+        known = self._known.get(peer)
+        if known is None:
+            return
+        if not failed:
+            known.failures = 0
+            known.retry_at = 0.0
+            return
+        first, most = self._retry
+        known.retry_at = now + min(most, first * 2**known.failures)
+        known.failures += 1
+
+    def forget_stale(self, now: float) -> None:
+        stale = [p for p, k in self._known.items() if k.last_seen < now - self._forget_after]
+        for peer in stale:
+            del self._known[peer]
+
+    def known(self) -> list[PeerRecord]:
+        return [known.record for known in self._known.values()]
+
+    def to_dial(
+        self,
+        now: float,
+        connected: Collection[str],
+        dialling: Collection[str],
+        refused: Collection[str],
+    ) -> list[PeerRecord]:
+        """Known peers to dial now: not connected, dialling or refused, our turn by the
+        tie-break, and no more than would take us past `max_peers` connections."""
+        room = self._max_peers - len(connected) - len(dialling)
+        chosen: list[PeerRecord] = []
+        for peer, known in sorted(self._known.items()):
+            if len(chosen) >= room:
+                break
+            if peer in connected or peer in dialling or peer in refused or now < known.retry_at:
+                continue
+            if self._me < peer or now - known.first_seen >= self._grace:
+                chosen.append(known.record)
+        return chosen

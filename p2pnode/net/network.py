@@ -1,0 +1,465 @@
+"""The peer's network: gossip judged message by message, discovery, bans, sync and genesis."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+from libp2p.abc import INetStream
+
+from p2pnode.net.contracts import (
+    GENESIS_PROTOCOL,
+    MAX_PAYLOAD,
+    Judge,
+    NetConfig,
+    NetError,
+    SyncServer,
+    Topic,
+    Verdict,
+    mesh_degrees,
+    sync_protocol,
+    topic_name,
+)
+from p2pnode.net.discovery import Directory, PeerRecord, decode_record, encode_record
+from p2pnode.net.framing import read_frame, write_frame
+from p2pnode.net.penalty import Penalties
+from p2pnode.net.stack import Stack, reset_quietly, route_libp2p_logging
+from p2pnode.net.sync import ask_sync, genesis_from, write_answer
+
+log = logging.getLogger(__name__)
+
+_QUEUE_POLL = 0.002
+"""How often a back-pressured `publish` looks at the outbound queues again."""
+_REQUEST_TIMEOUT = 10.0
+_SERVE_TIMEOUT = 30.0
+_MAX_CONCURRENT_SERVES = 8
+_HOUSEKEEPING = 1.0
+_DELIVERIES_EVERY = 60.0
+_BOOTSTRAP_BACKOFF = (0.25, 5.0)
+_ANNOUNCE_SETTLE = 0.1
+"""After a peer change, wait this long so one announcement covers a burst of connections."""
+
+
+class Network:
+    """A running peer; obtained from `open_network`, valid inside its context only."""
+
+    def __init__(
+        self,
+        config: NetConfig,
+        judge: Judge,
+        sync_server: SyncServer | None,
+        stack: Stack,
+        tasks: trio.Nursery,
+    ) -> None:
+        self._config = config
+        self._judge = judge
+        self._sync_server = sync_server
+        self._stack = stack
+        self._tasks = tasks
+        self._names = {topic: topic_name(config.network, topic) for topic in Topic}
+        self._counts = {(topic, verdict): 0 for topic in Topic for verdict in Verdict}
+        self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
+        self._directory = Directory(
+            stack.peer_id,
+            grace=2 * config.announce_interval,
+            forget_after=10 * config.announce_interval,
+            max_peers=mesh_degrees(config.expected_peers).high,
+        )
+        self._dialling: set[str] = set()
+        self._stuck: set[str] = set()
+        self._closing = False
+        self._warned_peers = False
+        self._peers_changed = trio.Event()
+        self._serving = trio.Semaphore(_MAX_CONCURRENT_SERVES)
+        self._kick_send, self._kick_receive = trio.open_memory_channel[str](256)
+
+    # Status
+
+    @property
+    def peer_id(self) -> str:
+        return self._stack.peer_id
+
+    @property
+    def config(self) -> NetConfig:
+        return self._config
+
+    def addrs(self) -> list[str]:
+        """This peer's listen multiaddrs, each with /p2p/<peer id>."""
+        return self._stack.addrs()
+
+    def peers(self) -> list[str]:
+        """Connected peers."""
+        return self._stack.connected()
+
+    def mesh_sizes(self) -> dict[Topic, int]:
+        return {topic: self._stack.mesh_size(name) for topic, name in self._names.items()}
+
+    def queue_depth(self) -> int:
+        """The longest per-peer outbound RPC queue (py-libp2p drops at 32)."""
+        return max(self._stack.queue_depths().values(), default=0)
+
+    def counters(self) -> dict[tuple[Topic, Verdict], int]:
+        """Verdicts given so far, per topic and verdict (every pair present)."""
+        return dict(self._counts)
+
+    def banned(self) -> list[str]:
+        return self._penalties.banned(trio.current_time())
+
+    # Gossip
+
+    async def publish(self, topic: Topic, data: bytes) -> None:
+        """Publish `data` on `topic`, first waiting while a peer's outbound queue is filling.
+
+        py-libp2p drops RPCs silently once a peer's queue holds 32 (notes §4-E), so waiting
+        at `queue_threshold` turns a burst into back-pressure instead of loss. A peer whose
+        queue stays full for `publish_max_wait` is logged and not waited for until it drains.
+        Publishing the same bytes again re-broadcasts them: peers that accepted them drop the
+        copy as seen, peers that ignored them judge it again. Never raises for network
+        trouble; with `echo` a non-ACCEPT of an own message means it is not published, as for
+        anyone else's. Raises ValueError for a payload over MAX_PAYLOAD, which py-libp2p would
+        drop silently.
+        """
+        if len(data) > MAX_PAYLOAD:
+            raise ValueError(f"{len(data)}-byte payload exceeds {MAX_PAYLOAD}")
+        if self._closing:
+            log.debug("network closing: %s message not published", topic.value)
+            return
+        threshold = self._config.queue_threshold
+        deadline = trio.current_time() + self._config.publish_max_wait
+        while True:
+            depths = self._stack.queue_depths()
+            self._stuck &= {peer for peer, depth in depths.items() if depth >= threshold}
+            full = [p for p, d in depths.items() if d >= threshold and p not in self._stuck]
+            if not full:
+                break
+            if trio.current_time() >= deadline:
+                log.warning("outbound queues of %s stay full: not waiting for them", full)
+                self._stuck.update(full)
+                break
+            await trio.sleep(_QUEUE_POLL)
+        try:
+            await self._stack.publish(self._names[topic], data)
+        except Exception as err:
+            log.warning("publishing on %s failed: %r", topic.value, err)
+
+    def _validate(self, topic: Topic, forwarder: str, origin: str, data: bytes) -> Verdict:
+        """py-libp2p's topic validator: runs before any delivery or forwarding, once per
+        message id (accepted ids are then seen, rejected ones cached; an ignored message is
+        judged again if another copy arrives), and only ACCEPT lets the message go on."""
+        me = self._stack.peer_id
+        if origin == me:
+            if forwarder != me:
+                # A copy of our own message relayed back: py-libp2p drops it after validation.
+                return Verdict.IGNORE
+            if self._config.echo:
+                # The echo: the judge sees our own message like any other. An IGNORE (say, a
+                # duplicate of what the engine already holds) still publishes it; a REJECT
+                # does not: peers would reject it too, and penalise us.
+                verdict = self._ask_judge(topic, origin, data)
+                self._counts[(topic, verdict)] += 1
+                if verdict is Verdict.REJECT:
+                    return verdict
+            return Verdict.ACCEPT
+        record = decode_record(data, origin) if topic is Topic.PEERS else None
+        if topic is Topic.PEERS and record is None:
+            verdict = Verdict.REJECT
+        else:
+            verdict = self._ask_judge(topic, origin, data)
+        self._counts[(topic, verdict)] += 1
+        if verdict is Verdict.REJECT:
+            self._penalise({origin, forwarder} - {me})
+        elif verdict is Verdict.ACCEPT and record is not None and origin != me:
+            self._learn(record)
+        if record is not None and verdict is not Verdict.ACCEPT and not self._warned_peers:
+            # Legitimate for a peer the application refuses, but a judge that does not know
+            # PEERS at all silently shrinks the network to a star around its bootstrap peers.
+            self._warned_peers = True
+            log.warning(
+                "the judge gave %s to a well-formed peer record: discovery only learns and "
+                "forwards accepted ones",
+                verdict.name,
+            )
+        return verdict
+
+    def _ask_judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
+        try:
+            verdict: object = self._judge.judge(topic, origin, data)
+        except Exception:
+            # A judge bug is not the sender's fault: drop the message without penalty.
+            log.exception("judge failed on a %s message from %s", topic.value, origin)
+            return Verdict.IGNORE
+        if isinstance(verdict, Verdict):
+            return verdict
+        # Anything else escaping into py-libp2p's validator would kill its pubsub service.
+        log.error("judge returned %r, not a Verdict", verdict)
+        return Verdict.IGNORE
+
+    def _penalise(self, peers: set[str]) -> None:
+        now = trio.current_time()
+        for peer in sorted(peers):
+            if self._penalties.reject(peer, now):
+                log.warning(
+                    "banning %s for %s s: too many rejected messages",
+                    peer,
+                    self._config.ban_period,
+                )
+                self._stack.refuse(peer)
+                self._kick(peer)
+
+    def _kick(self, peer: str) -> None:
+        try:
+            self._kick_send.send_nowait(peer)
+        except trio.WouldBlock:
+            log.warning("too many disconnects pending: %s stays connected for now", peer)
+
+    async def _enforce_bans(self) -> None:
+        async for peer in self._kick_receive:
+            if peer not in self._stack.connected():
+                continue
+            with trio.move_on_after(self._config.dial_timeout):
+                await self._disconnect_quietly(peer)
+
+    def _on_connected(self, peer: str) -> None:
+        if self._penalties.is_banned(peer, trio.current_time()):
+            self._kick(peer)
+        else:
+            self._peers_changed.set()
+
+    # Discovery
+
+    def _learn(self, record: PeerRecord) -> None:
+        now = trio.current_time()
+        if self._directory.learn(record, now):
+            # Announce back soon, so the newcomer learns of us without waiting a full interval.
+            self._peers_changed.set()
+        self._dial_due(now)
+
+    def _dial_due(self, now: float) -> None:
+        if self._closing:
+            return
+        refused = set(self._penalties.banned(now))
+        connected = set(self._stack.connected())
+        for record in self._directory.to_dial(now, connected, self._dialling, refused):
+            self._dialling.add(record.peer_id)
+            self._tasks.start_soon(self._dial, record)
+
+    async def _dial(self, record: PeerRecord) -> None:
+        try:
+            with trio.fail_after(self._config.dial_timeout):
+                await self._stack.connect(record.addrs)
+            self._directory.dialled(record.peer_id, failed=False, now=trio.current_time())
+        except Exception as err:
+            log.debug("dialling %s failed: %r", record.peer_id, err)
+            self._directory.dialled(record.peer_id, failed=True, now=trio.current_time())
+        finally:
+            self._dialling.discard(record.peer_id)
+
+    async def _bootstrap(self, addr: str) -> None:
+        """Stay connected to one bootstrap peer: dial with backoff until connected, and again
+        whenever the connection is lost."""
+        try:
+            target = self._stack.peer_of(addr)
+        except NetError as err:
+            log.warning("bootstrap address ignored: %s", err)
+            return
+        if target == self.peer_id:
+            return
+        first, most = _BOOTSTRAP_BACKOFF
+        delay = first
+        while True:
+            if target in self._stack.connected() or self._penalties.is_banned(
+                target, trio.current_time()
+            ):
+                delay = first
+                await trio.sleep(self._config.announce_interval)
+                continue
+            try:
+                with trio.fail_after(self._config.dial_timeout):
+                    await self._stack.connect([addr])
+                log.info("connected to bootstrap peer %s", target)
+                delay = first
+            except Exception as err:
+                log.debug("bootstrap %s not reachable (%r); retry in %.2f s", addr, err, delay)
+                await trio.sleep(delay)
+                delay = min(2 * delay, most)
+
+    async def _announce(self) -> None:
+        """Publish this peer's addresses every `announce_interval`, and soon after any change
+        in the peers it knows or is connected to, so newcomers learn of it quickly."""
+        while True:
+            record = PeerRecord(self.peer_id, tuple(self._stack.addrs()))
+            await self.publish(Topic.PEERS, encode_record(record))
+            with trio.move_on_after(self._config.announce_interval):
+                await self._peers_changed.wait()
+            if self._peers_changed.is_set():
+                self._peers_changed = trio.Event()
+                await trio.sleep(_ANNOUNCE_SETTLE)
+
+    async def _housekeeping(self) -> None:
+        since_deliveries = 0.0
+        while True:
+            await trio.sleep(_HOUSEKEEPING)
+            now = trio.current_time()
+            for peer in self._penalties.expire(now):
+                log.info("ban on %s lifted", peer)
+                self._stack.admit(peer)
+            for peer in self._penalties.banned(now):
+                self._stack.purge(peer)
+            self._directory.forget_stale(now)
+            self._dial_due(now)
+            since_deliveries += _HOUSEKEEPING
+            if since_deliveries >= _DELIVERIES_EVERY:
+                since_deliveries = 0.0
+                self._stack.forget_deliveries()
+
+    # Request/response
+
+    async def request(self, peer_id: str, request: bytes, *, timeout: float) -> list[bytes]:
+        """Ask `peer_id`'s sync server; return its items (at most `max_response_items`).
+        Raises NetError on any failure or after `timeout` seconds."""
+        if peer_id == self.peer_id:
+            raise NetError("a peer cannot sync from itself")
+        stream: INetStream | None = None
+        try:
+            with trio.fail_after(timeout):
+                stream = await self._stack.open_stream(peer_id, sync_protocol(self._config.network))
+                items = await ask_sync(
+                    stream,
+                    request,
+                    max_items=self._config.max_response_items,
+                    max_item_size=self._config.max_item_size,
+                )
+                await stream.close()
+                return items
+        except Exception as err:
+            if stream is not None:
+                await reset_quietly(stream)
+            if isinstance(err, NetError):
+                raise
+            if isinstance(err, trio.TooSlowError):
+                raise NetError(f"sync request to {peer_id} timed out after {timeout} s") from None
+            raise NetError(f"sync request to {peer_id} failed: {err!r}") from err
+
+    async def fetch_genesis(self, multiaddr: str, *, timeout: float) -> bytes:
+        """The genesis served by the peer at `multiaddr`. Raises NetError."""
+        try:
+            with trio.fail_after(timeout):
+                return await genesis_from(
+                    self._stack.host, multiaddr, self._config.max_genesis_size
+                )
+        except trio.TooSlowError:
+            raise NetError(f"no genesis from {multiaddr} within {timeout} s") from None
+
+    async def connect(self, multiaddr: str, *, timeout: float) -> str:
+        """Dial the peer at `multiaddr` now; return its peer id. Raises NetError."""
+        try:
+            with trio.fail_after(timeout):
+                return await self._stack.connect([multiaddr])
+        except NetError:
+            raise
+        except Exception as err:
+            raise NetError(f"cannot connect to {multiaddr}: {err!r}") from err
+
+    async def _serve_sync(self, remote: str, stream: INetStream) -> None:
+        if self._sync_server is None or self._penalties.is_banned(remote, trio.current_time()):
+            await reset_quietly(stream)
+            return
+        # The request is read before taking a serving slot, so a slow client holds none.
+        with trio.fail_after(_REQUEST_TIMEOUT):
+            request = await read_frame(stream, self._config.max_item_size)
+        with trio.fail_after(_SERVE_TIMEOUT):
+            async with self._serving:
+                items = await self._sync_server.serve(request)
+                await write_answer(
+                    stream,
+                    items,
+                    max_items=self._config.max_response_items,
+                    max_item_size=self._config.max_item_size,
+                )
+            await stream.close()
+
+    async def _serve_genesis(self, remote: str, stream: INetStream) -> None:
+        genesis = self._config.genesis
+        if genesis is None or self._penalties.is_banned(remote, trio.current_time()):
+            await reset_quietly(stream)
+            return
+        with trio.fail_after(_SERVE_TIMEOUT):
+            await write_frame(stream, genesis)
+            await stream.close()
+
+    # Life cycle
+
+    async def _start(self, drains: trio.Nursery) -> None:
+        stack = self._stack
+        stack.watch(self._on_connected)
+        stack.handle(sync_protocol(self._config.network), self._serve_sync)
+        stack.handle(GENESIS_PROTOCOL, self._serve_genesis)
+        for topic, name in self._names.items():
+            # The validator goes in before the subscription: nothing arrives unjudged.
+            stack.set_validator(name, functools.partial(self._validate, topic))
+            await stack.subscribe(name)
+            drains.start_soon(stack.drain, name)
+        self._tasks.start_soon(self._announce)
+        self._tasks.start_soon(self._enforce_bans)
+        self._tasks.start_soon(self._housekeeping)
+        for addr in self._config.bootstrap:
+            self._tasks.start_soon(self._bootstrap, addr)
+
+    async def _stop(self) -> None:
+        """The graceful shutdown of notes §1: stop publishing, let outbound queues drain,
+        unsubscribe, disconnect every peer; bounded by `shutdown_timeout`, never raising."""
+        self._closing = True
+        self._tasks.cancel_scope.cancel()
+        with trio.move_on_after(self._config.shutdown_timeout) as scope:
+            scope.shield = True
+            try:
+                with trio.move_on_after(self._config.shutdown_timeout / 3):
+                    while any(self._stack.queue_depths().values()):
+                        await trio.sleep(_QUEUE_POLL)
+                await self._stack.unsubscribe_all()
+                # Closing one connection takes py-libp2p ~0.2 s: close them all at once.
+                async with trio.open_nursery() as closing:
+                    for peer in self._stack.connected():
+                        closing.start_soon(self._disconnect_quietly, peer)
+            except Exception as err:
+                log.debug("error during graceful shutdown: %r", err)
+
+    async def _disconnect_quietly(self, peer: str) -> None:
+        try:
+            await self._stack.disconnect(peer)
+        except Exception as err:
+            log.debug("disconnecting %s failed: %r", peer, err)
+
+
+@asynccontextmanager
+async def open_network(
+    config: NetConfig, judge: Judge, sync_server: SyncServer | None = None
+) -> AsyncIterator[Network]:
+    """Start a peer: listen, join every topic, bootstrap and discover; shut down gracefully on
+    leaving. Raises NetError if it cannot start."""
+    route_libp2p_logging()
+    stack = Stack(
+        config.seed,
+        degrees=mesh_degrees(config.expected_peers),
+        heartbeat=config.heartbeat,
+        dedupe_ttl=config.dedupe_ttl,
+        peers_topic=topic_name(config.network, Topic.PEERS),
+    )
+    try:
+        async with stack.running(config.listen), trio.open_nursery() as drains:
+            try:
+                async with trio.open_nursery() as tasks:
+                    network = Network(config, judge, sync_server, stack, tasks)
+                    await network._start(drains)
+                    try:
+                        yield network
+                    finally:
+                        await network._stop()
+            finally:
+                # Unsubscribing ends the drains; this covers a shutdown that could not.
+                drains.cancel_scope.cancel()
+    finally:
+        stack.close()

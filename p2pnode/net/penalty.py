@@ -1,0 +1,51 @@
+"""Counting rejected messages per peer in a sliding window, and the bans that follow."""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class Penalties:
+    """`limit` rejects from one peer within `window` seconds ban it for `ban_period` seconds.
+
+    Pure bookkeeping with an explicit clock (`now` arguments), so it is tested without time.
+    """
+
+    def __init__(self, limit: int, window: float, ban_period: float) -> None:
+        self._limit = limit
+        self._window = window
+        self._ban_period = ban_period
+        self._rejects: dict[str, deque[float]] = {}
+        self._banned_until: dict[str, float] = {}
+
+    def reject(self, peer: str, now: float) -> bool:
+        """Count one reject against `peer`; True when this one bans it (only once per ban)."""
+        if self.is_banned(peer, now):
+            return False
+        times = self._rejects.setdefault(peer, deque())
+        times.append(now)
+        while times and times[0] <= now - self._window:
+            times.popleft()
+        if len(times) < self._limit:
+            return False
+        del self._rejects[peer]
+        self._banned_until[peer] = now + self._ban_period
+        return True
+
+    def is_banned(self, peer: str, now: float) -> bool:
+        until = self._banned_until.get(peer)
+        return until is not None and now < until
+
+    def banned(self, now: float) -> list[str]:
+        return sorted(peer for peer, until in self._banned_until.items() if now < until)
+
+    def expire(self, now: float) -> list[str]:
+        """Forget bans that have run out and reject counts that left the window; return the
+        peers whose ban ended, so the caller can lift whatever refusal it put in place."""
+        ended = [peer for peer, until in self._banned_until.items() if now >= until]
+        for peer in ended:
+            del self._banned_until[peer]
+        stale = [peer for peer, times in self._rejects.items() if times[-1] <= now - self._window]
+        for peer in stale:
+            del self._rejects[peer]
+        return ended

@@ -1,0 +1,231 @@
+"""A peer: host, engine, providers, store and sync assembled from its home, and its status."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from p2pnode.chain.certs import CertificateChecker
+from p2pnode.chain.crypto import Keypair
+from p2pnode.chain.genesis import Genesis
+from p2pnode.chain.mempool import Admission, Mempool, mutation_id
+from p2pnode.chain.providers import ChainProviders
+from p2pnode.chain.sync import SyncService
+from p2pnode.chain.types import Collected, Frame, ProverId, Vote
+from p2pnode.chain.validation import FrameChecker
+from p2pnode.codec import Confirmation, Liveness, Message, MutationMsg, Proposal, VoteMsg, encode
+from p2pnode.consensus import StateMachine
+from p2pnode.home import Home, NodeSettings
+from p2pnode.inbound import Inbound
+from p2pnode.metrics import Metrics
+from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
+from p2pnode.status import NodeStatus
+from p2pnode.store import Store
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+Machine = StateMachine[Frame, Vote, ProverId, Collected]
+
+TOPICS: dict[type, Topic] = {
+    Liveness: Topic.LIVENESS,
+    Proposal: Topic.PROPOSALS,
+    VoteMsg: Topic.VOTES,
+    Confirmation: Topic.CONFIRMATIONS,
+    MutationMsg: Topic.MUTATIONS,
+}
+
+
+class Outbox:
+    """Publishes messages and asks peers for frames, once the network is up."""
+
+    def __init__(self) -> None:
+        self.network: Network | None = None
+
+    async def publish(self, message: Message) -> None:
+        if self.network is None:
+            return
+        await self.network.publish(TOPICS[type(message)], encode(message))
+
+    def peers(self) -> list[str]:
+        return [] if self.network is None else self.network.peers()
+
+    async def request(self, peer_id: str, request: bytes, *, timeout: float) -> list[bytes]:
+        if self.network is None:
+            raise NetError("the network is not running")
+        return await self.network.request(peer_id, request, timeout=timeout)
+
+
+class LogTracer:
+    """The engine's trace logger, on the standard logging module."""
+
+    def __init__(self) -> None:
+        self._log = logging.getLogger("p2pnode.consensus")
+
+    def trace(self, message: str) -> None:
+        self._log.debug(message)
+
+    def error(self, message: str, err: BaseException | None) -> None:
+        self._log.warning("%s: %r", message, err)
+
+
+class Node:
+    """One p2pnode peer. `run` serves until `stop` is called (or the engine stops)."""
+
+    def __init__(self, home: Home, keypair: Keypair, genesis: Genesis, settings: NodeSettings):
+        self.home = home
+        self.keypair = keypair
+        self.genesis = genesis
+        self.settings = settings
+        self.store = Store(home.store_file, genesis)
+        self.mempool = Mempool()
+        self.checker = FrameChecker(genesis, CertificateChecker(genesis))
+        self.outbox = Outbox()
+        self.sync = SyncService(self.store, self.checker, self.outbox)
+        self.providers = ChainProviders(
+            genesis,
+            keypair,
+            self.store,
+            self.mempool,
+            self.outbox,
+            self.sync,
+            lambda: int(time.time() * 1000),
+        )
+        engine = settings.engine
+        self.machine: Machine = StateMachine(
+            keypair.prover,
+            self.store.tip(),
+            not settings.echo,
+            engine.minimum_provers or genesis.quorum,
+            self.providers,
+            self.providers,
+            self.providers,
+            self.providers,
+            LogTracer(),
+            timeouts=engine.timeouts,
+            limits=engine.limits,
+            journal=self.store,
+        )
+        self.machine.add_finality_listener(self)
+        self.inbound = Inbound(
+            genesis,
+            self.machine,
+            self.checker,
+            self.providers.precommits,
+            self.mempool,
+            self.store.tip,
+        )
+        self.network: Network | None = None
+        self._stop = trio.Event()
+        self._engine_done = trio.Event()
+        self._finalized_at: float | None = None
+        self.metrics = Metrics(self.status)
+
+    @property
+    def role(self) -> str:
+        return "prover" if self.genesis.is_prover(self.keypair.public) else "follower"
+
+    def on_finalized(self, state: Frame) -> None:
+        self.providers.on_finalized(state)
+        now = time.monotonic()
+        if self._finalized_at is not None:
+            self.metrics.round_duration.observe(now - self._finalized_at)
+        self._finalized_at = now
+        log.info("final rank %d: %s", state.round, state.identity()[:16])
+
+    def net_config(self) -> NetConfig:
+        settings = self.settings
+        return NetConfig(
+            network=self.genesis.network,
+            seed=self.keypair.seed,
+            listen=settings.listen,
+            bootstrap=settings.bootstrap,
+            expected_peers=len(self.genesis.provers) + 1,
+            echo=settings.echo,
+            genesis=self.genesis.to_bytes(),
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with open_network(self.net_config(), self.inbound, self.sync) as network:
+                self.network = network
+                self.outbox.network = network
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self._engine)
+                    self.machine.start()
+                    nursery.start_soon(self._rebroadcast)
+                    task_status.started()
+                    await self._stop.wait()
+                    self.machine.stop()
+                    with trio.move_on_after(5):
+                        await self._engine_done.wait()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.outbox.network = None
+            self.network = None
+            self.store.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _engine(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the engine; when it stops by itself (a provider crashed), the node stops too."""
+        try:
+            await self.machine.run(task_status=task_status)
+        finally:
+            self._engine_done.set()
+            self._stop.set()
+
+    async def _rebroadcast(self) -> None:
+        """Gossip is best effort: while a round stalls, send this peer's latest messages again."""
+        last = -1
+        while True:
+            await trio.sleep(self.settings.rebroadcast)
+            rank = self.store.tip().round
+            if rank == last:
+                for message in self.providers.sent.at(rank + 1):
+                    await self.outbox.publish(message)
+            last = rank
+
+    async def submit(self, data: bytes) -> tuple[str, Admission]:
+        """Add a mutation to the pool and gossip it; returns its id."""
+        admitted = self.mempool.add(data)
+        if admitted is Admission.ADDED:
+            await self.outbox.publish(MutationMsg(data))
+        return mutation_id(data).hex(), admitted
+
+    def status(self) -> NodeStatus:
+        network, tip = self.network, self.store.tip()
+        counters: dict[str, dict[str, int]] = {}
+        if network is not None:
+            for (topic, verdict), count in sorted(
+                network.counters().items(), key=lambda kv: (kv[0][0].value, kv[0][1].value)
+            ):
+                counters.setdefault(topic.value, {v.value: 0 for v in Verdict})[verdict.value] = (
+                    count
+                )
+        since = None if self._finalized_at is None else time.monotonic() - self._finalized_at
+        return NodeStatus(
+            peer_id=self.keypair.prover.identity(),
+            network=self.genesis.network,
+            role=self.role,
+            state=str(self.machine.get_state()),
+            state_time=self.machine.get_state_time(),
+            finalized_rank=tip.round,
+            finalized_id=tip.identity(),
+            recent=self.store.recent(64),
+            peers=[] if network is None else network.peers(),
+            mesh={} if network is None else {t.value: n for t, n in network.mesh_sizes().items()},
+            counters=counters,
+            rejected={f"{t.value}: {why}": n for (t, why), n in self.inbound.reasons.items()},
+            best_peer_rank=max(self.sync.best_peer_rank, tip.round),
+            since_finalized=since,
+            mempool=len(self.mempool),
+            round=self.machine.round_view(),
+            transitions=self.machine.get_transition_count(),
+        )

@@ -1,0 +1,167 @@
+"""Durable state of a peer in sqlite (WAL): final frames, its own votes and its round record."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import cbor2
+
+from p2pnode.chain.genesis import Genesis
+from p2pnode.chain.types import Frame, Vote, canonical, digest
+from p2pnode.codec import CodecError, decode_frame, decode_vote, encode_frame, encode_vote
+from p2pnode.consensus import Lock, RoundRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS frames (rank INTEGER PRIMARY KEY, id BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS votes (
+    rank INTEGER NOT NULL, attempt INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (rank, attempt)
+);
+CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS mutations (id BLOB PRIMARY KEY, rank INTEGER NOT NULL);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be used (wrong network, corrupt data, a write out of order)."""
+
+
+class Store:
+    """Final frames in rank order, each extending the one before; the peer's own votes, written
+    before they are published; and the record of its current round (the engine's journal)."""
+
+    def __init__(self, path: Path, genesis: Genesis) -> None:
+        self._genesis = genesis
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a vote must survive a power cut
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open store {path}: {err}") from None
+        self._check_network()
+        self._tip = self._load_tip()
+
+    def _check_network(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+        if row is None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT INTO meta VALUES ('genesis', ?)", (self._genesis.hash(),))
+        elif row[0] != self._genesis.hash():
+            raise StoreError("the store belongs to another network (genesis differs)")
+
+    def _load_tip(self) -> Frame:
+        row = self._db.execute("SELECT data FROM frames ORDER BY rank DESC LIMIT 1").fetchone()
+        return self._genesis.frame() if row is None else self._decode(row[0])
+
+    @staticmethod
+    def _decode(data: bytes) -> Frame:
+        try:
+            return decode_frame(data)
+        except CodecError as err:
+            raise StoreError(f"corrupt frame in store: {err}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- frames --------------------------------------------------------------------------
+
+    def tip(self) -> Frame:
+        return self._tip
+
+    def frame(self, rank: int) -> Frame | None:
+        if rank == 0:
+            return self._genesis.frame()  # rebuilt from the genesis file, never stored
+        row = self._db.execute("SELECT data FROM frames WHERE rank = ?", (rank,)).fetchone()
+        return None if row is None else self._decode(row[0])
+
+    def frames(self, start: int, limit: int) -> list[Frame]:
+        """Final frames from rank `start` (at least 1: every peer rebuilds rank 0 itself)."""
+        rows = self._db.execute(
+            "SELECT data FROM frames WHERE rank >= ? ORDER BY rank LIMIT ?", (max(start, 1), limit)
+        ).fetchall()
+        return [self._decode(row[0]) for row in rows]
+
+    def recent(self, count: int = 64) -> list[tuple[int, str]]:
+        """The last `count` final frames as (rank, id), newest first."""
+        rows = self._db.execute(
+            "SELECT rank, id FROM frames ORDER BY rank DESC LIMIT ?", (count,)
+        ).fetchall()
+        recent = [(rank, frame_id.hex()) for rank, frame_id in rows]
+        if len(recent) < count:
+            recent.append((0, self._genesis.frame().identity()))
+        return recent
+
+    def append(self, frame: Frame) -> None:
+        """Add the next final frame; it must extend the current tip."""
+        if frame.round != self._tip.round + 1 or frame.parent != self._tip.id:
+            raise StoreError(
+                f"frame {frame.identity()[:12]} at rank {frame.round} does not extend the tip"
+            )
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO frames VALUES (?, ?, ?)", (frame.round, frame.id, encode_frame(frame))
+            )
+            self._db.execute("DELETE FROM votes WHERE rank < ?", (frame.round,))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO mutations VALUES (?, ?)",
+                [(digest(m), frame.round) for m in frame.mutations],
+            )
+        self._tip = frame
+
+    def mutation_rank(self, mutation_id: bytes) -> int | None:
+        """The rank of the final frame that holds a mutation, if any."""
+        row = self._db.execute("SELECT rank FROM mutations WHERE id = ?", (mutation_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- own votes -----------------------------------------------------------------------
+
+    def vote(self, rank: int, attempt: int) -> Vote | None:
+        row = self._db.execute(
+            "SELECT data FROM votes WHERE rank = ? AND attempt = ?", (rank, attempt)
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            return decode_vote(row[0])
+        except CodecError as err:
+            raise StoreError(f"corrupt vote in store: {err}") from None
+
+    def save_vote(self, vote: Vote) -> None:
+        """Durably record a vote; a second, different vote for one rank and attempt is refused."""
+        held = self.vote(vote.round, vote.attempt_no)
+        if held is not None:
+            if held != vote:
+                raise StoreError(f"a different vote is stored for rank {vote.round}")
+            return
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO votes VALUES (?, ?, ?)",
+                (vote.round, vote.attempt_no, encode_vote(vote)),
+            )
+
+    # -- the engine's journal ------------------------------------------------------------
+
+    def load(self) -> RoundRecord[Frame] | None:
+        row = self._db.execute("SELECT data FROM journal WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        try:
+            rank, attempt, voted, lock = cbor2.loads(row[0])
+            held = None if lock is None else Lock(lock[0], lock[1], decode_frame(lock[2]))
+            return RoundRecord(rank, attempt, bool(voted), held)
+        except (CodecError, ValueError, TypeError, IndexError, cbor2.CBORDecodeError) as err:
+            raise StoreError(f"corrupt round record in store: {err}") from None
+
+    def save(self, record: RoundRecord[Frame]) -> None:
+        lock = record.lock
+        held = None if lock is None else [lock.attempt, lock.proposer, encode_frame(lock.frame)]
+        data = canonical([record.rank, record.attempt, record.voted, held])
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT OR REPLACE INTO journal VALUES (1, ?)", (data,))

@@ -1,0 +1,45 @@
+"""Generating a local testnet: N prover homes sharing one genesis, bootstrap addresses filled in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from p2pnode.chain.crypto import Keypair
+from p2pnode.chain.genesis import Genesis
+from p2pnode.home import Home, create_home, write_config
+
+DEFAULT_DIFFICULTY = 1000
+
+
+def peer_address(port: int, keypair: Keypair) -> str:
+    return f"/ip4/127.0.0.1/tcp/{port}/p2p/{keypair.prover.identity()}"
+
+
+def generate_testnet(
+    out: Path,
+    peers: int,
+    *,
+    network: str = "testnet",
+    base_port: int = 4001,
+    difficulty: int = DEFAULT_DIFFICULTY,
+    extra_config: str = "",
+    other_provers: Sequence[Keypair] = (),
+) -> tuple[Genesis, list[Home]]:
+    """Write `peers` homes under `out` (peer0, peer1, ...); every peer bootstraps from peer0.
+
+    `other_provers` join the prover set without a home (run elsewhere, or not at all).
+    """
+    keypairs = [Keypair.generate() for _ in range(peers)]
+    provers = [k.prover for k in [*keypairs, *other_provers]]
+    genesis = Genesis.create(network, provers, difficulty, int(time.time() * 1000))
+    bootstrap = [peer_address(base_port, keypairs[0])]
+    homes = []
+    for index, keypair in enumerate(keypairs):
+        home, _ = create_home(out / f"peer{index}", keypair)
+        genesis.save(home.genesis_file)
+        listen = [f"/ip4/127.0.0.1/tcp/{base_port + index}"]
+        write_config(home, listen, [] if index == 0 else bootstrap, extra_config)
+        homes.append(home)
+    return genesis, homes

@@ -1,0 +1,140 @@
+"""Running real peers as processes on loopback for tests: start, observe, kill, clean up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from p2pnode.client import ClientError, get_json, status_url
+from p2pnode.home import Home
+
+POLL = 0.25
+"""How often tests look at another process's status (it cannot be awaited from here)."""
+
+
+def free_port_block(count: int) -> int:
+    """A base port such that base .. base+count-1 are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with closing(socket.socket()) as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count >= 65535:
+            continue
+        if all(_free(base + offset) for offset in range(count)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def _free(port: int) -> bool:
+    with closing(socket.socket()) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class Peer:
+    home: Home
+    process: trio.Process
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def status(self) -> dict[str, object]:
+        return await get_json(status_url(self.home), "/status")
+
+
+@dataclass
+class Cluster:
+    """Peer processes started by a test; every one is ended when the test ends."""
+
+    peers: list[Peer] = field(default_factory=list)
+
+    async def start(self, home: Home, *args: str) -> Peer:
+        home.status_url_file.unlink(missing_ok=True)
+        log = home.path / "process.log"
+        with log.open("ab") as out:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "p2pnode.daemon", "--home", str(home.path), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        peer = Peer(home, process, log)
+        self.peers.append(peer)
+        await wait_for(lambda: _answers(peer), timeout=60, what=f"{home.path.name} to start")
+        return peer
+
+    async def kill(self, peer: Peer) -> None:
+        """kill -9: no shutdown at all."""
+        peer.process.send_signal(signal.SIGKILL)
+        await peer.process.wait()
+
+    async def stop_all(self) -> None:
+        for peer in self.peers:
+            if peer.process.returncode is None:
+                peer.process.send_signal(signal.SIGTERM)
+        for peer in self.peers:
+            with trio.move_on_after(15):
+                await peer.process.wait()
+            if peer.process.returncode is None:
+                peer.process.kill()
+                await peer.process.wait()
+
+
+@asynccontextmanager
+async def cluster() -> AsyncIterator[Cluster]:
+    started = Cluster()
+    try:
+        yield started
+    finally:
+        with trio.CancelScope(shield=True):
+            await started.stop_all()
+
+
+async def _answers(peer: Peer) -> bool:
+    if peer.process.returncode is not None:
+        output = peer.log.read_text(errors="replace")[-2000:]
+        raise AssertionError(f"{peer.home.path.name} exited {peer.process.returncode}:\n{output}")
+    try:
+        await peer.status()
+    except ClientError:
+        return False
+    return True
+
+
+async def wait_for(check: Callable[[], object], *, timeout: float, what: str) -> None:
+    """Poll `check` (sync or async) until it is true; fail with `what` after `timeout`."""
+    with trio.move_on_after(timeout):
+        while True:
+            result = check()
+            if hasattr(result, "__await__"):
+                result = await result
+            if result:
+                return
+            await trio.sleep(POLL)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+async def ranks(peers: list[Peer]) -> list[int]:
+    return [int(str((await peer.status())["finalized_rank"])) for peer in peers]
+
+
+async def chain(peer: Peer) -> dict[int, str]:
+    """The peer's last 64 final frames, rank → id."""
+    recent = (await peer.status())["recent"]
+    assert isinstance(recent, list)
+    return {int(rank): str(frame_id) for rank, frame_id in recent}

@@ -1,0 +1,535 @@
+"""Wire codec: every kind round-trips; anything else, however mangled, is a CodecError."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import replace
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pnode import codec
+from p2pnode.chain.types import Certificate, CertKind, Frame, Vote, canonical
+from p2pnode.codec import CodecError, MessageKind
+
+uints = st.integers(min_value=0, max_value=2**63 - 1)
+small = st.integers(min_value=0, max_value=2**20)
+hashes = st.binary(min_size=32, max_size=32)
+keys = hashes
+signatures = st.binary(min_size=64, max_size=64)
+forms = st.binary(min_size=100, max_size=100)
+texts = st.text(max_size=40)
+
+
+@st.composite
+def certificates(draw: st.DrawFn, kind: CertKind | None = None) -> Certificate:
+    signers = draw(st.lists(uints, min_size=1, max_size=6, unique=True))
+    sigs = draw(st.lists(signatures, min_size=len(signers), max_size=len(signers)))
+    chosen = kind if kind is not None else draw(st.sampled_from(CertKind))
+    return Certificate(chosen, draw(small), tuple(sorted(signers)), tuple(sigs))
+
+
+@st.composite
+def frames(draw: st.DrawFn, certificate: st.SearchStrategy[Certificate | None]) -> Frame:
+    return Frame(
+        round=draw(uints),
+        parent=draw(hashes),
+        prover=draw(keys),
+        timestamp=draw(uints),
+        root=draw(hashes),
+        mutations=tuple(draw(st.lists(st.binary(max_size=64), max_size=5))),
+        difficulty=draw(uints),
+        output=draw(forms),
+        proof=draw(forms),
+        signature=draw(signatures),
+        certificate=draw(certificate),
+    )
+
+
+bare_frames = frames(st.none())
+certified_frames = frames(certificates())
+committed_frames = frames(certificates(CertKind.COMMIT))
+
+votes = st.builds(Vote, uints, uints, hashes, keys, keys, signatures)
+
+messages: st.SearchStrategy[codec.Message] = st.one_of(
+    st.builds(codec.Liveness, uints, keys, hashes, signatures),
+    st.builds(codec.Proposal, bare_frames),
+    st.builds(codec.VoteMsg, votes),
+    st.builds(codec.Confirmation, certified_frames, keys, signatures),
+    st.builds(codec.MutationMsg, st.binary(max_size=codec.MAX_MUTATION_SIZE)),
+    st.builds(codec.SyncRequest, uints, st.integers(1, codec.MAX_SYNC_FRAMES)),
+    st.builds(codec.SyncResponse, st.lists(committed_frames, max_size=3).map(tuple)),
+    st.builds(codec.Status, uints, hashes),
+    st.builds(codec.Peers, texts, st.lists(texts, max_size=codec.MAX_ADDRS).map(tuple)),
+    st.builds(codec.GenesisMsg, st.binary(max_size=2048)),
+)
+
+
+def frame(certificate: Certificate | None = None) -> Frame:
+    return Frame(
+        round=1,
+        parent=b"p" * 32,
+        prover=b"k" * 32,
+        timestamp=2,
+        root=b"r" * 32,
+        mutations=(b"m",),
+        difficulty=3,
+        output=b"o" * 100,
+        proof=b"q" * 100,
+        signature=b"s" * 64,
+        certificate=certificate,
+    )
+
+
+COMMIT = Certificate(CertKind.COMMIT, 0, (0, 2), (b"a" * 64, b"b" * 64))
+SAMPLES: list[codec.Message] = [
+    codec.Liveness(1, b"k" * 32, b"r" * 32, b"s" * 64),
+    codec.Proposal(frame()),
+    codec.VoteMsg(Vote(1, 0, b"f" * 32, b"p" * 32, b"v" * 32, b"s" * 64)),
+    codec.Confirmation(frame(COMMIT), b"k" * 32, b"s" * 64),
+    codec.MutationMsg(b"mutation"),
+    codec.SyncRequest(0, 10),
+    codec.SyncResponse((frame(COMMIT), frame(COMMIT))),
+    codec.Status(4, b"f" * 32),
+    codec.Peers("12D3KooW", ("/ip4/127.0.0.1/tcp/4001",)),
+    codec.GenesisMsg(b"{}"),
+]
+
+
+def raw(kind: int, body: object, version: object = 1) -> bytes:
+    """A canonical envelope around any body: for payloads `encode` would refuse to make."""
+    return canonical([version, kind, body])
+
+
+def frame_value(value: Frame) -> list[object]:
+    return [*value.fields(signed=True), certificate_value(value.certificate)]
+
+
+def certificate_value(value: Certificate | None) -> object:
+    if value is None:
+        return None
+    return [int(value.kind), value.attempt, list(value.signers), list(value.signatures)]
+
+
+def rejects(data: bytes, expected: MessageKind | None = None) -> str:
+    with pytest.raises(CodecError) as caught:
+        codec.decode(data, expected)
+    return str(caught.value)
+
+
+def decodes_only_to_itself(data: bytes) -> None:
+    """`decode` either refuses `data` with a CodecError or returns what encodes back to it."""
+    try:
+        message = codec.decode(data)
+    except CodecError:
+        return
+    assert codec.encode(message) == data
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+
+@given(message=messages)
+def test_every_kind_round_trips(message: codec.Message) -> None:
+    data = codec.encode(message)
+    decoded = codec.decode(data)
+    assert decoded == message
+    # Equality skips certificates and vote signatures: compare the encodings too.
+    assert codec.encode(decoded) == data
+    assert codec.decode(data, message.KIND) == message
+    assert codec.message_id(data) == hashlib.sha256(data).digest()
+
+
+@pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
+def test_samples_round_trip_and_refuse_other_kinds(message: codec.Message) -> None:
+    data = codec.encode(message)
+    assert codec.decode(data, message.KIND) == message
+    for kind in MessageKind:
+        if kind is not message.KIND:
+            assert "expected" in rejects(data, kind)
+
+
+def test_the_samples_cover_every_kind() -> None:
+    assert {message.KIND for message in SAMPLES} == set(MessageKind)
+
+
+def test_decoded_records_keep_certificates_and_signatures() -> None:
+    confirmation = codec.decode(codec.encode(SAMPLES[3]), MessageKind.CONFIRMATION)
+    assert confirmation.frame.certificate == COMMIT
+    assert confirmation.frame.id == frame().id
+    vote = codec.decode(codec.encode(SAMPLES[2]), MessageKind.VOTE).vote
+    assert vote.signature == b"s" * 64
+
+
+def test_limits_at_the_edge_are_accepted() -> None:
+    most = frame()
+    most = replace(most, mutations=(b"x" * codec.MAX_MUTATION_SIZE,) + (b"",) * 255)
+    for message in (
+        codec.Proposal(most),
+        codec.MutationMsg(b"x" * codec.MAX_MUTATION_SIZE),
+        codec.SyncResponse((frame(COMMIT),) * codec.MAX_SYNC_FRAMES),
+        codec.SyncRequest(2**63 - 1, codec.MAX_SYNC_FRAMES),
+        codec.Peers("p" * 256, ("a" * 256,) * codec.MAX_ADDRS),
+        codec.GenesisMsg(b"g" * codec.MAX_GENESIS_SIZE),
+        codec.Confirmation(
+            frame(Certificate(CertKind.VOTES, 2**63 - 1, tuple(range(1024)), (b"s" * 64,) * 1024)),
+            b"k" * 32,
+            b"s" * 64,
+        ),
+    ):
+        data = codec.encode(message)
+        assert codec.decode(data) == message
+
+
+# --- bounds and exact types -----------------------------------------------------------------
+
+
+def liveness(*body: object) -> bytes:
+    return raw(MessageKind.LIVENESS, list(body))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        liveness(1, b"k" * 32, b"r" * 32),  # arity
+        liveness(1, b"k" * 32, b"r" * 32, b"s" * 64, 0),
+        liveness(-1, b"k" * 32, b"r" * 32, b"s" * 64),  # negative
+        liveness(2**63, b"k" * 32, b"r" * 32, b"s" * 64),  # too large
+        liveness(2**64, b"k" * 32, b"r" * 32, b"s" * 64),  # a bignum (tag 2)
+        liveness(True, b"k" * 32, b"r" * 32, b"s" * 64),  # a bool is no int
+        liveness(1.0, b"k" * 32, b"r" * 32, b"s" * 64),  # no floats
+        liveness(None, b"k" * 32, b"r" * 32, b"s" * 64),
+        liveness(1, b"k" * 31, b"r" * 32, b"s" * 64),  # key size
+        liveness(1, b"k" * 32, b"r" * 33, b"s" * 64),  # hash size
+        liveness(1, b"k" * 32, b"r" * 32, b"s" * 65),  # signature size
+        liveness(1, "k" * 32, b"r" * 32, b"s" * 64),  # text is no bytes
+        liveness(1, [b"k" * 32], b"r" * 32, b"s" * 64),
+        raw(MessageKind.LIVENESS, {"rank": 1}),  # no maps
+        raw(MessageKind.LIVENESS, [1, {}, b"r" * 32, b"s" * 64]),
+        raw(MessageKind.STATUS, [4, b"f" * 32], version=2),  # version
+        raw(MessageKind.STATUS, [4, b"f" * 32], version=True),
+        raw(0, [4, b"f" * 32]),  # unknown kinds
+        raw(11, [4, b"f" * 32]),
+        raw(2**63 - 1, [4, b"f" * 32]),
+        canonical([1, MessageKind.STATUS]),  # envelope arity
+        canonical([1, MessageKind.STATUS, [4, b"f" * 32], None]),
+        canonical({"version": 1}),
+        canonical(b"bytes"),
+        raw(MessageKind.SYNC_REQUEST, [0, 0]),  # limit out of range
+        raw(MessageKind.SYNC_REQUEST, [0, codec.MAX_SYNC_FRAMES + 1]),
+        raw(MessageKind.MUTATION, [b"x" * (codec.MAX_MUTATION_SIZE + 1)]),
+        raw(MessageKind.GENESIS, [b"g" * (codec.MAX_GENESIS_SIZE + 1)]),
+        raw(MessageKind.PEERS, ["p" * 257, []]),
+        raw(MessageKind.PEERS, ["p", ["a" * 257]]),
+        raw(MessageKind.PEERS, ["p", ["a"] * (codec.MAX_ADDRS + 1)]),
+        raw(MessageKind.PEERS, ["p", [["a"]]]),
+        raw(MessageKind.SYNC_RESPONSE, [[frame_value(frame(COMMIT))] * 65]),
+        raw(MessageKind.SYNC_RESPONSE, [[frame_value(frame())]]),  # no certificate
+        raw(  # a vote certificate does not make a frame final
+            MessageKind.SYNC_RESPONSE,
+            [[frame_value(frame(replace(COMMIT, kind=CertKind.VOTES)))]],
+        ),
+        raw(MessageKind.PROPOSAL, [frame_value(frame(COMMIT))]),  # proposals are bare
+        raw(MessageKind.CONFIRMATION, [frame_value(frame()), b"k" * 32, b"s" * 64]),
+    ],
+)
+def test_out_of_bounds_or_mistyped_bodies_are_rejected(data: bytes) -> None:
+    rejects(data)
+
+
+def confirmation_with(certificate: object) -> bytes:
+    value = frame_value(frame())
+    value[-1] = certificate
+    return raw(MessageKind.CONFIRMATION, [value, b"k" * 32, b"s" * 64])
+
+
+@pytest.mark.parametrize(
+    "certificate",
+    [
+        [2, 0, [0, 2], [b"a" * 64]],  # counts differ
+        [2, 0, [], []],  # nobody signed
+        [2, 0, [2, 0], [b"a" * 64, b"b" * 64]],  # not ascending
+        [2, 0, [1, 1], [b"a" * 64, b"b" * 64]],  # a signer twice
+        [3, 0, [0], [b"a" * 64]],  # unknown kind
+        [0, 0, [0], [b"a" * 64]],
+        [2, -1, [0], [b"a" * 64]],
+        [2, 0, [0], [b"a" * 63]],
+        [2, 0, [-1], [b"a" * 64]],
+        [2, 0, [0], [b"a" * 64], None],
+        [2, 0, list(range(1025)), [b"a" * 64] * 1025],  # too many
+        [2, 0, 0, b"a" * 64],
+        b"certificate",
+    ],
+)
+def test_malformed_certificates_are_rejected(certificate: object) -> None:
+    rejects(confirmation_with(certificate))
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        (1, b"p" * 31),  # parent
+        (2, b"k" * 33),  # prover
+        (4, b""),  # root
+        (5, [b"m"] * (codec.MAX_MUTATIONS + 1)),
+        (5, [b"m" * (codec.MAX_MUTATION_SIZE + 1)]),
+        (5, [["m"]]),
+        (5, b"m"),
+        (7, b"o" * 99),  # output
+        (8, b"q" * 101),  # proof
+        (9, b"s" * 63),  # signature
+        (10, 0),  # certificate slot
+    ],
+)
+def test_malformed_frames_are_rejected(index: int, value: object) -> None:
+    fields = frame_value(frame())
+    fields[index] = value
+    rejects(raw(MessageKind.PROPOSAL, [fields]))
+    rejects(raw(MessageKind.PROPOSAL, [fields[:-1]]))
+
+
+def test_encode_refuses_what_decode_would_reject() -> None:
+    for message in (
+        codec.Status(1, b"f" * 31),
+        codec.Status(-1, b"f" * 32),
+        codec.Status(True, b"f" * 32),
+        codec.SyncRequest(0, 0),
+        codec.Proposal(frame(COMMIT)),
+        codec.Confirmation(frame(), b"k" * 32, b"s" * 64),
+        codec.Confirmation(frame(replace(COMMIT, signers=(2, 0))), b"k" * 32, b"s" * 64),
+        codec.Peers("p", ("a",) * 17),
+        codec.MutationMsg(bytearray(b"x")),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(CodecError):
+            codec.encode(message)
+
+
+def test_oversized_payloads_are_rejected_before_decoding() -> None:
+    assert "exceeds" in rejects(b"\x00" * (codec.MAX_MESSAGE_SIZE + 1))
+    big = replace(frame(COMMIT), mutations=(b"x" * 1024,) * 5)
+    response = codec.SyncResponse((big,) * codec.MAX_SYNC_FRAMES)
+    with pytest.raises(CodecError, match="exceeds"):
+        codec.encode(response)
+    data = raw(MessageKind.SYNC_RESPONSE, [[frame_value(big)] * codec.MAX_SYNC_FRAMES])
+    assert len(data) > codec.MAX_MESSAGE_SIZE
+    assert "exceeds" in rejects(data)
+
+
+def test_non_bytes_payloads_are_rejected() -> None:
+    data = codec.encode(SAMPLES[0])
+    for payload in (bytearray(data), memoryview(data), data.hex()):
+        rejects(payload)  # type: ignore[arg-type]
+
+
+# --- CBOR strictness ------------------------------------------------------------------------
+
+STATUS = codec.encode(codec.Status(4, b"f" * 32))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        STATUS + b"\x00",  # trailing bytes
+        STATUS[:-1],  # truncated
+        b"",
+        b"\xd9\xd9\xf7" + STATUS,  # self-described CBOR (tag 55799)
+        b"\xc0" + STATUS,  # tags 0, 1, 24, 42 around the envelope
+        b"\xc1" + STATUS,
+        b"\xd8\x18" + STATUS,
+        b"\xd8\x2a" + STATUS,
+        b"\xd8\x1c" + STATUS,  # shareable value
+        b"\x98\x03" + STATUS[1:],  # long-form array length
+        b"\x9f" + STATUS[1:] + b"\xff",  # indefinite-length array
+        b"\x83\x18\x01" + STATUS[2:],  # long-form integer
+        b"\x83\x01\x18\x08" + STATUS[3:],
+        b"\x83\x01\x08\x82\x04\x59\x00\x20" + b"f" * 32,  # long-form byte string length
+        b"\x83\x01\x08\x82\x04\x5f\x58\x20" + b"f" * 32 + b"\xff",  # indefinite byte string
+        b"\x83\x01\x08\x82\xc2\x41\x04\x58\x20" + b"f" * 32,  # bignum for a small int
+        b"\x83\x01\x08\x82\xf9\x44\x00\x58\x20" + b"f" * 32,  # half-float 4.0
+        b"\x83\x01\x08\x82\xf7\x58\x20" + b"f" * 32,  # undefined
+        b"\x83\x01\x08\x82\xf0\x58\x20" + b"f" * 32,  # simple value 16
+        b"\x83\x01\x08\x82\x24\x58\x20" + b"f" * 32,  # negative integer
+        b"\x83\x01\x09\x82\x61\xff\x80",  # invalid UTF-8
+        b"\x83\x01\x09\x82\x7f\x61a\xff\x80",  # indefinite text string
+        b"\x9b" + b"\xff" * 8,  # absurd declared lengths
+        b"\x5b\x7f" + b"\xff" * 7,
+        b"\x83\x01\x0a\x81\x5b\x00\x00\x00\x01\x00\x00\x00\x00",
+        b"\x81" * 100_000,  # deep nesting
+        b"\x83\x01\x09\x82\x61p\x81" + b"\x81" * 10 + b"\x80",
+        b"\xff",
+        b"\x1c",  # reserved additional information
+    ],
+)
+def test_non_canonical_or_non_plain_cbor_is_rejected(data: bytes) -> None:
+    rejects(data)
+
+
+def test_nesting_beyond_the_deepest_message_is_rejected() -> None:
+    # A sync response uses all six levels: a seventh anywhere is refused by the parser itself.
+    response = codec.encode(codec.SyncResponse((frame(COMMIT),)))
+    assert codec.decode(response)
+    assert "depth" in rejects(b"\x81" * 7 + b"\x00")
+
+
+def _head(major: int, argument: int, width: int) -> bytes:
+    """A CBOR head with `argument` in `width` extra bytes (0: inside the first byte)."""
+    if width == 0:
+        return bytes([major << 5 | argument])
+    code = {1: 24, 2: 25, 4: 26, 8: 27}[width]
+    return bytes([major << 5 | code]) + argument.to_bytes(width, "big")
+
+
+def _minimal_width(argument: int) -> int:
+    for width, limit in ((0, 24), (1, 2**8), (2, 2**16), (4, 2**32)):
+        if argument < limit:
+            return width
+    return 8
+
+
+@st.composite
+def loose_encodings(draw: st.DrawFn, value: object) -> tuple[bytes, bool]:
+    """Some encoding of `value` and whether it is the canonical one."""
+
+    def head(major: int, argument: int) -> tuple[bytes, bool]:
+        minimal = _minimal_width(argument)
+        wider = [w for w in (0, 1, 2, 4, 8) if w >= minimal and (w or argument < 24)]
+        width = draw(st.sampled_from(wider))
+        return _head(major, argument, width), width == minimal
+
+    if value is None:
+        return b"\xf6", True
+    if isinstance(value, int):
+        return head(0, value)
+    if isinstance(value, bytes | str):
+        content = value if isinstance(value, bytes) else value.encode()
+        major = 2 if isinstance(value, bytes) else 3
+        if content and draw(st.booleans()):  # an indefinite-length string, in one chunk
+            chunk, _ = head(major, len(content))
+            return bytes([major << 5 | 31]) + chunk + content + b"\xff", False
+        prefix, canonical_head = head(major, len(content))
+        return prefix + content, canonical_head
+    assert isinstance(value, list)
+    parts = [draw(loose_encodings(item)) for item in value]
+    body = b"".join(part for part, _ in parts)
+    exact = all(ok for _, ok in parts)
+    if draw(st.integers(0, 9)) == 0:
+        return b"\x9f" + body + b"\xff", False
+    prefix, canonical_head = head(4, len(value))
+    return prefix + body, exact and canonical_head
+
+
+@given(data=st.data())
+def test_only_the_canonical_encoding_is_accepted(data: st.DataObject) -> None:
+    message = data.draw(messages)
+    value = cbor2.loads(codec.encode(message))
+    encoded, is_canonical = data.draw(loose_encodings(value))
+    if is_canonical:
+        assert encoded == codec.encode(message)
+        assert codec.decode(encoded) == message
+    else:
+        assert encoded != codec.encode(message)
+        rejects(encoded)
+
+
+def test_the_loose_encoder_agrees_with_cbor2_on_canonical_output() -> None:
+    # Guards the test above: its "canonical" choice must really be canonical.
+    for width in (0, 1, 2, 4, 8):
+        if width >= _minimal_width(23):
+            assert (_head(0, 23, width) == canonical(23)) == (width == 0)
+    assert _head(2, 300, 2) + b"x" * 300 == canonical(b"x" * 300)
+    assert _head(0, 2**40, 8) == canonical(2**40)
+
+
+# --- fuzzing --------------------------------------------------------------------------------
+
+
+@given(data=st.binary(max_size=2048))
+def test_random_bytes_raise_nothing_but_codec_errors(data: bytes) -> None:
+    decodes_only_to_itself(data)
+
+
+@given(data=st.binary(max_size=64).map(lambda tail: STATUS[:4] + tail))
+def test_random_bodies_behind_a_valid_prefix_raise_nothing_but_codec_errors(data: bytes) -> None:
+    decodes_only_to_itself(data)
+
+
+@st.composite
+def mutated(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
+    """A valid encoding after a few byte flips, insertions, deletions or a truncation."""
+    data = bytearray(draw(valid))
+    for _ in range(draw(st.integers(1, 4))):
+        operation = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
+        position = draw(st.integers(0, max(len(data) - 1, 0)))
+        if operation == "flip" and data:
+            data[position] ^= 1 << draw(st.integers(0, 7))
+        elif operation == "set" and data:
+            data[position] = draw(st.integers(0, 255))
+        elif operation == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=9))
+        elif operation == "delete":
+            del data[position : position + draw(st.integers(1, 9))]
+        else:
+            del data[position:]
+    return bytes(data)
+
+
+@given(data=mutated(messages.map(codec.encode)))
+def test_mutated_encodings_raise_nothing_but_codec_errors(data: bytes) -> None:
+    decodes_only_to_itself(data)
+
+
+def test_message_ids_differ_with_content() -> None:
+    ids = {codec.message_id(codec.encode(message)) for message in SAMPLES}
+    assert len(ids) == len(SAMPLES)
+    assert all(len(identifier) == 32 for identifier in ids)
+
+
+# --- bare frames and votes ------------------------------------------------------------------
+
+
+@given(value=st.one_of(bare_frames, certified_frames), tail=st.binary(max_size=3))
+def test_bare_frames_round_trip_and_only_canonically(value: Frame, tail: bytes) -> None:
+    data = codec.encode_frame(value)
+    decoded = codec.decode_frame(data)
+    assert decoded == value
+    assert decoded.certificate == value.certificate
+    assert codec.encode_frame(decoded) == data
+    if tail:
+        with pytest.raises(CodecError):
+            codec.decode_frame(data + tail)
+
+
+@given(value=votes)
+def test_bare_votes_round_trip(value: Vote) -> None:
+    data = codec.encode_vote(value)
+    decoded = codec.decode_vote(data)
+    assert decoded == value
+    assert decoded.signature == value.signature
+    assert codec.encode_vote(decoded) == data
+
+
+@given(
+    frame_data=mutated(st.one_of(bare_frames, certified_frames).map(codec.encode_frame)),
+    vote_data=mutated(votes.map(codec.encode_vote)),
+)
+def test_mutated_bare_records_raise_nothing_but_codec_errors(
+    frame_data: bytes, vote_data: bytes
+) -> None:
+    # Refused with a CodecError, or accepted only as the exact encoding of what was decoded.
+    with contextlib.suppress(CodecError):
+        assert codec.encode_frame(codec.decode_frame(frame_data)) == frame_data
+    with contextlib.suppress(CodecError):
+        assert codec.encode_vote(codec.decode_vote(vote_data)) == vote_data
+
+
+def test_bare_encoders_refuse_malformed_records() -> None:
+    with pytest.raises(CodecError):
+        codec.encode_frame(replace(frame(), signature=b""))
+    with pytest.raises(CodecError):
+        codec.encode_vote(Vote(1, 0, b"f" * 31, b"p" * 32, b"v" * 32, b"s" * 64))
+    with pytest.raises(CodecError):
+        codec.decode_frame(codec.encode(codec.Proposal(frame())))

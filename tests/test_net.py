@@ -1,0 +1,354 @@
+"""The network adapter on real py-libp2p peers over loopback TCP, several per process."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+
+from p2pnode.net import (
+    MAX_PAYLOAD,
+    NetConfig,
+    NetError,
+    Network,
+    SyncServer,
+    Topic,
+    Verdict,
+    fetch_genesis,
+    open_network,
+)
+
+GOSSIP = [topic for topic in Topic if topic is not Topic.PEERS]
+"""The application topics; PEERS carries the periodic discovery announcements."""
+
+
+@dataclass
+class Recorder:
+    """A judge that remembers every call and answers by a policy on the payload."""
+
+    policy: Callable[[Topic, bytes], Verdict] = lambda topic, data: Verdict.ACCEPT
+    calls: list[tuple[Topic, str, bytes]] = field(default_factory=list)
+
+    def judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
+        self.calls.append((topic, origin, data))
+        return self.policy(topic, data)
+
+    def gossip(self) -> list[tuple[Topic, str, bytes]]:
+        return [call for call in self.calls if call[0] is not Topic.PEERS]
+
+
+def by_prefix(topic: Topic, data: bytes) -> Verdict:
+    if data.startswith(b"ignore"):
+        return Verdict.IGNORE
+    if data.startswith(b"reject"):
+        return Verdict.REJECT
+    return Verdict.ACCEPT
+
+
+def config(index: int, bootstrap: Sequence[str] = (), **overrides: Any) -> NetConfig:
+    seed = hashlib.sha256(b"test-net peer %d" % index).digest()
+    return NetConfig(network="test", seed=seed, bootstrap=tuple(bootstrap), **overrides)
+
+
+async def start(
+    stack: AsyncExitStack,
+    judges: Sequence[Recorder],
+    *,
+    servers: Sequence[SyncServer | None] = (),
+    **overrides: Any,
+) -> list[Network]:
+    """One peer per judge; every peer but the first knows only the first."""
+    networks: list[Network] = []
+    for index, judge in enumerate(judges):
+        bootstrap = networks[0].addrs()[:1] if networks else ()
+        server = servers[index] if index < len(servers) else None
+        cfg = config(index, bootstrap, expected_peers=len(judges), **overrides)
+        networks.append(await stack.enter_async_context(open_network(cfg, judge, server)))
+    return networks
+
+
+async def until(condition: Callable[[], bool], poll: float = 0.01) -> None:
+    """Wait for `condition`; the test's own `fail_after` bounds the wait."""
+    while not condition():
+        await trio.sleep(poll)
+
+
+def fully_meshed(networks: Sequence[Network]) -> bool:
+    others = len(networks) - 1
+    return all(
+        len(network.peers()) == others and min(network.mesh_sizes().values()) == others
+        for network in networks
+    )
+
+
+async def test_peers_that_know_only_the_first_mesh_fully_and_judge_each_message_once() -> None:
+    with trio.fail_after(10):
+        judges = [Recorder() for _ in range(4)]
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, judges)
+            await until(lambda: fully_meshed(networks))
+            for index, network in enumerate(networks):
+                for topic in GOSSIP:
+                    await network.publish(topic, b"%s from %d" % (topic.value.encode(), index))
+            expected = Counter(
+                (topic, network.peer_id, b"%s from %d" % (topic.value.encode(), index))
+                for index, network in enumerate(networks)
+                for topic in GOSSIP
+            )
+            await until(lambda: all(len(judge.gossip()) >= len(expected) for judge in judges))
+            await trio.sleep(0.3)  # room for a duplicate to show up
+            for network, judge in zip(networks, judges, strict=True):
+                assert Counter(judge.gossip()) == expected, "every message, own too, once"
+                counts = network.counters()
+                assert all(counts[(topic, Verdict.ACCEPT)] == 4 for topic in GOSSIP)
+                assert counts[(Topic.PEERS, Verdict.ACCEPT)] > 0, "announcements are judged"
+                assert not any(
+                    counts[(t, v)] for t in Topic for v in (Verdict.IGNORE, Verdict.REJECT)
+                )
+
+
+async def test_without_echo_own_messages_are_published_but_not_judged() -> None:
+    with trio.fail_after(10):
+        judges = [Recorder() for _ in range(3)]
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, judges, echo=False)
+            await until(lambda: fully_meshed(networks))
+            for index, network in enumerate(networks):
+                await network.publish(Topic.VOTES, b"vote %d" % index)
+            await until(lambda: all(len(judge.gossip()) >= 2 for judge in judges))
+            await trio.sleep(0.3)
+            for index, (network, judge) in enumerate(zip(networks, judges, strict=True)):
+                others = {(Topic.VOTES, n.peer_id, b"vote %d" % i) for i, n in enumerate(networks)}
+                others.discard((Topic.VOTES, network.peer_id, b"vote %d" % index))
+                assert sorted(judge.gossip()) == sorted(others)
+                assert all(origin != network.peer_id for _, origin, _ in judge.calls)
+                assert network.counters()[(Topic.VOTES, Verdict.ACCEPT)] == 2
+
+
+async def test_an_own_message_the_judge_rejects_is_not_published() -> None:
+    """The echo is judged like any message; only a REJECT keeps our own message back (an
+    IGNORE, such as a duplicate of what the application already holds, is still sent)."""
+    with trio.fail_after(10):
+        author, reader = Recorder(by_prefix), Recorder()
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [author, reader], reject_limit=1)
+            await until(lambda: fully_meshed(networks))
+            for payload in (b"reject mine", b"ignore mine", b"fine"):
+                await networks[0].publish(Topic.LIVENESS, payload)
+            await until(lambda: len(reader.gossip()) == 2)
+            await trio.sleep(0.3)
+            assert sorted(data for _, _, data in reader.gossip()) == [b"fine", b"ignore mine"]
+            counts = networks[0].counters()
+            assert [counts[(Topic.LIVENESS, v)] for v in Verdict] == [1, 1, 1]
+            assert networks[0].banned() == [], "never penalises itself"
+            with pytest.raises(ValueError, match="exceeds"):
+                await networks[0].publish(Topic.LIVENESS, bytes(MAX_PAYLOAD + 1))
+
+
+async def test_ignored_and_rejected_messages_are_counted_and_not_forwarded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A line a - b - c: b ignores announcements from others, so a and c never learn of each
+    other, and everything a says reaches c only through b's verdict."""
+
+    def middle(topic: Topic, data: bytes) -> Verdict:
+        return Verdict.IGNORE if topic is Topic.PEERS else by_prefix(topic, data)
+
+    with trio.fail_after(10):
+        a, b, c = Recorder(), Recorder(middle), Recorder()
+        async with AsyncExitStack() as stack:
+            hub = await stack.enter_async_context(open_network(config(1), b))
+            ends = [
+                await stack.enter_async_context(open_network(config(i, hub.addrs()[:1]), judge))
+                for i, judge in ((0, a), (2, c))
+            ]
+            await until(lambda: len(hub.peers()) == 2 and min(hub.mesh_sizes().values()) == 2)
+            for payload in (b"ignore me", b"reject me", b"ok 1", b"reject again", b"ok 2"):
+                await ends[0].publish(Topic.PROPOSALS, payload)
+            counts = hub.counters
+            await until(lambda: counts()[(Topic.PROPOSALS, Verdict.REJECT)] == 2)
+            await until(lambda: counts()[(Topic.PROPOSALS, Verdict.IGNORE)] == 1)
+            await until(lambda: [d for _, _, d in c.gossip()] != [] and len(c.gossip()) == 2)
+            await trio.sleep(0.3)
+            assert sorted(data for _, _, data in c.gossip()) == [b"ok 1", b"ok 2"]
+            assert counts()[(Topic.PROPOSALS, Verdict.ACCEPT)] == 2
+            assert counts()[(Topic.PEERS, Verdict.IGNORE)] > 0
+            assert "discovery only learns and forwards accepted" in caplog.text
+            assert ends[0].peer_id not in ends[1].peers(), "still a line"
+            assert ends[0].peer_id in hub.peers(), "two rejects are below the ban limit"
+
+
+async def test_a_peer_that_keeps_sending_rejected_messages_is_disconnected_and_refused() -> None:
+    with trio.fail_after(10):
+        judges = [Recorder(), Recorder(by_prefix)]
+        async with AsyncExitStack() as stack:
+            spammer, victim = await start(stack, judges, reject_limit=3, ban_period=30.0)
+            await until(lambda: fully_meshed([spammer, victim]))
+            for index in range(3):
+                await spammer.publish(Topic.VOTES, b"reject %d" % index)
+            await until(lambda: spammer.peer_id not in victim.peers())
+            assert victim.banned() == [spammer.peer_id]
+            assert victim.counters()[(Topic.VOTES, Verdict.REJECT)] == 3
+
+            # The spammer's bootstrap loop redials: the victim ignores it and drops it again.
+            def from_spammer() -> int:
+                return sum(origin == spammer.peer_id for _, origin, _ in judges[1].calls)
+
+            judged = from_spammer()
+            for index in range(5):
+                await spammer.publish(Topic.VOTES, b"fine %d" % index)
+                await trio.sleep(0.25)
+            assert from_spammer() == judged
+            assert sum(victim.mesh_sizes().values()) == 0
+            # Each redial is accepted by TCP and then dropped; it ends disconnected.
+            await until(lambda: spammer.peer_id not in victim.peers())
+            assert victim.banned() == [spammer.peer_id]
+
+
+async def test_a_burst_of_500_messages_is_delivered_whole_thanks_to_backpressure() -> None:
+    """py-libp2p drops RPCs once a peer's outbound queue holds 32; an unpaced burst of 500
+    fills it within milliseconds. Two peers: a third only adds relayed duplicates, and all
+    peers share this one CPU core."""
+    with trio.fail_after(10):
+        sender, receiver = Recorder(), Recorder()
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [sender, receiver])
+            await until(lambda: fully_meshed(networks))
+            burst = [b"burst %d" % index for index in range(500)]
+            deepest = 0
+            for payload in burst:
+                await networks[0].publish(Topic.MUTATIONS, payload)
+                deepest = max(deepest, networks[0].queue_depth())
+            assert deepest >= networks[0].config.queue_threshold, "the burst did press"
+            await until(lambda: len(receiver.gossip()) >= len(burst), poll=0.05)
+            assert sorted(data for _, _, data in receiver.gossip()) == sorted(burst)
+
+
+async def test_republished_bytes_reach_only_the_peers_that_ignored_them_before() -> None:
+    """Re-broadcasting a stalled round's vote must work although message ids are payload
+    hashes: a peer that ignored it (too early) judges it again, one that accepted it does not,
+    and the author's own judge saw it once."""
+    early = {b"too early"}
+
+    def patient(topic: Topic, data: bytes) -> Verdict:
+        return Verdict.IGNORE if data in early else Verdict.ACCEPT
+
+    def judged(judge: Recorder, data: bytes) -> int:
+        return sum(payload == data for _, _, payload in judge.gossip())
+
+    with trio.fail_after(10):
+        author, reader = Recorder(), Recorder(patient)
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [author, reader])
+            await until(lambda: fully_meshed(networks))
+            for payload in (b"too early", b"on time"):
+                await networks[0].publish(Topic.VOTES, payload)
+            await until(lambda: judged(reader, b"too early") == judged(reader, b"on time") == 1)
+            early.clear()
+            for payload in (b"too early", b"on time"):
+                await networks[0].publish(Topic.VOTES, payload)
+            await until(lambda: judged(reader, b"too early") == 2)
+            await trio.sleep(0.3)
+            assert judged(reader, b"on time") == 1, "seen already: not judged again"
+            assert judged(author, b"too early") == judged(author, b"on time") == 1
+            counts = networks[1].counters()
+            assert counts[(Topic.VOTES, Verdict.IGNORE)] == 1
+            assert counts[(Topic.VOTES, Verdict.ACCEPT)] == 2
+
+
+class Echo:
+    """Answers a request with `count` items derived from it."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    async def serve(self, request: bytes) -> list[bytes]:
+        return [request + b" %d" % index for index in range(self.count)]
+
+
+class Stuck:
+    async def serve(self, request: bytes) -> list[bytes]:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+class Big:
+    async def serve(self, request: bytes) -> list[bytes]:
+        return [b"small", b"x" * (256 * 1024 + 1), b"never sent"]
+
+
+async def test_sync_requests_round_trip_and_fail_with_net_error() -> None:
+    with trio.fail_after(10):
+        judges = [Recorder() for _ in range(5)]
+        servers: list[SyncServer | None] = [None, Echo(3), Echo(100), Stuck(), Big()]
+        async with AsyncExitStack() as stack:
+            client, *peers = await start(stack, judges, servers=servers, max_response_items=64)
+            await until(lambda: fully_meshed([client, *peers]))
+            echo, many, stuck, big = (peer.peer_id for peer in peers)
+            assert await client.request(echo, b"ask", timeout=5) == [b"ask 0", b"ask 1", b"ask 2"]
+            assert await client.request(echo, b"", timeout=5) == [b" 0", b" 1", b" 2"]
+            assert len(await client.request(many, b"q", timeout=5)) == 64, "capped by the server"
+            assert await client.request(big, b"q", timeout=5) == [b"small"], "cut at oversize"
+            started = trio.current_time()
+            with pytest.raises(NetError, match="timed out"):
+                await client.request(stuck, b"q", timeout=0.5)
+            assert trio.current_time() - started < 2
+            with pytest.raises(NetError):
+                await peers[0].request(client.peer_id, b"q", timeout=5)  # serves nothing
+            with pytest.raises(NetError, match="exceeds"):
+                await client.request(echo, b"x" * (256 * 1024 + 1), timeout=5)
+            with pytest.raises(NetError, match="itself"):
+                await client.request(client.peer_id, b"q", timeout=5)
+            assert await client.request(echo, b"again", timeout=5) == [
+                b"again 0",
+                b"again 1",
+                b"again 2",
+            ], "a failed request leaves the connection usable"
+
+
+async def test_the_genesis_is_fetched_before_knowing_the_network() -> None:
+    with trio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            holder = await stack.enter_async_context(
+                open_network(config(0, genesis=b"the genesis"), Recorder())
+            )
+            bare = await stack.enter_async_context(open_network(config(1), Recorder()))
+            address = holder.addrs()[0]
+            assert await fetch_genesis(address, timeout=5) == b"the genesis"
+            assert await bare.fetch_genesis(address, timeout=5) == b"the genesis"
+            with pytest.raises(NetError):
+                await fetch_genesis(bare.addrs()[0], timeout=5)  # has none
+            gone = address.replace(address.split("/")[4], "1")  # port 1: nobody listens
+            with pytest.raises(NetError):
+                await fetch_genesis(gone, timeout=3)
+            with pytest.raises(NetError):
+                await fetch_genesis("/not/a/multiaddr", timeout=3)
+
+
+async def test_closing_while_every_peer_publishes_raises_nothing() -> None:
+    async def chatter(network: Network, index: int) -> None:
+        count = 0
+        while True:
+            for topic in GOSSIP:
+                await network.publish(topic, b"chatter %d %d" % (index, count))
+                count += 1
+            await trio.sleep(0.005)
+
+    with trio.fail_after(10):
+        judges = [Recorder() for _ in range(4)]
+        async with trio.open_nursery() as publishers:
+            async with AsyncExitStack() as stack:
+                networks = await start(stack, judges)
+                await until(lambda: fully_meshed(networks))
+                for index, network in enumerate(networks):
+                    publishers.start_soon(chatter, network, index)
+                await until(lambda: all(len(judge.gossip()) > 40 for judge in judges))
+            # Every network is closed now, and the publishers are still calling publish.
+            await trio.sleep(0.1)
+            publishers.cancel_scope.cancel()

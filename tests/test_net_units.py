@@ -1,0 +1,275 @@
+"""The network adapter's pure parts: framing, penalties, peer records, dial choice, config."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import cbor2
+import pytest
+import trio
+from libp2p.identity_utils import create_identity_from_seed
+from libp2p.network.connection import swarm_connection
+from libp2p.peer.id import ID
+
+from p2pnode.net import NetConfig, NetError, PeerRecord, decode_record, encode_record, mesh_degrees
+from p2pnode.net.discovery import Directory
+from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
+from p2pnode.net.penalty import Penalties
+from p2pnode.net.stack import _Guarded, message_id_function, route_libp2p_logging
+
+
+def _peer_id(name: bytes) -> str:
+    return ID.from_pubkey(
+        create_identity_from_seed(hashlib.sha256(name).digest()).public_key
+    ).to_base58()
+
+
+ALICE = _peer_id(b"alice")
+BOB = _peer_id(b"bob")
+
+
+class Buffer:
+    """An in-memory ByteStream that returns at most `chunk` bytes per read."""
+
+    def __init__(self, data: bytes, chunk: int = 3) -> None:
+        self.data = data
+        self.chunk = chunk
+        self.written = b""
+
+    async def read(self, n: int) -> bytes:
+        out, self.data = self.data[: min(n, self.chunk)], self.data[min(n, self.chunk) :]
+        return out
+
+    async def write(self, data: bytes) -> None:
+        self.written += data
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 70_000])
+async def test_a_frame_reads_back_whatever_the_read_sizes(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert await read_frame(Buffer(frame(data) + b"next"), limit=size) == data
+
+
+async def test_a_frame_over_the_limit_is_refused_before_its_body_is_read() -> None:
+    stream = Buffer(uvarint(1_000_000))
+    with pytest.raises(NetError, match="exceeds"):
+        await read_frame(stream, limit=1000)
+
+
+async def test_a_truncated_frame_or_varint_is_an_error() -> None:
+    with pytest.raises(NetError, match="ended"):
+        await read_frame(Buffer(frame(b"abcdef")[:-1]), limit=100)
+    with pytest.raises(NetError, match="longer than 10"):
+        await read_uvarint(Buffer(b"\xff" * 11), limit=2**70)
+
+
+def test_uvarint_matches_the_protobuf_encoding() -> None:
+    assert uvarint(0) == b"\x00"
+    assert uvarint(300) == b"\xac\x02"
+    with pytest.raises(ValueError, match="negative"):
+        uvarint(-1)
+
+
+def test_penalties_ban_after_the_limit_within_the_window_and_expire() -> None:
+    penalties = Penalties(limit=3, window=10.0, ban_period=60.0)
+    assert not penalties.reject(ALICE, 0.0)
+    assert not penalties.reject(ALICE, 1.0)
+    assert penalties.reject(ALICE, 2.0)
+    assert penalties.is_banned(ALICE, 30.0)
+    assert not penalties.reject(ALICE, 31.0), "a ban is announced once"
+    assert penalties.banned(30.0) == [ALICE]
+    assert penalties.expire(61.0) == []
+    assert penalties.expire(62.0) == [ALICE]
+    assert not penalties.is_banned(ALICE, 62.0)
+
+
+def test_rejects_spread_wider_than_the_window_do_not_ban() -> None:
+    penalties = Penalties(limit=3, window=10.0, ban_period=60.0)
+    assert not any(penalties.reject(BOB, t) for t in (0.0, 6.0, 12.0, 18.0, 24.0))
+    penalties.expire(100.0)
+    assert not penalties.reject(BOB, 100.0)
+
+
+def test_a_peer_record_round_trips_in_the_agreed_encoding() -> None:
+    record = PeerRecord(ALICE, (f"/ip4/127.0.0.1/tcp/4001/p2p/{ALICE}",))
+    data = encode_record(record)
+    assert data == cbor2.dumps([ALICE, list(record.addrs)], canonical=True)
+    assert decode_record(data, origin=ALICE) == record
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [BOB, [f"/ip4/127.0.0.1/tcp/1/p2p/{BOB}"]],  # announces someone else
+        [ALICE, []],
+        [ALICE, [f"/ip4/127.0.0.1/tcp/1/p2p/{BOB}"]],
+        [ALICE, ["/ip4/127.0.0.1/tcp/1"]],
+        [ALICE, [f"/nonsense/1/p2p/{ALICE}"]],
+        [ALICE, [7]],
+        [ALICE, [f"/ip4/127.0.0.1/tcp/1/p2p/{ALICE}"] * 17],
+        {"peer": ALICE},
+        [ALICE],
+    ],
+)
+def test_malformed_or_foreign_peer_records_are_refused(value: object) -> None:
+    assert decode_record(cbor2.dumps(value), origin=ALICE) is None
+
+
+def test_garbage_and_oversized_peer_records_are_refused() -> None:
+    assert decode_record(b"\xff\x00garbage", origin=ALICE) is None
+    assert decode_record(b"\x00" * 5000, origin=ALICE) is None
+
+
+def _record(peer: str) -> PeerRecord:
+    return PeerRecord(peer, (f"/ip4/127.0.0.1/tcp/1/p2p/{peer}",))
+
+
+def test_the_smaller_peer_id_dials_and_the_larger_waits_out_the_grace() -> None:
+    small = Directory("12D3KooWA", grace=4.0, forget_after=20.0, max_peers=12)
+    large = Directory("12D3KooWZ", grace=4.0, forget_after=20.0, max_peers=12)
+    small.learn(_record("12D3KooWZ"), now=0.0)
+    large.learn(_record("12D3KooWA"), now=0.0)
+    assert small.to_dial(0.0, (), (), ()) == [_record("12D3KooWZ")]
+    assert large.to_dial(1.0, (), (), ()) == []
+    assert large.to_dial(4.0, (), (), ()) == [_record("12D3KooWA")]
+
+
+def test_dial_choice_skips_connected_dialling_refused_and_respects_room() -> None:
+    directory = Directory("12D3KooW0", grace=4.0, forget_after=20.0, max_peers=3)
+    for peer in ("12D3KooW1", "12D3KooW2", "12D3KooW3", "12D3KooW4", "12D3KooW5"):
+        assert directory.learn(_record(peer), now=0.0)
+    assert not directory.learn(_record("12D3KooW1"), now=1.0), "known already"
+    assert not directory.learn(_record("12D3KooW0"), now=1.0), "never ourselves"
+    chosen = directory.to_dial(0.0, ["12D3KooW1"], ["12D3KooW2"], ["12D3KooW3"])
+    assert chosen == [_record("12D3KooW4")], "room for 3 - 1 connected - 1 dialling"
+
+
+def test_a_failed_dial_backs_off_doubling_and_stale_peers_are_forgotten() -> None:
+    directory = Directory("12D3KooW0", grace=4.0, forget_after=20.0, max_peers=12)
+    directory.learn(_record("12D3KooW1"), now=0.0)
+    directory.dialled("12D3KooW1", failed=True, now=0.0)
+    assert directory.to_dial(0.5, (), (), ()) == []
+    assert directory.to_dial(1.0, (), (), ()) == [_record("12D3KooW1")]
+    directory.dialled("12D3KooW1", failed=True, now=1.0)
+    assert directory.to_dial(2.5, (), (), ()) == []
+    assert directory.to_dial(3.0, (), (), ()) == [_record("12D3KooW1")]
+    directory.dialled("12D3KooW1", failed=False, now=3.0)
+    assert directory.to_dial(3.0, (), (), ()) == [_record("12D3KooW1")]
+    directory.forget_stale(now=21.0)
+    assert directory.known() == []
+
+
+@pytest.mark.parametrize(
+    ("peers", "low", "target", "high"),
+    [(1, 1, 1, 12), (4, 3, 3, 12), (8, 6, 7, 12), (16, 6, 8, 15), (30, 6, 8, 29)],
+)
+def test_mesh_degrees_keep_the_whole_prover_set_in_the_mesh(
+    peers: int, low: int, target: int, high: int
+) -> None:
+    degrees = mesh_degrees(peers)
+    assert (degrees.low, degrees.target, degrees.high) == (low, target, high)
+    assert degrees.low <= degrees.target <= degrees.high
+    assert degrees.high >= peers - 1
+
+
+def test_config_refuses_bad_values() -> None:
+    seed = bytes(32)
+    with pytest.raises(ValueError, match="seed"):
+        NetConfig(network="n", seed=b"short")
+    with pytest.raises(ValueError, match="network"):
+        NetConfig(network="a/b", seed=seed)
+    with pytest.raises(ValueError, match="queue_threshold"):
+        NetConfig(network="n", seed=seed, queue_threshold=32)
+    with pytest.raises(ValueError, match="heartbeat"):
+        NetConfig(network="n", seed=seed, heartbeat=0)
+    with pytest.raises(ValueError, match="genesis"):
+        NetConfig(network="n", seed=seed, genesis=b"x" * 11, max_genesis_size=10)
+
+
+class _Message:
+    def __init__(self, data: bytes, topic: str, seqno: bytes) -> None:
+        self.data = data
+        self.topicIDs = [topic]
+        self.from_id = b"author"
+        self.seqno = seqno
+
+
+def test_message_ids_hash_the_payload_except_for_repeated_announcements() -> None:
+    message_id = message_id_function("/p2pnode/n/peers/cbor")
+    vote = message_id(_Message(b"vote", "/p2pnode/n/votes/cbor", b"1"))  # type: ignore[arg-type]
+    again = message_id(_Message(b"vote", "/p2pnode/n/votes/cbor", b"2"))  # type: ignore[arg-type]
+    assert vote == again == hashlib.sha256(b"vote").digest()
+    first = message_id(_Message(b"me", "/p2pnode/n/peers/cbor", b"1"))  # type: ignore[arg-type]
+    second = message_id(_Message(b"me", "/p2pnode/n/peers/cbor", b"2"))  # type: ignore[arg-type]
+    assert first != second
+
+
+def test_libp2p_records_go_to_p2pnode_logging_not_stderr(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    route_libp2p_logging()
+    route_libp2p_logging()
+    forwarders = [h for h in logging.getLogger("libp2p").handlers if type(h).__name__ == "_Forward"]
+    assert len(forwarders) == 1, "idempotent"
+    with caplog.at_level(logging.WARNING, logger="p2pnode.net.libp2p"):
+        logging.getLogger("libp2p.pubsub.gossipsub").warning("noise %d", 1)
+    routed = [r.name for r in caplog.records if r.name.startswith("p2pnode.")]
+    assert routed == ["p2pnode.net.libp2p.pubsub.gossipsub"]
+    assert "noise" not in capsys.readouterr().err
+
+
+def test_libp2p_cannot_install_a_root_stderr_handler_behind_our_back() -> None:
+    route_libp2p_logging()
+    # The module logs with `logging.debug(...)`: it must be a named logger now, not the root.
+    assert vars(swarm_connection)["logging"] is logging.getLogger(swarm_connection.__name__)
+
+
+class TeardownError(RuntimeError):
+    pass
+
+
+@asynccontextmanager
+async def noisy_service(*, crash_while_running: bool = False) -> AsyncIterator[None]:
+    """Like py-libp2p's background services: a nursery whose task fails at teardown (or, when
+    asked, while the body runs, which cancels the body)."""
+
+    async def fail(delay: float) -> None:
+        if delay:
+            await trio.sleep(delay)
+        raise TeardownError("Nursery is closed to new arrivals")
+
+    async with trio.open_nursery() as nursery:
+        if crash_while_running:
+            nursery.start_soon(fail, 0.01)
+        try:
+            yield
+        finally:
+            if not crash_while_running:
+                nursery.start_soon(fail, 0)
+
+
+async def test_the_guard_swallows_teardown_noise() -> None:
+    async with _Guarded(noisy_service(), "svc"):
+        pass
+
+
+async def test_the_guard_keeps_the_body_error_and_drops_the_noise() -> None:
+    with pytest.raises(KeyError, match="body"):
+        async with _Guarded(noisy_service(), "svc"):
+            raise KeyError("body")
+
+
+async def test_the_guard_honours_an_outer_cancellation() -> None:
+    with trio.move_on_after(0.05) as scope:
+        async with _Guarded(noisy_service(), "svc"):
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+
+
+async def test_a_service_that_dies_under_the_body_surfaces_as_net_error() -> None:
+    with pytest.raises(NetError, match="svc stopped"):
+        async with _Guarded(noisy_service(crash_while_running=True), "svc"):
+            await trio.sleep_forever()
