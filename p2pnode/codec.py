@@ -11,6 +11,8 @@ from typing import ClassVar, Literal, NoReturn, TypeAlias, overload
 
 import cbor2
 
+from p2pnode.chain.genesis import MAX_PROVERS
+from p2pnode.chain.mempool import MAX_MUTATION_SIZE, MAX_MUTATIONS_PER_FRAME
 from p2pnode.chain.types import (
     HASH_SIZE,
     KEY_SIZE,
@@ -24,20 +26,21 @@ from p2pnode.chain.types import (
 from p2pnode.chain.vdf import FORM_SIZE
 
 VERSION = 1
-MAX_MESSAGE_SIZE = 256 * 1024
+MAX_MESSAGE_SIZE = 56 * 1024
+"""A gossip message must fit one yamux frame (64 KiB with py-libp2p's RPC around it): py-libp2p
+writes a longer one as several frames that a concurrent write on the stream can interleave."""
 """Checked before decoding: it bounds the decoder's work, and cbor2 reads a declared length in
 chunks, so an absurd one fails at the end of the input instead of allocating."""
 MAX_DEPTH = 6
 """Arrays nest at most this deep, the envelope being level 1. The deepest message needs all six:
 envelope > SyncResponse body > frame list > frame > certificate > signer list."""
 MAX_INT = 2**63 - 1
-MAX_MUTATION_SIZE = 1024
-MAX_MUTATIONS = 256
-MAX_SIGNERS = 1024
+MAX_MUTATIONS = MAX_MUTATIONS_PER_FRAME
+MAX_SIGNERS = MAX_PROVERS
 MAX_SYNC_FRAMES = 64
 MAX_TEXT = 256
 MAX_ADDRS = 16
-MAX_GENESIS_SIZE = 64 * 1024
+MAX_GENESIS_SIZE = 32 * 1024
 
 FRAME_ARITY = 11
 """`Frame.fields(signed=True)` (ten fields) and the certificate or null."""

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pnode import codec
+from p2pnode.chain.mempool import MAX_MUTATION_SIZE
 from p2pnode.chain.types import Certificate, CertKind, Frame, Vote, canonical
 from p2pnode.codec import CodecError, MessageKind
 
@@ -60,7 +61,7 @@ messages: st.SearchStrategy[codec.Message] = st.one_of(
     st.builds(codec.Proposal, bare_frames),
     st.builds(codec.VoteMsg, votes),
     st.builds(codec.Confirmation, certified_frames, keys, signatures),
-    st.builds(codec.MutationMsg, st.binary(max_size=codec.MAX_MUTATION_SIZE)),
+    st.builds(codec.MutationMsg, st.binary(max_size=MAX_MUTATION_SIZE)),
     st.builds(codec.SyncRequest, uints, st.integers(1, codec.MAX_SYNC_FRAMES)),
     st.builds(codec.SyncResponse, st.lists(committed_frames, max_size=3).map(tuple)),
     st.builds(codec.Status, uints, hashes),
@@ -167,16 +168,23 @@ def test_decoded_records_keep_certificates_and_signatures() -> None:
 
 def test_limits_at_the_edge_are_accepted() -> None:
     most = frame()
-    most = replace(most, mutations=(b"x" * codec.MAX_MUTATION_SIZE,) + (b"",) * 255)
+    most = replace(most, mutations=(b"x" * MAX_MUTATION_SIZE,) + (b"",) * (codec.MAX_MUTATIONS - 1))
     for message in (
         codec.Proposal(most),
-        codec.MutationMsg(b"x" * codec.MAX_MUTATION_SIZE),
+        codec.MutationMsg(b"x" * MAX_MUTATION_SIZE),
         codec.SyncResponse((frame(COMMIT),) * codec.MAX_SYNC_FRAMES),
         codec.SyncRequest(2**63 - 1, codec.MAX_SYNC_FRAMES),
         codec.Peers("p" * 256, ("a" * 256,) * codec.MAX_ADDRS),
         codec.GenesisMsg(b"g" * codec.MAX_GENESIS_SIZE),
         codec.Confirmation(
-            frame(Certificate(CertKind.VOTES, 2**63 - 1, tuple(range(1024)), (b"s" * 64,) * 1024)),
+            frame(
+                Certificate(
+                    CertKind.VOTES,
+                    2**63 - 1,
+                    tuple(range(codec.MAX_SIGNERS)),
+                    (b"s" * 64,) * codec.MAX_SIGNERS,
+                )
+            ),
             b"k" * 32,
             b"s" * 64,
         ),
@@ -221,7 +229,7 @@ def liveness(*body: object) -> bytes:
         canonical(b"bytes"),
         raw(MessageKind.SYNC_REQUEST, [0, 0]),  # limit out of range
         raw(MessageKind.SYNC_REQUEST, [0, codec.MAX_SYNC_FRAMES + 1]),
-        raw(MessageKind.MUTATION, [b"x" * (codec.MAX_MUTATION_SIZE + 1)]),
+        raw(MessageKind.MUTATION, [b"x" * (MAX_MUTATION_SIZE + 1)]),
         raw(MessageKind.GENESIS, [b"g" * (codec.MAX_GENESIS_SIZE + 1)]),
         raw(MessageKind.PEERS, ["p" * 257, []]),
         raw(MessageKind.PEERS, ["p", ["a" * 257]]),
@@ -276,7 +284,7 @@ def test_malformed_certificates_are_rejected(certificate: object) -> None:
         (2, b"k" * 33),  # prover
         (4, b""),  # root
         (5, [b"m"] * (codec.MAX_MUTATIONS + 1)),
-        (5, [b"m" * (codec.MAX_MUTATION_SIZE + 1)]),
+        (5, [b"m" * (MAX_MUTATION_SIZE + 1)]),
         (5, [["m"]]),
         (5, b"m"),
         (7, b"o" * 99),  # output

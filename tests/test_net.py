@@ -23,6 +23,7 @@ from p2pnode.net import (
     fetch_genesis,
     open_network,
 )
+from p2pnode.net.stack import client_host, dial, open_stream
 
 GOSSIP = [topic for topic in Topic if topic is not Topic.PEERS]
 """The application topics; PEERS carries the periodic discovery announcements."""
@@ -352,3 +353,20 @@ async def test_closing_while_every_peer_publishes_raises_nothing() -> None:
             # Every network is closed now, and the publishers are still calling publish.
             await trio.sleep(0.1)
             publishers.cancel_scope.cancel()
+
+
+async def test_an_undecodable_rpc_costs_its_stream_not_the_peer() -> None:
+    """Bytes that are not a pubsub RPC, sent on the gossip protocol, make py-libp2p raise a
+    protobuf DecodeError in the connection's task; the peer drops that stream and lives on."""
+    with trio.fail_after(15):
+        first, second = Recorder(), Recorder()
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [first, second])
+            await until(lambda: fully_meshed(networks))
+            async with client_host() as attacker:
+                peer = await dial(attacker, networks[0].addrs()[:1])
+                stream = await open_stream(attacker, peer, "/meshsub/1.1.0")
+                await stream.write(b"\x05\xff\xff\xff\xff\xff")  # a length, then junk
+                await trio.sleep(0.5)
+            await networks[1].publish(Topic.VOTES, b"after the junk")
+            await until(lambda: any(data == b"after the junk" for _, _, data in first.calls))

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from p2pnode.chain.types import digest
 
 MAX_MUTATION_SIZE = 1024
-MAX_MUTATIONS_PER_FRAME = 256
+MAX_MUTATIONS_PER_FRAME = 48
+"""Keeps a frame, and so every gossip message, under one yamux frame (see codec)."""
 
 
 class Admission(enum.Enum):

@@ -8,8 +8,10 @@ from typing import Protocol
 
 SEED_SIZE = 32
 KIB = 1024
-MAX_PAYLOAD = 1020 * KIB
-"""py-libp2p refuses RPCs over 1 MiB; this leaves room for the signed envelope around the data."""
+MAX_PAYLOAD = 60 * KIB
+"""py-libp2p writes an RPC larger than one yamux frame (64 KiB) as several frames under a
+per-frame lock, so two writes on one stream can interleave and the receiver cannot parse
+either; one frame, with room for the signed envelope, is the limit."""
 
 
 class NetError(Exception):

@@ -26,7 +26,7 @@ from p2pnode.net.contracts import (
 from p2pnode.net.discovery import Directory, PeerRecord, decode_record, encode_record
 from p2pnode.net.framing import read_frame, write_frame
 from p2pnode.net.penalty import Penalties
-from p2pnode.net.stack import Stack, reset_quietly, route_libp2p_logging
+from p2pnode.net.stack import Stack, harden_rpc_reader, reset_quietly, route_libp2p_logging
 from p2pnode.net.sync import ask_sync, genesis_from, write_answer
 
 log = logging.getLogger(__name__)
@@ -441,6 +441,7 @@ async def open_network(
     """Start a peer: listen, join every topic, bootstrap and discover; shut down gracefully on
     leaving. Raises NetError if it cannot start."""
     route_libp2p_logging()
+    harden_rpc_reader()
     stack = Stack(
         config.seed,
         degrees=mesh_degrees(config.expected_peers),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -13,6 +14,7 @@ from typing import Any, cast
 
 import multiaddr
 import trio
+from google.protobuf.message import DecodeError
 from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee, ISubscriptionAPI
 from libp2p.custom_types import TProtocol
@@ -41,6 +43,31 @@ Validator = Callable[[str, str, bytes], Verdict]
 """(forwarder, origin, data) -> the verdict; only ACCEPT lets libp2p deliver and forward."""
 StreamHandler = Callable[[str, INetStream], Awaitable[None]]
 """(remote peer id, stream); may raise, the stack resets the stream and logs."""
+
+
+def harden_rpc_reader() -> None:
+    """Make a peer that sends bytes that are not an RPC cost its stream, not our process.
+
+    py-libp2p's pubsub reader handles oversized RPCs but lets protobuf's DecodeError escape,
+    which ends the swarm's connection task with an error and takes the whole host down: one
+    malformed RPC from anyone would stop a peer. Idempotent.
+    """
+    original = Pubsub.continuously_read_stream
+    if getattr(original, "_p2pnode_hardened", False):
+        return
+
+    async def read_guarded(self: Pubsub, stream: INetStream) -> None:
+        try:
+            await original(self, stream)
+        except DecodeError:
+            peer = stream.muxed_conn.peer_id
+            log.warning("undecodable pubsub RPC from %s: dropping its stream", peer)
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            self._handle_dead_peer(peer)
+
+    read_guarded._p2pnode_hardened = True  # type: ignore[attr-defined]
+    Pubsub.continuously_read_stream = read_guarded  # type: ignore[method-assign]
 
 
 def route_libp2p_logging() -> None:

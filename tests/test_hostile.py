@@ -1,0 +1,155 @@
+"""A hostile peer floods every topic with bad messages: they are rejected or ignored, counted,
+and the honest provers keep finalizing."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+from p2pnode.chain.crypto import Keypair, liveness_statement, sign, vote_statement
+from p2pnode.chain.types import Certificate, CertKind, Collected, Frame, Vote, digest
+from p2pnode.codec import Confirmation, Liveness, Proposal, VoteMsg, encode
+from p2pnode.net import NetConfig, Topic, Verdict, open_network
+from p2pnode.testnet import generate_testnet, peer_address
+from tests.peers import Peer, cluster, free_port_block, ranks, wait_for
+
+DIFFICULTY = 300
+
+
+class Deaf:
+    """The hostile peer's judge: it forwards nothing of anyone else's."""
+
+    def judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
+        return Verdict.IGNORE
+
+
+def junk_frame(rank: int, prover: bytes) -> Frame:
+    return Frame(
+        rank,
+        bytes(32),
+        prover,
+        1,
+        Collected.of(rank, ()).root,
+        (),
+        1,
+        bytes(100),
+        bytes(100),
+        bytes(64),
+    )
+
+
+def bad_messages(
+    network: str, outsider: Keypair, insider: Keypair, rank: int
+) -> dict[Topic, list[bytes]]:
+    """Per topic: undecodable, oversized, wrongly signed, non-prover and far-future messages."""
+    far = rank + 1000
+    collected = Collected.of(rank, ())
+    forged = Liveness(rank, insider.public, collected.root, bytes(64))
+    stranger = Liveness(
+        rank,
+        outsider.public,
+        collected.root,
+        sign(outsider, network, liveness_statement(rank, outsider.public, collected.root)),
+    )
+    future = Liveness(
+        far,
+        insider.public,
+        collected.root,
+        sign(insider, network, liveness_statement(far, insider.public, collected.root)),
+    )
+    frame_id = digest(b"nothing")
+    vote = Vote(
+        far,
+        0,
+        frame_id,
+        insider.public,
+        insider.public,
+        sign(insider, network, vote_statement(far, 0, frame_id)),
+    )
+    stranger_vote = Vote(
+        rank,
+        0,
+        frame_id,
+        outsider.public,
+        outsider.public,
+        sign(outsider, network, vote_statement(rank, 0, frame_id)),
+    )
+    fake_cert = Certificate(CertKind.COMMIT, 0, (0,), (bytes(64),))
+    garbage, huge = (
+        b"\xff\x00 not cbor",
+        bytes(58 * 1024),
+    )  # over the codec limit, under the net limit
+    # Far-future ones first: they are only ignored, and rejects soon get the sender banned.
+    return {
+        Topic.LIVENESS: [encode(future), garbage, huge, encode(forged), encode(stranger)],
+        Topic.PROPOSALS: [
+            encode(Proposal(junk_frame(far, insider.public))),
+            garbage,
+            encode(Proposal(junk_frame(rank, outsider.public))),
+        ],
+        Topic.VOTES: [encode(VoteMsg(vote)), garbage, encode(VoteMsg(stranger_vote))],
+        Topic.CONFIRMATIONS: [
+            garbage,
+            encode(
+                Confirmation(
+                    junk_frame(rank, insider.public).with_certificate(fake_cert),
+                    insider.public,
+                    bytes(64),
+                )
+            ),
+        ],
+        Topic.MUTATIONS: [garbage, huge],
+    }
+
+
+async def test_hostile_messages_are_rejected_and_counted(tmp_path: Path) -> None:
+    with trio.fail_after(180):
+        insider, outsider = Keypair.generate(), Keypair.generate()
+        base = free_port_block(4)
+        genesis, homes = generate_testnet(
+            tmp_path, 4, base_port=base, difficulty=DIFFICULTY, other_provers=[insider]
+        )
+        bootstrap = peer_address(base, homes[0].keypair())
+        async with cluster() as group, AsyncExitStack() as stack:
+            peers: list[Peer] = [await group.start(home) for home in homes]
+            await wait_for(lambda: _at_least(peers, 3), timeout=90, what="rank 3")
+            hostiles = [
+                await stack.enter_async_context(
+                    open_network(
+                        NetConfig(genesis.network, keypair.seed, bootstrap=(bootstrap,)), Deaf()
+                    )
+                )
+                for keypair in (outsider, insider)
+            ]
+            await wait_for(
+                lambda: all(h.peers() for h in hostiles),
+                timeout=30,
+                what="hostile peers to connect",
+            )
+            start = max(await ranks(peers))
+            for _ in range(3):
+                rank = max(await ranks(peers)) + 1
+                bad = bad_messages(genesis.network, outsider, insider, rank)
+                for index in range(max(len(payloads) for payloads in bad.values())):
+                    for hostile in hostiles:
+                        for topic, payloads in bad.items():  # every topic before any ban
+                            if index < len(payloads):
+                                await hostile.publish(topic, payloads[index])
+                await trio.sleep(1)
+            await wait_for(lambda: _at_least(peers, start + 5), timeout=90, what="5 more ranks")
+            counters = [await _counters(peer) for peer in peers]
+            for name in ("liveness", "proposals", "votes", "confirmations", "mutations"):
+                assert sum(c[name]["reject"] for c in counters) > 0, name
+            assert sum(c["liveness"]["ignore"] for c in counters) > 0
+
+
+async def _counters(peer: Peer) -> dict[str, dict[str, int]]:
+    counters = (await peer.status())["counters"]
+    assert isinstance(counters, dict)
+    return counters
+
+
+async def _at_least(peers: list[Peer], rank: int) -> bool:
+    return min(await ranks(peers)) >= rank
