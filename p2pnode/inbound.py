@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 from p2pnode.chain.certs import CertificateChecker
@@ -62,6 +62,7 @@ class Inbound:
         precommits: Precommits,
         mempool: Mempool,
         tip: Callable[[], Frame],
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.genesis = genesis
         self.machine = machine
@@ -70,6 +71,10 @@ class Inbound:
         self.precommits = precommits
         self.mempool = mempool
         self.tip = tip
+        self.clock = clock
+        self.hop_delays: deque[int] = deque(maxlen=256)
+        """Milliseconds from a proposal's timestamp to its arrival: one gossip hop, as both
+        clocks are the same machine's in a local testnet."""
         self.reasons: Counter[tuple[Topic, str]] = Counter()
         self.equivocations: Counter[str] = Counter()
 
@@ -141,7 +146,10 @@ class Inbound:
         problem = self.checker.problem(frame, tip)
         if problem is not None:
             raise RejectedError(problem)
-        return verdict_of(self.machine.receive_proposal(prover, frame))
+        verdict = verdict_of(self.machine.receive_proposal(prover, frame))
+        if verdict is Verdict.ACCEPT and self.clock is not None:
+            self.hop_delays.append(self.clock() - frame.timestamp)
+        return verdict
 
     def _vote(self, vote: Vote, origin: str) -> Verdict:
         voter = self._sender(vote.voter, origin)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from statistics import median
 from typing import TYPE_CHECKING
 
 import trio
@@ -39,6 +40,10 @@ TOPICS: dict[type, Topic] = {
     Confirmation: Topic.CONFIRMATIONS,
     MutationMsg: Topic.MUTATIONS,
 }
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Outbox:
@@ -94,7 +99,7 @@ class Node:
             self.mempool,
             self.outbox,
             self.sync,
-            lambda: int(time.time() * 1000),
+            wall_clock_ms,
         )
         engine = settings.engine
         self.machine: Machine = StateMachine(
@@ -119,6 +124,7 @@ class Node:
             self.providers.precommits,
             self.mempool,
             self.store.tip,
+            wall_clock_ms,
         )
         self.network: Network | None = None
         self._stop = trio.Event()
@@ -228,4 +234,5 @@ class Node:
             mempool=len(self.mempool),
             round=self.machine.round_view(),
             transitions=self.machine.get_transition_count(),
+            hop_latency_ms=median(self.inbound.hop_delays) if self.inbound.hop_delays else None,
         )

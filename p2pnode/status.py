@@ -28,6 +28,8 @@ class NodeStatus:
     mempool: int
     round: RoundView
     transitions: int
+    hop_latency_ms: float | None
+    """Median delay of proposals from their prover to this peer (one gossip hop)."""
 
     def to_json(self) -> dict[str, object]:
         view = self.round
@@ -48,6 +50,7 @@ class NodeStatus:
             "since_finalized": self.since_finalized,
             "mempool": self.mempool,
             "transitions": self.transitions,
+            "hop_latency_ms": self.hop_latency_ms,
             "round": {
                 "rank": view.target_rank,
                 "attempt": view.attempt,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from p2pnode.home import create_home, write_config
@@ -93,3 +94,41 @@ async def test_a_killed_prover_restarts_and_catches_up(tmp_path: Path) -> None:
             chains = [await chain(peer) for peer in [revived, *others]]
             common = set.intersection(*(set(c) for c in chains))
             assert all(len({c[r] for c in chains}) == 1 for r in common)
+
+
+@pytest.mark.parametrize("echo", [True, False], ids=["echo", "emit-on-send"])
+async def test_both_self_delivery_modes_finalize_and_count_own_messages_once(
+    tmp_path: Path, echo: bool
+) -> None:
+    """py-libp2p echoes a peer's own messages (flag off); `echo = false` suppresses the echo
+    and turns the flag on. In both modes two of four provers stay short of the three live
+    provers a round needs (a message counted twice would make three), and four finalize."""
+    with trio.fail_after(150):
+        async with cluster() as group:
+            base = free_port_block(4)
+            extra = "" if echo else "echo = false\n"
+            _, homes = generate_testnet(
+                tmp_path, 4, base_port=base, difficulty=DIFFICULTY, extra_config=extra
+            )
+            pair = [await group.start(home) for home in homes[:2]]
+            await wait_for(lambda: _both_live(pair), timeout=60, what="two live provers")
+            await trio.sleep(5)  # an observation window: nothing may happen in it
+            for peer in pair:
+                status = await peer.status()
+                assert status["finalized_rank"] == 0
+                assert status["state"] == "liveness_check"
+                round_ = status["round"]
+                assert isinstance(round_, dict)
+                assert len(round_["live"]) == 2
+            others = [await group.start(home) for home in homes[2:]]
+            await wait_for(
+                lambda: finalized_at_least([*pair, *others], 3), timeout=90, what="rank 3"
+            )
+
+
+async def _both_live(peers: list[Peer]) -> bool:
+    for peer in peers:
+        round_ = (await peer.status())["round"]
+        if not isinstance(round_, dict) or len(round_["live"]) < 2:
+            return False
+    return True
