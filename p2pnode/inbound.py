@@ -75,6 +75,8 @@ class Inbound:
         self.hop_delays: deque[int] = deque(maxlen=256)
         """Milliseconds from a proposal's timestamp to its arrival: one gossip hop, as both
         clocks are the same machine's in a local testnet."""
+        self.best_rank = 0
+        """The highest rank some peer showed it holds as final (from valid messages)."""
         self.reasons: Counter[tuple[Topic, str]] = Counter()
         self.equivocations: Counter[str] = Counter()
 
@@ -136,6 +138,7 @@ class Inbound:
             message.signature,
         )
         collected = Collected(message.rank, message.root)
+        self.best_rank = max(self.best_rank, message.rank - 1)
         return verdict_of(self.machine.receive_liveness_check(prover, collected))
 
     def _proposal(self, frame: Frame, origin: str) -> Verdict:

@@ -23,7 +23,7 @@ from p2pnode.home import Home, NodeSettings
 from p2pnode.inbound import Inbound
 from p2pnode.metrics import Metrics
 from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
-from p2pnode.status import NodeStatus
+from p2pnode.status import Activity, NodeStatus, RoundSummary
 from p2pnode.store import Store
 
 if TYPE_CHECKING:
@@ -67,16 +67,18 @@ class Outbox:
 
 
 class LogTracer:
-    """The engine's trace logger, on the standard logging module."""
+    """The engine's trace logger, on the standard logging module; errors are kept for show."""
 
-    def __init__(self) -> None:
+    def __init__(self, activity: Activity) -> None:
         self._log = logging.getLogger("p2pnode.consensus")
+        self._activity = activity
 
     def trace(self, message: str) -> None:
         self._log.debug(message)
 
     def error(self, message: str, err: BaseException | None) -> None:
         self._log.warning("%s: %r", message, err)
+        self._activity.error(f"{message}: {err}" if err is not None else message)
 
 
 class Node:
@@ -102,6 +104,7 @@ class Node:
             wall_clock_ms,
         )
         engine = settings.engine
+        self.activity = Activity()
         self.machine: Machine = StateMachine(
             keypair.prover,
             self.store.tip(),
@@ -111,12 +114,13 @@ class Node:
             self.providers,
             self.providers,
             self.providers,
-            LogTracer(),
+            LogTracer(self.activity),
             timeouts=engine.timeouts,
             limits=engine.limits,
             journal=self.store,
         )
         self.machine.add_finality_listener(self)
+        self.machine.add_listener(self.activity)
         self.inbound = Inbound(
             genesis,
             self.machine,
@@ -229,10 +233,36 @@ class Node:
             mesh={} if network is None else {t.value: n for t, n in network.mesh_sizes().items()},
             counters=counters,
             rejected={f"{t.value}: {why}": n for (t, why), n in self.inbound.reasons.items()},
-            best_peer_rank=max(self.sync.best_peer_rank, tip.round),
+            best_peer_rank=max(self.sync.best_peer_rank, self.inbound.best_rank, tip.round),
             since_finalized=since,
             mempool=len(self.mempool),
             round=self.machine.round_view(),
             transitions=self.machine.get_transition_count(),
             hop_latency_ms=median(self.inbound.hop_delays) if self.inbound.hop_delays else None,
+            provers=[p.identity() for p in self.genesis.provers],
+            recent_rounds=self.recent_rounds(16),
+            activity=self.activity,
         )
+
+    def recent_rounds(self, count: int) -> list[RoundSummary]:
+        """The last `count` final frames, newest first."""
+        tip = self.store.tip().round
+        oldest = max(1, tip - count + 1)
+        by_rank = {frame.round: frame for frame in self.store.frames(oldest - 1, count + 1)}
+        by_rank[0] = self.genesis.frame()
+        summaries = []
+        for rank in range(tip, oldest - 1, -1):
+            frame, parent = by_rank[rank], by_rank.get(rank - 1)
+            certificate = frame.certificate
+            summaries.append(
+                RoundSummary(
+                    rank=rank,
+                    frame_id=frame.identity(),
+                    prover=ProverId(frame.prover).identity(),
+                    mutations=len(frame.mutations),
+                    signers=0 if certificate is None else len(certificate.signers),
+                    attempt=frame.attempt(),
+                    duration_ms=0 if parent is None else frame.timestamp - parent.timestamp,
+                )
+            )
+        return summaries

@@ -2,9 +2,64 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 
-from p2pnode.consensus import RoundView
+from p2pnode.consensus import Event, RoundView, State
+
+STALLED_AFTER = 30.0
+"""Seconds without a final frame after which a peer calls itself stalled."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSummary:
+    """One final frame, as the recent-rounds table shows it."""
+
+    rank: int
+    frame_id: str
+    prover: str
+    mutations: int
+    signers: int
+    attempt: int
+    duration_ms: int
+    """From the parent frame's timestamp to this one's."""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "rank": self.rank,
+            "id": self.frame_id,
+            "prover": self.prover,
+            "mutations": self.mutations,
+            "signers": self.signers,
+            "attempt": self.attempt,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass
+class Activity:
+    """Recent transitions and errors of a peer (wall-clock seconds), for the dashboard."""
+
+    transitions: deque[tuple[float, str, str, str]] = field(
+        default_factory=lambda: deque(maxlen=32)
+    )
+    errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=32))
+
+    def on_transition(self, from_: State, to: State, event: Event) -> None:
+        self.transitions.append((time.time(), from_.value, to.value, event.value))
+
+    def error(self, message: str) -> None:
+        self.errors.append((time.time(), message))
+
+
+def sync_state(own: int, best: int, since_finalized: float | None) -> str:
+    """synced, catching up (a peer is more than a rank ahead) or stalled (nothing final lately)."""
+    if best > own + 1:
+        return "catching up"
+    if since_finalized is not None and since_finalized > STALLED_AFTER:
+        return "stalled"
+    return "synced"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +85,13 @@ class NodeStatus:
     transitions: int
     hop_latency_ms: float | None
     """Median delay of proposals from their prover to this peer (one gossip hop)."""
+    provers: list[str]
+    recent_rounds: list[RoundSummary]
+    activity: Activity
+
+    @property
+    def sync(self) -> str:
+        return sync_state(self.finalized_rank, self.best_peer_rank, self.since_finalized)
 
     def to_json(self) -> dict[str, object]:
         view = self.round
@@ -51,6 +113,11 @@ class NodeStatus:
             "mempool": self.mempool,
             "transitions": self.transitions,
             "hop_latency_ms": self.hop_latency_ms,
+            "sync": self.sync,
+            "provers": self.provers,
+            "recent_rounds": [r.to_json() for r in self.recent_rounds],
+            "transition_log": [list(t) for t in self.activity.transitions],
+            "errors": [list(e) for e in self.activity.errors],
             "round": {
                 "rank": view.target_rank,
                 "attempt": view.attempt,
