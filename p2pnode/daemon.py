@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 
 from p2pnode.chain.genesis import Genesis, GenesisError
-from p2pnode.home import Home, HomeError, NodeSettings, split_endpoint
+from p2pnode.chain.mempool import mutation_id
+from p2pnode.home import Home, HomeError
 from p2pnode.http import Reply, StatusServer, json_reply
 from p2pnode.net import NetError, fetch_genesis
 from p2pnode.node import Node
-from p2pnode.store import StoreError
+from p2pnode.settings import NodeSettings, split_endpoint
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -55,9 +52,13 @@ async def serve(
     home: Home,
     settings: NodeSettings,
     say: Callable[[str], None] = print,
-    on_ready: Callable[[Node], None] | None = None,
+    beside: Callable[[Node, str], Awaitable[None]] | None = None,
 ) -> None:
-    """Run a peer until SIGINT or SIGTERM, then shut it down gracefully."""
+    """Run a peer until SIGINT or SIGTERM, then shut it down gracefully.
+
+    `beside(node, status_url)` runs alongside once the peer is up; when it returns, the peer
+    stops (the dashboard of `run --dashboard` is one).
+    """
     keypair = home.keypair()
     genesis = await ensure_genesis(home, settings, say)
     node = Node(home, keypair, genesis, settings)
@@ -68,13 +69,22 @@ async def serve(
             bound = await nursery.start(status_server(node).serve, host, port)
             url = f"http://{host}:{bound}"
             home.status_url_file.write_text(url + "\n", encoding="utf-8")
-            say(f"status: {url}/status  metrics: {url}/metrics")
             say(f"peer id: {keypair.prover.identity()} ({node.role} of {genesis.network})")
             for address in node.network.addrs() if node.network else []:
                 say(f"listening on {address}")
-            if on_ready is not None:
-                on_ready(node)
+            say(f"status: {url}/status  metrics: {url}/metrics")
             nursery.start_soon(_stop_on_signal, signals, node)
+            if beside is not None:
+                nursery.start_soon(_beside_then_stop, beside, node, url)
+
+
+async def _beside_then_stop(
+    beside: Callable[[Node, str], Awaitable[None]], node: Node, url: str
+) -> None:
+    try:
+        await beside(node, url)
+    finally:
+        node.stop()
 
 
 async def _run_until_stopped(
@@ -103,9 +113,27 @@ def status_server(node: Node) -> StatusServer:
             return json_reply({"error": "the body must be a mutation id in hex"}, 400)
         return json_reply({"rank": rank})
 
+    async def frames(_: bytes) -> Reply:
+        tip = node.store.tip().round
+        listed = node.store.frames(max(1, tip - 15), 16)
+        return json_reply(
+            {
+                "frames": [
+                    {
+                        "rank": frame.round,
+                        "id": frame.identity(),
+                        "timestamp": frame.timestamp,
+                        "mutations": [mutation_id(m).hex() for m in frame.mutations],
+                    }
+                    for frame in reversed(listed)
+                ]
+            }
+        )
+
     return StatusServer(
         {
             ("GET", "/status"): status,
+            ("GET", "/frames"): frames,
             ("GET", "/metrics"): metrics,
             ("POST", "/submit"): submit,
             ("POST", "/mutation"): mutation,
@@ -118,32 +146,3 @@ async def _stop_on_signal(signals: trio.abc.ReceiveChannel[int], node: Node) -> 
         log.info("signal %d: stopping", signum)
         node.stop()
         return
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="p2pnode-peer", description="Run one p2pnode peer.")
-    parser.add_argument("--home", required=True, help="the peer's home folder")
-    parser.add_argument("--listen", action="append", help="multiaddr to listen on")
-    parser.add_argument("--bootstrap", action="append", help="multiaddr of a peer to join")
-    args = parser.parse_args(argv)
-    home = Home(Path(args.home))
-    try:
-        settings = home.settings()
-        if args.listen:
-            settings = replace(settings, listen=tuple(args.listen))
-        if args.bootstrap:
-            settings = replace(settings, bootstrap=tuple(args.bootstrap))
-        log_to(home)
-        trio.run(serve, home, settings, _say)
-    except (HomeError, StoreError) as err:
-        print(f"p2pnode: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

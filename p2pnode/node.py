@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import Genesis
@@ -19,10 +20,11 @@ from p2pnode.chain.types import Collected, Frame, ProverId, Vote
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.codec import Confirmation, Liveness, Message, MutationMsg, Proposal, VoteMsg, encode
 from p2pnode.consensus import StateMachine
-from p2pnode.home import Home, NodeSettings
+from p2pnode.home import Home
 from p2pnode.inbound import Inbound
 from p2pnode.metrics import Metrics
 from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
+from p2pnode.settings import NodeSettings
 from p2pnode.status import Activity, NodeStatus, RoundSummary
 from p2pnode.store import Store
 
@@ -178,6 +180,9 @@ class Node:
         finally:
             self.outbox.network = None
             self.network = None
+            with trio.CancelScope(shield=True):
+                # A proof cancelled by the stop is still unwinding in its worker thread.
+                await vdf.settle()
             self.store.close()
 
     def stop(self) -> None:

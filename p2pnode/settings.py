@@ -1,18 +1,21 @@
-"""Engine settings from TOML: the `[consensus.timeouts]` and `[consensus.limits]` tables."""
+"""A peer's settings: defaults < the home's config.toml < P2PNODE_… environment < flags."""
 
 from __future__ import annotations
 
+import math
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from p2pnode.consensus import Limits, Timeouts
 
+ENV_PREFIX = "P2PNODE_"
+
 
 class SettingsError(ValueError):
-    """A setting is missing, unknown or out of range; the message names it."""
+    """A setting is unknown, missing or out of range; the message names it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +26,129 @@ class EngineSettings:
     limits: Limits
 
 
-def _build(kind: type[Any], table: Mapping[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(table) - known)
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """How a peer runs: its addresses, its self-delivery mode and its engine settings."""
+
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    echo: bool = True
+    """py-libp2p delivers a peer's own publications back to it; False suppresses that and has
+    the engine count its own messages instead."""
+    rebroadcast: float = 2.0
+    """Seconds between re-sends of this peer's latest messages while a round stalls."""
+    status: str = "127.0.0.1:0"
+    """Loopback host:port of the status endpoint (JSON status, metrics, submits); port 0 picks
+    a free port, written to the home's status.url."""
+    engine: EngineSettings = field(
+        default_factory=lambda: EngineSettings(None, Timeouts(), Limits())
+    )
+
+
+def setting_paths() -> dict[str, type]:
+    """Every setting as 'section.key' (or 'consensus.timeouts.key') and its value type."""
+    paths: dict[str, type] = {
+        "node.listen": list,
+        "node.bootstrap": list,
+        "node.echo": bool,
+        "node.rebroadcast": float,
+        "node.status": str,
+        "consensus.minimum_provers": int,
+    }
+    for kind, section in ((Timeouts, "timeouts"), (Limits, "limits")):
+        for item in fields(kind):
+            paths[f"consensus.{section}.{item.name}"] = float if kind is Timeouts else int
+    return paths
+
+
+def env_name(path: str) -> str:
+    return ENV_PREFIX + path.upper().replace(".", "_")
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _literal(raw: str, kind: type, name: str) -> Any:
+    """A value given as text (environment, --set): TOML syntax, or plain text for strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if kind is str:
+            return raw
+        if kind is list:
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        raise SettingsError(f"{name}: cannot read {raw!r} as a {kind.__name__}") from None
+
+
+def _nest(path: str, value: Any) -> dict[str, Any]:
+    *parents, last = path.split(".")
+    nested: dict[str, Any] = {last: value}
+    for parent in reversed(parents):
+        nested = {parent: nested}
+    return nested
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings given as P2PNODE_SECTION_KEY variables (e.g. P2PNODE_CONSENSUS_TIMEOUTS_VOTING)."""
+    document: dict[str, Any] = {}
+    for path, kind in setting_paths().items():
+        raw = environ.get(env_name(path))
+        if raw is not None:
+            document = merge(document, _nest(path, _literal(raw, kind, env_name(path))))
+    return document
+
+
+def from_assignments(assignments: Iterable[str]) -> dict[str, Any]:
+    """Settings given as --set section.key=value flags."""
+    paths = setting_paths()
+    document: dict[str, Any] = {}
+    for assignment in assignments:
+        path, equals, raw = assignment.partition("=")
+        path = path.strip()
+        if not equals:
+            raise SettingsError(f"--set {assignment!r}: expected section.key=value")
+        if path not in paths:
+            raise SettingsError(f"--set: unknown setting {path}")
+        document = merge(document, _nest(path, _literal(raw.strip(), paths[path], path)))
+    return document
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"cannot read {path}: {getattr(err, 'strerror', err)}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"{path} is not valid TOML: {err}") from None
+
+
+# -- checking --------------------------------------------------------------------------------
+
+
+def _table(
+    document: Mapping[str, Any], name: str, known: set[str], parent: str = ""
+) -> Mapping[str, Any]:
+    path = f"{parent}.{name}" if parent else name
+    value = document.get(name, {})
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"{path} must be a table")
+    unknown = sorted(set(value) - known)
     if unknown:
-        raise SettingsError(f"unknown setting {where}.{unknown[0]}")
+        raise SettingsError(f"unknown setting {path}.{unknown[0]}")
+    return value
+
+
+def _build(kind: type[Any], table: Mapping[str, Any], where: str) -> Any:
     for name, value in table.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SettingsError(f"{where}.{name} must be a number, got {value!r}")
@@ -38,13 +159,8 @@ def _build(kind: type[Any], table: Mapping[str, Any], where: str) -> Any:
 
 
 def engine_settings(document: Mapping[str, Any]) -> EngineSettings:
-    """Read the consensus section of a parsed settings document."""
-    section = document.get("consensus", {})
-    if not isinstance(section, Mapping):
-        raise SettingsError("consensus must be a table")
-    unknown = sorted(set(section) - {"minimum_provers", "timeouts", "limits"})
-    if unknown:
-        raise SettingsError(f"unknown setting consensus.{unknown[0]}")
+    """The consensus section of a settings document, checked."""
+    section = _table(document, "consensus", {"minimum_provers", "timeouts", "limits"})
     minimum = section.get("minimum_provers")
     if minimum is not None and (
         isinstance(minimum, bool) or not isinstance(minimum, int) or minimum < 1
@@ -52,18 +168,76 @@ def engine_settings(document: Mapping[str, Any]) -> EngineSettings:
         raise SettingsError(
             f"consensus.minimum_provers must be a positive integer, got {minimum!r}"
         )
+    timeouts = _table(section, "timeouts", {f.name for f in fields(Timeouts)}, "consensus")
+    limits = _table(section, "limits", {f.name for f in fields(Limits)}, "consensus")
     return EngineSettings(
         minimum,
-        _build(Timeouts, section.get("timeouts", {}), "consensus.timeouts"),
-        _build(Limits, section.get("limits", {}), "consensus.limits"),
+        _build(Timeouts, timeouts, "consensus.timeouts"),
+        _build(Limits, limits, "consensus.limits"),
     )
 
 
+def _addresses(node: Mapping[str, Any], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = node.get(name, list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SettingsError(f"node.{name} must be a list of multiaddrs")
+    for address in value:
+        if not address.startswith("/"):
+            raise SettingsError(f"node.{name}: {address!r} is not a multiaddr")
+    return tuple(value)
+
+
+def _is_loopback_endpoint(value: str) -> bool:
+    host, _, port = value.rpartition(":")
+    return host.startswith("127.") and port.isdigit() and int(port) < 65536
+
+
+def split_endpoint(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host, int(port)
+
+
+def node_settings(document: Mapping[str, Any]) -> NodeSettings:
+    """A whole settings document, checked: every problem is reported by the setting's name."""
+    unknown = sorted(set(document) - {"node", "consensus"})
+    if unknown:
+        raise SettingsError(f"unknown section [{unknown[0]}]")
+    defaults = NodeSettings()
+    node = _table(document, "node", {"listen", "bootstrap", "echo", "rebroadcast", "status"})
+    echo = node.get("echo", defaults.echo)
+    if not isinstance(echo, bool):
+        raise SettingsError("node.echo must be true or false")
+    rebroadcast = node.get("rebroadcast", defaults.rebroadcast)
+    if (
+        isinstance(rebroadcast, bool)
+        or not isinstance(rebroadcast, int | float)
+        or not (rebroadcast > 0 and math.isfinite(rebroadcast))
+    ):
+        raise SettingsError("node.rebroadcast must be a positive number of seconds")
+    status = node.get("status", defaults.status)
+    if not isinstance(status, str) or not _is_loopback_endpoint(status):
+        raise SettingsError("node.status must be a loopback host:port, e.g. 127.0.0.1:8080")
+    return NodeSettings(
+        listen=_addresses(node, "listen", defaults.listen),
+        bootstrap=_addresses(node, "bootstrap", defaults.bootstrap),
+        echo=echo,
+        rebroadcast=float(rebroadcast),
+        status=status,
+        engine=engine_settings(document),
+    )
+
+
+def load_settings(
+    config: Path | None,
+    environ: Mapping[str, str] | None = None,
+    assignments: Iterable[str] = (),
+) -> NodeSettings:
+    """Defaults, then the config file (if any), then the environment, then --set flags."""
+    document = read_file(config) if config is not None and config.exists() else {}
+    document = merge(document, from_environment(environ or {}))
+    document = merge(document, from_assignments(assignments))
+    return node_settings(document)
+
+
 def load_engine_settings(path: Path) -> EngineSettings:
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise SettingsError(f"cannot read {path}: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SettingsError(f"{path} is not valid TOML: {err}") from None
-    return engine_settings(document)
+    return engine_settings(read_file(path))

@@ -154,9 +154,15 @@ class Store:
         try:
             rank, attempt, voted, lock = cbor2.loads(row[0])
             held = None if lock is None else Lock(lock[0], lock[1], decode_frame(lock[2]))
-            return RoundRecord(rank, attempt, bool(voted), held)
         except (CodecError, ValueError, TypeError, IndexError, cbor2.CBORDecodeError) as err:
             raise StoreError(f"corrupt round record in store: {err}") from None
+        # Well-formed CBOR with fields of the wrong type is corrupt too: the engine would drop
+        # such a record (losing its lock) or crash on it later.
+        if not (_count(rank) and _count(attempt) and type(voted) is bool) or (
+            held is not None and not (_count(held.attempt) and type(held.proposer) is str)
+        ):
+            raise StoreError("corrupt round record in store: a field of the wrong type")
+        return RoundRecord(rank, attempt, voted, held)
 
     def save(self, record: RoundRecord[Frame]) -> None:
         lock = record.lock
@@ -165,3 +171,7 @@ class Store:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT OR REPLACE INTO journal VALUES (1, ?)", (data,))
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from p2pnode.consensus import Limits, Timeouts
-from p2pnode.settings import SettingsError, engine_settings, load_engine_settings
+from p2pnode.settings import (
+    SettingsError,
+    engine_settings,
+    env_name,
+    load_engine_settings,
+    load_settings,
+    setting_paths,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
@@ -51,3 +58,54 @@ def test_unreadable_or_malformed_files_are_reported(tmp_path: Path) -> None:
     broken.write_text("[consensus\n")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_engine_settings(broken)
+
+
+def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[node]\necho = true\nstatus = "127.0.0.1:7000"\n[consensus.timeouts]\nvoting = 3.0\n'
+    )
+    environ = {
+        "P2PNODE_NODE_ECHO": "false",
+        "P2PNODE_NODE_BOOTSTRAP": "/ip4/127.0.0.1/tcp/1/p2p/a, /ip4/127.0.0.1/tcp/2/p2p/b",
+        "P2PNODE_CONSENSUS_TIMEOUTS_VOTING": "2.5",
+        "UNRELATED": "x",
+    }
+    settings = load_settings(config, environ, ["consensus.timeouts.voting=1.5"])
+    assert settings.echo is False
+    assert settings.bootstrap == ("/ip4/127.0.0.1/tcp/1/p2p/a", "/ip4/127.0.0.1/tcp/2/p2p/b")
+    assert settings.engine.timeouts.voting == 1.5
+    assert settings.status == "127.0.0.1:7000"
+
+
+def test_every_setting_has_an_environment_name() -> None:
+    names = {env_name(path) for path in setting_paths()}
+    assert "P2PNODE_NODE_LISTEN" in names
+    assert "P2PNODE_CONSENSUS_LIMITS_RANKS_AHEAD" in names
+    assert len(names) == len(setting_paths())
+
+
+def test_the_default_file_documents_every_setting() -> None:
+    text = (CONFIG / "default.toml").read_text()
+    for path in setting_paths():
+        assert f"{path.rsplit('.', 1)[1]} =" in text, path
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"P2PNODE_NODE_ECHO": "maybe"}, "P2PNODE_NODE_ECHO"),
+        ({"P2PNODE_NODE_REBROADCAST": "-1"}, "node.rebroadcast"),
+        ({"P2PNODE_CONSENSUS_MINIMUM_PROVERS": "0"}, "consensus.minimum_provers"),
+    ],
+)
+def test_bad_environment_values_are_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(None, environ)
+
+
+def test_bad_flags_are_named() -> None:
+    with pytest.raises(SettingsError, match="--set"):
+        load_settings(None, {}, ["consensus.timeouts.voting"])
+    with pytest.raises(SettingsError, match=r"unknown setting node\.nope"):
+        load_settings(None, {}, ["node.nope=1"])

@@ -33,7 +33,7 @@ class CertificateChecker:
 
     def __init__(self, genesis: Genesis, cache_size: int = 4096) -> None:
         self._genesis = genesis
-        self._valid: dict[tuple[bytes, int, int, tuple[int, ...]], bool] = {}
+        self._valid: dict[tuple[bytes, int, int, tuple[int, ...], tuple[bytes, ...]], bool] = {}
         self._cache_size = cache_size
 
     def valid(self, frame: Frame, kind: CertKind | None = None) -> bool:
@@ -41,7 +41,15 @@ class CertificateChecker:
         certificate = frame.certificate
         if certificate is None or (kind is not None and certificate.kind is not kind):
             return False
-        key = (frame.id, int(certificate.kind), certificate.attempt, certificate.signers)
+        # The signatures belong in the key: a forged copy of a certificate must not share the
+        # verdict of the genuine one (either way round).
+        key = (
+            frame.id,
+            int(certificate.kind),
+            certificate.attempt,
+            certificate.signers,
+            certificate.signatures,
+        )
         known = self._valid.get(key)
         if known is None:
             known = self._check(frame, certificate)
@@ -55,7 +63,10 @@ class CertificateChecker:
         signers = certificate.signers
         if len(signers) != len(certificate.signatures) or len(signers) < genesis.quorum:
             return False
-        if list(signers) != sorted(set(signers)) or signers[-1] >= len(genesis.provers):
+        if list(signers) != sorted(set(signers)):
+            return False
+        # A negative index would name a prover from the end, so one prover could sign twice.
+        if signers[0] < 0 or signers[-1] >= len(genesis.provers):
             return False
         statement = statement_of(certificate.kind, frame.round, certificate.attempt, frame.id)
         return all(

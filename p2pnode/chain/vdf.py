@@ -6,7 +6,8 @@ import contextlib
 import functools
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import chiavdf
@@ -77,8 +78,47 @@ def prove(challenge: bytes, iterations: int) -> tuple[bytes, bytes]:
     return _split(chiavdf.prove(challenge, _START, DISCRIMINANT_BITS, iterations, ""))
 
 
+class _InFlight:
+    """Counts worker threads inside chiavdf: a process must not exit while one runs (the C++
+    runtime aborts the process when a thread is still in native code at exit)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._count -= 1
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._count > 0
+
+
+_in_flight = _InFlight()
+
+
+async def settle(timeout: float = 2.0) -> bool:
+    """Wait (up to `timeout`) until no worker thread is inside chiavdf; True if none is.
+
+    A cancelled proof stops within about 0.15 s once its run file is gone (see prove_async).
+    """
+    with trio.move_on_after(timeout):
+        while _in_flight.busy:
+            await trio.sleep(0.01)
+    return not _in_flight.busy
+
+
 def _prove_while_exists(challenge: bytes, iterations: int, run_file: str) -> tuple[bytes, bytes]:
-    result = chiavdf.prove(challenge, _START, DISCRIMINANT_BITS, iterations, run_file)
+    with _in_flight.held():
+        result = chiavdf.prove(challenge, _START, DISCRIMINANT_BITS, iterations, run_file)
     if not result:
         raise RuntimeError("VDF evaluation stopped: its run file disappeared")
     return _split(result)
@@ -149,6 +189,11 @@ def verify(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bo
 async def verify_async(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
     """`verify` in a worker thread: it takes milliseconds, too long for the event loop."""
     valid = await _run_in_thread(
-        verify, challenge, iterations, output, proof, abandon_on_cancel=True
+        _verify_counted, challenge, iterations, output, proof, abandon_on_cancel=True
     )
     return bool(valid)
+
+
+def _verify_counted(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
+    with _in_flight.held():
+        return verify(challenge, iterations, output, proof)

@@ -1,0 +1,604 @@
+"""The verdict on gossip: real signed messages judged for a real (not running) engine."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from p2pnode.chain import vdf
+from p2pnode.chain.crypto import (
+    Keypair,
+    final_statement,
+    frame_statement,
+    liveness_statement,
+    precommit_statement,
+    sign,
+    vote_statement,
+)
+from p2pnode.chain.genesis import Genesis, frame_challenge
+from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Mempool
+from p2pnode.chain.providers import ChainProviders
+from p2pnode.chain.types import (
+    HASH_SIZE,
+    Certificate,
+    CertKind,
+    Collected,
+    Frame,
+    ProverId,
+    Vote,
+    canonical,
+    mutations_root,
+)
+from p2pnode.chain.validation import FrameChecker
+from p2pnode.codec import (
+    VERSION,
+    Confirmation,
+    Liveness,
+    Message,
+    MessageKind,
+    MutationMsg,
+    Proposal,
+    VoteMsg,
+    encode,
+)
+from p2pnode.consensus import Receipt, StateMachine
+from p2pnode.inbound import Inbound, verdict_of
+from p2pnode.net import Topic, Verdict
+from p2pnode.store import Store
+
+NETWORK = "inbound-test"
+DIFFICULTY = 100
+T0 = 1_700_000_000_000
+KEYS = tuple(Keypair.from_seed(bytes([i]) * 32) for i in range(21, 25))
+ME, PROPOSER, VOTER, OTHER = KEYS
+OUTSIDER = Keypair.from_seed(bytes([88]) * 32)
+GENESIS = Genesis.create(NETWORK, [k.prover for k in KEYS], DIFFICULTY, T0)
+KEYPAIR_OF = {k.public: k for k in (*KEYS, OUTSIDER)}
+
+
+def peer(keypair: Keypair) -> str:
+    return keypair.prover.identity()
+
+
+class Quiet:
+    """A publisher and synchronizer that do nothing (the engine is not run)."""
+
+    async def publish(self, message: Message) -> None:
+        pass
+
+    async def synchronize(self, existing: Frame | None) -> Frame:
+        return GENESIS.frame()
+
+
+@dataclass
+class Setup:
+    store: Store
+    providers: ChainProviders
+    machine: StateMachine[Frame, Vote, ProverId, Collected]
+    inbound: Inbound
+
+    def judge(self, topic: Topic, origin: Keypair | str, data: bytes) -> Verdict:
+        return self.inbound.judge(topic, origin if isinstance(origin, str) else peer(origin), data)
+
+    def nothing_reached_the_engine(self) -> None:
+        view = self.machine.round_view()
+        assert (view.live, view.proposals, view.votes, view.confirmations) == ((), {}, {}, {})
+        assert self.providers.precommits.signatures == {}
+
+
+def build(path: Path, tip: Callable[[], Frame] | None = None) -> Setup:
+    store = Store(path, GENESIS)
+    quiet = Quiet()
+    providers = ChainProviders(GENESIS, ME, store, Mempool(), quiet, quiet, lambda: T0 + 60_000)
+    machine: StateMachine[Frame, Vote, ProverId, Collected] = StateMachine(
+        ME.prover, store.tip(), True, GENESIS.quorum, providers, providers, providers, providers
+    )
+    inbound = Inbound(
+        GENESIS,
+        machine,
+        FrameChecker(GENESIS),
+        providers.precommits,
+        providers.mempool,
+        tip or store.tip,
+    )
+    return Setup(store, providers, machine, inbound)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    made = build(tmp_path / "store.sqlite")
+    yield made
+    made.machine.close()
+    made.store.close()
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def resigned(frame: Frame, keypair: Keypair) -> Frame:
+    return replace(frame, signature=sign(keypair, NETWORK, frame_statement(frame)))
+
+
+@functools.cache
+def proven(keypair: Keypair = PROPOSER) -> Frame:
+    """A valid frame at rank 1 on the genesis frame."""
+    parent = GENESIS.frame()
+    root = mutations_root((b"m",))
+    challenge = frame_challenge(GENESIS, 1, parent.id, keypair.public, root)
+    output, proof = vdf.prove(challenge, DIFFICULTY)
+    unsigned = Frame(
+        1, parent.id, keypair.public, T0 + 1, root, (b"m",), DIFFICULTY, output, proof, b""
+    )
+    return resigned(unsigned, keypair)
+
+
+def liveness(keypair: Keypair, rank: int = 1, *, signer: Keypair | None = None) -> bytes:
+    root = mutations_root(())
+    statement = liveness_statement(rank, keypair.public, root)
+    return encode(Liveness(rank, keypair.public, root, sign(signer or keypair, NETWORK, statement)))
+
+
+def vote(
+    voter: Keypair,
+    frame_id: bytes,
+    rank: int = 1,
+    attempt: int = 0,
+    *,
+    proposer: bytes = PROPOSER.public,
+    signer: Keypair | None = None,
+    network: str = NETWORK,
+) -> Vote:
+    statement = vote_statement(rank, attempt, frame_id)
+    signature = sign(signer or voter, network, statement)
+    return Vote(rank, attempt, frame_id, proposer, voter.public, signature)
+
+
+def proposal(frame: Frame) -> bytes:
+    return encode(Proposal(frame))
+
+
+def votes_of(vote_: Vote) -> bytes:
+    return encode(VoteMsg(vote_))
+
+
+def certificate(
+    frame: Frame, kind: CertKind, attempt: int, signers: tuple[Keypair, ...], *, as_: str = ""
+) -> Frame:
+    """`frame` with a certificate `signers` really signed (`as_` names another statement)."""
+    statements = {
+        "vote": vote_statement(frame.round, attempt, frame.id),
+        "precommit": precommit_statement(frame.round, attempt, frame.id),
+    }
+    statement = statements[as_ or ("vote" if kind is CertKind.VOTES else "precommit")]
+    pairs = []
+    for keypair in signers:
+        found = GENESIS.index_of(keypair.public)
+        assert found is not None
+        pairs.append((found, sign(keypair, NETWORK, statement)))
+    pairs.sort()
+    return frame.with_certificate(
+        Certificate(kind, attempt, tuple(i for i, _ in pairs), tuple(s for _, s in pairs))
+    )
+
+
+def voted(frame: Frame | None = None, attempt: int = 0) -> Frame:
+    """`frame` (the valid rank-1 frame) with a vote certificate of three provers."""
+    return certificate(frame or proven(), CertKind.VOTES, attempt, (ME, PROPOSER, VOTER))
+
+
+def confirmation(sender: Keypair, frame: Frame, *, statement: list[object] | None = None) -> bytes:
+    certificate_ = frame.certificate
+    assert certificate_ is not None
+    signed = statement or precommit_statement(frame.round, certificate_.attempt, frame.id)
+    return encode(Confirmation(frame, sender.public, sign(sender, NETWORK, signed)))
+
+
+def confirmation_without_certificate(sender: Keypair) -> bytes:
+    """The bytes a confirmation without a certificate would have (the encoder refuses it)."""
+    frame = proven()
+    body = [
+        [*frame.fields(signed=True), None],
+        sender.public,
+        sign(sender, NETWORK, precommit_statement(1, 0, frame.id)),
+    ]
+    return canonical([VERSION, int(MessageKind.CONFIRMATION), body])
+
+
+def synthetic(rank: int) -> Frame:
+    """A well-formed frame at a rank whose parent is not known (never checked as a proposal)."""
+    return Frame(
+        rank,
+        b"p" * HASH_SIZE,
+        PROPOSER.public,
+        T0 + rank,
+        mutations_root(()),
+        (),
+        DIFFICULTY,
+        b"o" * vdf.FORM_SIZE,
+        b"q" * vdf.FORM_SIZE,
+        b"s" * 64,
+    )
+
+
+# --- accepted -------------------------------------------------------------------------------
+
+
+def test_a_valid_liveness_reaches_the_engine(setup: Setup) -> None:
+    assert setup.judge(Topic.LIVENESS, VOTER, liveness(VOTER)) is Verdict.ACCEPT
+    assert setup.judge(Topic.LIVENESS, OTHER, liveness(OTHER)) is Verdict.ACCEPT
+    assert setup.machine.round_view().live == tuple(sorted((peer(VOTER), peer(OTHER))))
+    assert setup.inbound.reasons == Counter()
+
+
+def test_a_valid_proposal_reaches_the_engine(setup: Setup) -> None:
+    assert setup.judge(Topic.PROPOSALS, PROPOSER, proposal(proven())) is Verdict.ACCEPT
+    assert setup.machine.round_view().proposals == {peer(PROPOSER): proven().identity()}
+    assert setup.inbound.reasons == Counter()
+
+
+def test_a_valid_vote_reaches_the_engine(setup: Setup) -> None:
+    cast = vote(VOTER, proven().id)
+    assert setup.judge(Topic.VOTES, VOTER, votes_of(cast)) is Verdict.ACCEPT
+    assert setup.machine.round_view().votes == {peer(VOTER): cast.identity()}
+    assert setup.inbound.reasons == Counter()
+
+
+def test_a_valid_confirmation_reaches_the_engine_and_records_the_precommit(setup: Setup) -> None:
+    frame = voted()
+    data = confirmation(OTHER, frame)
+    assert setup.judge(Topic.CONFIRMATIONS, OTHER, data) is Verdict.ACCEPT
+    view = setup.machine.round_view()
+    assert view.confirmations == {0: (peer(OTHER),)}
+    # The certified frame counts as its prover's proposal.
+    assert view.proposals == {peer(PROPOSER): frame.identity()}
+    signature = sign(OTHER, NETWORK, precommit_statement(1, 0, frame.id))
+    assert setup.providers.precommits.of(1, 0, frame.id) == {OTHER.public: signature}
+    assert setup.inbound.reasons == Counter()
+
+
+def test_a_confirmation_of_a_later_attempt_is_recorded_under_its_attempt(setup: Setup) -> None:
+    frame = voted(attempt=3)
+    assert setup.judge(Topic.CONFIRMATIONS, VOTER, confirmation(VOTER, frame)) is Verdict.ACCEPT
+    assert setup.machine.round_view().confirmations == {3: (peer(VOTER),)}
+    assert set(setup.providers.precommits.of(1, 3, frame.id)) == {VOTER.public}
+    assert setup.providers.precommits.of(1, 0, frame.id) == {}
+
+
+def test_a_commit_confirmation_is_accepted_without_a_precommit(setup: Setup) -> None:
+    committed = certificate(proven(), CertKind.COMMIT, 2, (PROPOSER, VOTER, OTHER))
+    data = confirmation(VOTER, committed, statement=final_statement(1, 2, committed.id))
+    assert setup.judge(Topic.CONFIRMATIONS, VOTER, data) is Verdict.ACCEPT
+    assert setup.machine.round_view().confirmations == {2: (peer(VOTER),)}
+    assert setup.providers.precommits.signatures == {}
+
+
+def test_a_certified_frame_replaces_another_proposal_of_its_prover(setup: Setup) -> None:
+    other = resigned(replace(proven(), timestamp=T0 + 2), PROPOSER)  # same proof, another frame
+    assert setup.judge(Topic.PROPOSALS, PROPOSER, proposal(other)) is Verdict.ACCEPT
+    assert setup.machine.round_view().proposals == {peer(PROPOSER): other.identity()}
+    assert setup.judge(Topic.CONFIRMATIONS, OTHER, confirmation(OTHER, voted())) is Verdict.ACCEPT
+    assert setup.machine.round_view().proposals == {peer(PROPOSER): proven().identity()}
+
+
+def test_mutations_are_accepted_once(setup: Setup) -> None:
+    data = encode(MutationMsg(b"transfer 5"))
+    assert setup.judge(Topic.MUTATIONS, OUTSIDER, data) is Verdict.ACCEPT
+    assert setup.judge(Topic.MUTATIONS, VOTER, data) is Verdict.IGNORE
+    assert setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg(b""))) is Verdict.IGNORE
+    assert setup.providers.mempool.take() == (b"transfer 5",)
+    assert setup.inbound.reasons == Counter()
+
+
+def test_an_oversized_mutation_is_rejected(setup: Setup) -> None:
+    too_large = canonical([VERSION, int(MessageKind.MUTATION), [b"x" * (MAX_MUTATION_SIZE + 1)]])
+    assert setup.judge(Topic.MUTATIONS, VOTER, too_large) is Verdict.REJECT
+    assert setup.inbound.reasons == Counter({(Topic.MUTATIONS, "undecodable"): 1})
+    assert len(setup.providers.mempool) == 0
+
+
+def test_the_peers_topic_is_accepted(setup: Setup) -> None:
+    for data in (b"", b"\x00 anything", canonical(["peer", ["/ip4/127.0.0.1/tcp/1"]])):
+        assert setup.judge(Topic.PEERS, OUTSIDER, data) is Verdict.ACCEPT
+    assert setup.inbound.reasons == Counter()
+    setup.nothing_reached_the_engine()
+
+
+# --- rejected -------------------------------------------------------------------------------
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def _flipped(cast: Vote) -> Vote:
+    return replace(cast, signature=_flip(cast.signature))
+
+
+REJECTED: dict[str, Callable[[], tuple[Topic, Keypair, bytes, str]]] = {
+    "garbage": lambda: (Topic.VOTES, VOTER, b"\x00garbage", "undecodable"),
+    "truncated": lambda: (Topic.VOTES, VOTER, votes_of(vote(VOTER, b"f" * 32))[:-1], "undecodable"),
+    "vote on the liveness topic": lambda: (
+        Topic.LIVENESS,
+        VOTER,
+        votes_of(vote(VOTER, b"f" * 32)),
+        "undecodable",
+    ),
+    "confirmation without a certificate": lambda: (
+        Topic.CONFIRMATIONS,
+        OTHER,
+        confirmation_without_certificate(OTHER),
+        "undecodable",
+    ),
+    "liveness from another origin": lambda: (
+        Topic.LIVENESS,
+        OTHER,
+        liveness(VOTER),
+        "signer is not the sender",
+    ),
+    "proposal from another origin": lambda: (
+        Topic.PROPOSALS,
+        VOTER,
+        proposal(proven()),
+        "signer is not the sender",
+    ),
+    "vote from another origin": lambda: (
+        Topic.VOTES,
+        OTHER,
+        votes_of(vote(VOTER, proven().id)),
+        "signer is not the sender",
+    ),
+    "confirmation from another origin": lambda: (
+        Topic.CONFIRMATIONS,
+        VOTER,
+        confirmation(OTHER, voted()),
+        "signer is not the sender",
+    ),
+    "liveness of a non-prover": lambda: (
+        Topic.LIVENESS,
+        OUTSIDER,
+        liveness(OUTSIDER),
+        "not a prover",
+    ),
+    "proposal of a non-prover": lambda: (
+        Topic.PROPOSALS,
+        OUTSIDER,
+        proposal(resigned(replace(proven(), prover=OUTSIDER.public), OUTSIDER)),
+        "not a prover",
+    ),
+    "vote of a non-prover": lambda: (
+        Topic.VOTES,
+        OUTSIDER,
+        votes_of(vote(OUTSIDER, proven().id)),
+        "not a prover",
+    ),
+    "confirmation of a non-prover": lambda: (
+        Topic.CONFIRMATIONS,
+        OUTSIDER,
+        confirmation(OUTSIDER, voted()),
+        "not a prover",
+    ),
+    "liveness signed by another key": lambda: (
+        Topic.LIVENESS,
+        VOTER,
+        liveness(VOTER, signer=OTHER),
+        "bad signature",
+    ),
+    "liveness signature of another rank": lambda: (
+        Topic.LIVENESS,
+        VOTER,
+        encode(
+            Liveness(
+                1,
+                VOTER.public,
+                mutations_root(()),
+                sign(VOTER, NETWORK, liveness_statement(2, VOTER.public, mutations_root(()))),
+            )
+        ),
+        "bad signature",
+    ),
+    "vote signed by another key": lambda: (
+        Topic.VOTES,
+        VOTER,
+        votes_of(vote(VOTER, proven().id, signer=OTHER)),
+        "bad signature",
+    ),
+    "vote signed in another network": lambda: (
+        Topic.VOTES,
+        VOTER,
+        votes_of(vote(VOTER, proven().id, network="other-net")),
+        "bad signature",
+    ),
+    "vote with a flipped signature": lambda: (
+        Topic.VOTES,
+        VOTER,
+        votes_of(_flipped(vote(VOTER, proven().id))),
+        "bad signature",
+    ),
+    "confirmation signed as a vote": lambda: (
+        Topic.CONFIRMATIONS,
+        OTHER,
+        confirmation(OTHER, voted(), statement=vote_statement(1, 0, proven().id)),
+        "bad signature",
+    ),
+    "vote for a non-prover's frame": lambda: (
+        Topic.VOTES,
+        VOTER,
+        votes_of(vote(VOTER, proven().id, proposer=OUTSIDER.public)),
+        "vote for a non-prover's frame",
+    ),
+    "proposal on another parent": lambda: (
+        Topic.PROPOSALS,
+        PROPOSER,
+        proposal(resigned(replace(proven(), parent=b"\x07" * HASH_SIZE), PROPOSER)),
+        "does not extend the final frame",
+    ),
+    "proposal with a bad proof": lambda: (
+        Topic.PROPOSALS,
+        PROPOSER,
+        proposal(resigned(replace(proven(), output=_flip(proven().output)), PROPOSER)),
+        "bad proof of work",
+    ),
+    "proposal with a bad signature": lambda: (
+        Topic.PROPOSALS,
+        PROPOSER,
+        proposal(resigned(proven(), VOTER)),
+        "bad prover signature",
+    ),
+    "confirmation with too few signers": lambda: (
+        Topic.CONFIRMATIONS,
+        OTHER,
+        confirmation(OTHER, certificate(proven(), CertKind.VOTES, 0, (ME, VOTER))),
+        "invalid certificate",
+    ),
+    "confirmation with a forged certificate": lambda: (
+        Topic.CONFIRMATIONS,
+        OTHER,
+        confirmation(
+            OTHER,
+            certificate(proven(), CertKind.VOTES, 0, (ME, VOTER, OTHER), as_="precommit"),
+        ),
+        "invalid certificate",
+    ),
+    "confirmation with a votes certificate called a commit": lambda: (
+        Topic.CONFIRMATIONS,
+        OTHER,
+        confirmation(
+            OTHER,
+            certificate(proven(), CertKind.COMMIT, 0, (ME, VOTER, OTHER), as_="vote"),
+            statement=final_statement(1, 0, proven().id),
+        ),
+        "invalid certificate",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REJECTED))
+def test_invalid_messages_are_rejected_with_their_reason(setup: Setup, name: str) -> None:
+    topic, origin, data, reason = REJECTED[name]()
+    assert setup.judge(topic, origin, data) is Verdict.REJECT
+    assert setup.inbound.reasons == Counter({(topic, reason): 1})
+    assert setup.inbound.equivocations == Counter()
+    setup.nothing_reached_the_engine()
+    assert setup.judge(topic, origin, data) is Verdict.REJECT  # every time, counted each time
+    assert setup.inbound.reasons == Counter({(topic, reason): 2})
+
+
+def test_a_confirmation_of_a_frame_not_extending_the_tip_is_rejected(setup: Setup) -> None:
+    stray = voted(synthetic(1))  # a real vote certificate, for a frame on another parent
+    assert setup.judge(Topic.CONFIRMATIONS, OTHER, confirmation(OTHER, stray)) is Verdict.REJECT
+    assert setup.inbound.reasons == Counter(
+        {(Topic.CONFIRMATIONS, "does not extend the final frame"): 1}
+    )
+    view = setup.machine.round_view()
+    assert (view.proposals, view.confirmations) == ({}, {})
+
+
+def test_an_equivocating_vote_is_rejected_and_counted(setup: Setup) -> None:
+    first = vote(VOTER, proven().id)
+    second = vote(VOTER, b"\x09" * HASH_SIZE)
+    assert setup.judge(Topic.VOTES, VOTER, votes_of(first)) is Verdict.ACCEPT
+    assert setup.judge(Topic.VOTES, VOTER, votes_of(second)) is Verdict.REJECT
+    assert setup.inbound.reasons == Counter({(Topic.VOTES, "equivocating vote"): 1})
+    assert setup.inbound.equivocations == Counter({peer(VOTER): 1})
+    view = setup.machine.round_view()
+    assert view.equivocators == (peer(VOTER),)
+    assert view.votes == {peer(VOTER): first.identity()}  # the first vote stands
+    # The same first vote again is a duplicate, not an equivocation; another attempt is fine.
+    assert setup.judge(Topic.VOTES, VOTER, votes_of(first)) is Verdict.IGNORE
+    assert setup.judge(Topic.VOTES, VOTER, votes_of(vote(VOTER, b"\x09" * 32, attempt=1))) is (
+        Verdict.ACCEPT
+    )
+    assert setup.inbound.equivocations == Counter({peer(VOTER): 1})
+
+
+def test_receipts_map_to_verdicts() -> None:
+    assert {receipt: verdict_of(receipt) for receipt in Receipt} == {
+        Receipt.ACCEPTED: Verdict.ACCEPT,
+        Receipt.DUPLICATE: Verdict.IGNORE,
+        Receipt.STALE: Verdict.IGNORE,
+        Receipt.TOO_FAR_AHEAD: Verdict.IGNORE,
+        Receipt.NOT_A_PROVER: Verdict.REJECT,
+        Receipt.FULL: Verdict.IGNORE,
+        Receipt.CLOSED: Verdict.IGNORE,
+    }
+
+
+# --- ignored --------------------------------------------------------------------------------
+
+
+IGNORED: dict[str, Callable[[], tuple[Topic, Keypair, bytes]]] = {
+    "stale liveness": lambda: (Topic.LIVENESS, VOTER, liveness(VOTER, 0)),
+    "far-future liveness": lambda: (Topic.LIVENESS, VOTER, liveness(VOTER, 9)),
+    "stale vote": lambda: (Topic.VOTES, VOTER, votes_of(vote(VOTER, proven().id, 0))),
+    "far-future vote": lambda: (Topic.VOTES, VOTER, votes_of(vote(VOTER, proven().id, 9))),
+    "far-future attempt": lambda: (
+        Topic.VOTES,
+        VOTER,
+        votes_of(vote(VOTER, proven().id, 1, 9)),
+    ),
+    "proposal for a later rank": lambda: (Topic.PROPOSALS, PROPOSER, proposal(synthetic(2))),
+    "proposal for the final rank": lambda: (Topic.PROPOSALS, PROPOSER, proposal(synthetic(0))),
+    "far-future confirmation": lambda: (
+        Topic.CONFIRMATIONS,
+        OTHER,
+        confirmation(OTHER, voted(synthetic(20))),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IGNORED))
+def test_stale_and_far_future_messages_are_ignored(setup: Setup, name: str) -> None:
+    topic, origin, data = IGNORED[name]()
+    assert setup.judge(topic, origin, data) is Verdict.IGNORE
+    assert setup.inbound.reasons == Counter()
+    view = setup.machine.round_view()
+    assert (view.live, view.proposals, view.votes, view.confirmations) == ((), {}, {}, {})
+
+
+def test_the_window_ends_exactly_at_its_bounds(setup: Setup) -> None:
+    assert setup.judge(Topic.LIVENESS, VOTER, liveness(VOTER, 8)) is Verdict.ACCEPT
+    assert setup.judge(Topic.VOTES, VOTER, votes_of(vote(VOTER, b"f" * 32, 8))) is Verdict.ACCEPT
+    last_attempt = votes_of(vote(VOTER, b"f" * 32, 1, 8))
+    assert setup.judge(Topic.VOTES, VOTER, last_attempt) is Verdict.ACCEPT
+    assert setup.inbound.reasons == Counter()
+
+
+def test_duplicates_are_ignored(setup: Setup) -> None:
+    messages = [
+        (Topic.LIVENESS, VOTER, liveness(VOTER)),
+        (Topic.PROPOSALS, PROPOSER, proposal(proven())),
+        (Topic.VOTES, VOTER, votes_of(vote(VOTER, proven().id))),
+        (Topic.CONFIRMATIONS, OTHER, confirmation(OTHER, voted())),
+    ]
+    for topic, origin, data in messages:
+        assert setup.judge(topic, origin, data) is Verdict.ACCEPT
+    view = setup.machine.round_view()
+    for topic, origin, data in messages:
+        assert setup.judge(topic, origin, data) is Verdict.IGNORE
+    assert setup.machine.round_view() == view
+    # A second liveness of the same prover and rank, with another root, is a duplicate too.
+    root = mutations_root((b"other",))
+    again = Liveness(
+        1, VOTER.public, root, sign(VOTER, NETWORK, liveness_statement(1, VOTER.public, root))
+    )
+    assert setup.judge(Topic.LIVENESS, VOTER, encode(again)) is Verdict.IGNORE
+    assert setup.inbound.reasons == Counter()
+
+
+def test_a_confirmation_of_a_final_rank_is_ignored(tmp_path: Path) -> None:
+    setup = build(tmp_path / "ahead.sqlite", tip=proven)  # this peer holds rank 1 as final
+    try:
+        data = confirmation(OTHER, voted())
+        assert setup.judge(Topic.CONFIRMATIONS, OTHER, data) is Verdict.IGNORE
+        assert setup.judge(Topic.PROPOSALS, PROPOSER, proposal(proven())) is Verdict.IGNORE
+        assert setup.inbound.reasons == Counter()
+        view = setup.machine.round_view()
+        assert (view.proposals, view.confirmations) == ({}, {})
+    finally:
+        setup.machine.close()
+        setup.store.close()
