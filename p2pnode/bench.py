@@ -100,7 +100,7 @@ async def run_one(peers: int, seconds: float, rate: float, difficulty: int, base
     )
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "p2pnode.daemon", "--home", str(home.path)],
+            [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -50,8 +50,10 @@ async def request(
                 out += connection.send(h11.Data(data=body)) + connection.send(h11.EndOfMessage())
                 await stream.send_all(out)
                 return await _reply(stream, connection)
-    except (OSError, trio.TooSlowError, h11.ProtocolError) as err:
-        raise ClientError(f"cannot reach {url}: {err or type(err).__name__}") from None
+    except trio.TooSlowError:
+        raise ClientError(f"cannot reach {url}: no reply within {timeout:g} s") from None
+    except (OSError, trio.BrokenResourceError, h11.ProtocolError) as err:
+        raise ClientError(f"cannot reach {url}: {str(err) or type(err).__name__}") from None
 
 
 async def _reply(stream: trio.SocketStream, connection: h11.Connection) -> bytes:

@@ -247,6 +247,8 @@ class Node:
             provers=[p.identity() for p in self.genesis.provers],
             recent_rounds=self.recent_rounds(16),
             activity=self.activity,
+            votes_for={v: vote.frame.hex() for v, vote in self.machine.current_votes().items()},
+            quorum=self.genesis.quorum,
         )
 
     def recent_rounds(self, count: int) -> list[RoundSummary]:

@@ -47,7 +47,8 @@ class Activity:
     errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=32))
 
     def on_transition(self, from_: State, to: State, event: Event) -> None:
-        self.transitions.append((time.time(), from_.value, to.value, event.value))
+        if from_ is not to:  # self-loops (a vote received while voting...) would drown the log
+            self.transitions.append((time.time(), from_.value, to.value, event.value))
 
     def error(self, message: str) -> None:
         self.errors.append((time.time(), message))
@@ -88,6 +89,9 @@ class NodeStatus:
     provers: list[str]
     recent_rounds: list[RoundSummary]
     activity: Activity
+    votes_for: dict[str, str]
+    """Voter → the frame id it voted for, in the current attempt."""
+    quorum: int
 
     @property
     def sync(self) -> str:
@@ -129,6 +133,9 @@ class NodeStatus:
                 "confirmations": {str(a): list(s) for a, s in view.confirmations.items()},
                 "voted": view.voted,
                 "locked_on": view.locked_on,
+                "lock_attempt": view.lock_attempt,
+                "votes_for": self.votes_for,
+                "quorum": self.quorum,
                 "equivocators": list(view.equivocators),
             },
         }

@@ -68,7 +68,7 @@ class Cluster:
         log = home.path / "process.log"
         with log.open("ab") as out:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "p2pnode.daemon", "--home", str(home.path), *args],
+                [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path), *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -173,6 +173,10 @@ class StateMachine(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
 
     def add_finality_listener(self, listener: FinalityListener[StateT]) -> None:
         self._finality_listeners.append(listener)
+
+    def current_votes(self) -> Mapping[str, VoteT]:
+        """The votes of the current attempt of the round being decided, by voter."""
+        return self._book.votes(self._round.target, self._round.attempt)
 
     def round_view(self) -> RoundView:
         """A read-only snapshot of the current round, for status pages and tests."""

@@ -1,0 +1,102 @@
+"""The `p2pnode` command: init, run, testnet, status, dashboard, submit, frames, id."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from p2pnode import __version__
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (and a non-zero exit), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _target(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    """--home DIR or --url URL: the peer a command talks to."""
+    action = "append" if many else "store"
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--home", action=action, help="the home folder of a running peer")
+    group.add_argument("--url", action=action, help="a peer's status url, http://127.0.0.1:PORT")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from p2pnode.cli import commands, testnet
+
+    parser = OneLineParser(
+        prog="p2pnode",
+        description="A peer of a round-based BFT consensus network over libp2p gossipsub.",
+    )
+    parser.add_argument("--version", action="version", version=f"p2pnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    init = sub.add_parser("init", help="create a peer home: key, config and maybe a genesis")
+    init.add_argument("--home", required=True, help="the folder to create")
+    init.add_argument("--network", help="start a new network of this name with this peer")
+    init.add_argument("--listen", help="multiaddr to listen on (default: a free loopback port)")
+    init.add_argument("--difficulty", type=int, default=1000, help="VDF iterations per frame")
+    init.set_defaults(run=commands.init)
+
+    run = sub.add_parser("run", help="run a peer until Ctrl-C")
+    run.add_argument("--home", required=True, help="the peer's home folder")
+    run.add_argument("--listen", action="append", help="multiaddr to listen on (repeatable)")
+    run.add_argument("--bootstrap", action="append", help="multiaddr of a peer to join")
+    run.add_argument("--dashboard", action="store_true", help="show the live dashboard")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
+    run.set_defaults(run=commands.run)
+
+    net = sub.add_parser("testnet", help="start N local provers and show them live")
+    net.add_argument("--peers", type=int, required=True, help="how many provers")
+    net.add_argument("--out", default="testnet", help="where the homes go (default ./testnet)")
+    net.add_argument("--base-port", type=int, default=4001, help="peer I listens on base+I")
+    net.add_argument("--difficulty", type=int, default=1000, help="VDF iterations per frame")
+    net.add_argument("--no-dashboard", action="store_true", help="print a line per peer instead")
+    net.add_argument("--generate-only", action="store_true", help="write the homes and exit")
+    net.set_defaults(run=testnet.testnet)
+
+    status = sub.add_parser("status", help="a running peer's status")
+    _target(status)
+    status.add_argument("--json", action="store_true", help="the status as one JSON object")
+    status.set_defaults(run=commands.status)
+
+    dashboard = sub.add_parser("dashboard", help="attach the live dashboard to running peers")
+    _target(dashboard, many=True)
+    dashboard.set_defaults(run=commands.dashboard)
+
+    submit = sub.add_parser("submit", help="submit a mutation; prints its id")
+    _target(submit)
+    submit.add_argument("data", help="the mutation (at most 1024 bytes of UTF-8)")
+    submit.add_argument("--wait", action="store_true", help="wait until a frame holds it")
+    submit.set_defaults(run=commands.submit)
+
+    frames = sub.add_parser("frames", help="recent final frames and their mutations")
+    _target(frames)
+    frames.set_defaults(run=commands.frames)
+
+    ident = sub.add_parser("id", help="a home's peer id and multiaddrs")
+    ident.add_argument("--home", required=True)
+    ident.set_defaults(run=commands.ident)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from p2pnode.cli.errors import USER_ERRORS
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    command: Command = args.run
+    try:
+        return command(args)
+    except USER_ERRORS as err:
+        print(f"p2pnode {args.command}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

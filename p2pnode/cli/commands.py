@@ -1,0 +1,198 @@
+"""The peer commands: init, run, id, and the ones that talk to a running peer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+
+import multiaddr
+import trio
+
+from p2pnode.chain.genesis import Genesis
+from p2pnode.cli.errors import UsageError
+from p2pnode.client import get_json, post_json, status_url
+from p2pnode.home import Home, create_home, write_config
+from p2pnode.settings import NodeSettings
+
+
+def check_multiaddr(value: str, *, with_peer: bool) -> str:
+    try:
+        parsed = multiaddr.Multiaddr(value)
+    except Exception as err:  # the library raises several unrelated types
+        raise UsageError(f"invalid multiaddr {value!r}: {err}") from None
+    if with_peer and "/p2p/" not in str(parsed):
+        raise UsageError(f"{value!r} needs the peer's id: …/p2p/12D3KooW…")
+    return value
+
+
+def _free_port() -> int:
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def init(args: argparse.Namespace) -> int:
+    listen = args.listen or f"/ip4/127.0.0.1/tcp/{_free_port()}"
+    check_multiaddr(listen, with_peer=False)
+    if args.network is not None and not 1 <= args.difficulty <= 10_000_000:
+        raise UsageError("--difficulty must be between 1 and 10000000")
+    home, keypair = create_home(Path(args.home))
+    write_config(home, [listen], [])
+    peer = keypair.prover.identity()
+    print(f"created {home.path}")
+    print(f"peer id: {peer}")
+    print(f"address: {listen}/p2p/{peer}")
+    if args.network is not None:
+        genesis = Genesis.create(args.network, [keypair.prover], args.difficulty, _now_ms())
+        genesis.save(home.genesis_file)
+        print(f"network {genesis.network}, genesis sha256 {genesis.hash().hex()}")
+    else:
+        print("no genesis: `p2pnode run --bootstrap MULTIADDR` fetches it from a peer")
+    return 0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _run_settings(args: argparse.Namespace, home: Home) -> NodeSettings:
+    settings = home.settings(os.environ, args.set)
+    if args.listen:
+        listen = tuple(check_multiaddr(a, with_peer=False) for a in args.listen)
+        settings = replace(settings, listen=listen)
+    if args.bootstrap:
+        bootstrap = tuple(check_multiaddr(a, with_peer=True) for a in args.bootstrap)
+        settings = replace(settings, bootstrap=bootstrap)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from p2pnode.daemon import log_to, serve
+    from p2pnode.node import Node
+
+    home = Home(Path(args.home))
+    home.keypair()  # a clear error before anything starts
+    settings = _run_settings(args, home)
+    log_to(home)
+    if not args.dashboard:
+        trio.run(serve, home, settings, _say)
+        return 0
+
+    async def show(node: Node, url: str) -> None:
+        # The dashboard is its own process: rendering never runs in the peer's event loop.
+        command = [sys.executable, "-m", "p2pnode", "dashboard", "--url", url]
+        await trio.run_process(command, check=False, stdin=None)
+
+    trio.run(serve, home, settings, lambda line: None, show)
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def ident(args: argparse.Namespace) -> int:
+    home = Home(Path(args.home))
+    peer = home.keypair().prover.identity()
+    settings = home.settings(os.environ)
+    print(f"peer id: {peer}")
+    for address in settings.listen:
+        suffix = "  (port chosen when the peer starts)" if address.endswith("/tcp/0") else ""
+        print(f"address: {address}/p2p/{peer}{suffix}")
+    return 0
+
+
+def url_from(args: argparse.Namespace) -> str:
+    if args.url is not None:
+        return str(args.url)
+    return status_url(Home(Path(args.home)))
+
+
+def urls_from(args: argparse.Namespace) -> list[str]:
+    if args.url:
+        return list(args.url)
+    return [status_url(Home(Path(home))) for home in args.home]
+
+
+def status(args: argparse.Namespace) -> int:
+    reply = trio.run(get_json, url_from(args), "/status")
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    round_ = reply.get("round")
+    rank = round_.get("rank") if isinstance(round_, dict) else "?"
+    lines = [
+        f"peer      {reply.get('peer_id')} ({reply.get('role')} of {reply.get('network')})",
+        f"state     {reply.get('state')} for {reply.get('state_time')} s, deciding rank {rank}",
+        f"final     rank {reply.get('finalized_rank')}  {reply.get('finalized_id')}",
+        f"sync      {reply.get('sync')} (best peer rank {reply.get('best_peer_rank')})",
+        f"peers     {_count(reply.get('peers'))}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _count(value: object) -> int:
+    return len(value) if isinstance(value, list) else 0
+
+
+def dashboard(args: argparse.Namespace) -> int:
+    from p2pnode.dashboard.live import watch
+
+    urls = urls_from(args)
+    trio.run(watch, urls)
+    return 0
+
+
+def submit(args: argparse.Namespace) -> int:
+    data = args.data.encode()
+    if not data or len(data) > 1024:
+        raise UsageError("a mutation is 1 to 1024 bytes")
+    url = url_from(args)
+    reply = trio.run(post_json, url, "/submit", data)
+    mutation = str(reply.get("id"))
+    print(f"mutation {mutation} ({reply.get('admission')})")
+    if args.wait:
+        rank = trio.run(_wait_final, url, mutation)
+        print(f"final in rank {rank}")
+    return 0
+
+
+async def _wait_final(url: str, mutation: str) -> int:
+    with trio.fail_after(120):
+        while True:
+            reply = await post_json(url, "/mutation", mutation.encode())
+            if isinstance(reply.get("rank"), int):
+                return int(str(reply["rank"]))
+            await trio.sleep(0.5)
+
+
+def frames(args: argparse.Namespace) -> int:
+    reply = trio.run(get_json, url_from(args), "/frames")
+    listed = reply.get("frames")
+    for frame in listed if isinstance(listed, list) else []:
+        mutations = frame.get("mutations") or []
+        print(f"rank {frame.get('rank'):>6}  {frame.get('id')}  {len(mutations)} mutations")
+        for mutation in mutations:
+            print(f"              {mutation}")
+    return 0
+
+
+def spawn_peer(home: Home, log: Path) -> subprocess.Popen[bytes]:
+    """A peer process of its own session: a terminal's Ctrl-C reaches only its parent."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

@@ -1,0 +1,141 @@
+"""`p2pnode testnet`: N local provers as processes, the combined dashboard, a clean stop."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import trio
+
+from p2pnode.cli.commands import spawn_peer
+from p2pnode.cli.errors import UsageError
+from p2pnode.client import ClientError, get_json, status_url
+from p2pnode.home import KEY_FILE, Home
+from p2pnode.testnet import generate_testnet
+
+STOP_TIMEOUT = 15.0
+START_TIMEOUT = 60.0
+
+
+def testnet(args: argparse.Namespace) -> int:
+    if not 1 <= args.peers <= 16:
+        raise UsageError("--peers must be between 1 and 16")
+    if not 1024 <= args.base_port <= 65535 - args.peers:
+        raise UsageError(f"--base-port must leave {args.peers} ports below 65536, from 1024")
+    out = Path(args.out)
+    homes = _existing(out, args.peers)
+    if homes is None:
+        _, homes = generate_testnet(
+            out, args.peers, base_port=args.base_port, difficulty=args.difficulty
+        )
+        print(f"created {args.peers} prover homes in {out}")
+    else:
+        print(f"reusing the {args.peers} prover homes in {out}")
+    if args.generate_only:
+        for home in homes:
+            print(f"  p2pnode run --home {home.path}")
+        return 0
+    processes = [spawn_peer(home, home.path / "process.log") for home in _fresh(homes)]
+    try:
+        trio.run(_watch_until_stopped, homes, processes, not args.no_dashboard)
+    finally:
+        stop_all(processes)
+    print(f"stopped {len(processes)} peers; their logs are in {out}/peer*/node.log")
+    return 0
+
+
+def _existing(out: Path, peers: int) -> list[Home] | None:
+    """The testnet already in `out`, if it has exactly `peers` homes; None if `out` is empty."""
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    homes = [Home(out / f"peer{index}") for index in range(peers)]
+    complete = all((home.path / KEY_FILE).exists() and home.has_genesis() for home in homes)
+    if not complete or (out / f"peer{peers}").exists():
+        raise UsageError(f"{out} holds something else than a {peers}-peer testnet; use --out")
+    return homes
+
+
+def _fresh(homes: list[Home]) -> list[Home]:
+    for home in homes:
+        home.status_url_file.unlink(missing_ok=True)  # so a new url means a started peer
+    return homes
+
+
+async def _watch_until_stopped(
+    homes: list[Home], processes: list[subprocess.Popen[bytes]], dashboard: bool
+) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signal, signals, stop, nursery)
+            urls = await _started(homes, processes)
+            if dashboard:
+                from p2pnode.dashboard.live import watch
+
+                await watch(urls, stop=stop)
+            else:
+                await _print_lines(urls, stop)
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(
+    signals: trio.abc.ReceiveChannel[int], stop: trio.Event, nursery: trio.Nursery
+) -> None:
+    async for _ in signals:
+        stop.set()
+        nursery.cancel_scope.cancel()  # also while the peers are still starting
+        return
+
+
+async def _started(homes: list[Home], processes: list[subprocess.Popen[bytes]]) -> list[str]:
+    """Each peer's status url, once every peer answers; a peer that dies is reported."""
+    urls: list[str] = []
+    with trio.move_on_after(START_TIMEOUT):
+        for home, process in zip(homes, processes, strict=True):
+            while True:
+                if process.poll() is not None:
+                    tail = (home.path / "process.log").read_text(errors="replace")[-300:]
+                    raise UsageError(f"{home.path.name} exited: {tail.strip()}")
+                try:
+                    url = status_url(home)
+                    await get_json(url, "/status", timeout=1)
+                    urls.append(url)
+                    break
+                except ClientError:
+                    await trio.sleep(0.2)
+        return urls
+    raise UsageError(f"the peers did not start within {START_TIMEOUT:.0f} s")
+
+
+async def _print_lines(urls: list[str], stop: trio.Event) -> None:
+    """Without a dashboard: one line per peer every two seconds."""
+    while not stop.is_set():
+        for url in urls:
+            try:
+                status = await get_json(url, "/status", timeout=1)
+                print(
+                    f"{str(status.get('peer_id'))[-8:]}  rank {status.get('finalized_rank'):>6}"
+                    f"  {status.get('state')}  {status.get('sync')}",
+                    flush=True,
+                )
+            except ClientError as err:
+                print(f"{url}: {err}", flush=True)
+        with trio.move_on_after(2):
+            await stop.wait()
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every peer (each stops gracefully), then SIGKILL any that outlive the timeout."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,0 +1,354 @@
+"""A peer's status JSON parsed defensively into typed records for the dashboard."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from p2pnode.consensus.rules import max_faults
+from p2pnode.status import sync_state
+
+UNKNOWN = "?"
+SYNC_STATES = ("synced", "catching up", "stalled")
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRow:
+    """One final frame of the recent-rounds table."""
+
+    rank: int
+    frame_id: str
+    prover: str
+    mutations: int
+    signers: int
+    attempt: int
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRow:
+    """One state change of the engine; `at` is the peer's wall clock."""
+
+    at: float | None
+    source: str
+    target: str
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    at: float | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """How many gossip messages of one topic the peer accepted, ignored and rejected."""
+
+    topic: str
+    accept: int
+    ignore: int
+    reject: int
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentRound:
+    """The rank the peer is deciding, as far as its status tells."""
+
+    rank: int
+    attempt: int
+    minimum_provers: int
+    quorum: int
+    provers: tuple[str, ...]
+    live: tuple[str, ...]
+    proposals: tuple[tuple[str, str], ...]
+    """Proposer and proposed frame id."""
+    votes: tuple[tuple[str, str], ...]
+    """Voter and vote id; equal ids are votes for the same frame in the same attempt."""
+    votes_for: tuple[tuple[str, str], ...] | None
+    """Voter and voted frame id, when the peer's status says so (newer peers)."""
+    confirmations: tuple[tuple[int, tuple[str, ...]], ...]
+    voted: bool
+    locked_on: str | None
+    lock_attempt: int | None
+    equivocators: tuple[str, ...]
+
+    @property
+    def vote_groups(self) -> tuple[int, ...]:
+        """Votes per distinct voted frame, largest first (which frame needs `votes_for`)."""
+        return tuple(sorted(Counter(v for _, v in self.votes).values(), reverse=True))
+
+    @property
+    def has_quorum(self) -> bool:
+        return bool(self.vote_groups) and self.vote_groups[0] >= self.quorum
+
+    def votes_on(self, frame_id: str) -> int | None:
+        """Votes for one proposed frame, or None when the status does not say."""
+        if self.votes_for is None:
+            return None
+        return sum(1 for _, voted in self.votes_for if voted == frame_id)
+
+    @property
+    def voters(self) -> frozenset[str]:
+        return frozenset(v for v, _ in self.votes)
+
+    @property
+    def confirmers(self) -> frozenset[str]:
+        return frozenset(s for _, senders in self.confirmations for s in senders)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One reply of a peer's status endpoint."""
+
+    url: str
+    peer_id: str
+    network: str
+    role: str
+    state: str
+    state_time: float
+    finalized_rank: int
+    finalized_id: str
+    best_peer_rank: int
+    sync: str
+    since_finalized: float | None
+    peers: tuple[str, ...]
+    mesh: tuple[tuple[str, int], ...]
+    counters: tuple[Verdicts, ...]
+    rejected: tuple[tuple[str, int], ...]
+    mempool: int
+    transitions: int
+    hop_latency_ms: float | None
+    provers: tuple[str, ...]
+    recent_rounds: tuple[RoundRow, ...]
+    transition_log: tuple[TransitionRow, ...]
+    errors: tuple[ErrorRow, ...]
+    round: CurrentRound
+    problems: tuple[str, ...] = field(default=())
+    """Fields that were missing or ill-typed (an older or newer peer, a partial reply)."""
+
+    @property
+    def rejects(self) -> int:
+        return sum(v.reject for v in self.counters)
+
+
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """A peer whose status could not be read; `since` is when polling it started to fail."""
+
+    url: str
+    reason: str
+    since: float | None = None
+
+
+Reading = PeerStatus | Unreachable
+
+
+class _Fields:
+    """Typed reads of one JSON object that note, instead of raising, what was unusable."""
+
+    def __init__(self, data: Mapping[str, object], prefix: str, problems: list[str]) -> None:
+        self.data, self.prefix, self.problems = data, prefix, problems
+
+    def _bad(self, key: str) -> None:
+        self.problems.append(self.prefix + key)
+
+    def integer(self, key: str, default: int = 0) -> int:
+        value = self.data.get(key)
+        # JSON has one number type: a whole float is an int from a differently typed peer.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        self._bad(key)
+        return default
+
+    def opt_integer(self, key: str) -> int | None:
+        return None if self.data.get(key) is None else self.integer(key)
+
+    def number(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if value is not None or key not in self.data:
+            self._bad(key)
+        return None
+
+    def text(self, key: str, default: str = UNKNOWN) -> str:
+        value = self.data.get(key)
+        if isinstance(value, str):
+            return value
+        self._bad(key)
+        return default
+
+    def opt_text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return value if isinstance(value, str) else None
+
+    def flag(self, key: str) -> bool:
+        value = self.data.get(key)
+        if isinstance(value, bool):
+            return value
+        self._bad(key)
+        return False
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        self._bad(key)
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+    def array(self, key: str) -> list[object]:
+        value = self.data.get(key)
+        if isinstance(value, list):
+            return value
+        self._bad(key)
+        return []
+
+    def mapping(self, key: str) -> dict[str, object]:
+        value = self.data.get(key)
+        if isinstance(value, dict):
+            return value
+        self._bad(key)
+        return {}
+
+    def pairs(self, key: str) -> tuple[tuple[str, str], ...]:
+        return tuple((k, v) for k, v in self.mapping(key).items() if isinstance(v, str))
+
+    def counts(self, key: str) -> tuple[tuple[str, int], ...]:
+        items = self.mapping(key).items()
+        return tuple((k, v) for k, v in items if isinstance(v, int) and not isinstance(v, bool))
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.mapping(key), f"{self.prefix}{key}.", self.problems)
+
+
+def parse_status(data: object, url: str = "") -> PeerStatus:
+    """The status a peer served; never raises: unusable fields become placeholders."""
+    problems: list[str] = []
+    f = _Fields(data if isinstance(data, dict) else {}, "", problems)
+    if not isinstance(data, dict):
+        problems.append("(not a JSON object)")
+    finalized, best = f.integer("finalized_rank"), f.integer("best_peer_rank")
+    since = f.number("since_finalized")
+    provers = f.texts("provers")
+    sync = f.opt_text("sync")
+    if sync not in SYNC_STATES:
+        sync = sync_state(finalized, max(best, finalized), since)
+    return PeerStatus(
+        url=url,
+        peer_id=f.text("peer_id"),
+        network=f.text("network"),
+        role=f.text("role"),
+        state=f.text("state"),
+        state_time=f.number("state_time") or 0.0,
+        finalized_rank=finalized,
+        finalized_id=f.text("finalized_id", ""),
+        best_peer_rank=max(best, finalized),
+        sync=sync,
+        since_finalized=since,
+        peers=f.texts("peers"),
+        mesh=f.counts("mesh"),
+        counters=_verdicts(f.mapping("counters")),
+        rejected=f.counts("rejected"),
+        mempool=f.integer("mempool"),
+        transitions=f.integer("transitions"),
+        hop_latency_ms=f.number("hop_latency_ms"),
+        provers=provers,
+        recent_rounds=tuple(_rows(f.array("recent_rounds"), problems)),
+        transition_log=tuple(_transitions(f.array("transition_log"))),
+        errors=tuple(_errors(f.array("errors"))),
+        round=_round(f.sub("round"), provers),
+        problems=tuple(dict.fromkeys(problems)),
+    )
+
+
+def _verdicts(counters: Mapping[str, object]) -> tuple[Verdicts, ...]:
+    rows = []
+    for topic, counts in sorted(counters.items()):
+        if isinstance(counts, dict):
+            c = _Fields(counts, "", [])
+            rows.append(
+                Verdicts(topic, c.integer("accept"), c.integer("ignore"), c.integer("reject"))
+            )
+    return tuple(rows)
+
+
+def _rows(items: list[object], problems: list[str]) -> list[RoundRow]:
+    rows = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        r = _Fields(item, "recent_rounds[].", problems)
+        rows.append(
+            RoundRow(
+                rank=r.integer("rank", -1),
+                frame_id=r.text("id", ""),
+                prover=r.text("prover"),
+                mutations=r.integer("mutations"),
+                signers=r.integer("signers"),
+                attempt=r.integer("attempt"),
+                duration_ms=r.integer("duration_ms"),
+            )
+        )
+    # Newest first, whatever order the peer sent them in.
+    return sorted(rows, key=lambda row: row.rank, reverse=True)
+
+
+def _stamp(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _transitions(items: list[object]) -> list[TransitionRow]:
+    rows = []
+    for item in items:
+        if isinstance(item, list) and len(item) >= 4:
+            source, target, event = (str(v) for v in item[1:4])
+            rows.append(TransitionRow(_stamp(item[0]), source, target, event))
+    return rows
+
+
+def _errors(items: list[object]) -> list[ErrorRow]:
+    rows = []
+    for item in items:
+        if isinstance(item, list) and len(item) >= 2:
+            rows.append(ErrorRow(_stamp(item[0]), str(item[1])))
+        elif isinstance(item, str):
+            rows.append(ErrorRow(None, item))
+    return rows
+
+
+def _round(r: _Fields, provers: tuple[str, ...]) -> CurrentRound:
+    leaders = r.texts("provers")
+    # Quorum is n - f of the provers; a peer may one day say it outright.
+    count = len(leaders or provers)
+    quorum = r.opt_integer("quorum") or (count - max_faults(count) if count else 0)
+    votes_for = r.data.get("votes_for")
+    return CurrentRound(
+        rank=r.integer("rank"),
+        attempt=r.integer("attempt"),
+        minimum_provers=r.integer("minimum_provers"),
+        quorum=quorum,
+        provers=leaders,
+        live=r.texts("live"),
+        proposals=r.pairs("proposals"),
+        votes=r.pairs("votes"),
+        votes_for=r.pairs("votes_for") if isinstance(votes_for, dict) else None,
+        confirmations=_confirmations(r.mapping("confirmations")),
+        voted=r.flag("voted"),
+        locked_on=r.opt_text("locked_on"),
+        lock_attempt=r.opt_integer("lock_attempt"),
+        equivocators=r.texts("equivocators"),
+    )
+
+
+def _confirmations(value: Mapping[str, object]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    rows = []
+    for attempt, senders in value.items():
+        if attempt.isdigit() and isinstance(senders, list):
+            rows.append((int(attempt), tuple(s for s in senders if isinstance(s, str))))
+    return tuple(sorted(rows))

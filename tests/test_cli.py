@@ -1,0 +1,188 @@
+"""The p2pnode command in subprocesses: help, every error path in one line, a peer's life."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMANDS = ["init", "run", "testnet", "status", "dashboard", "submit", "frames", "id"]
+
+
+def p2pnode(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pnode", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A user error: non-zero exit, nothing on stdout, one line on stderr naming the problem."""
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_every_command_has_help(command: str) -> None:
+    result = p2pnode(*([command] if command else []), "--help")
+    assert result.returncode == 0
+    assert "usage: p2pnode" in result.stdout
+
+
+def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    result = p2pnode("init", "--home", str(home), "--network", "demo", "--difficulty", "200")
+    assert result.returncode == 0, result.stderr
+    assert "peer id: 12D3KooW" in result.stdout
+    assert "genesis sha256" in result.stdout
+    assert stat.S_IMODE((home / "identity.key").stat().st_mode) == 0o600
+    genesis = json.loads((home / "genesis.json").read_text())
+    assert genesis["network"] == "demo"
+    assert genesis["difficulty"] == 200
+    key = (home / "identity.key").read_bytes()
+    one_line_error(p2pnode("init", "--home", str(home)), "already exists")
+    assert (home / "identity.key").read_bytes() == key
+    ident = p2pnode("id", "--home", str(home))
+    assert ident.returncode == 0
+    assert "/ip4/127.0.0.1/tcp/" in ident.stdout
+    assert "/p2p/12D3KooW" in ident.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["init", "--home", "{tmp}/x", "--listen", "not-a-multiaddr"], "invalid multiaddr"),
+        (["init", "--home", "{tmp}/x", "--network", "Bad Name"], "network name"),
+        (["init", "--home", "{tmp}/x", "--network", "ok", "--difficulty", "0"], "difficulty"),
+        (["run", "--home", "{tmp}/nobody"], "no key"),
+        (["id", "--home", "{tmp}/nobody"], "no key"),
+        (["testnet", "--peers", "0"], "--peers"),
+        (["testnet", "--peers", "4", "--base-port", "80"], "--base-port"),
+        (["testnet", "--peers", "nine"], "invalid int"),
+        (["status", "--url", "http://127.0.0.1:9"], "cannot reach"),
+        (["status", "--url", "ftp://somewhere"], "http://host:port"),
+        (["status", "--home", "{tmp}/nobody"], "no running peer"),
+        (["submit", "--url", "http://127.0.0.1:9", "hello"], "cannot reach"),
+        (["frames", "--url", "http://127.0.0.1:9"], "cannot reach"),
+        (["bogus"], "invalid choice"),
+        (["status"], "required"),
+    ],
+)
+def test_user_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
+    one_line_error(p2pnode(*(a.replace("{tmp}", str(tmp_path)) for a in args)), needle)
+
+
+@pytest.fixture
+def solo(tmp_path: Path) -> Path:
+    """A home of a one-prover network, able to finalize alone."""
+    home = tmp_path / "solo"
+    assert p2pnode("init", "--home", str(home), "--network", "solo", "--difficulty", "100")
+    return home
+
+
+@pytest.mark.parametrize(
+    ("setup", "needle"),
+    [
+        ({"config": "[node\n"}, "not valid TOML"),
+        ({"config": "[node]\necho = 3\n"}, "node.echo"),
+        ({"config": "[consensus.timeouts]\nvoting = -1\n"}, "voting"),
+        ({"config": "[node]\nlistne = []\n"}, "node.listne"),
+        ({"env": "P2PNODE_NODE_ECHO=maybe"}, "P2PNODE_NODE_ECHO"),
+        ({"env": "P2PNODE_CONSENSUS_LIMITS_RANKS_AHEAD=x"}, "P2PNODE_CONSENSUS_LIMITS_RANKS_AHEAD"),
+        ({"flag": "consensus.timeouts.nope=1"}, "consensus.timeouts.nope"),
+        ({"flag": "node.status=0.0.0.0:80"}, "node.status"),
+        ({"flag": "--bootstrap=/ip4/127.0.0.1/tcp/1"}, "peer's id"),
+        ({"flag": "--listen=/nowhere"}, "invalid multiaddr"),
+    ],
+)
+def test_bad_settings_are_named_in_one_line(solo: Path, setup: dict[str, str], needle: str) -> None:
+    args = ["run", "--home", str(solo)]
+    env: dict[str, str] = {}
+    if "config" in setup:
+        (solo / "config.toml").write_text(setup["config"])
+    if "env" in setup:
+        name, value = setup["env"].split("=", 1)
+        env[name] = value
+    if "flag" in setup:
+        flag = setup["flag"]
+        args += [flag] if flag.startswith("--") else ["--set", flag]
+    one_line_error(p2pnode(*args, env=env, timeout=30), needle)
+
+
+def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2pnode", "run", "--home", str(solo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("peer id: 12D3KooW")
+        assert lines[1].startswith("listening on /ip4/127.0.0.1/tcp/")
+        url = (solo / "status.url").read_text().strip()
+        status = json.loads(p2pnode("status", "--url", url, "--json").stdout)
+        for key in ("peer_id", "role", "state", "finalized_rank", "finalized_id", "recent"):
+            assert key in status
+        assert {"peers", "counters"} <= set(status)
+        assert status["role"] == "prover"
+        submitted = p2pnode("submit", "--home", str(solo), "hello world", "--wait")
+        assert submitted.returncode == 0, submitted.stderr
+        mutation = submitted.stdout.split()[1]
+        assert "final in rank" in submitted.stdout
+        listing = p2pnode("frames", "--url", url).stdout
+        assert mutation in listing
+        human = p2pnode("status", "--home", str(solo)).stdout
+        assert "final     rank" in human
+        metrics = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import urllib.request as u; print(u.urlopen('{url}/metrics').read().decode())",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "consensus_rank " in metrics
+        assert 'p2p_messages_total{topic="votes",verdict="accept"}' in metrics
+        assert "consensus_round_duration_seconds_bucket" in metrics
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+
+
+def test_testnet_generate_only_writes_homes_that_run_by_hand(tmp_path: Path) -> None:
+    out = tmp_path / "net"
+    result = p2pnode("testnet", "--peers", "3", "--out", str(out), "--generate-only")
+    assert result.returncode == 0, result.stderr
+    for index in range(3):
+        home = out / f"peer{index}"
+        assert (home / "identity.key").exists()
+        assert (home / "genesis.json").read_text() == (out / "peer0" / "genesis.json").read_text()
+        assert f"p2pnode run --home {home}" in result.stdout
+    config = (out / "peer2" / "config.toml").read_text()
+    assert "/p2p/12D3KooW" in config, "the bootstrap address of peer0 is filled in"
+    again = p2pnode("testnet", "--peers", "3", "--out", str(out), "--generate-only")
+    assert "reusing" in again.stdout
+    one_line_error(
+        p2pnode("testnet", "--peers", "2", "--out", str(out), "--generate-only"), "something else"
+    )

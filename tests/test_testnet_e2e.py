@@ -1,0 +1,89 @@
+"""`p2pnode testnet --peers 4` in a pseudo-terminal: the dashboard shows the finalized rank
+advance; Ctrl-C stops it and leaves no process behind."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import sys
+import termios
+import time
+from pathlib import Path
+
+from tests.peers import free_port_block
+
+ANSI = re.compile(rb"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>78])")
+FINAL = re.compile(r"final (\d+)")
+
+
+def spawn_in_terminal(argv: list[str], rows: int, columns: int) -> tuple[int, int]:
+    """Start `argv` with a pseudo-terminal as its controlling terminal; (pid, master fd)."""
+    pid, master = pty.fork()
+    if pid == 0:  # the child: exec at once
+        os.execvpe(argv[0], argv, {**os.environ, "TERM": "xterm-256color"})
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    return pid, master
+
+
+def read_screen(master: int, seconds: float) -> str:
+    """What the terminal received within `seconds`, control sequences removed."""
+    chunks = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([master], [], [], min(left, 0.2))
+        if ready:
+            try:
+                chunks.append(os.read(master, 65536))
+            except OSError:  # the child closed the terminal
+                break
+    return ANSI.sub(b"", b"".join(chunks)).decode(errors="replace")
+
+
+def peers_alive(out: Path) -> list[int]:
+    """Processes whose command line runs a peer of the testnet in `out`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(out).encode() in command and b"run" in command:
+                found.append(int(entry.name))
+    return found
+
+
+def test_testnet_shows_ranks_advancing_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "net"
+    base = free_port_block(4)
+    argv = [sys.executable, "-m", "p2pnode", "testnet", "--peers", "4", "--out", str(out)]
+    argv += ["--base-port", str(base), "--difficulty", "200"]
+    pid, master = spawn_in_terminal(argv, rows=30, columns=100)
+    try:
+        seen: list[int] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (len(set(seen)) < 3 or max(seen) < 3):
+            seen += [int(rank) for rank in FINAL.findall(read_screen(master, 2))]
+        assert len(set(seen)) >= 3, f"the final rank did not advance on screen: {seen}"
+        assert max(seen) >= 3
+        assert peers_alive(out), "four peer processes run behind the dashboard"
+        os.write(master, b"\x03")  # Ctrl-C
+        tail = read_screen(master, 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status), f"ended by a signal: {status}"
+        assert os.WEXITSTATUS(status) == 0, tail
+        assert peers_alive(out) == []
+    finally:
+        os.close(master)
+        for stray in peers_alive(out):
+            os.kill(stray, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
