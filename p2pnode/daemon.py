@@ -113,9 +113,14 @@ def status_server(node: Node) -> StatusServer:
             return json_reply({"error": "the body must be a mutation id in hex"}, 400)
         return json_reply({"rank": rank})
 
-    async def frames(_: bytes) -> Reply:
+    async def frames(body: bytes) -> Reply:
+        """The last 16 final frames (GET), or 16 from the rank in the body (POST)."""
         tip = node.store.tip().round
-        listed = node.store.frames(max(1, tip - 15), 16)
+        try:
+            start = int(body) if body.strip() else max(1, tip - 15)
+        except ValueError:
+            return json_reply({"error": "the body must be a rank"}, 400)
+        listed = node.store.frames(start, 16)
         return json_reply(
             {
                 "frames": [
@@ -134,6 +139,7 @@ def status_server(node: Node) -> StatusServer:
         {
             ("GET", "/status"): status,
             ("GET", "/frames"): frames,
+            ("POST", "/frames"): frames,
             ("GET", "/metrics"): metrics,
             ("POST", "/submit"): submit,
             ("POST", "/mutation"): mutation,

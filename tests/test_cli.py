@@ -146,8 +146,9 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
         submitted = p2pnode("submit", "--home", str(solo), "hello world", "--wait")
         assert submitted.returncode == 0, submitted.stderr
         mutation = submitted.stdout.split()[1]
-        assert "final in rank" in submitted.stdout
-        listing = p2pnode("frames", "--url", url).stdout
+        rank = submitted.stdout.split("final in rank ")[1].strip()
+        listing = p2pnode("frames", "--url", url, "--from", rank).stdout
+        assert f"rank {rank:>6}" in listing
         assert mutation in listing
         human = p2pnode("status", "--home", str(solo)).stdout
         assert "final     rank" in human

@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait until a frame holds it")
     submit.set_defaults(run=commands.submit)
 
-    frames = sub.add_parser("frames", help="recent final frames and their mutations")
+    frames = sub.add_parser("frames", help="final frames and their mutations")
     _target(frames)
+    frames.add_argument("--from", dest="start", type=int, help="from this rank (default: last 16)")
     frames.set_defaults(run=commands.frames)
 
     ident = sub.add_parser("id", help="a home's peer id and multiaddrs")
