@@ -296,20 +296,23 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         if not self._attempts:
             return proposals if enough else {}
         if enough and rnd.attempt == 0:
-            enough = self._all_live_proposed(proposals) or (
+            enough = self._top_live_proposed(proposals) or (
                 trio.current_time() >= rnd.opened_at + self._timeouts.voting
             )
         choice = choose_vote(rnd.attempt, rnd.lock, rnd.best, proposals, rnd.leader_ids(), enough)
         return {} if choice is None else {choice.proposer: choice.frame}
 
-    def _all_live_proposed(self, proposals: Mapping[str, StateT]) -> bool:
-        """Whether every prover that announced liveness has its proposal in.
+    def _top_live_proposed(self, proposals: Mapping[str, StateT]) -> bool:
+        """Whether the highest-priority prover that announced liveness has its proposal in.
 
-        With attempts, the first vote waits for them (or one `voting` period) so that peers
-        vote for the same top-priority proposal instead of splitting on arrival order.
+        With attempts, the first vote waits for it (or one `voting` period) so that peers vote
+        for the same proposal instead of splitting on the order proposals arrive in.
         """
-        live = self._listed(self._book.liveness(self._round.target))
-        return all(prover in proposals for prover in live)
+        live = self._book.liveness(self._round.target)
+        for leader in self._round.leader_ids():
+            if leader in live:
+                return leader in proposals
+        return True
 
     async def _cast_vote(self, candidates: Mapping[str, StateT], epoch: int) -> None:
         rnd = self._round
