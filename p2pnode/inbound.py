@@ -146,7 +146,7 @@ class Inbound:
         tip = self.tip()
         if frame.round != tip.round + 1:
             return Verdict.IGNORE  # not the rank being decided: its parent cannot be checked
-        problem = self.checker.problem(frame, tip)
+        problem = self.checker.problem(frame, tip, proof=False)  # the proof: when voting for it
         if problem is not None:
             raise RejectedError(problem)
         verdict = verdict_of(self.machine.receive_proposal(prover, frame))
@@ -181,7 +181,7 @@ class Inbound:
                 frame.round, certificate.attempt, message.sender, frame.id, message.signature
             )
         if frame.round == tip.round + 1:
-            problem = self.checker.problem(frame, tip)
+            problem = self.checker.problem(frame, tip, proof=False)  # the certificate vouches
             if problem is not None:
                 raise RejectedError(problem)
             # The frame a quorum voted for replaces any other this prover sent us.

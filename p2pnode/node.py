@@ -104,6 +104,7 @@ class Node:
             self.outbox,
             self.sync,
             wall_clock_ms,
+            self.checker,
         )
         engine = settings.engine
         self.activity = Activity()

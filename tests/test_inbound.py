@@ -437,12 +437,6 @@ REJECTED: dict[str, Callable[[], tuple[Topic, Keypair, bytes, str]]] = {
         proposal(resigned(replace(proven(), parent=b"\x07" * HASH_SIZE), PROPOSER)),
         "does not extend the final frame",
     ),
-    "proposal with a bad proof": lambda: (
-        Topic.PROPOSALS,
-        PROPOSER,
-        proposal(resigned(replace(proven(), output=_flip(proven().output)), PROPOSER)),
-        "bad proof of work",
-    ),
     "proposal with a bad signature": lambda: (
         Topic.PROPOSALS,
         PROPOSER,

@@ -476,3 +476,27 @@ def test_sent_at_returns_what_to_send_again_for_a_rank() -> None:
     assert sent.at(3) == []
     assert Sent().at(1) == []
     assert Sent(confirmation=confirmation).at(0) == [confirmation]
+
+
+async def test_a_proposal_with_a_bad_proof_gets_no_vote(peer: Peer) -> None:
+    """Gossip is judged without the proof of work; the one proposal a peer votes for is
+    checked, and a bad proof gets no vote (and no stored vote)."""
+    good = frame_x()
+    forged = replace(good, output=bytes(reversed(good.output)))
+    forged = replace(forged, signature=sign(ORDER[0], NETWORK, frame_statement(forged)))
+    with pytest.raises(ProviderError, match="bad proof of work"):
+        await peer.providers.decide_and_send_vote(keyed(forged))
+    assert peer.store.vote(1, 0) is None
+    assert peer.publisher.messages == []
+
+
+async def test_inbound_gossip_leaves_the_proof_to_the_vote() -> None:
+    """FrameChecker without the proof accepts what only the proof would refuse."""
+    checker = FrameChecker(GENESIS)
+    good = frame_x()
+    forged = replace(good, output=bytes(reversed(good.output)))
+    forged = replace(forged, signature=sign(ORDER[0], NETWORK, frame_statement(forged)))
+    assert checker.problem(forged, GENESIS.frame(), proof=False) is None
+    assert checker.problem(forged, GENESIS.frame()) == "bad proof of work"
+    assert await checker.proof_problem(forged) == "bad proof of work"
+    assert await checker.proof_problem(good) is None

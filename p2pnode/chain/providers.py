@@ -19,6 +19,7 @@ from p2pnode.chain.crypto import (
 from p2pnode.chain.genesis import Genesis, frame_challenge, leader_order
 from p2pnode.chain.mempool import MAX_MUTATIONS_PER_FRAME, Mempool
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote
+from p2pnode.chain.validation import FrameChecker
 from p2pnode.chain.vdf import prove_async
 from p2pnode.codec import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.consensus import ProviderError
@@ -92,6 +93,7 @@ class ChainProviders:
         publisher: Publisher,
         synchronizer: Synchronizer,
         clock: Callable[[], int],
+        checker: FrameChecker | None = None,
     ) -> None:
         self.genesis = genesis
         self.keypair = keypair
@@ -100,6 +102,7 @@ class ChainProviders:
         self.publisher = publisher
         self.synchronizer = synchronizer
         self.clock = clock
+        self.checker = checker or FrameChecker(genesis)
         self.precommits = Precommits()
         self.sent = Sent()
 
@@ -168,6 +171,10 @@ class ChainProviders:
         vote = self.store.vote(rank, attempt)
         if vote is None:
             frame = self._choose(proposals, attempt)
+            # Gossip is judged without the proof of work; the frame a vote vouches for is not.
+            problem = await self.checker.proof_problem(frame)
+            if problem is not None:
+                raise ProviderError(f"the proposal of {ProverId(frame.prover)}: {problem}")
             statement = vote_statement(rank, attempt, frame.id)
             signature = sign(self.keypair, self.genesis.network, statement)
             vote = Vote(rank, attempt, frame.id, frame.prover, self.me, signature)

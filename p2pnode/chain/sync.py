@@ -75,18 +75,19 @@ class SyncService:
             except Exception as err:  # the network layer's failures are all transient here
                 raise ProviderError(f"request failed: {err}") from err
             for item in items:
-                self._append(item)
+                await self._append(item)
             if len(items) < BATCH:
                 return
 
-    def _append(self, item: bytes) -> None:
+    async def _append(self, item: bytes) -> None:
         try:
             frame = decode_frame(item)
         except CodecError as err:
             self.rejected += 1
             raise ProviderError(f"undecodable frame: {err}") from err
         tip = self.store.tip()
-        problem = self.checker.final_problem(frame, tip)
+        problem = self.checker.final_problem(frame, tip, proof=False)
+        problem = problem or await self.checker.proof_problem(frame)
         if problem is not None:
             self.rejected += 1
             raise ProviderError(f"invalid frame at rank {frame.round}: {problem}")

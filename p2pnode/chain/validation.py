@@ -20,10 +20,13 @@ class FrameChecker:
         self.certificates = certificates or CertificateChecker(genesis)
         self._proven: OrderedDict[bytes, bool] = OrderedDict()
 
-    def problem(self, frame: Frame, parent: Frame | None) -> str | None:
+    def problem(self, frame: Frame, parent: Frame | None, *, proof: bool = True) -> str | None:
         """Why `frame` is not a valid proposal extending `parent` (None: it is valid).
 
-        Without a parent at hand only what the frame proves by itself is checked.
+        Without a parent at hand only what the frame proves by itself is checked. `proof=False`
+        leaves out the proof of work, the one costly check (milliseconds): gossip is judged
+        without it, and a peer checks the proof of the one proposal it votes for
+        (`proof_problem`), or a certificate vouches for it.
         """
         genesis = self.genesis
         if parent is not None and (frame.round != parent.round + 1 or frame.parent != parent.id):
@@ -42,15 +45,33 @@ class FrameChecker:
             return "mutations do not match their root"
         if not verify(frame.prover, genesis.network, frame_statement(frame), frame.signature):
             return "bad prover signature"
-        if not self._proof_holds(frame):
+        if proof and not self._proof_holds(frame):
             return "bad proof of work"
         return None
 
-    def final_problem(self, frame: Frame, parent: Frame | None) -> str | None:
+    def final_problem(
+        self, frame: Frame, parent: Frame | None, *, proof: bool = True
+    ) -> str | None:
         """Why `frame` is not a final frame extending `parent`: as above, plus its commit."""
         if not self.certificates.valid(frame, CertKind.COMMIT):
             return "no valid commit certificate"
-        return self.problem(frame, parent)
+        return self.problem(frame, parent, proof=proof)
+
+    async def proof_problem(self, frame: Frame) -> str | None:
+        """The proof-of-work check alone, in a worker thread (it takes milliseconds)."""
+        known = self._proven.get(frame.id)
+        if known is None:
+            challenge = frame_challenge(
+                self.genesis, frame.round, frame.parent, frame.prover, frame.root
+            )
+            known = await vdf.verify_async(challenge, frame.difficulty, frame.output, frame.proof)
+            self._remember(frame.id, known)
+        return None if known else "bad proof of work"
+
+    def _remember(self, frame_id: bytes, valid: bool) -> None:
+        self._proven[frame_id] = valid
+        if len(self._proven) > 1024:
+            self._proven.popitem(last=False)
 
     def _proof_holds(self, frame: Frame) -> bool:
         known = self._proven.get(frame.id)
@@ -59,7 +80,5 @@ class FrameChecker:
                 self.genesis, frame.round, frame.parent, frame.prover, frame.root
             )
             known = vdf.verify(challenge, frame.difficulty, frame.output, frame.proof)
-            self._proven[frame.id] = known
-            if len(self._proven) > 1024:
-                self._proven.popitem(last=False)
+            self._remember(frame.id, known)
         return known
