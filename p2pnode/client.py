@@ -89,7 +89,10 @@ async def get_json(url: str, path: str, *, timeout: float = 5.0) -> dict[str, ob
 
 async def post_json(url: str, path: str, body: bytes, *, timeout: float = 5.0) -> dict[str, object]:
     reply = await request(url, "POST", path, body, timeout=timeout)
-    value = json.loads(reply)
+    try:
+        value = json.loads(reply)
+    except ValueError:
+        raise ClientError(f"{path} did not answer JSON") from None
     if not isinstance(value, dict):
         raise ClientError(f"{path} did not answer a JSON object")
     return value

@@ -66,7 +66,12 @@ async def serve(
         async with trio.open_nursery() as nursery:
             await nursery.start(_run_until_stopped, node, nursery)
             host, port = split_endpoint(settings.status)
-            bound = await nursery.start(status_server(node).serve, host, port)
+            try:
+                bound = await nursery.start(status_server(node).serve, host, port)
+            except OSError as err:
+                raise HomeError(
+                    f"cannot serve status on {settings.status}: {err.strerror}"
+                ) from None
             url = f"http://{host}:{bound}"
             home.status_url_file.write_text(url + "\n", encoding="utf-8")
             say(f"peer id: {keypair.prover.identity()} ({node.role} of {genesis.network})")
@@ -119,6 +124,8 @@ def status_server(node: Node) -> StatusServer:
         try:
             start = int(body) if body.strip() else max(1, tip - 15)
         except ValueError:
+            start = -1
+        if not 0 <= start < 2**63:
             return json_reply({"error": "the body must be a rank"}, 400)
         listed = node.store.frames(start, 16)
         return json_reply(

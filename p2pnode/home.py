@@ -101,8 +101,11 @@ def _toml_list(values: list[str]) -> str:
 def create_home(path: Path, keypair: Keypair | None = None) -> tuple[Home, Keypair]:
     """A new home with a new key (file mode 0600); an existing key is never overwritten."""
     home = Home(path)
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as err:
+        raise HomeError(f"cannot create {path}: {err.strerror}") from None
     if home.key_file.exists():
         raise HomeError(f"{home.key_file} already exists; refusing to overwrite a key")
     keypair = keypair or Keypair.generate()

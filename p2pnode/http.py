@@ -59,7 +59,7 @@ class StatusServer:
             if route is None:
                 reply = json_reply({"error": "not found"}, 404)
             else:
-                reply = await route(body)
+                reply = await _answer(route, body)
             await _send(stream, connection, reply)
         except (h11.RemoteProtocolError, trio.TooSlowError, _TooLargeError):
             await _send_quietly(stream, connection, json_reply({"error": "bad request"}, 400))
@@ -67,6 +67,15 @@ class StatusServer:
             pass
         finally:
             await stream.aclose()
+
+
+async def _answer(route: Route, body: bytes) -> Reply:
+    """A route's reply; its failure is this request's (500), never the server's."""
+    try:
+        return await route(body)
+    except Exception:
+        log.exception("the status endpoint failed on a request")
+        return json_reply({"error": "internal error"}, 500)
 
 
 class _TooLargeError(Exception):

@@ -7,7 +7,13 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from p2pnode.chain.certs import CertificateChecker
-from p2pnode.chain.crypto import liveness_statement, precommit_statement, verify, vote_statement
+from p2pnode.chain.crypto import (
+    final_statement,
+    liveness_statement,
+    precommit_statement,
+    verify,
+    vote_statement,
+)
 from p2pnode.chain.genesis import Genesis
 from p2pnode.chain.mempool import Admission, Mempool
 from p2pnode.chain.providers import Precommits
@@ -94,8 +100,11 @@ class Inbound:
         except RejectedError as why:
             return self._reject(topic, origin, str(why))
         except EquivocationError as err:
+            # Evidence against the voter, not against whoever relayed the vote to us (peers
+            # that saw the other vote first relay this one in good faith): ignored, counted.
             self.equivocations[err.voter] += 1
-            return self._reject(topic, origin, "equivocating vote")
+            self.reasons[(topic, "equivocating vote")] += 1
+            return Verdict.IGNORE
         return verdict
 
     def _reject(self, topic: Topic, origin: str, reason: str) -> Verdict:
@@ -138,8 +147,10 @@ class Inbound:
             message.signature,
         )
         collected = Collected(message.rank, message.root)
-        self.best_rank = max(self.best_rank, message.rank - 1)
-        return verdict_of(self.machine.receive_liveness_check(prover, collected))
+        verdict = verdict_of(self.machine.receive_liveness_check(prover, collected))
+        if verdict is Verdict.ACCEPT:  # in the engine's window: not a far-future claim
+            self.best_rank = max(self.best_rank, message.rank - 1)
+        return verdict
 
     def _proposal(self, frame: Frame, origin: str) -> Verdict:
         prover = self._sender(frame.prover, origin)
@@ -173,6 +184,9 @@ class Inbound:
             raise RejectedError("invalid certificate")
         sender = ProverId(message.sender)
         tip = self.tip()
+        if certificate.kind is CertKind.COMMIT:
+            statement = final_statement(frame.round, certificate.attempt, frame.id)
+            self._signed(message.sender, statement, message.signature)
         if certificate.kind is CertKind.VOTES:
             self._sender(message.sender, origin)
             statement = precommit_statement(frame.round, certificate.attempt, frame.id)
@@ -188,4 +202,7 @@ class Inbound:
             self.machine.receive_proposal(ProverId(frame.prover), frame.bare(), certified=True)
         elif frame.round <= tip.round:
             return Verdict.IGNORE
-        return verdict_of(self.machine.receive_confirmation(sender, frame))
+        receipt = self.machine.receive_confirmation(sender, frame)
+        if receipt is Receipt.NOT_A_PROVER:
+            return Verdict.IGNORE  # a valid commit relayed by a follower: harmless, not used
+        return verdict_of(receipt)

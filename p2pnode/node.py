@@ -44,6 +44,10 @@ TOPICS: dict[type, Topic] = {
 }
 
 
+class NodeError(Exception):
+    """The peer cannot go on; the message says why, in one line."""
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -92,8 +96,8 @@ class Node:
         self.genesis = genesis
         self.settings = settings
         self.store = Store(home.store_file, genesis)
-        self.mempool = Mempool()
-        self.checker = FrameChecker(genesis, CertificateChecker(genesis))
+        self.mempool = Mempool(is_final=lambda key: self.store.mutation_rank(key) is not None)
+        self.checker = FrameChecker(genesis, CertificateChecker(genesis), wall_clock_ms)
         self.outbox = Outbox()
         self.sync = SyncService(self.store, self.checker, self.outbox)
         self.providers = ChainProviders(
@@ -107,12 +111,18 @@ class Node:
             self.checker,
         )
         engine = settings.engine
+        minimum = engine.minimum_provers or genesis.quorum
+        if minimum > len(genesis.provers):
+            raise NodeError(
+                f"consensus.minimum_provers is {minimum} but the network has only "
+                f"{len(genesis.provers)} provers"
+            )
         self.activity = Activity()
         self.machine: Machine = StateMachine(
             keypair.prover,
             self.store.tip(),
             not settings.echo,
-            engine.minimum_provers or genesis.quorum,
+            minimum,
             self.providers,
             self.providers,
             self.providers,
@@ -135,8 +145,11 @@ class Node:
         )
         self.network: Network | None = None
         self._stop = trio.Event()
+        self._stop_requested = False
         self._engine_done = trio.Event()
         self._finalized_at: float | None = None
+        self._recent_key: tuple[int, int] | None = None
+        self._recent: list[RoundSummary] = []
         self.metrics = Metrics(self.status)
 
     @property
@@ -166,6 +179,8 @@ class Node:
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with open_network(self.net_config(), self.inbound, self.sync) as network:
+                if not network.addrs():
+                    raise NodeError(f"could not listen on {', '.join(self.settings.listen)}")
                 self.network = network
                 self.outbox.network = network
                 async with trio.open_nursery() as nursery:
@@ -174,10 +189,13 @@ class Node:
                     nursery.start_soon(self._rebroadcast)
                     task_status.started()
                     await self._stop.wait()
+                    crashed = self._engine_done.is_set() and not self._stop_requested
                     self.machine.stop()
                     with trio.move_on_after(5):
                         await self._engine_done.wait()
                     nursery.cancel_scope.cancel()
+            if crashed:
+                raise NodeError("the consensus engine stopped on an error; see the log")
         finally:
             self.outbox.network = None
             self.network = None
@@ -187,6 +205,7 @@ class Node:
             self.store.close()
 
     def stop(self) -> None:
+        self._stop_requested = True
         self._stop.set()
 
     async def _engine(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -200,7 +219,7 @@ class Node:
     async def _rebroadcast(self) -> None:
         """Gossip is best effort: while a round stalls, send this peer's latest messages again."""
         last = -1
-        while True:
+        while self.role == "prover":  # a follower sends nothing
             await trio.sleep(self.settings.rebroadcast)
             rank = self.store.tip().round
             if rank == last:
@@ -253,7 +272,15 @@ class Node:
         )
 
     def recent_rounds(self, count: int) -> list[RoundSummary]:
-        """The last `count` final frames, newest first."""
+        """The last `count` final frames, newest first (decoded again only when the tip moves:
+        the dashboard asks several times a second)."""
+        key = (self.store.tip().round, count)
+        if self._recent_key != key:
+            self._recent = self._summaries(count)
+            self._recent_key = key
+        return self._recent
+
+    def _summaries(self, count: int) -> list[RoundSummary]:
         tip = self.store.tip().round
         oldest = max(1, tip - count + 1)
         by_rank = {frame.round: frame for frame in self.store.frames(oldest - 1, count + 1)}

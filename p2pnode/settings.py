@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
@@ -177,6 +178,10 @@ def engine_settings(document: Mapping[str, Any]) -> EngineSettings:
     )
 
 
+LISTEN_ADDRESS = re.compile(r"^/ip[46]/[^/]+/tcp/\d{1,5}$")
+"""What a peer can listen on: an IP address and a TCP port (names would resolve to anything)."""
+
+
 def _addresses(node: Mapping[str, Any], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     value = node.get(name, list(default))
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -184,6 +189,8 @@ def _addresses(node: Mapping[str, Any], name: str, default: tuple[str, ...]) -> 
     for address in value:
         if not address.startswith("/"):
             raise SettingsError(f"node.{name}: {address!r} is not a multiaddr")
+        if name == "listen" and not LISTEN_ADDRESS.match(address):
+            raise SettingsError(f"node.listen: {address!r} is not /ip4/ADDRESS/tcp/PORT")
     return tuple(value)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,8 @@ def solo(tmp_path: Path) -> Path:
         ({"flag": "node.status=0.0.0.0:80"}, "node.status"),
         ({"flag": "--bootstrap=/ip4/127.0.0.1/tcp/1"}, "peer's id"),
         ({"flag": "--listen=/nowhere"}, "invalid multiaddr"),
+        ({"flag": "--listen=/dns4/example.invalid/tcp/4001"}, "node.listen"),
+        ({"flag": "consensus.minimum_provers=3"}, "only 1 provers"),
     ],
 )
 def test_bad_settings_are_named_in_one_line(solo: Path, setup: dict[str, str], needle: str) -> None:
@@ -187,3 +191,19 @@ def test_testnet_generate_only_writes_homes_that_run_by_hand(tmp_path: Path) -> 
     one_line_error(
         p2pnode("testnet", "--peers", "2", "--out", str(out), "--generate-only"), "something else"
     )
+
+
+def test_a_busy_status_port_is_one_line(solo: Path) -> None:
+    with closing(socket.socket()) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = p2pnode("run", "--home", str(solo), "--set", f"node.status=127.0.0.1:{port}")
+    one_line_error(result, "cannot serve status", "in use")
+
+
+def test_a_failed_init_leaves_no_home(tmp_path: Path) -> None:
+    home = tmp_path / "bad"
+    one_line_error(p2pnode("init", "--home", str(home), "--network", "Bad Name"), "network name")
+    assert not home.exists()
+    assert p2pnode("init", "--home", str(home), "--network", "good").returncode == 0

@@ -492,11 +492,14 @@ def test_a_confirmation_of_a_frame_not_extending_the_tip_is_rejected(setup: Setu
     assert (view.proposals, view.confirmations) == ({}, {})
 
 
-def test_an_equivocating_vote_is_rejected_and_counted(setup: Setup) -> None:
+def test_an_equivocating_vote_is_evidence_not_a_penalty(setup: Setup) -> None:
+    """The second, different vote is not counted and is kept as evidence against its voter;
+    it is ignored rather than rejected, so the peers that relayed it in good faith (having
+    seen it first) are not penalised."""
     first = vote(VOTER, proven().id)
     second = vote(VOTER, b"\x09" * HASH_SIZE)
     assert setup.judge(Topic.VOTES, VOTER, votes_of(first)) is Verdict.ACCEPT
-    assert setup.judge(Topic.VOTES, VOTER, votes_of(second)) is Verdict.REJECT
+    assert setup.judge(Topic.VOTES, VOTER, votes_of(second)) is Verdict.IGNORE
     assert setup.inbound.reasons == Counter({(Topic.VOTES, "equivocating vote"): 1})
     assert setup.inbound.equivocations == Counter({peer(VOTER): 1})
     view = setup.machine.round_view()

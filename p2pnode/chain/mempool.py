@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from p2pnode.chain.types import digest
 
@@ -28,11 +28,19 @@ def mutation_id(data: bytes) -> bytes:
 class Mempool:
     """Pending mutations in arrival order; finalized ones leave, and stay known as done."""
 
-    def __init__(self, capacity: int = 10_000, remembered: int = 100_000) -> None:
+    def __init__(
+        self,
+        capacity: int = 10_000,
+        remembered: int = 100_000,
+        is_final: Callable[[bytes], bool] = lambda mutation_id: False,
+    ) -> None:
         self._pending: OrderedDict[bytes, bytes] = OrderedDict()
         self._done: OrderedDict[bytes, None] = OrderedDict()
         self._capacity = capacity
         self._remembered = remembered
+        self._is_final = is_final
+        """Whether a mutation (by id) is already in a final frame: the durable answer, for
+        mutations finalized before a restart or in frames this peer only synced."""
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -43,7 +51,7 @@ class Mempool:
         if len(data) > MAX_MUTATION_SIZE:
             return Admission.TOO_LARGE
         key = mutation_id(data)
-        if key in self._pending or key in self._done:
+        if key in self._pending or key in self._done or self._is_final(key):
             return Admission.DUPLICATE
         if len(self._pending) >= self._capacity:
             return Admission.FULL
@@ -53,9 +61,12 @@ class Mempool:
     def take(self, limit: int = MAX_MUTATIONS_PER_FRAME) -> tuple[bytes, ...]:
         """The oldest pending mutations, left in the pool until a frame holding them is final."""
         taken: list[bytes] = []
-        for data in self._pending.values():
+        for key, data in list(self._pending.items()):
             if len(taken) >= limit:
                 break
+            if self._is_final(key):  # finalized in a frame that arrived by sync
+                self.finalized((data,))
+                continue
             taken.append(data)
         return tuple(taken)
 

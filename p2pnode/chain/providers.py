@@ -24,7 +24,7 @@ from p2pnode.chain.vdf import prove_async
 from p2pnode.codec import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.consensus import ProviderError
 from p2pnode.consensus.rules import priority
-from p2pnode.store import Store
+from p2pnode.store import Store, StoreError
 
 
 class Publisher(Protocol):
@@ -105,6 +105,11 @@ class ChainProviders:
         self.checker = checker or FrameChecker(genesis)
         self.precommits = Precommits()
         self.sent = Sent()
+        # After a restart the engine does not vote again where it already voted; the stored
+        # vote is what this peer re-sends while the round stalls.
+        voted = store.last_vote(store.tip().round + 1)
+        if voted is not None:
+            self.sent.vote = VoteMsg(voted)
 
     @property
     def me(self) -> bytes:
@@ -258,9 +263,15 @@ class ChainProviders:
     # -- finality ------------------------------------------------------------------------
 
     def on_finalized(self, state: Frame) -> None:
-        """Keep the final frame; it becomes the confirmation re-sent to peers that lag."""
-        if state.round == self.store.tip().round + 1:
+        """Keep the final frame; it becomes the confirmation re-sent to peers that lag.
+
+        A frame sync already stored must be the one stored; anything else raises StoreError,
+        which stops the engine: a final frame is never dropped quietly.
+        """
+        if state.round > self.store.tip().round:
             self.store.append(state)
+        elif (held := self.store.frame(state.round)) is None or held.id != state.id:
+            raise StoreError(f"a different frame is final at rank {state.round} in the store")
         self.mempool.finalized(state.mutations)
         self.precommits.prune_through(state.round)
         if state.certificate is not None and state.certificate.kind is CertKind.COMMIT:

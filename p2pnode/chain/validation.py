@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
@@ -11,13 +12,24 @@ from p2pnode.chain.genesis import Genesis, frame_challenge
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE, MAX_MUTATIONS_PER_FRAME
 from p2pnode.chain.types import CertKind, Frame, mutations_root
 
+MAX_CLOCK_AHEAD_MS = 30_000
+"""How far a frame's timestamp may run ahead of this peer's clock. Unbounded, one prover could
+finalize a timestamp so large that no later frame could be later still."""
+
 
 class FrameChecker:
     """Validates frames against the genesis; a proof already verified is not verified again."""
 
-    def __init__(self, genesis: Genesis, certificates: CertificateChecker | None = None) -> None:
+    def __init__(
+        self,
+        genesis: Genesis,
+        certificates: CertificateChecker | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
         self.genesis = genesis
         self.certificates = certificates or CertificateChecker(genesis)
+        self.clock = clock
+        """Milliseconds since the epoch; None leaves timestamps unbounded (tests)."""
         self._proven: OrderedDict[bytes, bool] = OrderedDict()
 
     def problem(self, frame: Frame, parent: Frame | None, *, proof: bool = True) -> str | None:
@@ -33,6 +45,8 @@ class FrameChecker:
             return "does not extend the final frame"
         if parent is not None and frame.timestamp <= parent.timestamp:
             return "timestamp not after its parent's"
+        if self.clock is not None and frame.timestamp > self.clock() + MAX_CLOCK_AHEAD_MS:
+            return "timestamp too far in the future"
         if not genesis.is_prover(frame.prover):
             return "prover not in the prover set"
         if frame.difficulty != genesis.difficulty:

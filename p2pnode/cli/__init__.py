@@ -90,14 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from p2pnode.cli.errors import USER_ERRORS
-
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     command: Command = args.run
     try:
         return command(args)
-    except USER_ERRORS as err:
-        print(f"p2pnode {args.command}: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as err:
+        # Imported only now: the user errors' modules pull in libp2p, slow for a quick command.
+        from p2pnode.cli.errors import user_message
+
+        message = user_message(err)
+        if message is None:
+            raise
+        print(f"p2pnode {args.command}: {message}", file=sys.stderr)
+        return 1

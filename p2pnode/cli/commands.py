@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,11 +18,14 @@ from pathlib import Path
 import multiaddr
 import trio
 
+from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import Genesis
 from p2pnode.cli.errors import UsageError
 from p2pnode.client import get_json, post_json, status_url
 from p2pnode.home import Home, create_home, write_config
-from p2pnode.settings import NodeSettings
+from p2pnode.settings import NodeSettings, node_settings
+
+PR_SET_PDEATHSIG = 1
 
 
 def check_multiaddr(value: str, *, with_peer: bool) -> str:
@@ -42,8 +47,9 @@ def _free_port() -> int:
 def init(args: argparse.Namespace) -> int:
     listen = args.listen or f"/ip4/127.0.0.1/tcp/{_free_port()}"
     check_multiaddr(listen, with_peer=False)
-    if args.network is not None and not 1 <= args.difficulty <= 10_000_000:
-        raise UsageError("--difficulty must be between 1 and 10000000")
+    if args.network is not None:
+        # Checked before anything is written: a failed init leaves no half-made home.
+        Genesis.create(args.network, [Keypair.generate().prover], args.difficulty, 0)
     home, keypair = create_home(Path(args.home))
     write_config(home, [listen], [])
     peer = keypair.prover.identity()
@@ -68,6 +74,7 @@ def _run_settings(args: argparse.Namespace, home: Home) -> NodeSettings:
     if args.listen:
         listen = tuple(check_multiaddr(a, with_peer=False) for a in args.listen)
         settings = replace(settings, listen=listen)
+        node_settings({"node": {"listen": list(listen)}})  # the same checks as the config
     if args.bootstrap:
         bootstrap = tuple(check_multiaddr(a, with_peer=True) for a in args.bootstrap)
         settings = replace(settings, bootstrap=bootstrap)
@@ -91,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "p2pnode", "dashboard", "--url", url]
         await trio.run_process(command, check=False, stdin=None)
 
-    trio.run(serve, home, settings, lambda line: None, show)
+    trio.run(serve, home, settings, _say, show)  # its lines stay above the dashboard
     return 0
 
 
@@ -158,21 +165,30 @@ def submit(args: argparse.Namespace) -> int:
         raise UsageError("a mutation is 1 to 1024 bytes")
     url = url_from(args)
     reply = trio.run(post_json, url, "/submit", data)
-    mutation = str(reply.get("id"))
-    print(f"mutation {mutation} ({reply.get('admission')})")
+    mutation, admission = str(reply.get("id")), str(reply.get("admission"))
+    print(f"mutation {mutation} ({admission})")
+    if admission not in ("added", "duplicate"):
+        raise UsageError(f"the peer did not take the mutation: {admission}")
     if args.wait:
         rank = trio.run(_wait_final, url, mutation)
+        if rank is None:
+            raise UsageError(f"mutation {mutation} is not final after {WAIT_FINAL:.0f} s")
         print(f"final in rank {rank}")
     return 0
 
 
-async def _wait_final(url: str, mutation: str) -> int:
-    with trio.fail_after(120):
-        while True:
-            reply = await post_json(url, "/mutation", mutation.encode())
-            if isinstance(reply.get("rank"), int):
-                return int(str(reply["rank"]))
-            await trio.sleep(0.5)
+WAIT_FINAL = 120.0
+
+
+async def _wait_final(url: str, mutation: str) -> int | None:
+    """The rank that holds the mutation, once final; None if it is not within WAIT_FINAL."""
+    deadline = trio.current_time() + WAIT_FINAL
+    while trio.current_time() < deadline:
+        reply = await post_json(url, "/mutation", mutation.encode())
+        if isinstance(reply.get("rank"), int):
+            return int(str(reply["rank"]))
+        await trio.sleep(0.5)  # another process's state: polled, it cannot be awaited
+    return None
 
 
 def frames(args: argparse.Namespace) -> int:
@@ -192,7 +208,8 @@ def frames(args: argparse.Namespace) -> int:
 
 
 def spawn_peer(home: Home, log: Path) -> subprocess.Popen[bytes]:
-    """A peer process of its own session: a terminal's Ctrl-C reaches only its parent."""
+    """A peer process of its own session: a terminal's Ctrl-C reaches only its parent, which
+    stops every peer in order; and should the parent die, the peer is told to stop too."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path)],
@@ -200,4 +217,14 @@ def spawn_peer(home: Home, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,  # noqa: PLW1509 - only async-signal-safe calls
         )
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's own stop still applies
+        pass

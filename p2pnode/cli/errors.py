@@ -6,12 +6,28 @@ from p2pnode.chain.genesis import GenesisError
 from p2pnode.client import ClientError
 from p2pnode.home import HomeError
 from p2pnode.net import NetError
+from p2pnode.node import NodeError
 from p2pnode.settings import SettingsError
 from p2pnode.store import StoreError
 
 
 class UsageError(Exception):
     """A flag's value cannot be used."""
+
+
+def user_message(err: BaseException) -> str | None:
+    """The one line to show for a failure the user can fix, or None for a bug.
+
+    trio wraps an error raised inside a nursery in an ExceptionGroup; its leaves decide.
+    """
+    if isinstance(err, USER_ERRORS):
+        return str(err)
+    if isinstance(err, BaseExceptionGroup):
+        for leaf in err.exceptions:
+            message = user_message(leaf)
+            if message is not None:
+                return message
+    return None
 
 
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -22,4 +38,5 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ClientError,
     StoreError,
     NetError,
+    NodeError,
 )

@@ -67,7 +67,8 @@ def _fresh(homes: list[Home]) -> list[Home]:
 async def _watch_until_stopped(
     homes: list[Home], processes: list[subprocess.Popen[bytes]], dashboard: bool
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # SIGHUP: the terminal closed; the peers are in their own sessions and must be stopped.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, stop, nursery)

@@ -426,7 +426,8 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         """While a round runs, look for confirmations that prove its frame final."""
         while True:
             self._commit_hint = hint = trio.Event()
-            committed = await self._find_commit(epoch)
+            # A commit found just as the last state was left is acted on in this one.
+            committed = self._round.committed or await self._find_commit(epoch)
             if committed is not None:
                 self._round.committed = committed
                 self._post(Event.CONFIRMATION_RECEIVED, epoch)

@@ -421,13 +421,12 @@ class StateMachine(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
             if state.rank() == self._active.rank() and state.identity() != self._active.identity():
                 self._tracer.error(f"conflicting state offered at final rank {state.rank()}", None)
             return False
+        # Kept first (a store, say), adopted after: a listener that fails stops the machine
+        # before it moves past a state it could not keep.
+        for listener in list(self._finality_listeners):
+            listener.on_finalized(state)
         self._active = state
         self._book.prune_through(state.rank())
         self._round = Round.resume(state.rank() + 1, self._record)
         self._tracer.trace(f"final rank {state.rank()}: {state.identity()}")
-        for listener in list(self._finality_listeners):
-            try:
-                listener.on_finalized(state)
-            except Exception as err:
-                self._tracer.error("finality listener failed", err)
         return True

@@ -128,7 +128,8 @@ class TransitionListener(Protocol):
 
 
 class FinalityListener(Protocol[StateT_contra]):
-    """Told of every state the engine adopts as final, in rank order."""
+    """Told of every state the engine adopts as final, in rank order, before it adopts it;
+    an exception stops the machine (a state that cannot be kept must not be built upon)."""
 
     def on_finalized(self, state: StateT_contra) -> None: ...
 
