@@ -1,4 +1,4 @@
-"""Deterministic mock types and providers shaped exactly as SPEC §4 (no attempts)."""
+"""Deterministic mock types and providers shaped like the original's (no attempts)."""
 
 from __future__ import annotations
 

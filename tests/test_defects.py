@@ -1,13 +1,14 @@
-"""One or more tests per defect of the seed that the port fixes (SPEC §3, items 1-12).
+"""One or more tests per defect of the original that the port fixes (the README lists them).
 
-Each test pins the behaviour SPEC §2-§4 asks for where the seed behaved differently, so each
-would fail on the seed's behaviour. Every test runs on the `autojump_clock` (a
+Each test pins the behaviour the engine promises where the original behaved differently, so each
+would fail on the original's behaviour. Every test runs on the `autojump_clock` (a
 `MockClock(autojump_threshold=0)`): time is virtual and only moves when every task is blocked,
 so virtual times are asserted exactly. Delays are dyadic (0.25, 0.5, ...) so that sums of them
 are exact floats; the engine's own retry delays (0.1 doubling) are compared within 1e-9.
 
-The providers are the shared SPEC §4 mocks, wrapped by a `Script` that can make any provider
-method block (`Hold`), fail transiently (`ProviderError`) or crash, and records each call.
+The providers are the shared mocks shaped like the original's, wrapped by a `Script` that can
+make any provider method block (`Hold`), fail transiently (`ProviderError`) or crash, and
+records each call.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def build(
     limits: Limits | None = None,
     journal: MemoryJournal | None = None,
 ) -> Harness:
-    """The SPEC §4 constructor with scripted providers; sync, collect and prove take `delay`."""
+    """The constructor with scripted providers; sync, collect and prove take `delay`."""
     script = script if script is not None else Script()
     sync = ScriptedSync(delay=delay, script=script)
     voting = ScriptedVoting("leader1", quorum_size=quorum_size, script=script)
@@ -433,7 +434,7 @@ async def test_starting_timeout_is_exactly_one_second(
 async def test_timeout_bounds_a_slow_behaviour_from_entry(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Defect 1/2: the seed started a state's timeout only after its behaviour returned. A 4.5 s
+    """Defect 1/2: the original started a state's timeout only after its behaviour returned. A 4.5 s
     collect is cut off by the 1 s collecting timeout counted from entry; liveness_check's 1 s
     timeouts then tick from its own entry while the next collect runs, without cancelling it."""
     hold = Hold(seconds=4.5)
@@ -495,7 +496,7 @@ async def test_same_instant_result_and_timeout_one_is_dropped(
     """Defect 2: prove takes exactly proving's 120 s, so its result and proving's timeout are
     raised at the same instant. Whichever is handled first moves the machine; the other belongs to
     the left state and is dropped. Trio picks the order: if proof_complete wins, the stale
-    publish_timeout must not cut publishing short (the seed went to voting without publishing)."""
+    publish_timeout must not cut publishing short (the original voted without publishing)."""
     h = build()
     h.leader.prove_delay = 120.0
     with trio.fail_after(200):
@@ -692,7 +693,7 @@ async def test_equivocation_is_detected_by_content_and_not_counted(
 async def test_equal_vote_is_duplicate_before_start(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Defect 4: the seed compared pointers, so an equal copy of a vote was a conflict; ours
+    """Defect 4: the original compared pointers, so an equal copy of a vote was a conflict; ours
     keeps the first and calls the copy DUPLICATE (before start too). A vote of the same voter
     and rank for another proposal is an equivocation carrying both votes; another rank is not."""
     h = build()
@@ -800,7 +801,7 @@ async def test_senders_per_rank_are_bounded(autojump_clock: trio.testing.MockClo
 async def test_a_sync_jump_prunes_every_rank_at_or_below(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Defect 5: the seed pruned one rank at a time. When a sync jumps the finalized rank from 0
+    """Defect 5: the original pruned one rank at a time. When a sync jumps the finalized rank from 0
     to 3, everything stored for ranks 1, 2 and 3 is dropped at once; rank 4 is kept."""
     h = build(minimum_provers=3)
     for rank in (1, 2, 3, 4):
@@ -829,8 +830,8 @@ async def test_a_sync_jump_prunes_every_rank_at_or_below(
 
 
 async def test_round_two_uses_one_target_rank(autojump_clock: trio.testing.MockClock) -> None:
-    """Defect 6: the seed stored own liveness under collected.rank() and counted it under rank+1.
-    With a collect() that always returns rank 1 (like the seed's mock), minimum_provers=1 and
+    """Defect 6: the original stored own liveness under collected.rank(), counted it under rank+1.
+    With a collect() that always returns rank 1 (like the original's mock), minimum_provers=1 and
     self-delivery on, round 2 still passes liveness_check (own liveness stored under target 2),
     proves, and publishes its own proposal in publishing (publish_complete, not a timeout)."""
     h = build(minimum_provers=1, quorum_size=1)
@@ -901,7 +902,7 @@ async def test_unlisted_liveness_never_counts(autojump_clock: trio.testing.MockC
 async def test_failed_collect_is_retried_not_a_crash(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Defect 8: the seed dereferenced a nil `collected` after a failed collect. collect fails 5
+    """Defect 8: the original dereferenced a nil `collected` after a failed collect. collect fails 5
     times: retries back off 0.1, 0.2, 0.4 s; the 0.8 s wait is cut by the collecting timeout,
     liveness_check (with nothing collected) collects again, and the machine proves once collect
     succeeds. Only the 5 ProviderErrors are logged; it never stops."""
@@ -1186,7 +1187,7 @@ async def test_later_confirmation_after_a_stale_sync_induces_sync_again(
 async def test_unexpected_provider_exception_stops_the_machine(
     autojump_clock: trio.testing.MockClock, method: str, state: State, error: Exception
 ) -> None:
-    """Defect 12 (SPEC §2): a provider raising an unexpected exception (not ProviderError) stops
+    """Defect 12: a provider raising an unexpected exception (not ProviderError) stops
     the machine at that instant: it ends in stopped via stopping, the trace logger's error() got
     that very exception, listeners saw the move to stopped, and run() returned normally."""
     script = Script(crashes={method: error})

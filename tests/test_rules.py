@@ -98,7 +98,7 @@ def test_an_unlocked_prover_follows_the_rotated_leader_order(
 def test_the_first_attempt_waits_for_enough_proposals(
     proposals: dict[str, F], leaders: list[str]
 ) -> None:
-    """The seed's rule: in attempt 0 an unlocked prover waits until enough proposals are in."""
+    """The original's rule: in attempt 0 an unlocked prover waits until enough proposals are in."""
     assert choose_vote(0, None, None, proposals, leaders, False) is None
 
 
@@ -150,7 +150,7 @@ class V:
     target: str
 
     def identity(self) -> str:
-        return self.voter  # like the seed's mock: an identity that never differs
+        return self.voter  # like the original's mock: an identity that never differs
 
     def rank(self) -> int:
         return self.round

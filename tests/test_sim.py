@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 import trio
 
-from p2pnode.consensus import Limits, Lock, State, Timeouts, behaviours, rules
+from p2pnode.consensus import Limits, Lock, State, Timeouts, rules, voting
 from p2pnode.consensus.rules import Certified, Choice
 from p2pnode.sim.bus import Bus, Faults
 from p2pnode.sim.model import Frame, Peer, quorum
@@ -116,7 +116,7 @@ def test_the_checker_catches_a_prover_that_ignores_its_lock(
     ) -> Choice[Frame] | None:
         return rules.choose_vote(attempt, None, None, proposals, leaders, enough)
 
-    monkeypatch.setattr(behaviours, "choose_vote", unlocked)
+    monkeypatch.setattr(voting, "choose_vote", unlocked)
     violations = [
         run(scenario("witness"), 4, seed, echo=True).safety_violations for seed in range(6)
     ]

@@ -1,4 +1,4 @@
-"""Timeouts and bounds of the engine, with the seed's defaults."""
+"""Timeouts and bounds of the engine, with the original's defaults."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from p2pnode.consensus.behaviours import Behaviours
 from p2pnode.consensus.book import MessageBook, Receipt
 from p2pnode.consensus.config import Limits, Timeouts
 from p2pnode.consensus.protocols import (
@@ -33,6 +32,7 @@ from p2pnode.consensus.round import Round
 from p2pnode.consensus.states import COMMIT_WATCH_STATES, RECEIVE_EVENTS, Event, Guard, State
 from p2pnode.consensus.table import Transition, candidates
 from p2pnode.consensus.view import RoundView, view_of
+from p2pnode.consensus.voting import Voting
 
 if TYPE_CHECKING:
     # libp2p installs trio-typing, whose stubs shadow trio's own annotations.
@@ -45,8 +45,8 @@ class _Envelope:
     epoch: int | None  # the state entry the event belongs to; None for external events
 
 
-class StateMachine(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
-    """The round-based consensus engine (a port of the seed's state machine).
+class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
+    """The round-based consensus engine (a port of a Go state machine).
 
     Run it with `await nursery.start(machine.run)`. Every other method is synchronous and never
     blocks: it queues an event or stores a message, and the run loop handles events in order.
@@ -184,7 +184,7 @@ class StateMachine(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
 
     @property
     def uses_attempts(self) -> bool:
-        """Whether the voting provider runs attempts within a rank (SPEC §5a)."""
+        """Whether the voting provider runs attempts within a rank."""
         return self._attempts
 
     def stored_messages(self) -> int:

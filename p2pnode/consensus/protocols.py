@@ -67,7 +67,7 @@ class VotingProvider(Protocol[StateT, VoteT, PeerIDT_co]):
 
 @runtime_checkable
 class CommitVotingProvider(Protocol[StateT, VoteT, PeerIDT_co]):
-    """A voting provider that runs attempts within a rank (SPEC §5a).
+    """A voting provider that runs attempts within a rank.
 
     Having `is_commit` and `finalize_commit` switches the engine to attempts: the vote is the
     prevote, the confirmation is the precommit carrying the vote certificate, and a rank is final

@@ -59,7 +59,7 @@ def choose_vote(
       is known and Y's frame is at hand (Tendermint's unlock on a newer polka).
     - Not locked: vote the newest certified frame at hand, else the proposal of the
       highest-priority leader (priority rotated by the attempt).
-    - In attempt 0 an unlocked prover waits for enough proposals (the seed's rule).
+    - In attempt 0 an unlocked prover waits for enough proposals (the original's rule).
     """
     if lock is not None:
         if best is not None and lock.attempt <= best.attempt < attempt:

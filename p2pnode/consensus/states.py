@@ -6,7 +6,7 @@ import enum
 
 
 class State(enum.StrEnum):
-    """A state of the consensus engine (the seed's names and strings)."""
+    """A state of the consensus engine (the original's names and strings)."""
 
     STOPPED = "stopped"
     STARTING = "starting"
@@ -22,7 +22,7 @@ class State(enum.StrEnum):
 
 
 class Event(enum.StrEnum):
-    """An event that may move the engine between states (the seed's names and strings)."""
+    """An event that may move the engine between states (the original's names and strings)."""
 
     START = "start"
     STOP = "stop"

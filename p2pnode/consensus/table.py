@@ -1,4 +1,4 @@
-"""The transition table, kept as data: the seed's transitions plus the few the port adds."""
+"""The transition table, kept as data: the original's transitions plus the few the port adds."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Transition:
 
 
 def _seed() -> Iterator[Transition]:
-    """The seed's own table, unchanged."""
+    """The original's own table, unchanged."""
     s, e = State, Event
     yield Transition(s.STOPPED, e.START, s.STARTING)
     yield Transition(s.STARTING, e.INIT_COMPLETE, s.LOADING)

@@ -84,7 +84,7 @@ def mesh_degrees(expected_peers: int) -> MeshDegrees:
     """Degrees that keep every member of a small prover set in every peer's mesh.
 
     With N-1 > D_high py-libp2p's heartbeat prunes carry no backoff and the mesh collapses into
-    GRAFT/PRUNE churn (notes §4-H), and a peer with an empty mesh sends its own messages to
+    GRAFT/PRUNE churn, and a peer with an empty mesh sends its own messages to
     nobody (§4-G); D_high >= N-1 avoids both. D_low = min(6, N-1) grafts every peer on subscribe.
     """
     others = max(1, expected_peers - 1)

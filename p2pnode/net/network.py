@@ -113,7 +113,7 @@ class Network:
     async def publish(self, topic: Topic, data: bytes) -> None:
         """Publish `data` on `topic`, first waiting while a peer's outbound queue is filling.
 
-        py-libp2p drops RPCs silently once a peer's queue holds 32 (notes §4-E), so waiting
+        py-libp2p drops RPCs silently once a peer's queue holds 32, so waiting
         at `queue_threshold` turns a burst into back-pressure instead of loss. A peer whose
         queue stays full for `publish_max_wait` is logged and not waited for until it drains.
         Publishing the same bytes again re-broadcasts them: peers that accepted them drop the
@@ -409,7 +409,7 @@ class Network:
             self._tasks.start_soon(self._bootstrap, addr)
 
     async def _stop(self) -> None:
-        """The graceful shutdown of notes §1: stop publishing, let outbound queues drain,
+        """The graceful shutdown: stop publishing, let outbound queues drain,
         unsubscribe, disconnect every peer; bounded by `shutdown_timeout`, never raising."""
         self._closing = True
         self._tasks.cancel_scope.cancel()

@@ -34,7 +34,7 @@ from p2pnode.net.contracts import MeshDegrees, NetError, Verdict
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION_CAPACITY = 1024
-"""py-libp2p gives each subscription a 32-slot channel and drops on overflow (notes §4-F); a
+"""py-libp2p gives each subscription a 32-slot channel and drops on overflow; a
 burst of relayed messages lands in one scheduler batch before the drain task runs."""
 
 _ORIGIN_CACHE_SIZE = 4096
@@ -104,7 +104,7 @@ class _Forward(logging.Handler):
 
 
 def message_id_function(peers_topic: str) -> Callable[[rpc_pb2.Message], bytes]:
-    """Content-addressed ids: the raw sha256 of the payload (SPEC §6).
+    """Content-addressed ids: the raw sha256 of the payload.
 
     libp2p's `get_content_addressed_msg_id` multibase-encodes the digest (base58, pure Python
     big-integer work) and pubsub computes the id several times per message, so hash it raw.
@@ -122,7 +122,7 @@ def message_id_function(peers_topic: str) -> Callable[[rpc_pb2.Message], bytes]:
 
 def new_libp2p_host(seed: bytes | None) -> IHost:
     """TCP + Noise + Yamux; one connection per peer, which also skips the 250 ms happy-eyeballs
-    wait py-libp2p's dialer adds whenever more are allowed (notes §4-J)."""
+    wait py-libp2p's dialer adds whenever more are allowed."""
     key_pair = create_identity_from_seed(seed if seed is not None else secrets.token_bytes(32))
     return new_host(
         key_pair=key_pair,
@@ -135,7 +135,7 @@ class _Guarded:
     """Leaves a libp2p context without letting py-libp2p's own failures escape.
 
     py-libp2p can fail while tearing down with RPCs in flight (`Nursery is closed to new
-    arrivals`, notes §4-K): such failures are logged, while the body's own exception and trio
+    arrivals`): such failures are logged, while the body's own exception and trio
     cancellations still propagate. A failure that cancelled the body (a py-libp2p service
     crashed while the peer was running) becomes a NetError: the caller must learn that its
     network died, just not from inside py-libp2p.
@@ -301,12 +301,12 @@ class Stack:
         self.host = new_libp2p_host(seed)
         self.router = GossipSub(
             # v1.2 sends an IDONTWANT per message to every mesh peer, small ones too, halving
-            # throughput (notes §4-D); consensus messages are small, so v1.1 then v1.0.
+            # throughput; consensus messages are small, so v1.1 then v1.0.
             protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
             degree=degrees.target,
             degree_low=degrees.low,
             degree_high=degrees.high,
-            # libp2p annotates int but only sleeps on it; its default is 120 s (notes §4-A).
+            # libp2p annotates int but only sleeps on it; its default is 120 s.
             heartbeat_interval=cast(int, heartbeat),
             # Adaptive gossip stretches the heartbeat to 30-60 s on a healthy idle mesh (§4-B),
             # spam protection drops above 10 msg/s per forwarder and topic, own messages
@@ -481,7 +481,7 @@ class Stack:
 
     def forget_deliveries(self) -> None:
         """Only adaptive gossip prunes this per-message list; it is off, so it grows without
-        bound (notes §4-L)."""
+        bound."""
         self.router.recent_message_deliveries.clear()
 
     # Streams

@@ -1,4 +1,4 @@
-"""Deterministic reference providers for the simulator: they run attempts (SPEC §5a)."""
+"""Deterministic reference providers for the simulator: they run attempts."""
 
 from __future__ import annotations
 

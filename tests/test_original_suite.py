@@ -1,8 +1,8 @@
-"""The seed's Go test suite (ten scenarios), rewritten as deterministic pytest-trio tests.
+"""The original's Go test suite (ten scenarios), rewritten as deterministic pytest-trio tests.
 
 Every test runs on the `autojump_clock` (a `MockClock(autojump_threshold=0)`): time is virtual, it
 only moves when every task is blocked, so durations are asserted exactly and nothing really
-sleeps. Mocks follow SPEC §4 (seed semantics, no attempts).
+sleeps. Mocks are shaped like the original's providers (its semantics, no attempts).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def build(
     leader: MockLeader | None = None,
     liveness: MockLiveness | None = None,
 ) -> Harness:
-    """The SPEC §4 constructor call used by every scenario, with a `Recorder` attached."""
+    """The constructor call used by every scenario, with a `Recorder` attached."""
     sync = sync if sync is not None else MockSync()
     voting = voting if voting is not None else MockVoting("leader1", quorum_size=quorum_size)
     leader = leader if leader is not None else MockLeader(list(LEADERS))
