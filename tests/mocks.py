@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from p2pnode.consensus import Event, State
+from p2pnode.consensus import Event, State, StateMachine
 
 
 @dataclass(frozen=True)
@@ -216,3 +216,41 @@ class TraceRecorder:
 
     def error(self, message: str, err: BaseException | None) -> None:
         self.errors.append((message, err))
+
+
+# -- the cast and the road of the scenarios -------------------------------------------------
+
+LEADERS = ["leader1", "leader2", "leader3"]
+SELF = MockPeer("leader1")
+LEADER2 = MockPeer("leader2")
+LEADER3 = MockPeer("leader3")
+OUTSIDER = MockPeer("outsider")
+
+# What leader1 proves for ranks 1 and 2 with `MockLeader`, and its vote for rank 1.
+OWN_PROPOSAL = MockState(1, "proved-1", "proposal-1")
+OWN_PROPOSAL_2 = MockState(2, "proved-2", "proposal-2")
+OWN_VOTE = MockVote(1, "leader1", "proposal-1")
+# A proposal for rank 1 from the second listed prover.
+LEADER2_PROPOSAL = MockState(1, "leader2-1", "proposal-leader2")
+
+Machine = StateMachine[MockState, MockVote, MockPeer, MockCollected]
+Step = tuple[State, State, Event]
+
+S, E = State, Event
+# The road from a fresh start to the first collecting state, and the steps after it.
+BOOT: list[Step] = [
+    (S.STOPPED, S.STARTING, E.START),
+    (S.STARTING, S.LOADING, E.INIT_COMPLETE),
+    (S.LOADING, S.COLLECTING, E.SYNC_COMPLETE),
+]
+TO_LIVENESS: Step = (S.COLLECTING, S.LIVENESS_CHECK, E.COLLECTION_DONE)
+LIVENESS_TIMEOUT: Step = (S.LIVENESS_CHECK, S.LIVENESS_CHECK, E.LIVENESS_TIMEOUT)
+LIVENESS_LOOP: Step = (S.LIVENESS_CHECK, S.LIVENESS_CHECK, E.LIVENESS_CHECK_RECEIVED)
+TO_PROVING: Step = (S.LIVENESS_CHECK, S.PROVING, E.PROVER_SIGNAL)
+TO_PUBLISHING: Step = (S.PROVING, S.PUBLISHING, E.PROOF_COMPLETE)
+TO_VOTING: Step = (S.PUBLISHING, S.VOTING, E.PUBLISH_COMPLETE)
+VOTE_LOOP: Step = (S.VOTING, S.VOTING, E.VOTE_RECEIVED)
+VOTING_TIMEOUT: Step = (S.VOTING, S.VOTING, E.VOTING_TIMEOUT)
+TO_FINALIZING: Step = (S.VOTING, S.FINALIZING, E.QUORUM_REACHED)
+BACK_TO_COLLECTING: Step = (S.VERIFYING, S.COLLECTING, E.VERIFICATION_DONE)
+CLEANED_UP: Step = (S.STOPPING, S.STOPPED, E.CLEANUP_COMPLETE)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from rich.console import Console, RenderableType
 
 from p2pnode.dashboard import PeerStatus, Unreachable, fetch, parse_status, peer_view
@@ -390,20 +391,6 @@ async def serve(nursery: trio.Nursery, routes: dict[tuple[str, str], Any]) -> st
     return f"http://127.0.0.1:{port}"
 
 
-async def serve_status(
-    nursery: trio.Nursery, data: dict[str, Any], hits: list[int], stop: trio.Event, after: int
-) -> str:
-    """A fake peer that sets `stop` once it has been polled `after` times."""
-
-    async def status(_: bytes) -> Reply:
-        hits.append(1)
-        if len(hits) >= after:
-            stop.set()
-        return json_reply(data)
-
-    return await serve(nursery, {("GET", "/status"): status})
-
-
 def closed_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -422,58 +409,79 @@ def recorder(terminal: bool = False, width: int = 80, height: int = 24) -> Conso
     )
 
 
+class FakePeers:
+    """Peers read in memory (virtual time): a status, a hung peer, or an unreachable one."""
+
+    def __init__(self, statuses: dict[str, dict[str, Any] | None], stop: trio.Event) -> None:
+        self.statuses = statuses
+        self.hung: set[str] = set()
+        self.hits: dict[str, int] = dict.fromkeys(statuses, 0)
+        self.stop = stop
+        self.stop_after: tuple[str, int] | None = None
+
+    async def __call__(self, url: str, timeout: float) -> Reading:
+        self.hits[url] += 1
+        if self.stop_after == (url, self.hits[url]):
+            self.stop.set()
+        if url in self.hung:
+            await trio.sleep(timeout)
+            return Unreachable(url, f"no reply within {timeout:g}s")
+        status = self.statuses[url]
+        if status is None:
+            return Unreachable(url, "cannot connect")
+        logging.getLogger("p2pnode.test").warning("polled while shown")
+        return parse_status(status, url)
+
+
 @pytest.mark.parametrize("terminal", [False, True])
-async def test_watch_one_peer_until_stopped(terminal: bool) -> None:
-    stop, hits = trio.Event(), list[int]()
+async def test_watch_one_peer_until_stopped(
+    terminal: bool, autojump_clock: trio.testing.MockClock
+) -> None:
+    stop = trio.Event()
+    peers = FakePeers({"http://127.0.0.1:1": sample()}, stop)
+    peers.stop_after = ("http://127.0.0.1:1", 4)
     console = recorder(terminal)
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            url = await serve_status(nursery, sample(), hits, stop, after=4)
-            await watch([url], refresh=0.02, console=console, stop=stop)
-            nursery.cancel_scope.cancel()
+        await watch(["http://127.0.0.1:1"], refresh=0.02, console=console, stop=stop, read=peers)
     text = console.export_text()
-    assert len(hits) >= 4
+    assert peers.hits["http://127.0.0.1:1"] == 4
     for expected in ("12D3…NA2R", "testnet", "voting", "synced 6/6", "liveness 4/3"):
         assert expected in text
 
 
-async def test_watch_several_peers_with_one_unreachable() -> None:
-    stop, hits, other_hits = trio.Event(), list[int](), list[int]()
+async def test_watch_several_peers_with_one_unreachable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     other = sample()
     other["peer_id"] = PROVERS[0]
+    stop = trio.Event()
+    urls = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
+    peers = FakePeers(dict(zip(urls, [sample(), other, None], strict=True)), stop)
+    peers.stop_after = (urls[0], 3)
     console = recorder(width=100, height=30)
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            first = await serve_status(nursery, sample(), hits, stop, after=3)
-            second = await serve_status(nursery, other, other_hits, trio.Event(), after=99)
-            await watch([first, second, closed_url()], refresh=0.02, console=console, stop=stop)
-            nursery.cancel_scope.cancel()
+        await watch(urls, refresh=0.02, console=console, stop=stop, read=peers)
     text = console.export_text()
     assert "12D3…NA2R" in text
     assert "12D3…n4v7" in text
     assert "1 unreachable" in text
     assert "cannot connect" in text
-    assert other_hits
+    assert peers.hits[urls[1]] >= 2
 
 
-async def test_a_slow_peer_delays_only_itself() -> None:
-    stop, hits = trio.Event(), list[int]()
-
-    async def slow(_: bytes) -> Reply:
-        await trio.sleep(30)
-        return json_reply({})
-
+async def test_a_slow_peer_delays_only_itself(autojump_clock: trio.testing.MockClock) -> None:
+    stop = trio.Event()
+    fast, hung = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    peers = FakePeers({fast: sample(), hung: sample()}, stop)
+    peers.hung.add(hung)
     console = recorder(width=100, height=30)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            fast = await serve_status(nursery, sample(), hits, trio.Event(), after=99)
-            hung = await serve(nursery, {("GET", "/status"): slow})
             nursery.start_soon(_set_later, stop, 1.5)
-            await watch([fast, hung], refresh=0.05, console=console, stop=stop)
-            nursery.cancel_scope.cancel()
-    assert len(hits) >= 10  # polled all along, not once per slow timeout
-    text = console.export_text()
-    assert "no reply within 1s" in text
+            await watch([fast, hung], refresh=0.05, console=console, stop=stop, read=peers)
+    assert peers.hits[fast] >= 20  # polled all along, not once per slow timeout
+    assert peers.hits[hung] == 2  # one-second timeouts: asked at 0 and at 1 s
+    assert "no reply within 1s" in console.export_text()
 
 
 async def _set_later(event: trio.Event, delay: float) -> None:
@@ -481,32 +489,33 @@ async def _set_later(event: trio.Event, delay: float) -> None:
     event.set()
 
 
-async def test_watch_returns_on_cancellation() -> None:
-    with trio.fail_after(10):
-        with trio.move_on_after(0.3) as scope:
-            await watch([closed_url()], refresh=0.02, console=recorder())
+async def test_watch_returns_on_cancellation(autojump_clock: trio.testing.MockClock) -> None:
+    peers = FakePeers({"http://127.0.0.1:1": None}, trio.Event())
+    with trio.move_on_after(0.3) as scope:
+        await watch(["http://127.0.0.1:1"], refresh=0.02, console=recorder(), read=peers)
     assert scope.cancelled_caught
+    assert peers.hits["http://127.0.0.1:1"] > 1
 
 
-async def test_logs_go_to_the_file_while_shown(tmp_path: Path) -> None:
+async def test_logs_go_to_the_file_while_shown(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     root, terminal = logging.getLogger(), logging.StreamHandler(sys.stderr)
     root.addHandler(terminal)
     log_file = tmp_path / "dashboard.log"
-    stop, hits = trio.Event(), list[int]()
-
-    async def status(_: bytes) -> Reply:
-        logging.getLogger("p2pnode.test").warning("polled while shown")
-        hits.append(1)
-        if len(hits) >= 2:
-            stop.set()
-        return json_reply(sample())
-
+    stop = trio.Event()
+    peers = FakePeers({"http://127.0.0.1:1": sample()}, stop)
+    peers.stop_after = ("http://127.0.0.1:1", 3)
     try:
         with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                url = await serve(nursery, {("GET", "/status"): status})
-                await watch([url], refresh=0.02, console=recorder(), stop=stop, log_file=log_file)
-                nursery.cancel_scope.cancel()
+            await watch(
+                ["http://127.0.0.1:1"],
+                refresh=0.02,
+                console=recorder(),
+                stop=stop,
+                log_file=log_file,
+                read=peers,
+            )
         assert terminal in root.handlers  # given back afterwards
     finally:
         root.removeHandler(terminal)

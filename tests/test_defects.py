@@ -33,7 +33,30 @@ from p2pnode.consensus import (
     Timeouts,
 )
 from tests.mocks import (
+    BACK_TO_COLLECTING,
+    BOOT,
+    CLEANED_UP,
     GENESIS,
+    LEADER2,
+    LEADER2_PROPOSAL,
+    LEADER3,
+    LEADERS,
+    LIVENESS_LOOP,
+    LIVENESS_TIMEOUT,
+    OUTSIDER,
+    OWN_PROPOSAL,
+    OWN_PROPOSAL_2,
+    OWN_VOTE,
+    SELF,
+    TO_FINALIZING,
+    TO_LIVENESS,
+    TO_PROVING,
+    TO_PUBLISHING,
+    TO_VOTING,
+    VOTE_LOOP,
+    VOTING_TIMEOUT,
+    E,
+    Machine,
     MockCollected,
     MockLeader,
     MockLiveness,
@@ -43,50 +66,21 @@ from tests.mocks import (
     MockVote,
     MockVoting,
     Recorder,
+    S,
+    Step,
     TraceRecorder,
 )
 
-LEADERS = ["leader1", "leader2", "leader3"]
-SELF = MockPeer("leader1")
-LEADER2 = MockPeer("leader2")
-LEADER3 = MockPeer("leader3")
-OUTSIDER = MockPeer("outsider")
 OUTSIDER2 = MockPeer("outsider2")
 RETRY_TOLERANCE = 1e-9
 """The engine's retry delays (0.1 s doubling) are not dyadic: sums are compared within this."""
 
-# What leader1 proves for ranks 1 and 2 with `MockLeader`, and its vote for rank 1.
-OWN_PROPOSAL = MockState(1, "proved-1", "proposal-1")
-OWN_PROPOSAL_2 = MockState(2, "proved-2", "proposal-2")
-OWN_VOTE = MockVote(1, "leader1", "proposal-1")
-LEADER2_PROPOSAL = MockState(1, "leader2-1", "proposal-leader2")
 
 # With the default delays of `build` (sync, collect and prove 0.25 s each, minimum_provers=1):
 T_LOADING = 1.0  # the starting timeout
 T_COLLECTING = 1.25
 T_LIVENESS = 1.5
 T_PUBLISHING = 1.75  # = T_VOTING: send_proposal returns at once
-
-Machine = StateMachine[MockState, MockVote, MockPeer, MockCollected]
-Step = tuple[State, State, Event]
-
-S, E = State, Event
-BOOT: list[Step] = [
-    (S.STOPPED, S.STARTING, E.START),
-    (S.STARTING, S.LOADING, E.INIT_COMPLETE),
-    (S.LOADING, S.COLLECTING, E.SYNC_COMPLETE),
-]
-TO_LIVENESS: Step = (S.COLLECTING, S.LIVENESS_CHECK, E.COLLECTION_DONE)
-LIVENESS_TIMEOUT: Step = (S.LIVENESS_CHECK, S.LIVENESS_CHECK, E.LIVENESS_TIMEOUT)
-LIVENESS_LOOP: Step = (S.LIVENESS_CHECK, S.LIVENESS_CHECK, E.LIVENESS_CHECK_RECEIVED)
-TO_PROVING: Step = (S.LIVENESS_CHECK, S.PROVING, E.PROVER_SIGNAL)
-TO_PUBLISHING: Step = (S.PROVING, S.PUBLISHING, E.PROOF_COMPLETE)
-TO_VOTING: Step = (S.PUBLISHING, S.VOTING, E.PUBLISH_COMPLETE)
-VOTE_LOOP: Step = (S.VOTING, S.VOTING, E.VOTE_RECEIVED)
-VOTING_TIMEOUT: Step = (S.VOTING, S.VOTING, E.VOTING_TIMEOUT)
-TO_FINALIZING: Step = (S.VOTING, S.FINALIZING, E.QUORUM_REACHED)
-BACK_TO_COLLECTING: Step = (S.VERIFYING, S.COLLECTING, E.VERIFICATION_DONE)
-CLEANED_UP: Step = (S.STOPPING, S.STOPPED, E.CLEANUP_COMPLETE)
 
 
 # -- purpose-built provider wrappers -----------------------------------------------------------

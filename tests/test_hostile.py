@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -129,26 +130,32 @@ async def test_hostile_messages_are_rejected_and_counted(tmp_path: Path) -> None
                 what="hostile peers to connect",
             )
             start = max(await ranks(peers))
-            for _ in range(3):
-                rank = max(await ranks(peers)) + 1
-                bad = bad_messages(genesis.network, outsider, insider, rank)
-                for index in range(max(len(payloads) for payloads in bad.values())):
-                    for hostile in hostiles:
-                        for topic, payloads in bad.items():  # every topic before any ban
-                            if index < len(payloads):
-                                await hostile.publish(topic, payloads[index])
-                await trio.sleep(1)
+            bad = bad_messages(genesis.network, outsider, insider, start + 1)
+            for index in range(max(len(payloads) for payloads in bad.values())):
+                for hostile in hostiles:
+                    for topic, payloads in bad.items():  # every topic before any ban
+                        if index < len(payloads):
+                            await hostile.publish(topic, payloads[index])
             await wait_for(lambda: _at_least(peers, start + 5), timeout=90, what="5 more ranks")
-            counters = [await _counters(peer) for peer in peers]
+            statuses = [await peer.status() for peer in peers]
+            counters = [_table(s, "counters") for s in statuses]
             for name in ("liveness", "proposals", "votes", "confirmations", "mutations"):
                 assert sum(c[name]["reject"] for c in counters) > 0, name
-            assert sum(c["liveness"]["ignore"] for c in counters) > 0
+            assert sum(c["liveness"]["ignore"] for c in counters) > 0, "far-future: ignored"
+            reasons = " ".join(reason for s in statuses for reason in _table(s, "rejected"))
+            for reason in ("undecodable", "not a prover", "bad signature", "invalid certificate"):
+                assert reason in reasons, reason
+            ids = {str(s["peer_id"]) for s in statuses}
+            for status in statuses:  # the honest peers never turned on each other
+                connected = status["peers"]
+                assert isinstance(connected, list)
+                assert ids - {status["peer_id"]} <= set(connected)
 
 
-async def _counters(peer: Peer) -> dict[str, dict[str, int]]:
-    counters = (await peer.status())["counters"]
-    assert isinstance(counters, dict)
-    return counters
+def _table(status: dict[str, object], key: str) -> dict[str, Any]:
+    table = status[key]
+    assert isinstance(table, dict)
+    return table
 
 
 async def _at_least(peers: list[Peer], rank: int) -> bool:

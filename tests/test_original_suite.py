@@ -14,51 +14,40 @@ import trio.testing
 
 from p2pnode.consensus import Event, Receipt, State, StateMachine
 from tests.mocks import (
+    BACK_TO_COLLECTING,
+    BOOT,
+    CLEANED_UP,
     GENESIS,
+    LEADER2,
+    LEADER2_PROPOSAL,
+    LEADER3,
+    LEADERS,
+    LIVENESS_TIMEOUT,
+    OUTSIDER,
+    OWN_PROPOSAL,
+    OWN_VOTE,
+    SELF,
+    TO_LIVENESS,
+    TO_PROVING,
+    TO_PUBLISHING,
+    TO_VOTING,
+    VOTE_LOOP,
+    E,
+    Machine,
     MockCollected,
     MockLeader,
     MockLiveness,
-    MockPeer,
     MockState,
     MockSync,
     MockVote,
     MockVoting,
     Recorder,
+    S,
     TraceRecorder,
 )
 
-LEADERS = ["leader1", "leader2", "leader3"]
-SELF = MockPeer("leader1")
-LEADER2 = MockPeer("leader2")
-LEADER3 = MockPeer("leader3")
-OUTSIDER = MockPeer("outsider")
 EPSILON = 1e-9
 """Virtual seconds that may pass while the machine reacts "at once"."""
-
-# What the machine (leader1) proves for rank 1 with `MockLeader`, and what it then votes for.
-OWN_PROPOSAL = MockState(1, "proved-1", "proposal-1")
-OWN_VOTE = MockVote(1, "leader1", "proposal-1")
-# A proposal for rank 1 from the second listed prover.
-LEADER2_PROPOSAL = MockState(1, "leader2-1", "proposal-leader2")
-
-Machine = StateMachine[MockState, MockVote, MockPeer, MockCollected]
-Step = tuple[State, State, Event]
-
-S, E = State, Event
-# The road from a fresh start to the first collecting state.
-BOOT: list[Step] = [
-    (S.STOPPED, S.STARTING, E.START),
-    (S.STARTING, S.LOADING, E.INIT_COMPLETE),
-    (S.LOADING, S.COLLECTING, E.SYNC_COMPLETE),
-]
-TO_LIVENESS: Step = (S.COLLECTING, S.LIVENESS_CHECK, E.COLLECTION_DONE)
-LIVENESS_TIMEOUT: Step = (S.LIVENESS_CHECK, S.LIVENESS_CHECK, E.LIVENESS_TIMEOUT)
-TO_PROVING: Step = (S.LIVENESS_CHECK, S.PROVING, E.PROVER_SIGNAL)
-TO_PUBLISHING: Step = (S.PROVING, S.PUBLISHING, E.PROOF_COMPLETE)
-TO_VOTING: Step = (S.PUBLISHING, S.VOTING, E.PUBLISH_COMPLETE)
-VOTE_LOOP: Step = (S.VOTING, S.VOTING, E.VOTE_RECEIVED)
-BACK_TO_COLLECTING: Step = (S.VERIFYING, S.COLLECTING, E.VERIFICATION_DONE)
-CLEANED_UP: Step = (S.STOPPING, S.STOPPED, E.CLEANUP_COMPLETE)
 
 
 @dataclass

@@ -44,6 +44,17 @@ def read_screen(master: int, seconds: float) -> str:
     return ANSI.sub(b"", b"".join(chunks)).decode(errors="replace")
 
 
+def wait_exit(pid: int, timeout: float) -> int:
+    """The child's wait status once it exits; fails if it is still running after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.1)  # another process: its exit can only be polled from here
+    raise AssertionError(f"the testnet command did not exit within {timeout} s of Ctrl-C")
+
+
 def peers_alive(out: Path) -> list[int]:
     """Processes whose command line runs a peer of the testnet in `out`."""
     found = []
@@ -74,7 +85,7 @@ def test_testnet_shows_ranks_advancing_and_ctrl_c_leaves_nothing(tmp_path: Path)
         assert peers_alive(out), "four peer processes run behind the dashboard"
         os.write(master, b"\x03")  # Ctrl-C
         tail = read_screen(master, 1)
-        _, status = os.waitpid(pid, 0)
+        status = wait_exit(pid, timeout=30)
         assert os.WIFEXITED(status), f"ended by a signal: {status}"
         assert os.WEXITSTATUS(status) == 0, tail
         assert peers_alive(out) == []

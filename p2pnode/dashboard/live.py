@@ -6,8 +6,9 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import trio
 from rich.console import Console, RenderableType
@@ -21,7 +22,7 @@ MIN_TIMEOUT = 1.0
 """A peer busy proving may answer late; sooner than this it is not yet unreachable."""
 
 
-async def fetch(url: str, *, timeout: float) -> Reading:
+async def fetch(url: str, timeout: float) -> Reading:
     """One peer's status, or why it could not be read: never raises for a peer's fault."""
     try:
         # Our own deadline: the client's timeout error carries no message to show.
@@ -33,6 +34,10 @@ async def fetch(url: str, *, timeout: float) -> Reading:
         # The client wraps most failures, but a connection reset mid-request escapes it.
         return Unreachable(url, _reason(url, err))
     return parse_status(data, url)
+
+
+class Reader(Protocol):
+    def __call__(self, url: str, timeout: float, /) -> Awaitable[Reading]: ...
 
 
 def _reason(url: str, err: Exception) -> str:
@@ -57,8 +62,12 @@ async def watch(
     console: Console | None = None,
     stop: trio.Event | None = None,
     log_file: Path | None = None,
+    read: Reader = fetch,
 ) -> None:
-    """Show the peers at `urls` until `stop` is set or the caller cancels."""
+    """Show the peers at `urls` until `stop` is set or the caller cancels.
+
+    `read` gets one peer's status (over HTTP by default; tests give an in-memory one).
+    """
     if not urls:
         raise ValueError("no peer to watch")
     console = Console() if console is None else console
@@ -69,7 +78,7 @@ async def watch(
     async with trio.open_nursery() as nursery:
         distinct = list(dict.fromkeys(urls))
         for url in distinct:
-            nursery.start_soon(_poll, url, latest, refresh, timeout, everyone, len(distinct))
+            nursery.start_soon(_poll, read, url, latest, refresh, timeout, everyone, len(distinct))
         # Show nothing before every peer answered once (or could not), so none flashes as
         # unreachable while it is still being asked.
         with trio.move_on_after(timeout):
@@ -99,6 +108,7 @@ async def _show(
 
 
 async def _poll(
+    read: Reader,
     url: str,
     latest: dict[str, Reading],
     refresh: float,
@@ -109,7 +119,7 @@ async def _poll(
     """Poll one peer at most every `refresh`; a slow peer delays only its own column."""
     while True:
         next_poll = trio.current_time() + refresh
-        latest[url] = _since(await fetch(url, timeout=timeout), latest.get(url))
+        latest[url] = _since(await read(url, timeout), latest.get(url))
         if len(latest) == count:
             everyone.set()
         await trio.sleep_until(next_poll)
