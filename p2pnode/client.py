@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import h11
@@ -96,9 +95,3 @@ async def post_json(url: str, path: str, body: bytes, *, timeout: float = 5.0) -
     if not isinstance(value, dict):
         raise ClientError(f"{path} did not answer a JSON object")
     return value
-
-
-def url_of(home_or_url: Path | str) -> str:
-    if isinstance(home_or_url, Path):
-        return status_url(Home(home_or_url))
-    return home_or_url

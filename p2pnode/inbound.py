@@ -16,19 +16,18 @@ from p2pnode.chain.crypto import (
 )
 from p2pnode.chain.genesis import Genesis
 from p2pnode.chain.mempool import Admission, Mempool
-from p2pnode.chain.providers import Precommits
-from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote, peer_id_text
-from p2pnode.chain.validation import FrameChecker
-from p2pnode.codec import (
-    CodecError,
+from p2pnode.chain.messages import (
     Confirmation,
     Liveness,
     MessageKind,
     MutationMsg,
     Proposal,
     VoteMsg,
-    decode,
 )
+from p2pnode.chain.providers import Precommits
+from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote, peer_id_text
+from p2pnode.chain.validation import FrameChecker
+from p2pnode.codec import CodecError, decode
 from p2pnode.consensus import EquivocationError, Receipt, StateMachine
 from p2pnode.net import Topic, Verdict
 

@@ -9,16 +9,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from p2pnode.catchup import SyncService
 from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import Genesis
 from p2pnode.chain.mempool import Admission, Mempool, mutation_id
+from p2pnode.chain.messages import Confirmation, Liveness, Message, MutationMsg, Proposal, VoteMsg
 from p2pnode.chain.providers import ChainProviders
-from p2pnode.chain.sync import SyncService
 from p2pnode.chain.types import Collected, Frame, ProverId, Vote
 from p2pnode.chain.validation import FrameChecker
-from p2pnode.codec import Confirmation, Liveness, Message, MutationMsg, Proposal, VoteMsg, encode
+from p2pnode.codec import encode
 from p2pnode.consensus import StateMachine
 from p2pnode.home import Home
 from p2pnode.inbound import Inbound
@@ -259,6 +260,7 @@ class Node:
             counters=counters,
             rejected={f"{t.value}: {why}": n for (t, why), n in self.inbound.reasons.items()},
             best_peer_rank=max(self.sync.best_peer_rank, self.inbound.best_rank, tip.round),
+            sync_rejected=self.sync.rejected,
             since_finalized=since,
             mempool=len(self.mempool),
             round=self.machine.round_view(),

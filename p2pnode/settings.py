@@ -244,7 +244,3 @@ def load_settings(
     document = merge(document, from_environment(environ or {}))
     document = merge(document, from_assignments(assignments))
     return node_settings(document)
-
-
-def load_engine_settings(path: Path) -> EngineSettings:
-    return engine_settings(read_file(path))

@@ -80,6 +80,8 @@ class NodeStatus:
     counters: dict[str, dict[str, int]]
     rejected: dict[str, int]
     best_peer_rank: int
+    sync_rejected: int
+    """Frames peers sent while this peer caught up that failed to decode or to check."""
     since_finalized: float | None
     mempool: int
     round: RoundView
@@ -113,6 +115,7 @@ class NodeStatus:
             "counters": self.counters,
             "rejected": self.rejected,
             "best_peer_rank": self.best_peer_rank,
+            "sync_rejected": self.sync_rejected,
             "since_finalized": self.since_finalized,
             "mempool": self.mempool,
             "transitions": self.transitions,

@@ -8,6 +8,7 @@ from pathlib import Path
 import cbor2
 
 from p2pnode.chain.genesis import Genesis
+from p2pnode.chain.storage import StorageError
 from p2pnode.chain.types import Frame, Vote, canonical, digest
 from p2pnode.codec import CodecError, decode_frame, decode_vote, encode_frame, encode_vote
 from p2pnode.consensus import Lock, RoundRecord
@@ -24,13 +25,16 @@ CREATE TABLE IF NOT EXISTS mutations (id BLOB PRIMARY KEY, rank INTEGER NOT NULL
 """
 
 
-class StoreError(Exception):
+class StoreError(StorageError):
     """The store cannot be used (wrong network, corrupt data, a write out of order)."""
 
 
 class Store:
     """Final frames in rank order, each extending the one before; the peer's own votes, written
-    before they are published; and the record of its current round (the engine's journal)."""
+    before they are published; and the record of its current round (the engine's journal).
+
+    The chain reaches it through its `ChainStore` protocol.
+    """
 
     def __init__(self, path: Path, genesis: Genesis) -> None:
         self._genesis = genesis

@@ -145,7 +145,7 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
         status = json.loads(p2pnode("status", "--url", url, "--json").stdout)
         for key in ("peer_id", "role", "state", "finalized_rank", "finalized_id", "recent"):
             assert key in status
-        assert {"peers", "counters"} <= set(status)
+        assert {"peers", "counters", "sync_rejected"} <= set(status)
         assert status["role"] == "prover"
         submitted = p2pnode("submit", "--home", str(solo), "hello world", "--wait")
         assert submitted.returncode == 0, submitted.stderr

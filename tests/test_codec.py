@@ -64,9 +64,7 @@ messages: st.SearchStrategy[codec.Message] = st.one_of(
     st.builds(codec.MutationMsg, st.binary(max_size=MAX_MUTATION_SIZE)),
     st.builds(codec.SyncRequest, uints, st.integers(1, codec.MAX_SYNC_FRAMES)),
     st.builds(codec.SyncResponse, st.lists(committed_frames, max_size=3).map(tuple)),
-    st.builds(codec.Status, uints, hashes),
     st.builds(codec.Peers, texts, st.lists(texts, max_size=codec.MAX_ADDRS).map(tuple)),
-    st.builds(codec.GenesisMsg, st.binary(max_size=2048)),
 )
 
 
@@ -95,9 +93,7 @@ SAMPLES: list[codec.Message] = [
     codec.MutationMsg(b"mutation"),
     codec.SyncRequest(0, 10),
     codec.SyncResponse((frame(COMMIT), frame(COMMIT))),
-    codec.Status(4, b"f" * 32),
     codec.Peers("12D3KooW", ("/ip4/127.0.0.1/tcp/4001",)),
-    codec.GenesisMsg(b"{}"),
 ]
 
 
@@ -175,7 +171,6 @@ def test_limits_at_the_edge_are_accepted() -> None:
         codec.SyncResponse((frame(COMMIT),) * codec.MAX_SYNC_FRAMES),
         codec.SyncRequest(2**63 - 1, codec.MAX_SYNC_FRAMES),
         codec.Peers("p" * 256, ("a" * 256,) * codec.MAX_ADDRS),
-        codec.GenesisMsg(b"g" * codec.MAX_GENESIS_SIZE),
         codec.Confirmation(
             frame(
                 Certificate(
@@ -218,19 +213,20 @@ def liveness(*body: object) -> bytes:
         liveness(1, [b"k" * 32], b"r" * 32, b"s" * 64),
         raw(MessageKind.LIVENESS, {"rank": 1}),  # no maps
         raw(MessageKind.LIVENESS, [1, {}, b"r" * 32, b"s" * 64]),
-        raw(MessageKind.STATUS, [4, b"f" * 32], version=2),  # version
-        raw(MessageKind.STATUS, [4, b"f" * 32], version=True),
-        raw(0, [4, b"f" * 32]),  # unknown kinds
-        raw(11, [4, b"f" * 32]),
-        raw(2**63 - 1, [4, b"f" * 32]),
-        canonical([1, MessageKind.STATUS]),  # envelope arity
-        canonical([1, MessageKind.STATUS, [4, b"f" * 32], None]),
+        raw(MessageKind.SYNC_REQUEST, [4, 8], version=2),  # version
+        raw(MessageKind.SYNC_REQUEST, [4, 8], version=True),
+        raw(0, [4, 8]),  # unknown kinds
+        raw(8, [4, b"f" * 32]),  # reserved numbers
+        raw(10, [b"{}"]),
+        raw(11, [4, 8]),
+        raw(2**63 - 1, [4, 8]),
+        canonical([1, MessageKind.SYNC_REQUEST]),  # envelope arity
+        canonical([1, MessageKind.SYNC_REQUEST, [4, 8], None]),
         canonical({"version": 1}),
         canonical(b"bytes"),
         raw(MessageKind.SYNC_REQUEST, [0, 0]),  # limit out of range
         raw(MessageKind.SYNC_REQUEST, [0, codec.MAX_SYNC_FRAMES + 1]),
         raw(MessageKind.MUTATION, [b"x" * (MAX_MUTATION_SIZE + 1)]),
-        raw(MessageKind.GENESIS, [b"g" * (codec.MAX_GENESIS_SIZE + 1)]),
         raw(MessageKind.PEERS, ["p" * 257, []]),
         raw(MessageKind.PEERS, ["p", ["a" * 257]]),
         raw(MessageKind.PEERS, ["p", ["a"] * (codec.MAX_ADDRS + 1)]),
@@ -302,9 +298,9 @@ def test_malformed_frames_are_rejected(index: int, value: object) -> None:
 
 def test_encode_refuses_what_decode_would_reject() -> None:
     for message in (
-        codec.Status(1, b"f" * 31),
-        codec.Status(-1, b"f" * 32),
-        codec.Status(True, b"f" * 32),
+        codec.Liveness(1, b"k" * 31, b"r" * 32, b"s" * 64),
+        codec.Liveness(-1, b"k" * 32, b"r" * 32, b"s" * 64),
+        codec.Liveness(True, b"k" * 32, b"r" * 32, b"s" * 64),
         codec.SyncRequest(0, 0),
         codec.Proposal(frame(COMMIT)),
         codec.Confirmation(frame(), b"k" * 32, b"s" * 64),
@@ -335,37 +331,42 @@ def test_non_bytes_payloads_are_rejected() -> None:
 
 # --- CBOR strictness ------------------------------------------------------------------------
 
-STATUS = codec.encode(codec.Status(4, b"f" * 32))
+LIVE = codec.encode(codec.Liveness(4, b"k" * 32, b"r" * 32, b"s" * 64))
+HEAD = b"\x83\x01\x01\x84"
+"""The envelope array, version 1, kind LIVENESS and the body array of LIVE."""
+KEY = b"k" * 32
+AFTER_KEY = LIVE[len(HEAD) + 1 + 2 + 32 :]
+"""The root and the signature, after the rank (one byte) and the key (a two-byte head)."""
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        STATUS + b"\x00",  # trailing bytes
-        STATUS[:-1],  # truncated
+        LIVE + b"\x00",  # trailing bytes
+        LIVE[:-1],  # truncated
         b"",
-        b"\xd9\xd9\xf7" + STATUS,  # self-described CBOR (tag 55799)
-        b"\xc0" + STATUS,  # tags 0, 1, 24, 42 around the envelope
-        b"\xc1" + STATUS,
-        b"\xd8\x18" + STATUS,
-        b"\xd8\x2a" + STATUS,
-        b"\xd8\x1c" + STATUS,  # shareable value
-        b"\x98\x03" + STATUS[1:],  # long-form array length
-        b"\x9f" + STATUS[1:] + b"\xff",  # indefinite-length array
-        b"\x83\x18\x01" + STATUS[2:],  # long-form integer
-        b"\x83\x01\x18\x08" + STATUS[3:],
-        b"\x83\x01\x08\x82\x04\x59\x00\x20" + b"f" * 32,  # long-form byte string length
-        b"\x83\x01\x08\x82\x04\x5f\x58\x20" + b"f" * 32 + b"\xff",  # indefinite byte string
-        b"\x83\x01\x08\x82\xc2\x41\x04\x58\x20" + b"f" * 32,  # bignum for a small int
-        b"\x83\x01\x08\x82\xf9\x44\x00\x58\x20" + b"f" * 32,  # half-float 4.0
-        b"\x83\x01\x08\x82\xf7\x58\x20" + b"f" * 32,  # undefined
-        b"\x83\x01\x08\x82\xf0\x58\x20" + b"f" * 32,  # simple value 16
-        b"\x83\x01\x08\x82\x24\x58\x20" + b"f" * 32,  # negative integer
+        b"\xd9\xd9\xf7" + LIVE,  # self-described CBOR (tag 55799)
+        b"\xc0" + LIVE,  # tags 0, 1, 24, 42 around the envelope
+        b"\xc1" + LIVE,
+        b"\xd8\x18" + LIVE,
+        b"\xd8\x2a" + LIVE,
+        b"\xd8\x1c" + LIVE,  # shareable value
+        b"\x98\x03" + LIVE[1:],  # long-form array length
+        b"\x9f" + LIVE[1:] + b"\xff",  # indefinite-length array
+        b"\x83\x18\x01" + LIVE[2:],  # long-form integer
+        b"\x83\x01\x18\x01" + LIVE[3:],
+        HEAD + b"\x04\x59\x00\x20" + KEY + AFTER_KEY,  # long-form byte string length
+        HEAD + b"\x04\x5f\x58\x20" + KEY + b"\xff" + AFTER_KEY,  # indefinite byte string
+        HEAD + b"\xc2\x41\x04\x58\x20" + KEY + AFTER_KEY,  # bignum for a small int
+        HEAD + b"\xf9\x44\x00\x58\x20" + KEY + AFTER_KEY,  # half-float 4.0
+        HEAD + b"\xf7\x58\x20" + KEY + AFTER_KEY,  # undefined
+        HEAD + b"\xf0\x58\x20" + KEY + AFTER_KEY,  # simple value 16
+        HEAD + b"\x24\x58\x20" + KEY + AFTER_KEY,  # negative integer
         b"\x83\x01\x09\x82\x61\xff\x80",  # invalid UTF-8
         b"\x83\x01\x09\x82\x7f\x61a\xff\x80",  # indefinite text string
         b"\x9b" + b"\xff" * 8,  # absurd declared lengths
         b"\x5b\x7f" + b"\xff" * 7,
-        b"\x83\x01\x0a\x81\x5b\x00\x00\x00\x01\x00\x00\x00\x00",
+        b"\x83\x01\x05\x81\x5b\x00\x00\x00\x01\x00\x00\x00\x00",
         b"\x81" * 100_000,  # deep nesting
         b"\x83\x01\x09\x82\x61p\x81" + b"\x81" * 10 + b"\x80",
         b"\xff",
@@ -374,6 +375,11 @@ STATUS = codec.encode(codec.Status(4, b"f" * 32))
 )
 def test_non_canonical_or_non_plain_cbor_is_rejected(data: bytes) -> None:
     rejects(data)
+
+
+def test_the_hand_made_payloads_are_built_on_the_canonical_one() -> None:
+    assert HEAD + b"\x04\x58\x20" + KEY + AFTER_KEY == LIVE
+    assert codec.decode(LIVE) == codec.Liveness(4, KEY, b"r" * 32, b"s" * 64)
 
 
 def test_nesting_beyond_the_deepest_message_is_rejected() -> None:
@@ -460,7 +466,7 @@ def test_random_bytes_raise_nothing_but_codec_errors(data: bytes) -> None:
     decodes_only_to_itself(data)
 
 
-@given(data=st.binary(max_size=64).map(lambda tail: STATUS[:4] + tail))
+@given(data=st.binary(max_size=64).map(lambda tail: LIVE[:4] + tail))
 def test_random_bodies_behind_a_valid_prefix_raise_nothing_but_codec_errors(data: bytes) -> None:
     decodes_only_to_itself(data)
 

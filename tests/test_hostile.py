@@ -41,27 +41,32 @@ def junk_frame(rank: int, prover: bytes) -> Frame:
     )
 
 
+Payloads = dict[Topic, list[bytes]]
+
+
 def bad_messages(
     network: str, outsider: Keypair, insider: Keypair, rank: int
-) -> dict[Topic, list[bytes]]:
-    """Per topic: undecodable, oversized, wrongly signed, non-prover and far-future messages."""
+) -> dict[str, Payloads]:
+    """What each hostile peer sends: the insider (a prover gone bad) far-future, forged and
+    wrongly signed messages; the outsider (no prover) its own messages, junk and oversized
+    payloads. Every payload is distinct: gossip drops a second copy of the same bytes."""
     far = rank + 1000
-    collected = Collected.of(rank, ())
-    forged = Liveness(rank, insider.public, collected.root, bytes(64))
-    stranger = Liveness(
-        rank,
-        outsider.public,
-        collected.root,
-        sign(outsider, network, liveness_statement(rank, outsider.public, collected.root)),
-    )
+    root = Collected.of(rank, ()).root
     future = Liveness(
         far,
         insider.public,
-        collected.root,
-        sign(insider, network, liveness_statement(far, insider.public, collected.root)),
+        root,
+        sign(insider, network, liveness_statement(far, insider.public, root)),
+    )
+    forged = Liveness(rank, insider.public, root, bytes(64))
+    stranger = Liveness(
+        rank,
+        outsider.public,
+        root,
+        sign(outsider, network, liveness_statement(rank, outsider.public, root)),
     )
     frame_id = digest(b"nothing")
-    vote = Vote(
+    far_vote = Vote(
         far,
         0,
         frame_id,
@@ -77,32 +82,34 @@ def bad_messages(
         outsider.public,
         sign(outsider, network, vote_statement(rank, 0, frame_id)),
     )
-    fake_cert = Certificate(CertKind.COMMIT, 0, (0,), (bytes(64),))
-    garbage, huge = (
-        b"\xff\x00 not cbor",
-        bytes(58 * 1024),
-    )  # over the codec limit, under the net limit
-    # Far-future ones first: they are only ignored, and rejects soon get the sender banned.
-    return {
-        Topic.LIVENESS: [encode(future), garbage, huge, encode(forged), encode(stranger)],
-        Topic.PROPOSALS: [
-            encode(Proposal(junk_frame(far, insider.public))),
-            garbage,
-            encode(Proposal(junk_frame(rank, outsider.public))),
-        ],
-        Topic.VOTES: [encode(VoteMsg(vote)), garbage, encode(VoteMsg(stranger_vote))],
-        Topic.CONFIRMATIONS: [
-            garbage,
-            encode(
-                Confirmation(
-                    junk_frame(rank, insider.public).with_certificate(fake_cert),
-                    insider.public,
-                    bytes(64),
-                )
-            ),
-        ],
-        Topic.MUTATIONS: [garbage, huge],
+    fake_commit = junk_frame(rank, insider.public).with_certificate(
+        Certificate(CertKind.COMMIT, 0, (0,), (bytes(64),))
+    )
+
+    def junk(topic: Topic) -> bytes:
+        return b"\xff\x00 not cbor on " + topic.value.encode()
+
+    def huge(topic: Topic) -> bytes:
+        return topic.value.encode().ljust(58 * 1024, b"\0")  # over the codec's limit only
+
+    # Ignored ones first: rejects soon get a sender banned, after which it is not heard.
+    insider_says: Payloads = {
+        Topic.LIVENESS: [encode(future), encode(forged)],
+        Topic.PROPOSALS: [encode(Proposal(junk_frame(far, insider.public)))],
+        Topic.VOTES: [encode(VoteMsg(far_vote))],
+        Topic.CONFIRMATIONS: [encode(Confirmation(fake_commit, insider.public, bytes(64)))],
     }
+    outsider_says: Payloads = {
+        Topic.LIVENESS: [encode(stranger), junk(Topic.LIVENESS), huge(Topic.LIVENESS)],
+        Topic.PROPOSALS: [
+            encode(Proposal(junk_frame(rank, outsider.public))),
+            junk(Topic.PROPOSALS),
+        ],
+        Topic.VOTES: [encode(VoteMsg(stranger_vote)), junk(Topic.VOTES)],
+        Topic.CONFIRMATIONS: [junk(Topic.CONFIRMATIONS)],
+        Topic.MUTATIONS: [junk(Topic.MUTATIONS), huge(Topic.MUTATIONS)],
+    }
+    return {"insider": insider_says, "outsider": outsider_says}
 
 
 async def test_hostile_messages_are_rejected_and_counted(tmp_path: Path) -> None:
@@ -124,16 +131,17 @@ async def test_hostile_messages_are_rejected_and_counted(tmp_path: Path) -> None
                 )
                 for keypair in (outsider, insider)
             ]
+            # Meshed on every topic: gossip to a peer outside a topic's mesh is never sent.
             await wait_for(
-                lambda: all(h.peers() for h in hostiles),
+                lambda: all(min(h.mesh_sizes().values()) > 0 for h in hostiles),
                 timeout=30,
-                what="hostile peers to connect",
+                what="hostile peers to join every topic's mesh",
             )
             start = max(await ranks(peers))
             bad = bad_messages(genesis.network, outsider, insider, start + 1)
-            for index in range(max(len(payloads) for payloads in bad.values())):
-                for hostile in hostiles:
-                    for topic, payloads in bad.items():  # every topic before any ban
+            for hostile, says in zip(hostiles, (bad["outsider"], bad["insider"]), strict=True):
+                for index in range(max(len(payloads) for payloads in says.values())):
+                    for topic, payloads in says.items():  # every topic before any ban
                         if index < len(payloads):
                             await hostile.publish(topic, payloads[index])
             await wait_for(lambda: _at_least(peers, start + 5), timeout=90, what="5 more ranks")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -14,18 +13,23 @@ from p2pnode.chain import vdf
 from p2pnode.chain.crypto import (
     Keypair,
     final_statement,
-    frame_statement,
     liveness_statement,
     precommit_statement,
     sign,
     vote_statement,
 )
-from p2pnode.chain.genesis import Genesis, frame_challenge
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Mempool
+from p2pnode.chain.messages import (
+    Confirmation,
+    Liveness,
+    MessageKind,
+    MutationMsg,
+    Proposal,
+    VoteMsg,
+)
 from p2pnode.chain.providers import ChainProviders
 from p2pnode.chain.types import (
     HASH_SIZE,
-    Certificate,
     CertKind,
     Collected,
     Frame,
@@ -35,44 +39,24 @@ from p2pnode.chain.types import (
     mutations_root,
 )
 from p2pnode.chain.validation import FrameChecker
-from p2pnode.codec import (
-    VERSION,
-    Confirmation,
-    Liveness,
-    Message,
-    MessageKind,
-    MutationMsg,
-    Proposal,
-    VoteMsg,
-    encode,
-)
+from p2pnode.codec import VERSION, encode
 from p2pnode.consensus import Receipt, StateMachine
 from p2pnode.inbound import Inbound, verdict_of
 from p2pnode.net import Topic, Verdict
 from p2pnode.store import Store
+from tests import chainkit
+from tests.chainkit import DIFFICULTY, T0, FakeSync, Recorder
 
 NETWORK = "inbound-test"
-DIFFICULTY = 100
-T0 = 1_700_000_000_000
-KEYS = tuple(Keypair.from_seed(bytes([i]) * 32) for i in range(21, 25))
+KEYS = chainkit.keypairs(21, 22, 23, 24)
 ME, PROPOSER, VOTER, OTHER = KEYS
-OUTSIDER = Keypair.from_seed(bytes([88]) * 32)
-GENESIS = Genesis.create(NETWORK, [k.prover for k in KEYS], DIFFICULTY, T0)
+(OUTSIDER,) = chainkit.keypairs(88)
+GENESIS = chainkit.make_genesis(NETWORK, KEYS)
 KEYPAIR_OF = {k.public: k for k in (*KEYS, OUTSIDER)}
 
 
 def peer(keypair: Keypair) -> str:
     return keypair.prover.identity()
-
-
-class Quiet:
-    """A publisher and synchronizer that do nothing (the engine is not run)."""
-
-    async def publish(self, message: Message) -> None:
-        pass
-
-    async def synchronize(self, existing: Frame | None) -> Frame:
-        return GENESIS.frame()
 
 
 @dataclass
@@ -93,8 +77,10 @@ class Setup:
 
 def build(path: Path, tip: Callable[[], Frame] | None = None) -> Setup:
     store = Store(path, GENESIS)
-    quiet = Quiet()
-    providers = ChainProviders(GENESIS, ME, store, Mempool(), quiet, quiet, lambda: T0 + 60_000)
+    publisher, synchronizer = Recorder(), FakeSync(GENESIS.frame())  # the engine is not run
+    providers = ChainProviders(
+        GENESIS, ME, store, Mempool(), publisher, synchronizer, lambda: T0 + 60_000
+    )
     machine: StateMachine[Frame, Vote, ProverId, Collected] = StateMachine(
         ME.prover, store.tip(), True, GENESIS.quorum, providers, providers, providers, providers
     )
@@ -121,20 +107,12 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
 
 def resigned(frame: Frame, keypair: Keypair) -> Frame:
-    return replace(frame, signature=sign(keypair, NETWORK, frame_statement(frame)))
+    return chainkit.resigned(GENESIS, frame, keypair)
 
 
-@functools.cache
 def proven(keypair: Keypair = PROPOSER) -> Frame:
     """A valid frame at rank 1 on the genesis frame."""
-    parent = GENESIS.frame()
-    root = mutations_root((b"m",))
-    challenge = frame_challenge(GENESIS, 1, parent.id, keypair.public, root)
-    output, proof = vdf.prove(challenge, DIFFICULTY)
-    unsigned = Frame(
-        1, parent.id, keypair.public, T0 + 1, root, (b"m",), DIFFICULTY, output, proof, b""
-    )
-    return resigned(unsigned, keypair)
+    return chainkit.proven(GENESIS, keypair, (b"m",), timestamp=T0 + 1)
 
 
 def liveness(keypair: Keypair, rank: int = 1, *, signer: Keypair | None = None) -> bytes:
@@ -153,9 +131,9 @@ def vote(
     signer: Keypair | None = None,
     network: str = NETWORK,
 ) -> Vote:
-    statement = vote_statement(rank, attempt, frame_id)
-    signature = sign(signer or voter, network, statement)
-    return Vote(rank, attempt, frame_id, proposer, voter.public, signature)
+    return chainkit.signed_vote(
+        network, voter, frame_id, rank, attempt, proposer=proposer, signer=signer
+    )
 
 
 def proposal(frame: Frame) -> bytes:
@@ -175,15 +153,7 @@ def certificate(
         "precommit": precommit_statement(frame.round, attempt, frame.id),
     }
     statement = statements[as_ or ("vote" if kind is CertKind.VOTES else "precommit")]
-    pairs = []
-    for keypair in signers:
-        found = GENESIS.index_of(keypair.public)
-        assert found is not None
-        pairs.append((found, sign(keypair, NETWORK, statement)))
-    pairs.sort()
-    return frame.with_certificate(
-        Certificate(kind, attempt, tuple(i for i, _ in pairs), tuple(s for _, s in pairs))
-    )
+    return chainkit.certified(GENESIS, frame, kind, attempt, signers, statement)
 
 
 def voted(frame: Frame | None = None, attempt: int = 0) -> Frame:

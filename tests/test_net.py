@@ -225,7 +225,8 @@ async def test_a_burst_of_500_messages_is_delivered_whole_thanks_to_backpressure
             deepest = 0
             for payload in burst:
                 await networks[0].publish(Topic.MUTATIONS, payload)
-                deepest = max(deepest, networks[0].queue_depth())
+                # What `publish` waits on: the longest per-peer outbound queue.
+                deepest = max([deepest, *networks[0]._stack.queue_depths().values()])
             assert deepest >= networks[0].config.queue_threshold, "the burst did press"
             await until(lambda: len(receiver.gossip()) >= len(burst), poll=0.05)
             assert sorted(data for _, _, data in receiver.gossip()) == sorted(burst)
@@ -322,7 +323,6 @@ async def test_the_genesis_is_fetched_before_knowing_the_network() -> None:
             bare = await stack.enter_async_context(open_network(config(1), Recorder()))
             address = holder.addrs()[0]
             assert await fetch_genesis(address, timeout=5) == b"the genesis"
-            assert await bare.fetch_genesis(address, timeout=5) == b"the genesis"
             with pytest.raises(NetError):
                 await fetch_genesis(bare.addrs()[0], timeout=5)  # has none
             gone = address.replace(address.split("/")[4], "1")  # port 1: nobody listens

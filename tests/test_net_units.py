@@ -7,15 +7,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import cbor2
 import pytest
 import trio
 from libp2p.identity_utils import create_identity_from_seed
 from libp2p.network.connection import swarm_connection
 from libp2p.peer.id import ID
 
+from p2pnode.chain.types import canonical
+from p2pnode.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
 from p2pnode.net import NetConfig, NetError, PeerRecord, decode_record, encode_record, mesh_degrees
-from p2pnode.net.discovery import Directory
+from p2pnode.net.discovery import Directory, announcement
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.penalty import Penalties
 from p2pnode.net.stack import _Guarded, message_id_function, route_libp2p_logging
@@ -93,34 +94,49 @@ def test_rejects_spread_wider_than_the_window_do_not_ban() -> None:
     assert not penalties.reject(BOB, 100.0)
 
 
-def test_a_peer_record_round_trips_in_the_agreed_encoding() -> None:
+def test_a_peer_record_is_the_codec_s_peers_message() -> None:
     record = PeerRecord(ALICE, (f"/ip4/127.0.0.1/tcp/4001/p2p/{ALICE}",))
     data = encode_record(record)
-    assert data == cbor2.dumps([ALICE, list(record.addrs)], canonical=True)
+    assert data == encode(Peers(ALICE, record.addrs))
     assert decode_record(data, origin=ALICE) == record
 
 
+def _envelope(*body: object) -> bytes:
+    """The canonical CBOR of a PEERS envelope around any body (`encode` refuses bad ones)."""
+    return canonical([VERSION, int(MessageKind.PEERS), list(body)])
+
+
 @pytest.mark.parametrize(
-    "value",
+    "data",
     [
-        [BOB, [f"/ip4/127.0.0.1/tcp/1/p2p/{BOB}"]],  # announces someone else
-        [ALICE, []],
-        [ALICE, [f"/ip4/127.0.0.1/tcp/1/p2p/{BOB}"]],
-        [ALICE, ["/ip4/127.0.0.1/tcp/1"]],
-        [ALICE, [f"/nonsense/1/p2p/{ALICE}"]],
-        [ALICE, [7]],
-        [ALICE, [f"/ip4/127.0.0.1/tcp/1/p2p/{ALICE}"] * 17],
-        {"peer": ALICE},
-        [ALICE],
+        encode(Peers(BOB, (f"/ip4/127.0.0.1/tcp/1/p2p/{BOB}",))),  # announces someone else
+        encode(Peers(ALICE, ())),
+        encode(Peers(ALICE, (f"/ip4/127.0.0.1/tcp/1/p2p/{BOB}",))),
+        encode(Peers(ALICE, ("/ip4/127.0.0.1/tcp/1",))),
+        encode(Peers(ALICE, (f"/nonsense/1/p2p/{ALICE}",))),
+        _envelope(ALICE, [7]),
+        _envelope(ALICE, [f"/ip4/127.0.0.1/tcp/1/p2p/{ALICE}"] * (MAX_ADDRS + 1)),
+        _envelope(ALICE),
+        canonical([ALICE, [f"/ip4/127.0.0.1/tcp/1/p2p/{ALICE}"]]),  # a bare record, no envelope
+        encode(Liveness(1, b"k" * 32, b"r" * 32, b"s" * 64)),  # another kind
+        encode(Peers(ALICE, (f"/ip4/127.0.0.1/tcp/1/p2p/{ALICE}",))) + b"\x00",  # not canonical
     ],
 )
-def test_malformed_or_foreign_peer_records_are_refused(value: object) -> None:
-    assert decode_record(cbor2.dumps(value), origin=ALICE) is None
+def test_malformed_or_foreign_peer_records_are_refused(data: bytes) -> None:
+    assert decode_record(data, origin=ALICE) is None
 
 
 def test_garbage_and_oversized_peer_records_are_refused() -> None:
     assert decode_record(b"\xff\x00garbage", origin=ALICE) is None
     assert decode_record(b"\x00" * 5000, origin=ALICE) is None
+
+
+def test_an_announcement_keeps_only_what_peers_accept() -> None:
+    addrs = [f"/ip4/127.0.0.1/tcp/{port}/p2p/{ALICE}" for port in range(1, MAX_ADDRS + 3)]
+    long = f"/dns4/{'x' * 250}/tcp/1/p2p/{ALICE}"
+    record = announcement(ALICE, [long, *addrs])
+    assert record.addrs == tuple(addrs[:MAX_ADDRS])
+    assert decode_record(encode_record(record), origin=ALICE) == record
 
 
 def _record(peer: str) -> PeerRecord:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import (
     Keypair,
@@ -21,59 +19,35 @@ from p2pnode.chain.crypto import (
     verify,
     vote_statement,
 )
-from p2pnode.chain.genesis import Genesis, frame_challenge, leader_order
+from p2pnode.chain.genesis import leader_order
 from p2pnode.chain.mempool import Admission, Mempool
+from p2pnode.chain.messages import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.chain.providers import ChainProviders, Precommits, Sent
+from p2pnode.chain.storage import StorageError
 from p2pnode.chain.types import (
     HASH_SIZE,
-    Certificate,
     CertKind,
     Collected,
     Frame,
     ProverId,
     Vote,
-    mutations_root,
 )
 from p2pnode.chain.validation import FrameChecker
-from p2pnode.codec import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.consensus import CommitVotingProvider, ProviderError
 from p2pnode.store import Store
+from tests import chainkit
+from tests.chainkit import DIFFICULTY, T0, FakeSync, Recorder
 
 NETWORK = "providers-test"
-DIFFICULTY = 100
-T0 = 1_700_000_000_000
 NOW = T0 + 5_000
-KEYS = tuple(Keypair.from_seed(bytes([i]) * 32) for i in range(11, 15))
-OUTSIDER = Keypair.from_seed(bytes([77]) * 32)
-GENESIS = Genesis.create(NETWORK, [k.prover for k in KEYS], DIFFICULTY, T0)
+KEYS = chainkit.keypairs(11, 12, 13, 14)
+(OUTSIDER,) = chainkit.keypairs(77)
+GENESIS = chainkit.make_genesis(NETWORK, KEYS)
 KEYPAIR_OF = {k.public: k for k in (*KEYS, OUTSIDER)}
 ORDER = [KEYPAIR_OF[p.key] for p in leader_order(GENESIS, GENESIS.frame())]
 """The provers by priority at rank 1, highest first."""
 ME = ORDER[3]
 """The prover under test: the lowest priority, so its own frame never wins by accident."""
-
-
-class Recorder:
-    """A publisher that keeps what it is handed, after an optional check."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.check: Callable[[Message], None] | None = None
-
-    async def publish(self, message: Message) -> None:
-        if self.check is not None:
-            self.check(message)
-        self.messages.append(message)
-
-
-class FakeSync:
-    def __init__(self, result: Frame) -> None:
-        self.result = result
-        self.calls: list[Frame | None] = []
-
-    async def synchronize(self, existing: Frame | None) -> Frame:
-        self.calls.append(existing)
-        return self.result
 
 
 class Peer:
@@ -96,18 +70,9 @@ def peer(tmp_path: Path) -> Iterator[Peer]:
     made.store.close()
 
 
-@functools.cache
 def proposal(keypair: Keypair, mutations: tuple[bytes, ...] = ()) -> Frame:
     """A valid frame at rank 1 by `keypair` (built by hand, as another prover would)."""
-    parent = GENESIS.frame()
-    root = mutations_root(mutations)
-    output, proof = vdf.prove(
-        frame_challenge(GENESIS, 1, parent.id, keypair.public, root), DIFFICULTY
-    )
-    unsigned = Frame(
-        1, parent.id, keypair.public, T0 + 10, root, mutations, DIFFICULTY, output, proof, b""
-    )
-    return replace(unsigned, signature=sign(keypair, NETWORK, frame_statement(unsigned)))
+    return chainkit.proven(GENESIS, keypair, mutations, timestamp=T0 + 10)
 
 
 X_MUTATIONS = (b"m1", b"m2")
@@ -128,8 +93,9 @@ def keyed(*frames: Frame) -> dict[str, Frame]:
 
 
 def vote_for(voter: Keypair, frame: Frame, attempt: int = 0) -> Vote:
-    signature = sign(voter, NETWORK, vote_statement(frame.round, attempt, frame.id))
-    return Vote(frame.round, attempt, frame.id, frame.prover, voter.public, signature)
+    return chainkit.signed_vote(
+        NETWORK, voter, frame.id, frame.round, attempt, proposer=frame.prover
+    )
 
 
 def ballot(*votes: Vote) -> dict[str, Vote]:
@@ -148,14 +114,7 @@ def index(keypair: Keypair) -> int:
 
 
 def certified(frame: Frame, kind: CertKind, attempt: int, signers: list[Keypair]) -> Frame:
-    if kind is CertKind.VOTES:
-        statement = vote_statement(frame.round, attempt, frame.id)
-    else:
-        statement = precommit_statement(frame.round, attempt, frame.id)
-    pairs = sorted((index(k), sign(k, NETWORK, statement)) for k in signers)
-    return frame.with_certificate(
-        Certificate(kind, attempt, tuple(i for i, _ in pairs), tuple(s for _, s in pairs))
-    )
+    return chainkit.certified(GENESIS, frame, kind, attempt, signers)
 
 
 # --- leader, proving, liveness ----------------------------------------------------------------
@@ -456,6 +415,19 @@ async def test_on_finalized_stores_clears_and_keeps_the_confirmation(peer: Peer)
     providers.on_finalized(committed)  # again: nothing to append, no error
     assert peer.store.tip() == committed
     assert peer.store.frames(1, 10) == [committed]
+
+
+def test_another_frame_final_at_a_stored_rank_is_an_error(peer: Peer) -> None:
+    """A final frame is never dropped quietly: the error stops the engine."""
+    committed = certified(frame_x(), CertKind.COMMIT, 0, list(ORDER[:3]))
+    peer.providers.on_finalized(committed)
+    other = certified(frame_y(), CertKind.COMMIT, 0, list(ORDER[:3]))
+    with pytest.raises(StorageError, match="a different frame is final at rank 1"):
+        peer.providers.on_finalized(other)
+    # The store's own refusals are the chain's storage errors too.
+    with pytest.raises(StorageError, match="does not extend the tip"):
+        peer.store.append(other)
+    assert peer.store.tip() == committed
 
 
 # --- re-broadcast ---------------------------------------------------------------------------

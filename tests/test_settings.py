@@ -11,8 +11,8 @@ from p2pnode.settings import (
     SettingsError,
     engine_settings,
     env_name,
-    load_engine_settings,
     load_settings,
+    read_file,
     setting_paths,
 )
 
@@ -20,7 +20,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
 def test_the_default_file_holds_every_default() -> None:
-    settings = load_engine_settings(CONFIG / "default.toml")
+    settings = load_settings(CONFIG / "default.toml").engine
     assert settings.timeouts == Timeouts()
     assert settings.limits == Limits()
     assert settings.minimum_provers is None
@@ -53,11 +53,13 @@ def test_invalid_settings_are_reported_by_name(document: dict[str, object], name
 
 def test_unreadable_or_malformed_files_are_reported(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read"):
-        load_engine_settings(tmp_path / "missing.toml")
+        read_file(tmp_path / "missing.toml")
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(tmp_path)  # a directory
     broken = tmp_path / "broken.toml"
     broken.write_text("[consensus\n")
     with pytest.raises(SettingsError, match="not valid TOML"):
-        load_engine_settings(broken)
+        load_settings(broken)
 
 
 def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:

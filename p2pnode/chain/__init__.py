@@ -1,1 +1,1 @@
-"""The application: frames, votes, certificates, keys, proofs and the providers of the engine."""
+"""The application: frames, votes, certificates, keys, proofs, messages, the engine's providers."""

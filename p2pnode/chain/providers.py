@@ -18,13 +18,13 @@ from p2pnode.chain.crypto import (
 )
 from p2pnode.chain.genesis import Genesis, frame_challenge, leader_order
 from p2pnode.chain.mempool import MAX_MUTATIONS_PER_FRAME, Mempool
+from p2pnode.chain.messages import Confirmation, Liveness, Message, Proposal, VoteMsg
+from p2pnode.chain.storage import ChainStore, StorageError
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.chain.vdf import prove_async
-from p2pnode.codec import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.consensus import ProviderError
 from p2pnode.consensus.rules import priority
-from p2pnode.store import Store, StoreError
 
 
 class Publisher(Protocol):
@@ -88,7 +88,7 @@ class ChainProviders:
         self,
         genesis: Genesis,
         keypair: Keypair,
-        store: Store,
+        store: ChainStore,
         mempool: Mempool,
         publisher: Publisher,
         synchronizer: Synchronizer,
@@ -265,13 +265,13 @@ class ChainProviders:
     def on_finalized(self, state: Frame) -> None:
         """Keep the final frame; it becomes the confirmation re-sent to peers that lag.
 
-        A frame sync already stored must be the one stored; anything else raises StoreError,
+        A frame sync already stored must be the one stored; anything else raises StorageError,
         which stops the engine: a final frame is never dropped quietly.
         """
         if state.round > self.store.tip().round:
             self.store.append(state)
         elif (held := self.store.frame(state.round)) is None or held.id != state.id:
-            raise StoreError(f"a different frame is final at rank {state.round} in the store")
+            raise StorageError(f"a different frame is final at rank {state.round} in the store")
         self.mempool.finalized(state.mutations)
         self.precommits.prune_through(state.round)
         if state.certificate is not None and state.certificate.kind is CertKind.COMMIT:

@@ -27,7 +27,7 @@ class Topic(enum.Enum):
     CONFIRMATIONS = "confirmations"
     MUTATIONS = "mutations"
     PEERS = "peers"
-    """Discovery: every peer announces `cbor([peer_id, [multiaddr, ...]])` here."""
+    """Discovery: every peer announces its multiaddrs here, as the codec's `Peers` message."""
 
 
 class Verdict(enum.Enum):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-import cbor2
 import multiaddr
 
+from p2pnode.codec import MAX_ADDRS, MAX_TEXT, CodecError, MessageKind, Peers, decode, encode
+
 MAX_RECORD_SIZE = 4096
-MAX_ADDRS = 16
-MAX_ADDR_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,8 +19,15 @@ class PeerRecord:
     """Full multiaddrs, each ending in /p2p/<peer_id>."""
 
 
+def announcement(peer_id: str, addrs: Sequence[str]) -> PeerRecord:
+    """This peer's record with the addresses the codec takes: at most MAX_ADDRS, each at most
+    MAX_TEXT long (the codec cannot encode a record with more, or a longer one)."""
+    return PeerRecord(peer_id, tuple([addr for addr in addrs if len(addr) <= MAX_TEXT][:MAX_ADDRS]))
+
+
 def encode_record(record: PeerRecord) -> bytes:
-    return cbor2.dumps([record.peer_id, list(record.addrs)], canonical=True)
+    """The record as the codec's `Peers` message, like every other gossip payload."""
+    return encode(Peers(record.peer_id, record.addrs))
 
 
 def decode_record(data: bytes, origin: str) -> PeerRecord | None:
@@ -30,23 +36,20 @@ def decode_record(data: bytes, origin: str) -> PeerRecord | None:
     if len(data) > MAX_RECORD_SIZE:
         return None
     try:
-        value = cbor2.loads(data)
-    except Exception:  # cbor2 raises several unrelated types on garbage
+        message = decode(data, MessageKind.PEERS)
+    except CodecError:
         return None
-    if not isinstance(value, list) or len(value) != 2:
-        return None
-    peer_id, addrs = value
-    if peer_id != origin or not isinstance(addrs, list) or not 0 < len(addrs) <= MAX_ADDRS:
+    if message.peer_id != origin or not message.addrs:
         return None
     suffix = f"/p2p/{origin}"
-    for addr in addrs:
-        if not isinstance(addr, str) or len(addr) > MAX_ADDR_LENGTH or not addr.endswith(suffix):
+    for addr in message.addrs:
+        if not addr.endswith(suffix):
             return None
         try:
             multiaddr.Multiaddr(addr)
         except Exception:  # multiaddr raises several unrelated types on garbage
             return None
-    return PeerRecord(origin, tuple(addrs))
+    return PeerRecord(origin, message.addrs)
 
 
 @dataclass(slots=True)

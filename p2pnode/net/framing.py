@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from libp2p.utils.varint import encode_uvarint
+
 from p2pnode.net.contracts import NetError
 
 _MAX_VARINT_BYTES = 10
@@ -18,14 +20,8 @@ class ByteStream(Protocol):
 
 
 def uvarint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("uvarint of a negative number")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    """`value` as an unsigned varint; ValueError for a negative one."""
+    return encode_uvarint(value)
 
 
 def frame(data: bytes) -> bytes:
@@ -45,6 +41,9 @@ async def read_exactly(stream: ByteStream, size: int) -> bytes:
 
 async def read_uvarint(stream: ByteStream, limit: int) -> int:
     """Read one varint, refusing values above `limit` before anything they announce is read."""
+    # Hand-written rather than py-libp2p's `decode_uvarint_from_stream`: that one is typed for
+    # its own `Reader` class, not any `ByteStream`, and raises its ParseError and
+    # IncompleteReadError, which every caller would have to translate into NetError.
     value = 0
     for index in range(_MAX_VARINT_BYTES):
         byte = (await read_exactly(stream, 1))[0]

@@ -23,11 +23,17 @@ from p2pnode.net.contracts import (
     sync_protocol,
     topic_name,
 )
-from p2pnode.net.discovery import Directory, PeerRecord, decode_record, encode_record
+from p2pnode.net.discovery import (
+    Directory,
+    PeerRecord,
+    announcement,
+    decode_record,
+    encode_record,
+)
 from p2pnode.net.framing import read_frame, write_frame
 from p2pnode.net.penalty import Penalties
 from p2pnode.net.stack import Stack, harden_rpc_reader, reset_quietly, route_libp2p_logging
-from p2pnode.net.sync import ask_sync, genesis_from, write_answer
+from p2pnode.net.sync import ask_sync, write_answer
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +102,6 @@ class Network:
 
     def mesh_sizes(self) -> dict[Topic, int]:
         return {topic: self._stack.mesh_size(name) for topic, name in self._names.items()}
-
-    def queue_depth(self) -> int:
-        """The longest per-peer outbound RPC queue (py-libp2p drops at 32)."""
-        return max(self._stack.queue_depths().values(), default=0)
 
     def counters(self) -> dict[tuple[Topic, Verdict], int]:
         """Verdicts given so far, per topic and verdict (every pair present)."""
@@ -290,7 +292,7 @@ class Network:
         """Publish this peer's addresses every `announce_interval`, and soon after any change
         in the peers it knows or is connected to, so newcomers learn of it quickly."""
         while True:
-            record = PeerRecord(self.peer_id, tuple(self._stack.addrs()))
+            record = announcement(self.peer_id, self._stack.addrs())
             await self.publish(Topic.PEERS, encode_record(record))
             with trio.move_on_after(self._config.announce_interval):
                 await self._peers_changed.wait()
@@ -342,26 +344,6 @@ class Network:
             if isinstance(err, trio.TooSlowError):
                 raise NetError(f"sync request to {peer_id} timed out after {timeout} s") from None
             raise NetError(f"sync request to {peer_id} failed: {err!r}") from err
-
-    async def fetch_genesis(self, multiaddr: str, *, timeout: float) -> bytes:
-        """The genesis served by the peer at `multiaddr`. Raises NetError."""
-        try:
-            with trio.fail_after(timeout):
-                return await genesis_from(
-                    self._stack.host, multiaddr, self._config.max_genesis_size
-                )
-        except trio.TooSlowError:
-            raise NetError(f"no genesis from {multiaddr} within {timeout} s") from None
-
-    async def connect(self, multiaddr: str, *, timeout: float) -> str:
-        """Dial the peer at `multiaddr` now; return its peer id. Raises NetError."""
-        try:
-            with trio.fail_after(timeout):
-                return await self._stack.connect([multiaddr])
-        except NetError:
-            raise
-        except Exception as err:
-            raise NetError(f"cannot connect to {multiaddr}: {err!r}") from err
 
     async def _serve_sync(self, remote: str, stream: INetStream) -> None:
         if self._sync_server is None or self._penalties.is_banned(remote, trio.current_time()):

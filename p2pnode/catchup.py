@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from p2pnode.chain.messages import SyncRequest
 from p2pnode.chain.types import Frame
 from p2pnode.chain.validation import FrameChecker
-from p2pnode.codec import CodecError, SyncRequest, decode, decode_frame, encode, encode_frame
+from p2pnode.codec import CodecError, decode, decode_frame, encode, encode_frame
 from p2pnode.consensus import ProviderError
 from p2pnode.store import Store, StoreError
 

@@ -1,0 +1,43 @@
+"""What the chain needs kept durably: final frames and this peer's own votes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from p2pnode.chain.types import Frame, Vote
+
+
+class StorageError(Exception):
+    """Storage refused what the chain asked of it, or holds a different final frame."""
+
+
+class ChainStore(Protocol):
+    """Final frames in rank order, each extending the one before, and this peer's votes.
+
+    A vote must be durable once `save_vote` returns: it is published only afterwards, so a
+    restarted peer never signs two different votes in one attempt.
+    """
+
+    def tip(self) -> Frame:
+        """The latest final frame (the genesis frame before any)."""
+        ...
+
+    def frame(self, rank: int) -> Frame | None:
+        """The final frame at `rank`, if held."""
+        ...
+
+    def append(self, frame: Frame) -> None:
+        """Add the next final frame; StorageError unless it extends the tip."""
+        ...
+
+    def vote(self, rank: int, attempt: int) -> Vote | None:
+        """This peer's vote in `attempt` at `rank`, if it gave one."""
+        ...
+
+    def last_vote(self, rank: int) -> Vote | None:
+        """This peer's vote in the latest attempt it voted in at `rank`."""
+        ...
+
+    def save_vote(self, vote: Vote) -> None:
+        """Record a vote durably; StorageError for a different one in the same attempt."""
+        ...

@@ -1,0 +1,109 @@
+"""Catching up: final frames served in batches, checked one by one, bad ones counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pnode.catchup import BATCH, SyncService
+from p2pnode.chain.messages import MutationMsg, SyncRequest
+from p2pnode.chain.types import CertKind, Frame
+from p2pnode.chain.validation import FrameChecker
+from p2pnode.codec import decode, encode, encode_frame
+from p2pnode.consensus import ProviderError
+from p2pnode.store import Store
+from tests import chainkit
+from tests.chainkit import T0
+
+NETWORK = "catchup-test"
+KEYS = chainkit.keypairs(31, 32, 33, 34)
+GENESIS = chainkit.make_genesis(NETWORK, KEYS)
+
+
+def final_frame() -> Frame:
+    """A valid final frame at rank 1, with a commit certificate of three provers."""
+    frame = chainkit.proven(GENESIS, KEYS[0], (b"m",), timestamp=T0 + 1)
+    return chainkit.certified(GENESIS, frame, CertKind.COMMIT, 0, KEYS[:3])
+
+
+class Fetcher:
+    """Peers that answer every request with a fixed list of items (or fail)."""
+
+    def __init__(self, answers: dict[str, list[bytes] | Exception]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, SyncRequest]] = []
+
+    def peers(self) -> list[str]:
+        return list(self.answers)
+
+    async def request(self, peer_id: str, request: bytes, *, timeout: float) -> list[bytes]:
+        asked = decode(request)
+        assert isinstance(asked, SyncRequest)
+        self.asked.append((peer_id, asked))
+        answer = self.answers[peer_id]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    made = Store(tmp_path / "store.sqlite", GENESIS)
+    yield made
+    made.close()
+
+
+def service(store: Store, answers: dict[str, list[bytes] | Exception]) -> SyncService:
+    return SyncService(store, FrameChecker(GENESIS), Fetcher(answers))
+
+
+async def test_a_peer_s_final_frames_are_checked_and_stored(store: Store) -> None:
+    sync = service(store, {"peer": [encode_frame(final_frame())]})
+    assert await sync.synchronize(None) == final_frame()
+    assert store.tip() == final_frame()
+    assert (sync.best_peer_rank, sync.rejected) == (1, 0)
+    assert isinstance(sync.fetcher, Fetcher)
+    assert sync.fetcher.asked == [("peer", SyncRequest(1, BATCH))]
+
+
+async def test_without_peers_the_tip_stands(store: Store) -> None:
+    assert await service(store, {}).synchronize(None) == GENESIS.frame()
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        b"\x00garbage",
+        # A vote certificate does not make a frame final.
+        encode_frame(
+            chainkit.certified(
+                GENESIS,
+                chainkit.proven(GENESIS, KEYS[0], (b"m",), timestamp=T0 + 1),
+                CertKind.VOTES,
+                0,
+                KEYS[:3],
+            )
+        ),
+    ],
+    ids=["undecodable", "not final"],
+)
+async def test_a_bad_frame_is_counted_and_its_peer_skipped(store: Store, item: bytes) -> None:
+    sync = service(store, {"bad": [item], "down": OSError("unreachable")})
+    with pytest.raises(ProviderError, match="no peer"):
+        await sync.synchronize(None)
+    assert sync.rejected == 1
+    assert store.tip() == GENESIS.frame()
+    good = service(store, {"bad": [item], "good": [encode_frame(final_frame())]})
+    assert await good.synchronize(None) == final_frame()
+    assert good.rejected == 1
+
+
+async def test_requests_are_served_from_the_store(store: Store) -> None:
+    store.append(final_frame())
+    sync = service(store, {})
+    assert await sync.serve(encode(SyncRequest(1, 10))) == [encode_frame(final_frame())]
+    assert await sync.serve(encode(SyncRequest(2, 10))) == []
+    assert await sync.serve(encode(MutationMsg(b"not a request"))) == []
+    assert await sync.serve(b"\x00garbage") == []
