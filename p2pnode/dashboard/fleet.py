@@ -9,7 +9,8 @@ from rich.text import Text
 
 from p2pnode.dashboard import fmt, layout, parts
 from p2pnode.dashboard.layout import Block, Cell
-from p2pnode.dashboard.model import PeerStatus, Reading, RoundRow, Unreachable
+from p2pnode.dashboard.model import PeerStatus, Reading, Unreachable
+from p2pnode.status import RoundSummary
 
 LABEL_WIDTH = 12
 COLUMN_WIDTH = 15
@@ -208,7 +209,7 @@ def _marks(reading: Reading, prover: str) -> Text:
 class SharedRound:
     """A rank as all reachable peers know it."""
 
-    row: RoundRow
+    row: RoundSummary
     frames: int
     """Distinct frame ids the peers hold final at this rank: more than one is a fork."""
     holders: int
@@ -216,7 +217,7 @@ class SharedRound:
 
 
 def shared_rounds(statuses: Sequence[PeerStatus]) -> list[SharedRound]:
-    by_rank: dict[int, list[RoundRow]] = {}
+    by_rank: dict[int, list[RoundSummary]] = {}
     for status in statuses:
         for row in status.recent_rounds:
             by_rank.setdefault(row.rank, []).append(row)

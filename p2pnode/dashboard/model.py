@@ -7,23 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from p2pnode.consensus.rules import max_faults
-from p2pnode.status import sync_state
+from p2pnode.status import RoundSummary, sync_state
 
 UNKNOWN = "?"
 SYNC_STATES = ("synced", "catching up", "stalled")
-
-
-@dataclass(frozen=True, slots=True)
-class RoundRow:
-    """One final frame of the recent-rounds table."""
-
-    rank: int
-    frame_id: str
-    prover: str
-    mutations: int
-    signers: int
-    attempt: int
-    duration_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +108,7 @@ class PeerStatus:
     transitions: int
     hop_latency_ms: float | None
     provers: tuple[str, ...]
-    recent_rounds: tuple[RoundRow, ...]
+    recent_rounds: tuple[RoundSummary, ...]
     transition_log: tuple[TransitionRow, ...]
     errors: tuple[ErrorRow, ...]
     round: CurrentRound
@@ -276,14 +263,14 @@ def _verdicts(counters: Mapping[str, object]) -> tuple[Verdicts, ...]:
     return tuple(rows)
 
 
-def _rows(items: list[object], problems: list[str]) -> list[RoundRow]:
+def _rows(items: list[object], problems: list[str]) -> list[RoundSummary]:
     rows = []
     for item in items:
         if not isinstance(item, dict):
             continue
         r = _Fields(item, "recent_rounds[].", problems)
         rows.append(
-            RoundRow(
+            RoundSummary(
                 rank=r.integer("rank", -1),
                 frame_id=r.text("id", ""),
                 prover=r.text("prover"),

@@ -10,7 +10,8 @@ from rich.text import Text
 
 from p2pnode.dashboard import fmt, layout
 from p2pnode.dashboard.layout import Block, Cell
-from p2pnode.dashboard.model import ErrorRow, PeerStatus, RoundRow, TransitionRow
+from p2pnode.dashboard.model import ErrorRow, PeerStatus, TransitionRow
+from p2pnode.status import RoundSummary
 
 
 def flow(parts: Sequence[Text], width: int) -> Block:
@@ -129,7 +130,7 @@ def prover_table(
     return layout.table(headers, rows, width, right=("votes", "wins"))
 
 
-def rounds_table(rows: Sequence[RoundRow], width: int, *, limit: int, wide: bool) -> Block:
+def rounds_table(rows: Sequence[RoundSummary], width: int, *, limit: int, wide: bool) -> Block:
     """Recent final frames, newest first; a rank that needed a retry is yellow.
 
     Narrow, the attempt column goes: the rank's colour already tells a retry.
