@@ -17,9 +17,9 @@ from p2pnode.chain.types import canonical
 from p2pnode.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
 from p2pnode.net import NetConfig, NetError, PeerRecord, decode_record, encode_record, mesh_degrees
 from p2pnode.net.discovery import Directory, announcement
+from p2pnode.net.fixes import Guarded, message_id_function, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.penalty import Penalties
-from p2pnode.net.stack import _Guarded, message_id_function, route_libp2p_logging
 
 
 def _peer_id(name: bytes) -> str:
@@ -268,24 +268,24 @@ async def noisy_service(*, crash_while_running: bool = False) -> AsyncIterator[N
 
 
 async def test_the_guard_swallows_teardown_noise() -> None:
-    async with _Guarded(noisy_service(), "svc"):
+    async with Guarded(noisy_service(), "svc"):
         pass
 
 
 async def test_the_guard_keeps_the_body_error_and_drops_the_noise() -> None:
     with pytest.raises(KeyError, match="body"):
-        async with _Guarded(noisy_service(), "svc"):
+        async with Guarded(noisy_service(), "svc"):
             raise KeyError("body")
 
 
 async def test_the_guard_honours_an_outer_cancellation() -> None:
     with trio.move_on_after(0.05) as scope:
-        async with _Guarded(noisy_service(), "svc"):
+        async with Guarded(noisy_service(), "svc"):
             await trio.sleep_forever()
     assert scope.cancelled_caught
 
 
 async def test_a_service_that_dies_under_the_body_surfaces_as_net_error() -> None:
     with pytest.raises(NetError, match="svc stopped"):
-        async with _Guarded(noisy_service(crash_while_running=True), "svc"):
+        async with Guarded(noisy_service(crash_while_running=True), "svc"):
             await trio.sleep_forever()

@@ -30,9 +30,10 @@ from p2pnode.net.discovery import (
     decode_record,
     encode_record,
 )
+from p2pnode.net.fixes import harden_rpc_reader, route_libp2p_logging
 from p2pnode.net.framing import read_frame, write_frame
 from p2pnode.net.penalty import Penalties
-from p2pnode.net.stack import Stack, harden_rpc_reader, reset_quietly, route_libp2p_logging
+from p2pnode.net.stack import Stack, reset_quietly
 from p2pnode.net.sync import ask_sync, write_answer
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,217 @@
+"""py-libp2p 0.8.1 as a consensus peer needs it: guards, logging, ids and verdicts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any
+
+import multiaddr
+import trio
+from google.protobuf.message import DecodeError
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.network.connection import swarm_connection
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub, ValidationCache, ValidationResult
+
+from p2pnode.net.contracts import NetError, Verdict
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_CAPACITY = 1024
+"""py-libp2p gives each subscription a 32-slot channel and drops on overflow; a
+burst of relayed messages lands in one scheduler batch before the drain task runs."""
+
+ORIGIN_CACHE_SIZE = 4096
+
+Validator = Callable[[str, str, bytes], Verdict]
+"""(forwarder, origin, data) -> the verdict; only ACCEPT lets libp2p deliver and forward."""
+StreamHandler = Callable[[str, INetStream], Awaitable[None]]
+"""(remote peer id, stream); may raise, the stack resets the stream and logs."""
+
+
+def harden_rpc_reader() -> None:
+    """Make a peer that sends bytes that are not an RPC cost its stream, not our process.
+
+    py-libp2p's pubsub reader handles oversized RPCs but lets protobuf's DecodeError escape,
+    which ends the swarm's connection task with an error and takes the whole host down: one
+    malformed RPC from anyone would stop a peer. Idempotent.
+    """
+    original = Pubsub.continuously_read_stream
+    if getattr(original, "_p2pnode_hardened", False):
+        return
+
+    async def read_guarded(self: Pubsub, stream: INetStream) -> None:
+        try:
+            await original(self, stream)
+        except DecodeError:
+            peer = stream.muxed_conn.peer_id
+            log.warning("undecodable pubsub RPC from %s: dropping its stream", peer)
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            self._handle_dead_peer(peer)
+
+    read_guarded._p2pnode_hardened = True  # type: ignore[attr-defined]
+    Pubsub.continuously_read_stream = read_guarded  # type: ignore[method-assign]
+
+
+def route_libp2p_logging() -> None:
+    """Send py-libp2p's records to `p2pnode.net.libp2p` instead of Python's last-resort stderr
+    handler, so the application's logging configuration decides what is shown (idempotent).
+    py-libp2p sets its `libp2p` logger to WARNING when imported; lower that logger to see more.
+    """
+    # swarm_connection.py logs through the root functions (`logging.debug(...)`), and the first
+    # such call in a process without logging configured runs `logging.basicConfig()`: a stderr
+    # handler on the application's root logger, printing every WARNING from then on. It only
+    # calls debug and warning, which a named Logger has too.
+    if vars(swarm_connection).get("logging") is logging:
+        vars(swarm_connection)["logging"] = logging.getLogger(swarm_connection.__name__)
+    source = logging.getLogger("libp2p")
+    if not any(isinstance(h, _Forward) for h in source.handlers):
+        source.addHandler(_Forward())
+        source.propagate = False
+    # A library never prints on its own: without this, p2pnode.net records would reach the
+    # last-resort handler too when the application configured no logging at all.
+    target = logging.getLogger("p2pnode.net")
+    if not any(isinstance(h, logging.NullHandler) for h in target.handlers):
+        target.addHandler(logging.NullHandler())
+
+
+class _Forward(logging.Handler):
+    _target = logging.getLogger("p2pnode.net.libp2p")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._target.isEnabledFor(record.levelno):
+            # A copy: other handlers on the libp2p logger may hold the original.
+            copy = logging.makeLogRecord(record.__dict__)
+            copy.name = f"p2pnode.net.{record.name}"
+            self._target.handle(copy)
+
+
+def message_id_function(peers_topic: str) -> Callable[[rpc_pb2.Message], bytes]:
+    """Content-addressed ids: the raw sha256 of the payload.
+
+    libp2p's `get_content_addressed_msg_id` multibase-encodes the digest (base58, pure Python
+    big-integer work) and pubsub computes the id several times per message, so hash it raw.
+    Discovery announcements repeat the same bytes on purpose; with a payload-only id they would
+    be dropped as seen for the whole dedupe window, so their id also covers signer and seqno.
+    """
+
+    def message_id(msg: rpc_pb2.Message) -> bytes:
+        if peers_topic in msg.topicIDs:
+            return hashlib.sha256(msg.from_id + msg.seqno + msg.data).digest()
+        return hashlib.sha256(msg.data).digest()
+
+    return message_id
+
+
+class Guarded:
+    """Leaves a libp2p context without letting py-libp2p's own failures escape.
+
+    py-libp2p can fail while tearing down with RPCs in flight (`Nursery is closed to new
+    arrivals`): such failures are logged, while the body's own exception and trio
+    cancellations still propagate. A failure that cancelled the body (a py-libp2p service
+    crashed while the peer was running) becomes a NetError: the caller must learn that its
+    network died, just not from inside py-libp2p.
+    """
+
+    def __init__(self, inner: AbstractAsyncContextManager[Any], what: str) -> None:
+        self._inner = inner
+        self._what = what
+
+    async def __aenter__(self) -> None:
+        await self._inner.__aenter__()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> bool:
+        try:
+            return bool(await self._inner.__aexit__(kind, error, trace))
+        except BaseException as failure:
+            if failure is error:
+                raise
+            keep, noise = _separate(failure, error)
+            if keep is None:
+                if isinstance(error, trio.Cancelled):
+                    # The service's nursery cancelled the body and consumed that Cancelled.
+                    raise NetError(f"{self._what} stopped: {failure!r}") from failure
+                log.debug("suppressed an error leaving %s", self._what, exc_info=noise)
+                return error is None
+            if noise is not None:
+                log.debug("suppressed an error leaving %s", self._what, exc_info=noise)
+            if _leaves(keep) == [error]:
+                return False
+            raise keep from None
+
+
+def _separate(
+    failure: BaseException, error: BaseException | None
+) -> tuple[BaseException | None, BaseException | None]:
+    """Split a teardown failure into what must propagate (the body's own error, cancellations
+    and other BaseExceptions) and py-libp2p's own Exceptions."""
+
+    def keep(leaf: BaseException) -> bool:
+        return leaf is error or not isinstance(leaf, Exception)
+
+    if isinstance(failure, BaseExceptionGroup):
+        return failure.split(lambda e: not isinstance(e, BaseExceptionGroup) and keep(e))
+    return (failure, None) if keep(failure) else (None, failure)
+
+
+def _leaves(failure: BaseException) -> list[BaseException]:
+    if isinstance(failure, BaseExceptionGroup):
+        return [leaf for inner in failure.exceptions for leaf in _leaves(inner)]
+    return [failure]
+
+
+class Verdicts(ValidationCache):
+    """py-libp2p's per-message-id cache of validation results, minus IGNORE verdicts.
+
+    py-libp2p caches failures like successes, so a message once ignored (say a vote too far
+    ahead) would be dropped unjudged for the whole TTL, even re-broadcast after this peer
+    caught up. REJECT stays cached: garbage does not become valid.
+    """
+
+    def __init__(self, ttl: int) -> None:
+        super().__init__(ttl=ttl)
+        self.transient: bytes | None = None
+
+    def put(self, msg_id: bytes, result: ValidationResult) -> None:
+        # The validator flags the id right before py-libp2p records its failure, with no
+        # checkpoint between the two: the flag always names the failure being recorded.
+        if not result.is_valid and msg_id == self.transient:
+            self.transient = None
+            return
+        super().put(msg_id, result)
+
+
+class Watcher(INotifee):
+    def __init__(self, on_connected: Callable[[str], None]) -> None:
+        self._on_connected = on_connected
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        # Called inline by the swarm while it registers the connection: never block here.
+        self._on_connected(conn.muxed_conn.peer_id.to_base58())
+        await trio.lowlevel.checkpoint()
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
