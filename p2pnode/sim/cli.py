@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -53,18 +54,48 @@ def _run_job(job: Job) -> Outcome:
 
 
 def jobs(names: Sequence[str], sizes: Sequence[int], seeds: range) -> Iterator[Job]:
-    """Every seed of every scenario and size; even seeds echo, odd ones emit on send."""
-    for name in names:
-        for provers in sizes:
-            for seed in seeds:
+    """Every seed of every scenario and size; even seeds echo, odd ones emit on send.
+
+    Seeds are the outer loop so that an interrupted run has covered every scenario equally.
+    """
+    for seed in seeds:
+        for name in names:
+            for provers in sizes:
                 yield name, provers, seed, seed % 2 == 0
 
 
-def simulate(job_list: list[Job], workers: int) -> list[Outcome]:
-    if workers <= 1:
-        return [_run_job(job) for job in job_list]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_run_job, job_list, chunksize=8)
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def collect(outcomes: Iterable[Outcome], total: int, progress_every: int) -> list[Outcome]:
+    """Gather outcomes until done or interrupted; report progress on stderr."""
+    done: list[Outcome] = []
+    failing = 0
+    try:
+        for outcome in outcomes:
+            done.append(outcome)
+            failing += not outcome.ok
+            if progress_every and len(done) % progress_every == 0:
+                print(f"{len(done)}/{total} runs, {failing} failing", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    return done
+
+
+def simulate(job_list: list[Job], workers: int, progress_every: int = 0) -> list[Outcome]:
+    """Run every job; on SIGINT or SIGTERM stop early and return what has finished."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if workers <= 1:
+            return collect(map(_run_job, job_list), len(job_list), progress_every)
+        # Workers ignore Ctrl-C: the parent stops them once it has kept what they finished.
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
+            results = pool.imap_unordered(_run_job, job_list, chunksize=8)
+            return collect(results, len(job_list), progress_every)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def table(summaries: list[Summary]) -> Table:
@@ -105,30 +136,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--provers", type=int, action="append", help="prover counts (4, 7)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--progress", type=int, default=0, metavar="RUNS", help="report on stderr every RUNS runs"
+    )
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.jobs < 1:
-        parser.error("--seeds and --jobs must be positive")
+    if args.seeds < 1 or args.jobs < 1 or args.progress < 0:
+        parser.error("--seeds and --jobs must be positive, --progress not negative")
     if any(n < 1 for n in args.provers or []):
         parser.error("--provers must be positive")
     names = args.scenario or [s.name for s in SCENARIOS]
     sizes = args.provers or [4, 7]
     job_list = list(jobs(names, sizes, range(args.first_seed, args.first_seed + args.seeds)))
     started = time.perf_counter()
-    outcomes = simulate(job_list, args.jobs)
+    outcomes = simulate(job_list, args.jobs, args.progress)
     summaries = {(n, p): Summary(n, p) for n in names for p in sizes}
     for outcome in outcomes:
         summaries[(outcome.scenario, outcome.provers)].add(outcome)
     console = Console(width=160)
     console.print(table(list(summaries.values())))
-    failing = [o for s in summaries.values() for o in s.failing]
+    failing = sorted(
+        (o for s in summaries.values() for o in s.failing),
+        key=lambda o: (o.scenario, o.provers, o.seed),
+    )
     for o in failing:
         console.print(
             f"FAIL {o.scenario} n={o.provers} seed={o.seed}: safety={o.safety_violations} "
             f"liveness_failure={o.liveness_failure} peak_stored={o.peak_stored}/{o.memory_bound}"
             f"  (reproduce: scripts/simulate --scenario {o.scenario} --provers {o.provers} "
-            f"--first-seed {o.seed} --seeds 1 --jobs 1)"
+            f"--first-seed {o.seed} --seeds 1 --jobs 1)",
+            soft_wrap=True,
         )
     console.print(f"{len(outcomes)} runs in {time.perf_counter() - started:.1f} s")
+    if len(outcomes) < len(job_list):
+        console.print(f"INTERRUPTED: {len(job_list) - len(outcomes)} runs not done")
+        return 2
     return 1 if failing else 0
 
 
