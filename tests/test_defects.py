@@ -14,7 +14,8 @@ records each call.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -282,6 +283,16 @@ def build(
     return Harness(sm, script, sync, voting, leader, liveness, tracer, recorder)
 
 
+@asynccontextmanager
+async def started(h: Harness, bound: float = 60) -> AsyncIterator[trio.Nursery]:
+    """Run the machine in a nursery and start it; the whole block has `bound` virtual seconds."""
+    with trio.fail_after(bound):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(h.sm.run)
+            h.sm.start()
+            yield nursery
+
+
 def times_of(recorder: Recorder, step: Step) -> list[float]:
     """Virtual times of every occurrence of `step`."""
     return [t for s, t in zip(recorder.transitions, recorder.times, strict=True) if s == step]
@@ -326,25 +337,22 @@ async def test_stop_is_prompt_in_every_state(
     if method is not None:
         script.holds[method] = hold
     h = build(minimum_provers, quorum_size, script=script)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            if method is None:
-                await h.recorder.wait_for(state)
-            else:
-                await hold.entered.wait()
-            await trio.sleep(0.25)  # well inside the state (every timeout is >= 1 s)
-            assert h.sm.get_state() is state
-            assert hold.cancelled == []
-            asked_at = trio.current_time()
-            before = len(h.recorder.transitions)
-            h.sm.stop()
-            await h.recorder.wait_for(State.STOPPED)
-            assert h.recorder.transitions[before:] == [(state, S.STOPPING, E.STOP), CLEANED_UP]
-            assert h.recorder.times[before:] == [asked_at, asked_at]
-        # The nursery could only close because run() returned by itself.
-        assert trio.current_time() == asked_at
+    async with started(h):
+        if method is None:
+            await h.recorder.wait_for(state)
+        else:
+            await hold.entered.wait()
+        await trio.sleep(0.25)  # well inside the state (every timeout is >= 1 s)
+        assert h.sm.get_state() is state
+        assert hold.cancelled == []
+        asked_at = trio.current_time()
+        before = len(h.recorder.transitions)
+        h.sm.stop()
+        await h.recorder.wait_for(State.STOPPED)
+        assert h.recorder.transitions[before:] == [(state, S.STOPPING, E.STOP), CLEANED_UP]
+        assert h.recorder.times[before:] == [asked_at, asked_at]
+    # The nursery could only close because run() returned by itself.
+    assert trio.current_time() == asked_at
     assert h.sm.get_state() is State.STOPPED
     if method is not None:
         assert hold.started == [asked_at - 0.25]
@@ -362,16 +370,13 @@ async def test_stop_cancels_held_calls_without_side_effects(
     proposal is sent, and nothing is voted after the stop."""
     script = Script(holds={"send_proposal": Hold(seconds=0.5)})
     h = build(script=script)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await script.holds["send_proposal"].entered.wait()
-            assert trio.current_time() == T_PUBLISHING
-            await trio.sleep(0.25)
-            h.sm.stop()
-            await h.recorder.wait_for(State.STOPPED)
-            await trio.sleep(5)  # the held call would have finished long ago
+    async with started(h):
+        await script.holds["send_proposal"].entered.wait()
+        assert trio.current_time() == T_PUBLISHING
+        await trio.sleep(0.25)
+        h.sm.stop()
+        await h.recorder.wait_for(State.STOPPED)
+        await trio.sleep(5)  # the held call would have finished long ago
     assert h.voting.proposals_sent == []
     assert h.voting.votes_sent == []
     assert script.holds["send_proposal"].cancelled == [T_PUBLISHING + 0.25]
@@ -384,20 +389,17 @@ async def test_stop_is_prompt_for_a_follower(autojump_clock: trio.testing.MockCl
     hold = Hold(skip=1)  # the first sync passes, the next one is held
     h = build(script=Script(holds={"synchronize": hold}))
     h.leader.leaders = ["leader2", "leader3"]
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await hold.entered.wait()
-            await trio.sleep(0.125)
-            asked_at = trio.current_time()
-            assert h.sm.get_state() is State.LOADING
-            assert h.sync.calls == 1
-            h.sm.stop()
-            await h.recorder.wait_for(State.STOPPED)
-            assert h.recorder.transitions[-2:] == [(S.LOADING, S.STOPPING, E.STOP), CLEANED_UP]
-            assert h.recorder.times[-2:] == [asked_at, asked_at]
-        assert trio.current_time() == asked_at
+    async with started(h):
+        await hold.entered.wait()
+        await trio.sleep(0.125)
+        asked_at = trio.current_time()
+        assert h.sm.get_state() is State.LOADING
+        assert h.sync.calls == 1
+        h.sm.stop()
+        await h.recorder.wait_for(State.STOPPED)
+        assert h.recorder.transitions[-2:] == [(S.LOADING, S.STOPPING, E.STOP), CLEANED_UP]
+        assert h.recorder.times[-2:] == [asked_at, asked_at]
+    assert trio.current_time() == asked_at
     assert not h.recorder.reached(State.COLLECTING)
     assert hold.cancelled == [asked_at]
     assert hold.finished == []
@@ -414,15 +416,12 @@ async def test_starting_timeout_is_exactly_one_second(
     """Defect 2 (and 1): the starting state's init_complete fires exactly 1.0 s after start,
     and loading's sync_complete exactly when the 0.25 s synchronize returns."""
     h = build(minimum_provers=2)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            started_at = trio.current_time()
-            h.sm.start()
-            await h.recorder.wait_for(State.COLLECTING)
-            assert h.recorder.transitions == BOOT
-            assert [t - started_at for t in h.recorder.times] == [0.0, 1.0, 1.25]
-            h.sm.close()
+    async with started(h):
+        started_at = trio.current_time()
+        await h.recorder.wait_for(State.COLLECTING)
+        assert h.recorder.transitions == BOOT
+        assert [t - started_at for t in h.recorder.times] == [0.0, 1.0, 1.25]
+        h.sm.close()
 
 
 async def test_timeout_bounds_a_slow_behaviour_from_entry(
@@ -433,20 +432,17 @@ async def test_timeout_bounds_a_slow_behaviour_from_entry(
     timeouts then tick from its own entry while the next collect runs, without cancelling it."""
     hold = Hold(seconds=4.5)
     h = build(script=Script(holds={"collect": hold}), delay=0.25)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.PROVING)
-            entered = T_COLLECTING
-            assert h.recorder.transitions[:4] == [*BOOT, TO_LIVENESS]
-            assert h.recorder.times[3] == entered + 1.0  # the collecting timeout, from entry
-            assert hold.started == [entered, entered + 1.0]
-            assert hold.cancelled == [entered + 1.0]  # leaving collecting cancelled it
-            assert hold.finished == [entered + 5.5]  # self-loops never cancelled the second
-            assert times_of(h.recorder, LIVENESS_TIMEOUT) == [entered + 2.0 + i for i in range(4)]
-            assert times_of(h.recorder, TO_PROVING) == [entered + 5.5 + 0.25]
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.PROVING)
+        entered = T_COLLECTING
+        assert h.recorder.transitions[:4] == [*BOOT, TO_LIVENESS]
+        assert h.recorder.times[3] == entered + 1.0  # the collecting timeout, from entry
+        assert hold.started == [entered, entered + 1.0]
+        assert hold.cancelled == [entered + 1.0]  # leaving collecting cancelled it
+        assert hold.finished == [entered + 5.5]  # self-loops never cancelled the second
+        assert times_of(h.recorder, LIVENESS_TIMEOUT) == [entered + 2.0 + i for i in range(4)]
+        assert times_of(h.recorder, TO_PROVING) == [entered + 5.5 + 0.25]
+        h.sm.close()
 
 
 async def test_left_states_timeout_does_not_cut_publishing_short(
@@ -460,28 +456,25 @@ async def test_left_states_timeout_does_not_cut_publishing_short(
     )
     h = build(script=script, delay=0.25)
     h.leader.prove_delay = 0.0
-    with trio.fail_after(200):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.VOTING)
-            await trio.sleep(0.75)  # well past proving's 120 s, before voting's first timeout
-            proving_at = times_of(h.recorder, TO_PROVING)[0]
-            assert proving_at == T_LIVENESS
-            assert h.recorder.transitions[:8] == [
-                *BOOT,
-                TO_LIVENESS,
-                TO_PROVING,
-                TO_PUBLISHING,
-                TO_VOTING,
-                VOTE_LOOP,
-            ]
-            assert h.recorder.times[5] == proving_at + 119.875
-            assert h.recorder.times[6] == proving_at + 120.375
-            assert all(event is not E.PUBLISH_TIMEOUT for _, _, event in h.recorder.transitions)
-            assert h.voting.proposals_sent == [OWN_PROPOSAL]
-            assert h.sm.get_state() is State.VOTING
-            h.sm.close()
+    async with started(h, 200):
+        await h.recorder.wait_for(State.VOTING)
+        await trio.sleep(0.75)  # well past proving's 120 s, before voting's first timeout
+        proving_at = times_of(h.recorder, TO_PROVING)[0]
+        assert proving_at == T_LIVENESS
+        assert h.recorder.transitions[:8] == [
+            *BOOT,
+            TO_LIVENESS,
+            TO_PROVING,
+            TO_PUBLISHING,
+            TO_VOTING,
+            VOTE_LOOP,
+        ]
+        assert h.recorder.times[5] == proving_at + 119.875
+        assert h.recorder.times[6] == proving_at + 120.375
+        assert all(event is not E.PUBLISH_TIMEOUT for _, _, event in h.recorder.transitions)
+        assert h.voting.proposals_sent == [OWN_PROPOSAL]
+        assert h.sm.get_state() is State.VOTING
+        h.sm.close()
 
 
 async def test_same_instant_result_and_timeout_one_is_dropped(
@@ -493,29 +486,26 @@ async def test_same_instant_result_and_timeout_one_is_dropped(
     publish_timeout must not cut publishing short (the original voted without publishing)."""
     h = build()
     h.leader.prove_delay = 120.0
-    with trio.fail_after(200):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.VOTING)
-            await trio.sleep(0.5)
-            done_at = T_LIVENESS + 120.0
-            after = h.recorder.transitions[5:]
-            dropped = [t for t in h.tracer.traces if t.startswith("dropped ")]
-            if after[0] == TO_PUBLISHING:
-                assert after[:3] == [TO_PUBLISHING, TO_VOTING, VOTE_LOOP]
-                assert h.recorder.times[5:7] == [done_at, done_at]
-                assert h.voting.proposals_sent == [OWN_PROPOSAL]
-                assert len(dropped) == 1
-                assert "publish_timeout" in dropped[0]
-            else:
-                assert after[0] == (S.PROVING, S.VOTING, E.PUBLISH_TIMEOUT)
-                assert h.recorder.times[5] == done_at
-                assert h.voting.proposals_sent == []
-                assert len(dropped) == 1
-                assert "proof_complete" in dropped[0]
-            assert h.sm.get_state() is State.VOTING
-            h.sm.close()
+    async with started(h, 200):
+        await h.recorder.wait_for(State.VOTING)
+        await trio.sleep(0.5)
+        done_at = T_LIVENESS + 120.0
+        after = h.recorder.transitions[5:]
+        dropped = [t for t in h.tracer.traces if t.startswith("dropped ")]
+        if after[0] == TO_PUBLISHING:
+            assert after[:3] == [TO_PUBLISHING, TO_VOTING, VOTE_LOOP]
+            assert h.recorder.times[5:7] == [done_at, done_at]
+            assert h.voting.proposals_sent == [OWN_PROPOSAL]
+            assert len(dropped) == 1
+            assert "publish_timeout" in dropped[0]
+        else:
+            assert after[0] == (S.PROVING, S.VOTING, E.PUBLISH_TIMEOUT)
+            assert h.recorder.times[5] == done_at
+            assert h.voting.proposals_sent == []
+            assert len(dropped) == 1
+            assert "proof_complete" in dropped[0]
+        assert h.sm.get_state() is State.VOTING
+        h.sm.close()
 
 
 async def test_external_events_are_handled_in_order(
@@ -527,23 +517,20 @@ async def test_external_events_are_handled_in_order(
     synchronize of the left loading state is cancelled and its result never arrives."""
     hold = Hold()
     h = build(minimum_provers=2, script=Script(holds={"synchronize": hold}))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            h.sm.send_event(Event.INIT_COMPLETE)
-            h.sm.send_event(Event.SYNC_COMPLETE)
-            h.sm.send_event(Event.COLLECTION_DONE)
-            await h.recorder.wait_for(State.LIVENESS_CHECK)
-            await trio.sleep(0.75)
-            # Then liveness_check collects (0.25 s) and announces: its own liveness arrives.
-            assert h.recorder.transitions == [*BOOT, TO_LIVENESS, LIVENESS_LOOP]
-            assert h.recorder.times == [0.0] * 4 + [0.25]
-            assert h.liveness.sent == 1
-            assert hold.started == [0.0]
-            assert hold.cancelled == [0.0]
-            assert h.sm.get_state() is State.LIVENESS_CHECK
-            h.sm.close()
+    async with started(h):
+        h.sm.send_event(Event.INIT_COMPLETE)
+        h.sm.send_event(Event.SYNC_COMPLETE)
+        h.sm.send_event(Event.COLLECTION_DONE)
+        await h.recorder.wait_for(State.LIVENESS_CHECK)
+        await trio.sleep(0.75)
+        # Then liveness_check collects (0.25 s) and announces: its own liveness arrives.
+        assert h.recorder.transitions == [*BOOT, TO_LIVENESS, LIVENESS_LOOP]
+        assert h.recorder.times == [0.0] * 4 + [0.25]
+        assert h.liveness.sent == 1
+        assert hold.started == [0.0]
+        assert hold.cancelled == [0.0]
+        assert h.sm.get_state() is State.LIVENESS_CHECK
+        h.sm.close()
 
 
 # -- 3. never a second vote for one rank -------------------------------------------------------
@@ -557,33 +544,30 @@ async def test_self_loops_never_abort_or_repeat_an_in_flight_vote(
     exactly once, completes (never cancelled), and is not called again afterwards."""
     hold = Hold(seconds=2.0)
     h = build(quorum_size=3, script=Script(holds={"decide_and_send_vote": hold}))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await hold.entered.wait()
-            voting_at = trio.current_time()
-            assert voting_at == T_PUBLISHING
-            await trio.sleep(0.25)
-            assert h.sm.receive_proposal(LEADER2, LEADER2_PROPOSAL) is Receipt.ACCEPTED
-            await trio.sleep(0.25)
-            vote2 = MockVote(1, "leader2", "proposal-leader2")
-            assert h.sm.receive_vote(LEADER2, LEADER2, vote2) is Receipt.ACCEPTED
-            await trio.sleep(0.25)
-            h.sm.send_event(Event.PROPOSAL_RECEIVED)
-            h.sm.send_event(Event.VOTE_RECEIVED)
-            await trio.sleep(5.0)
-            loops = [t for t in h.recorder.transitions if t[0] is S.VOTING]
-            assert all(to is S.VOTING for _, to, _ in loops)  # never left voting
-            assert (S.VOTING, S.VOTING, E.PROPOSAL_RECEIVED) in loops
-            assert times_of(h.recorder, VOTING_TIMEOUT)[:2] == [voting_at + 1.0, voting_at + 2.0]
-            assert h.script.count("decide_and_send_vote") == 1
-            assert hold.cancelled == []
-            assert hold.finished == [voting_at + 2.0]
-            assert h.voting.votes_sent == [OWN_VOTE]
-            assert h.sm.round_view().votes == {"leader1": "leader1", "leader2": "leader2"}
-            assert h.sm.get_state() is State.VOTING
-            h.sm.close()
+    async with started(h):
+        await hold.entered.wait()
+        voting_at = trio.current_time()
+        assert voting_at == T_PUBLISHING
+        await trio.sleep(0.25)
+        assert h.sm.receive_proposal(LEADER2, LEADER2_PROPOSAL) is Receipt.ACCEPTED
+        await trio.sleep(0.25)
+        vote2 = MockVote(1, "leader2", "proposal-leader2")
+        assert h.sm.receive_vote(LEADER2, LEADER2, vote2) is Receipt.ACCEPTED
+        await trio.sleep(0.25)
+        h.sm.send_event(Event.PROPOSAL_RECEIVED)
+        h.sm.send_event(Event.VOTE_RECEIVED)
+        await trio.sleep(5.0)
+        loops = [t for t in h.recorder.transitions if t[0] is S.VOTING]
+        assert all(to is S.VOTING for _, to, _ in loops)  # never left voting
+        assert (S.VOTING, S.VOTING, E.PROPOSAL_RECEIVED) in loops
+        assert times_of(h.recorder, VOTING_TIMEOUT)[:2] == [voting_at + 1.0, voting_at + 2.0]
+        assert h.script.count("decide_and_send_vote") == 1
+        assert hold.cancelled == []
+        assert hold.finished == [voting_at + 2.0]
+        assert h.voting.votes_sent == [OWN_VOTE]
+        assert h.sm.round_view().votes == {"leader1": "leader1", "leader2": "leader2"}
+        assert h.sm.get_state() is State.VOTING
+        h.sm.close()
 
 
 async def test_no_second_vote_after_induce_sync(autojump_clock: trio.testing.MockClock) -> None:
@@ -592,25 +576,22 @@ async def test_no_second_vote_after_induce_sync(autojump_clock: trio.testing.Moc
     calls decide_and_send_vote again."""
     hold = Hold(seconds=2.0)
     h = build(quorum_size=3, script=Script(holds={"decide_and_send_vote": hold}))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await hold.entered.wait()
-            await trio.sleep(0.5)
-            before = len(h.recorder.transitions)
-            h.sm.send_event(Event.INDUCE_SYNC)
-            await h.recorder.wait_for_transition(TO_VOTING, before)
-            assert h.recorder.transitions[before] == (S.VOTING, S.LOADING, E.INDUCE_SYNC)
-            assert hold.cancelled == [T_PUBLISHING + 0.5]
-            assert h.sm.round_view().target_rank == 1
-            assert h.sm.round_view().voted
-            await trio.sleep(5.0)  # five voting timeouts and every re-evaluation
-            assert h.sm.get_state() is State.VOTING
-            assert h.script.count("decide_and_send_vote") == 1
-            assert h.voting.votes_sent == []  # the only call was cancelled
-            assert h.sm.round_view().target_rank == 1
-            h.sm.close()
+    async with started(h):
+        await hold.entered.wait()
+        await trio.sleep(0.5)
+        before = len(h.recorder.transitions)
+        h.sm.send_event(Event.INDUCE_SYNC)
+        await h.recorder.wait_for_transition(TO_VOTING, before)
+        assert h.recorder.transitions[before] == (S.VOTING, S.LOADING, E.INDUCE_SYNC)
+        assert hold.cancelled == [T_PUBLISHING + 0.5]
+        assert h.sm.round_view().target_rank == 1
+        assert h.sm.round_view().voted
+        await trio.sleep(5.0)  # five voting timeouts and every re-evaluation
+        assert h.sm.get_state() is State.VOTING
+        assert h.script.count("decide_and_send_vote") == 1
+        assert h.voting.votes_sent == []  # the only call was cancelled
+        assert h.sm.round_view().target_rank == 1
+        h.sm.close()
 
 
 @pytest.mark.parametrize(
@@ -625,24 +606,21 @@ async def test_journal_prevents_a_second_vote_after_restart(
     once, and saves its record (voted at rank 1) before it calls decide_and_send_vote."""
     journal = MemoryJournal(RoundRecord(journaled_rank, 0, True))
     h = build(quorum_size=3, journal=journal)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.VOTING)
-            assert h.sm.receive_proposal(LEADER2, LEADER2_PROPOSAL) is Receipt.ACCEPTED
-            await trio.sleep(3.5)
-            assert h.sm.get_state() is State.VOTING
-            assert h.sm.round_view().target_rank == 1
-            assert h.sm.round_view().voted
-            assert h.script.count("decide_and_send_vote") == votes
-            assert len(h.voting.votes_sent) == votes
-            if votes:
-                assert journal.saved[0] == RoundRecord(1, 0, True)
-                assert h.script.log.index("save") < h.script.log.index("decide_and_send_vote")
-            else:
-                assert "decide_and_send_vote" not in h.script.log
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.VOTING)
+        assert h.sm.receive_proposal(LEADER2, LEADER2_PROPOSAL) is Receipt.ACCEPTED
+        await trio.sleep(3.5)
+        assert h.sm.get_state() is State.VOTING
+        assert h.sm.round_view().target_rank == 1
+        assert h.sm.round_view().voted
+        assert h.script.count("decide_and_send_vote") == votes
+        assert len(h.voting.votes_sent) == votes
+        if votes:
+            assert journal.saved[0] == RoundRecord(1, 0, True)
+            assert h.script.log.index("save") < h.script.log.index("decide_and_send_vote")
+        else:
+            assert "decide_and_send_vote" not in h.script.log
+        h.sm.close()
 
 
 # -- 4. vote conflicts are found by content ----------------------------------------------------
@@ -658,30 +636,27 @@ async def test_equivocation_is_detected_by_content_and_not_counted(
     h = build(minimum_provers=1, quorum_size=2)
     first = MockVote(1, "leader2", "proposal-leader2")
     second = MockVote(1, "leader2", "proposal-1")
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for_transition(VOTE_LOOP)
-            assert h.voting.votes_sent == [OWN_VOTE]
-            assert h.sm.receive_vote(LEADER2, LEADER2, first) is Receipt.ACCEPTED
-            await trio.sleep(0.125)
-            with pytest.raises(EquivocationError) as caught:
-                h.sm.receive_vote(SELF, LEADER2, second)
-            assert caught.value.first is first
-            assert caught.value.second is second
-            assert caught.value.voter == "leader2"
-            duplicate = MockVote(1, "leader2", "proposal-leader2")
-            assert duplicate is not first
-            assert h.sm.receive_vote(LEADER2, LEADER2, duplicate) is Receipt.DUPLICATE
-            await trio.sleep(3.0)  # three voting timeouts re-check the quorum
-            assert not h.recorder.reached(State.FINALIZING)
-            assert h.sm.get_state() is State.VOTING
-            assert h.voting.quorum_inputs, "is_quorum was consulted"
-            assert all(inputs.get("leader2", first) is first for inputs in h.voting.quorum_inputs)
-            assert h.voting.quorum_inputs[-1] == {"leader1": OWN_VOTE, "leader2": first}
-            assert h.sm.round_view().equivocators == ("leader2",)
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for_transition(VOTE_LOOP)
+        assert h.voting.votes_sent == [OWN_VOTE]
+        assert h.sm.receive_vote(LEADER2, LEADER2, first) is Receipt.ACCEPTED
+        await trio.sleep(0.125)
+        with pytest.raises(EquivocationError) as caught:
+            h.sm.receive_vote(SELF, LEADER2, second)
+        assert caught.value.first is first
+        assert caught.value.second is second
+        assert caught.value.voter == "leader2"
+        duplicate = MockVote(1, "leader2", "proposal-leader2")
+        assert duplicate is not first
+        assert h.sm.receive_vote(LEADER2, LEADER2, duplicate) is Receipt.DUPLICATE
+        await trio.sleep(3.0)  # three voting timeouts re-check the quorum
+        assert not h.recorder.reached(State.FINALIZING)
+        assert h.sm.get_state() is State.VOTING
+        assert h.voting.quorum_inputs, "is_quorum was consulted"
+        assert all(inputs.get("leader2", first) is first for inputs in h.voting.quorum_inputs)
+        assert h.voting.quorum_inputs[-1] == {"leader1": OWN_VOTE, "leader2": first}
+        assert h.sm.round_view().equivocators == ("leader2",)
+        h.sm.close()
 
 
 async def test_equal_vote_is_duplicate_before_start(
@@ -728,45 +703,38 @@ async def test_finalizing_prunes_and_the_window_moves(
     assert h.sm.receive_proposal(LEADER3, MockState(5, "leader3-5")) is Receipt.TOO_FAR_AHEAD
     # liveness, 2 proposals, a vote and its voter's reach record.
     assert h.sm.stored_messages() == 5
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for_transition(BACK_TO_COLLECTING)
-            assert h.sm.get_active_state() == OWN_PROPOSAL
-            await h.recorder.wait_for_transition(TO_LIVENESS, len(BOOT) + 1)
-            await trio.sleep(0.5)  # rank 2 waits for a second live prover
-            assert h.sm.get_state() is State.LIVENESS_CHECK
-            view = h.sm.round_view()
-            assert (view.finalized_rank, view.target_rank) == (1, 2)
-            # What is left: leader3's rank-2 proposal and this peer's rank-2 liveness.
-            assert view.proposals == {"leader3": "leader3-2"}
-            assert view.live == ("leader1",)
-            assert h.sm.stored_messages() == 2
+    async with started(h):
+        await h.recorder.wait_for_transition(BACK_TO_COLLECTING)
+        assert h.sm.get_active_state() == OWN_PROPOSAL
+        await h.recorder.wait_for_transition(TO_LIVENESS, len(BOOT) + 1)
+        await trio.sleep(0.5)  # rank 2 waits for a second live prover
+        assert h.sm.get_state() is State.LIVENESS_CHECK
+        view = h.sm.round_view()
+        assert (view.finalized_rank, view.target_rank) == (1, 2)
+        # What is left: leader3's rank-2 proposal and this peer's rank-2 liveness.
+        assert view.proposals == {"leader3": "leader3-2"}
+        assert view.live == ("leader1",)
+        assert h.sm.stored_messages() == 2
 
-            late_vote = MockVote(1, "leader3", "proposal-1")
-            assert h.sm.receive_liveness_check(LEADER3, MockCollected(1)) is Receipt.STALE
-            assert h.sm.receive_proposal(LEADER3, MockState(1, "late-1")) is Receipt.STALE
-            assert h.sm.receive_vote(SELF, LEADER3, late_vote) is Receipt.STALE
-            assert h.sm.receive_confirmation(LEADER3, OWN_PROPOSAL) is Receipt.STALE
-            assert h.sm.receive_vote(SELF, LEADER2, vote2) is Receipt.STALE
-            assert h.sm.stored_messages() == 2
+        late_vote = MockVote(1, "leader3", "proposal-1")
+        assert h.sm.receive_liveness_check(LEADER3, MockCollected(1)) is Receipt.STALE
+        assert h.sm.receive_proposal(LEADER3, MockState(1, "late-1")) is Receipt.STALE
+        assert h.sm.receive_vote(SELF, LEADER3, late_vote) is Receipt.STALE
+        assert h.sm.receive_confirmation(LEADER3, OWN_PROPOSAL) is Receipt.STALE
+        assert h.sm.receive_vote(SELF, LEADER2, vote2) is Receipt.STALE
+        assert h.sm.stored_messages() == 2
 
-            far = 1 + 4 + 1
-            far_vote = MockVote(far, "leader3", "p")
-            assert h.sm.receive_liveness_check(LEADER3, MockCollected(far)) is (
-                Receipt.TOO_FAR_AHEAD
-            )
-            assert h.sm.receive_proposal(LEADER3, MockState(far, "f")) is Receipt.TOO_FAR_AHEAD
-            assert h.sm.receive_vote(SELF, LEADER3, far_vote) is Receipt.TOO_FAR_AHEAD
-            assert h.sm.receive_confirmation(LEADER3, MockState(far, "f")) is (
-                Receipt.TOO_FAR_AHEAD
-            )
-            assert h.sm.stored_messages() == 2
-            # The window moved with the finalized rank: rank 5 is kept now.
-            assert h.sm.receive_proposal(LEADER3, MockState(5, "leader3-5")) is Receipt.ACCEPTED
-            assert h.sm.stored_messages() == 3
-            h.sm.close()
+        far = 1 + 4 + 1
+        far_vote = MockVote(far, "leader3", "p")
+        assert h.sm.receive_liveness_check(LEADER3, MockCollected(far)) is (Receipt.TOO_FAR_AHEAD)
+        assert h.sm.receive_proposal(LEADER3, MockState(far, "f")) is Receipt.TOO_FAR_AHEAD
+        assert h.sm.receive_vote(SELF, LEADER3, far_vote) is Receipt.TOO_FAR_AHEAD
+        assert h.sm.receive_confirmation(LEADER3, MockState(far, "f")) is (Receipt.TOO_FAR_AHEAD)
+        assert h.sm.stored_messages() == 2
+        # The window moved with the finalized rank: rank 5 is kept now.
+        assert h.sm.receive_proposal(LEADER3, MockState(5, "leader3-5")) is Receipt.ACCEPTED
+        assert h.sm.stored_messages() == 3
+        h.sm.close()
 
 
 async def test_senders_per_rank_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
@@ -774,22 +742,19 @@ async def test_senders_per_rank_are_bounded(autojump_clock: trio.testing.MockClo
     Limits(senders_per_rank=3), a fourth distinct sender at one rank gets FULL for liveness,
     proposals and votes, and nothing more is stored."""
     h = build(minimum_provers=2, limits=Limits(senders_per_rank=3))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.LIVENESS_CHECK)
-            base = h.sm.stored_messages()
-            peers = [MockPeer(f"peer{i}") for i in range(6)]
-            live = [h.sm.receive_liveness_check(p, MockCollected(2)) for p in peers]
-            proposed = [h.sm.receive_proposal(p, MockState(2, f"{p.name}-2")) for p in peers]
-            voted = [h.sm.receive_vote(p, p, MockVote(2, p.name, "x")) for p in peers]
-            for receipts in (live, proposed, voted):
-                assert receipts == [Receipt.ACCEPTED] * 3 + [Receipt.FULL] * 3
-            # 3 liveness + 3 proposals + 3 votes + 3 voters' reach records.
-            assert h.sm.stored_messages() == base + 12
-            assert h.sm.get_state() is State.LIVENESS_CHECK
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.LIVENESS_CHECK)
+        base = h.sm.stored_messages()
+        peers = [MockPeer(f"peer{i}") for i in range(6)]
+        live = [h.sm.receive_liveness_check(p, MockCollected(2)) for p in peers]
+        proposed = [h.sm.receive_proposal(p, MockState(2, f"{p.name}-2")) for p in peers]
+        voted = [h.sm.receive_vote(p, p, MockVote(2, p.name, "x")) for p in peers]
+        for receipts in (live, proposed, voted):
+            assert receipts == [Receipt.ACCEPTED] * 3 + [Receipt.FULL] * 3
+        # 3 liveness + 3 proposals + 3 votes + 3 voters' reach records.
+        assert h.sm.stored_messages() == base + 12
+        assert h.sm.get_state() is State.LIVENESS_CHECK
+        h.sm.close()
 
 
 async def test_a_sync_jump_prunes_every_rank_at_or_below(
@@ -804,20 +769,17 @@ async def test_a_sync_jump_prunes_every_rank_at_or_below(
     assert h.sm.stored_messages() == 5
     synced = MockState(3, "synced-3", "proposal-3")
     h.sync.state = synced
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.LIVENESS_CHECK)
-            assert h.sm.get_active_state() == synced
-            view = h.sm.round_view()
-            assert (view.finalized_rank, view.target_rank) == (3, 4)
-            assert view.live == ("leader1", "leader2")
-            assert h.sm.stored_messages() == 2  # rank 4: leader2's and its own liveness
-            assert h.sm.receive_liveness_check(LEADER3, MockCollected(2)) is Receipt.STALE
-            assert h.sm.receive_proposal(LEADER3, MockState(3, "late-3")) is Receipt.STALE
-            assert h.sm.stored_messages() == 2
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.LIVENESS_CHECK)
+        assert h.sm.get_active_state() == synced
+        view = h.sm.round_view()
+        assert (view.finalized_rank, view.target_rank) == (3, 4)
+        assert view.live == ("leader1", "leader2")
+        assert h.sm.stored_messages() == 2  # rank 4: leader2's and its own liveness
+        assert h.sm.receive_liveness_check(LEADER3, MockCollected(2)) is Receipt.STALE
+        assert h.sm.receive_proposal(LEADER3, MockState(3, "late-3")) is Receipt.STALE
+        assert h.sm.stored_messages() == 2
+        h.sm.close()
 
 
 # -- 6. one target rank per round --------------------------------------------------------------
@@ -829,34 +791,31 @@ async def test_round_two_uses_one_target_rank(autojump_clock: trio.testing.MockC
     self-delivery on, round 2 still passes liveness_check (own liveness stored under target 2),
     proves, and publishes its own proposal in publishing (publish_complete, not a timeout)."""
     h = build(minimum_provers=1, quorum_size=1)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for_transition(BACK_TO_COLLECTING)
-            first_end = len(h.recorder.transitions)
-            assert h.sm.get_active_state() == OWN_PROPOSAL
-            await h.recorder.wait_for_transition(TO_PROVING, first_end)
-            view = h.sm.round_view()
-            assert (view.target_rank, view.live) == (2, ("leader1",))
-            await h.recorder.wait_for_transition(BACK_TO_COLLECTING, first_end)
-            assert h.recorder.transitions[first_end:] == [
-                TO_LIVENESS,
-                TO_PROVING,
-                TO_PUBLISHING,
-                TO_VOTING,
-                VOTE_LOOP,
-                TO_FINALIZING,
-                (S.FINALIZING, S.VERIFYING, E.AGGREGATION_DONE),
-                BACK_TO_COLLECTING,
-            ]
-            # Round 2: collect 0.25 s, prove 0.25 s, the rest at once.
-            assert h.recorder.times[first_end:] == [2.0, 2.0] + [2.25] * 6
-            assert h.voting.proposals_sent == [OWN_PROPOSAL, OWN_PROPOSAL_2]
-            assert h.voting.votes_sent == [OWN_VOTE, MockVote(2, "leader1", "proposal-2")]
-            assert h.sm.get_active_state() == OWN_PROPOSAL_2
-            assert h.liveness.round == 1  # collect() returned rank 1 in round 2 too
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for_transition(BACK_TO_COLLECTING)
+        first_end = len(h.recorder.transitions)
+        assert h.sm.get_active_state() == OWN_PROPOSAL
+        await h.recorder.wait_for_transition(TO_PROVING, first_end)
+        view = h.sm.round_view()
+        assert (view.target_rank, view.live) == (2, ("leader1",))
+        await h.recorder.wait_for_transition(BACK_TO_COLLECTING, first_end)
+        assert h.recorder.transitions[first_end:] == [
+            TO_LIVENESS,
+            TO_PROVING,
+            TO_PUBLISHING,
+            TO_VOTING,
+            VOTE_LOOP,
+            TO_FINALIZING,
+            (S.FINALIZING, S.VERIFYING, E.AGGREGATION_DONE),
+            BACK_TO_COLLECTING,
+        ]
+        # Round 2: collect 0.25 s, prove 0.25 s, the rest at once.
+        assert h.recorder.times[first_end:] == [2.0, 2.0] + [2.25] * 6
+        assert h.voting.proposals_sent == [OWN_PROPOSAL, OWN_PROPOSAL_2]
+        assert h.voting.votes_sent == [OWN_VOTE, MockVote(2, "leader1", "proposal-2")]
+        assert h.sm.get_active_state() == OWN_PROPOSAL_2
+        assert h.liveness.round == 1  # collect() returned rank 1 in round 2 too
+        h.sm.close()
 
 
 # -- 7. liveness counts only listed provers ----------------------------------------------------
@@ -869,25 +828,20 @@ async def test_unlisted_liveness_never_counts(autojump_clock: trio.testing.MockC
     triggers it at the very instant it arrives."""
     h = build(minimum_provers=2)
     assert h.sm.receive_liveness_check(OUTSIDER, MockCollected(1)) is Receipt.ACCEPTED
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.LIVENESS_CHECK)
-            assert trio.current_time() == T_LIVENESS
-            assert h.sm.receive_liveness_check(OUTSIDER2, MockCollected(1)) is (
-                Receipt.NOT_A_PROVER
-            )
-            await trio.sleep(5.25)
-            assert h.sm.get_state() is State.LIVENESS_CHECK
-            assert h.recorder.transitions == [*BOOT, TO_LIVENESS, *[LIVENESS_TIMEOUT] * 5]
-            assert h.sm.round_view().live == ("leader1",)  # the outsider's is not counted
-            arrived = trio.current_time()
-            assert h.sm.receive_liveness_check(LEADER3, MockCollected(1)) is Receipt.ACCEPTED
-            await h.recorder.wait_for(State.PROVING)
-            assert h.recorder.transitions[-2:] == [LIVENESS_LOOP, TO_PROVING]
-            assert h.recorder.times[-2:] == [arrived, arrived]
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.LIVENESS_CHECK)
+        assert trio.current_time() == T_LIVENESS
+        assert h.sm.receive_liveness_check(OUTSIDER2, MockCollected(1)) is (Receipt.NOT_A_PROVER)
+        await trio.sleep(5.25)
+        assert h.sm.get_state() is State.LIVENESS_CHECK
+        assert h.recorder.transitions == [*BOOT, TO_LIVENESS, *[LIVENESS_TIMEOUT] * 5]
+        assert h.sm.round_view().live == ("leader1",)  # the outsider's is not counted
+        arrived = trio.current_time()
+        assert h.sm.receive_liveness_check(LEADER3, MockCollected(1)) is Receipt.ACCEPTED
+        await h.recorder.wait_for(State.PROVING)
+        assert h.recorder.transitions[-2:] == [LIVENESS_LOOP, TO_PROVING]
+        assert h.recorder.times[-2:] == [arrived, arrived]
+        h.sm.close()
 
 
 # -- 8. a failed collect does not crash --------------------------------------------------------
@@ -902,25 +856,22 @@ async def test_failed_collect_is_retried_not_a_crash(
     succeeds. Only the 5 ProviderErrors are logged; it never stops."""
     script = Script(failures={"collect": 5})
     h = build(script=script)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.PROVING)
-            t = T_COLLECTING
-            assert script.calls["collect"] == pytest.approx(
-                [t, t + 0.1, t + 0.3, t + 0.7, t + 1.0, t + 1.1], abs=RETRY_TOLERANCE
-            )
-            assert h.recorder.transitions == [*BOOT, TO_LIVENESS, LIVENESS_LOOP, TO_PROVING]
-            assert h.recorder.times[3] == t + 1.0
-            assert h.recorder.times[4:] == pytest.approx([t + 1.35] * 2, abs=RETRY_TOLERANCE)
-            assert len(provider_errors(h.tracer)) == 5
-            assert len(h.tracer.errors) == 5
-            assert all(message.startswith("collect failed") for message, _ in h.tracer.errors)
-            await h.recorder.wait_for(State.VOTING)
-            assert not h.recorder.reached(State.STOPPED)
-            assert h.voting.proposals_sent == [OWN_PROPOSAL]
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.PROVING)
+        t = T_COLLECTING
+        assert script.calls["collect"] == pytest.approx(
+            [t, t + 0.1, t + 0.3, t + 0.7, t + 1.0, t + 1.1], abs=RETRY_TOLERANCE
+        )
+        assert h.recorder.transitions == [*BOOT, TO_LIVENESS, LIVENESS_LOOP, TO_PROVING]
+        assert h.recorder.times[3] == t + 1.0
+        assert h.recorder.times[4:] == pytest.approx([t + 1.35] * 2, abs=RETRY_TOLERANCE)
+        assert len(provider_errors(h.tracer)) == 5
+        assert len(h.tracer.errors) == 5
+        assert all(message.startswith("collect failed") for message, _ in h.tracer.errors)
+        await h.recorder.wait_for(State.VOTING)
+        assert not h.recorder.reached(State.STOPPED)
+        assert h.voting.proposals_sent == [OWN_PROPOSAL]
+        h.sm.close()
 
 
 # -- 9. listeners run without a lock; close() notifies -----------------------------------------
@@ -951,16 +902,13 @@ async def test_listener_can_call_the_machine_and_close_notifies(
     h = build(minimum_provers=2)
     probe = ReentrantListener(h.sm)
     h.sm.add_listener(probe)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.LIVENESS_CHECK)
-            await trio.sleep(2.25)
-            assert h.recorder.transitions == [*BOOT, TO_LIVENESS, *[LIVENESS_TIMEOUT] * 2]
-            assert h.recorder.times == [0.0, 0.0, 0.25, 0.5, 1.5, 2.5]
-            h.sm.close()
-            assert h.recorder.transitions[-1] == (S.LIVENESS_CHECK, S.STOPPED, E.STOP)
+    async with started(h):
+        await h.recorder.wait_for(State.LIVENESS_CHECK)
+        await trio.sleep(2.25)
+        assert h.recorder.transitions == [*BOOT, TO_LIVENESS, *[LIVENESS_TIMEOUT] * 2]
+        assert h.recorder.times == [0.0, 0.0, 0.25, 0.5, 1.5, 2.5]
+        h.sm.close()
+        assert h.recorder.transitions[-1] == (S.LIVENESS_CHECK, S.STOPPED, E.STOP)
     expected = [
         (to, to, n, 0.0 if from_ is not to else t - 0.5)
         for n, ((from_, to, _), t) in enumerate(
@@ -985,21 +933,18 @@ async def test_sync_errors_are_retried_with_doubling_backoff(
     doubling), each failure is logged, and loading completes at once after the success."""
     script = Script(failures={"synchronize": 3})
     h = build(minimum_provers=2, script=script)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.COLLECTING)
-            calls = script.calls["synchronize"]
-            assert calls[0] == T_LOADING
-            gaps = [b - a for a, b in itertools.pairwise(calls)]
-            assert gaps == pytest.approx([0.1, 0.2, 0.4], abs=RETRY_TOLERANCE)
-            assert h.recorder.transitions == BOOT
-            # The successful call takes the mock's 0.25 s; then loading completes at once.
-            assert h.recorder.times[2] == pytest.approx(calls[-1] + 0.25, abs=RETRY_TOLERANCE)
-            assert len(provider_errors(h.tracer)) == 3
-            assert h.sync.calls == 1  # the one that got through
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.COLLECTING)
+        calls = script.calls["synchronize"]
+        assert calls[0] == T_LOADING
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        assert gaps == pytest.approx([0.1, 0.2, 0.4], abs=RETRY_TOLERANCE)
+        assert h.recorder.transitions == BOOT
+        # The successful call takes the mock's 0.25 s; then loading completes at once.
+        assert h.recorder.times[2] == pytest.approx(calls[-1] + 0.25, abs=RETRY_TOLERANCE)
+        assert len(provider_errors(h.tracer)) == 3
+        assert h.sync.calls == 1  # the one that got through
+        h.sm.close()
 
 
 async def test_retry_backoff_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
@@ -1010,19 +955,16 @@ async def test_retry_backoff_is_bounded(autojump_clock: trio.testing.MockClock) 
     timeouts = Timeouts(retry=0.125, retry_max=0.5)
     limits = Limits(failures_before_sync=100)
     h = build(minimum_provers=2, script=script, timeouts=timeouts, limits=limits)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.COLLECTING)
-            calls = script.calls["synchronize"]
-            assert calls[0] == T_LOADING
-            gaps = [b - a for a, b in itertools.pairwise(calls)]
-            assert gaps == [0.125, 0.25, 0.5, 0.5, 0.5, 0.5, 0.5]
-            assert h.recorder.transitions == BOOT
-            assert h.recorder.times[2] == calls[-1] + 0.25
-            assert len(provider_errors(h.tracer)) == 7
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.COLLECTING)
+        calls = script.calls["synchronize"]
+        assert calls[0] == T_LOADING
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        assert gaps == [0.125, 0.25, 0.5, 0.5, 0.5, 0.5, 0.5]
+        assert h.recorder.transitions == BOOT
+        assert h.recorder.times[2] == calls[-1] + 0.25
+        assert len(provider_errors(h.tracer)) == 7
+        h.sm.close()
 
 
 async def test_repeated_failures_in_a_round_induce_sync(
@@ -1033,27 +975,24 @@ async def test_repeated_failures_in_a_round_induce_sync(
     next collect succeeds and the machine proves."""
     script = Script(failures={"collect": 3})
     h = build(script=script, limits=Limits(failures_before_sync=3))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.PROVING)
-            t = T_COLLECTING
-            assert h.recorder.transitions == [
-                *BOOT,
-                (S.COLLECTING, S.LOADING, E.INDUCE_SYNC),
-                (S.LOADING, S.COLLECTING, E.SYNC_COMPLETE),
-                TO_LIVENESS,
-                TO_PROVING,
-            ]
-            assert script.calls["collect"] == pytest.approx(
-                [t, t + 0.1, t + 0.3, t + 0.55], abs=RETRY_TOLERANCE
-            )
-            assert h.recorder.times[3] == pytest.approx(t + 0.3, abs=RETRY_TOLERANCE)
-            assert h.recorder.times[4] == pytest.approx(t + 0.55, abs=RETRY_TOLERANCE)
-            assert script.count("synchronize") == 2
-            assert len(provider_errors(h.tracer)) == 3
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.PROVING)
+        t = T_COLLECTING
+        assert h.recorder.transitions == [
+            *BOOT,
+            (S.COLLECTING, S.LOADING, E.INDUCE_SYNC),
+            (S.LOADING, S.COLLECTING, E.SYNC_COMPLETE),
+            TO_LIVENESS,
+            TO_PROVING,
+        ]
+        assert script.calls["collect"] == pytest.approx(
+            [t, t + 0.1, t + 0.3, t + 0.55], abs=RETRY_TOLERANCE
+        )
+        assert h.recorder.times[3] == pytest.approx(t + 0.3, abs=RETRY_TOLERANCE)
+        assert h.recorder.times[4] == pytest.approx(t + 0.55, abs=RETRY_TOLERANCE)
+        assert script.count("synchronize") == 2
+        assert len(provider_errors(h.tracer)) == 3
+        h.sm.close()
 
 
 # -- 11. confirmations are used ----------------------------------------------------------------
@@ -1068,31 +1007,28 @@ async def test_confirmation_finalizes_without_a_vote_quorum(
     active state, though is_quorum never said yes."""
     h = build(minimum_provers=1, quorum_size=3)
     frame = MockState(1, "confirmed-1", "proposal-leader2")
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for_transition(VOTE_LOOP)
-            await trio.sleep(0.5)
-            assert h.sm.get_state() is State.VOTING
-            received_at = trio.current_time()
-            before = len(h.recorder.transitions)
-            assert h.sm.receive_confirmation(LEADER2, frame) is Receipt.ACCEPTED
-            await h.recorder.wait_for(State.VERIFYING)
-            # The receipt is a self-loop; the commit watcher's event then leaves voting.
-            assert h.recorder.transitions[before:] == [
-                (S.VOTING, S.VOTING, E.CONFIRMATION_RECEIVED),
-                (S.VOTING, S.VERIFYING, E.CONFIRMATION_RECEIVED),
-            ]
-            assert h.recorder.times[before:] == [received_at] * 2
-            await h.recorder.wait_for_transition(BACK_TO_COLLECTING, before)
-            assert trio.current_time() == received_at
-            assert h.sm.get_active_state() == frame
-            assert h.sm.round_view().target_rank == 2
-            assert not h.recorder.reached(State.FINALIZING)
-            assert h.script.count("finalize_votes") == 0
-            assert h.voting.votes_sent == [OWN_VOTE]
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for_transition(VOTE_LOOP)
+        await trio.sleep(0.5)
+        assert h.sm.get_state() is State.VOTING
+        received_at = trio.current_time()
+        before = len(h.recorder.transitions)
+        assert h.sm.receive_confirmation(LEADER2, frame) is Receipt.ACCEPTED
+        await h.recorder.wait_for(State.VERIFYING)
+        # The receipt is a self-loop; the commit watcher's event then leaves voting.
+        assert h.recorder.transitions[before:] == [
+            (S.VOTING, S.VOTING, E.CONFIRMATION_RECEIVED),
+            (S.VOTING, S.VERIFYING, E.CONFIRMATION_RECEIVED),
+        ]
+        assert h.recorder.times[before:] == [received_at] * 2
+        await h.recorder.wait_for_transition(BACK_TO_COLLECTING, before)
+        assert trio.current_time() == received_at
+        assert h.sm.get_active_state() == frame
+        assert h.sm.round_view().target_rank == 2
+        assert not h.recorder.reached(State.FINALIZING)
+        assert h.script.count("finalize_votes") == 0
+        assert h.voting.votes_sent == [OWN_VOTE]
+        h.sm.close()
 
 
 async def test_confirmation_for_a_later_rank_induces_sync(
@@ -1102,23 +1038,20 @@ async def test_confirmation_for_a_later_rank_induces_sync(
     sync at once (liveness_check -> loading on induce_sync) and adopts what the sync returns."""
     h = build(minimum_provers=2)
     confirmed = MockState(2, "confirmed-2", "proposal-2")
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.LIVENESS_CHECK)
-            await trio.sleep(0.5)
-            h.sync.state = confirmed  # what the network now has
-            received_at = trio.current_time()
-            before = len(h.recorder.transitions)
-            assert h.sm.receive_confirmation(LEADER2, confirmed) is Receipt.ACCEPTED
-            await h.recorder.wait_for_transition((S.LOADING, S.COLLECTING, E.SYNC_COMPLETE), before)
-            assert h.recorder.transitions[before] == (S.LIVENESS_CHECK, S.LOADING, E.INDUCE_SYNC)
-            assert h.recorder.times[before] == received_at
-            assert h.sm.get_active_state() == confirmed
-            assert h.sm.round_view().target_rank == 3
-            assert h.script.count("synchronize") >= 2
-            h.sm.close()
+    async with started(h):
+        await h.recorder.wait_for(State.LIVENESS_CHECK)
+        await trio.sleep(0.5)
+        h.sync.state = confirmed  # what the network now has
+        received_at = trio.current_time()
+        before = len(h.recorder.transitions)
+        assert h.sm.receive_confirmation(LEADER2, confirmed) is Receipt.ACCEPTED
+        await h.recorder.wait_for_transition((S.LOADING, S.COLLECTING, E.SYNC_COMPLETE), before)
+        assert h.recorder.transitions[before] == (S.LIVENESS_CHECK, S.LOADING, E.INDUCE_SYNC)
+        assert h.recorder.times[before] == received_at
+        assert h.sm.get_active_state() == confirmed
+        assert h.sm.round_view().target_rank == 3
+        assert h.script.count("synchronize") >= 2
+        h.sm.close()
 
 
 async def test_later_confirmation_after_a_stale_sync_induces_sync_again(
@@ -1130,35 +1063,30 @@ async def test_later_confirmation_after_a_stale_sync_induces_sync_again(
     listed prover, while the network now serves rank 3, the machine must sync again and catch
     up, not stay in rank 1's liveness_check for ever."""
     h = build(minimum_provers=2)
-    with trio.fail_after(120):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.LIVENESS_CHECK)
-            await trio.sleep(0.5)
-            assert h.sm.receive_confirmation(LEADER2, MockState(2, "c-2")) is Receipt.ACCEPTED
-            first = await h.recorder.wait_for_transition(
-                (S.LIVENESS_CHECK, S.LOADING, E.INDUCE_SYNC)
-            )
-            await h.recorder.wait_for_transition(TO_LIVENESS, first)
-            assert h.sm.get_active_state() == GENESIS  # the sync had nothing newer
-            assert h.sm.round_view().target_rank == 1
+    async with started(h, 120):
+        await h.recorder.wait_for(State.LIVENESS_CHECK)
+        await trio.sleep(0.5)
+        assert h.sm.receive_confirmation(LEADER2, MockState(2, "c-2")) is Receipt.ACCEPTED
+        first = await h.recorder.wait_for_transition((S.LIVENESS_CHECK, S.LOADING, E.INDUCE_SYNC))
+        await h.recorder.wait_for_transition(TO_LIVENESS, first)
+        assert h.sm.get_active_state() == GENESIS  # the sync had nothing newer
+        assert h.sm.round_view().target_rank == 1
 
-            await trio.sleep(0.5)
-            latest = MockState(3, "c-3", "proposal-3")
-            h.sync.state = latest  # the network has moved on to rank 3
-            received_at = trio.current_time()
-            before = len(h.recorder.transitions)
-            assert h.sm.receive_confirmation(LEADER3, latest) is Receipt.ACCEPTED
-            assert h.sm.receive_confirmation(LEADER3, MockState(2, "c-2")) is Receipt.ACCEPTED
-            await trio.sleep(10.0)
-            induced = times_of(h.recorder, (S.LIVENESS_CHECK, S.LOADING, E.INDUCE_SYNC))
-            assert received_at in induced, (
-                f"no sync induced after {h.recorder.transitions[before:][:3]}..."
-            )
-            assert h.sm.get_active_state() == latest
-            assert h.sm.round_view().target_rank == 4
-            h.sm.close()
+        await trio.sleep(0.5)
+        latest = MockState(3, "c-3", "proposal-3")
+        h.sync.state = latest  # the network has moved on to rank 3
+        received_at = trio.current_time()
+        before = len(h.recorder.transitions)
+        assert h.sm.receive_confirmation(LEADER3, latest) is Receipt.ACCEPTED
+        assert h.sm.receive_confirmation(LEADER3, MockState(2, "c-2")) is Receipt.ACCEPTED
+        await trio.sleep(10.0)
+        induced = times_of(h.recorder, (S.LIVENESS_CHECK, S.LOADING, E.INDUCE_SYNC))
+        assert received_at in induced, (
+            f"no sync induced after {h.recorder.transitions[before:][:3]}..."
+        )
+        assert h.sm.get_active_state() == latest
+        assert h.sm.round_view().target_rank == 4
+        h.sm.close()
 
 
 # -- 12. an unexpected provider exception stops the machine ------------------------------------
@@ -1186,14 +1114,11 @@ async def test_unexpected_provider_exception_stops_the_machine(
     that very exception, listeners saw the move to stopped, and run() returned normally."""
     script = Script(crashes={method: error})
     h = build(minimum_provers=1, quorum_size=1, script=script)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(h.sm.run)
-            h.sm.start()
-            await h.recorder.wait_for(State.STOPPED)
-        # run() returned by itself: the nursery closed without close().
-        crashed_at = script.calls[method][0]
-        assert trio.current_time() == crashed_at
+    async with started(h):
+        await h.recorder.wait_for(State.STOPPED)
+    # run() returned by itself: the nursery closed without close().
+    crashed_at = script.calls[method][0]
+    assert trio.current_time() == crashed_at
     assert script.count(method) == 1
     assert h.sm.get_state() is State.STOPPED
     assert h.recorder.transitions[-2:] == [(state, S.STOPPING, E.STOP), CLEANED_UP]
