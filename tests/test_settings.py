@@ -8,6 +8,7 @@ import pytest
 
 from p2pnode.consensus import Limits, Timeouts
 from p2pnode.settings import (
+    NodeSettings,
     SettingsError,
     engine_settings,
     env_name,
@@ -20,10 +21,18 @@ CONFIG = Path(__file__).resolve().parents[1] / "config"
 
 
 def test_the_default_file_holds_every_default() -> None:
-    settings = load_settings(CONFIG / "default.toml").engine
-    assert settings.timeouts == Timeouts()
-    assert settings.limits == Limits()
-    assert settings.minimum_provers is None
+    settings = load_settings(CONFIG / "default.toml")
+    assert settings == NodeSettings()
+    assert settings.engine.timeouts == Timeouts()
+    assert settings.engine.limits == Limits()
+    assert settings.engine.minimum_provers is None
+
+
+def test_the_testnet_example_is_a_valid_config() -> None:
+    settings = load_settings(CONFIG / "testnet.toml")
+    assert settings.listen == ("/ip4/127.0.0.1/tcp/4002",)
+    assert len(settings.bootstrap) == 1
+    assert settings.engine.timeouts.attempt == 2.0
 
 
 def test_overrides_apply() -> None:
