@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 
 import pytest
@@ -39,6 +41,21 @@ def test_a_seed_reproduces_exactly() -> None:
     first = run(scenario("mixed"), 4, 3, echo=True)
     again = run(scenario("mixed"), 4, 3, echo=True)
     assert first == again
+
+
+def test_a_seed_reproduces_in_a_fresh_process() -> None:
+    """A seed's run depends on the seed alone, not on what the process ran before it (trio's
+    scheduling order is made deterministic) nor on whether hypothesis is loaded."""
+    here = run(scenario("mixed"), 7, 4054, echo=True)
+    code = (
+        "from p2pnode.sim.scenarios import scenario\n"
+        "from p2pnode.sim.world import run\n"
+        "print(repr(run(scenario('mixed'), 7, 4054, echo=True)))\n"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert fresh.stdout.strip() == repr(here)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -161,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for o in failing:
         console.print(
             f"FAIL {o.scenario} n={o.provers} seed={o.seed}: safety={o.safety_violations} "
-            f"liveness_failure={o.liveness_failure} peak_stored={o.peak_stored}/{o.memory_bound}"
+            f"liveness_failure={o.liveness_failure} stopped_engines={o.stopped} "
+            f"peak_stored={o.peak_stored}/{o.memory_bound}"
             f"  (reproduce: scripts/simulate --scenario {o.scenario} --provers {o.provers} "
             f"--first-seed {o.seed} --seeds 1 --jobs 1)",
             soft_wrap=True,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import trio
 import trio.testing
 
-from p2pnode.consensus import Limits, Timeouts
+from p2pnode.consensus import Limits, State, Timeouts
 from p2pnode.sim.bus import Bus
 from p2pnode.sim.model import quorum
 from p2pnode.sim.node import Conduct, NodeConfig, SimNode
@@ -42,6 +42,8 @@ class Outcome:
     virtual_time: float
     chain: tuple[str, ...]
     """Frame ids of ranks 1.. that every honest peer finalized."""
+    stopped: int = 0
+    """Honest peers, up at the end, whose engine had stopped by itself (a provider crashed)."""
 
     @property
     def memory_ok(self) -> bool:
@@ -49,7 +51,12 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return not self.safety_violations and not self.liveness_failure and self.memory_ok
+        return (
+            not self.safety_violations
+            and not self.liveness_failure
+            and not self.stopped
+            and self.memory_ok
+        )
 
 
 def memory_bound(limits: Limits, senders: int) -> int:
@@ -58,12 +65,18 @@ def memory_bound(limits: Limits, senders: int) -> int:
     return limits.ranks_ahead * per_rank * senders
 
 
-def _scheduler_random() -> random.Random:
-    """trio shuffles runnable tasks with this generator; seeding it makes runs reproducible."""
+def _reproducible_scheduling(seed: int) -> None:
+    """Make trio's choice among runnable tasks a function of `seed` alone.
+
+    trio shuffles each batch of runnable tasks; by default the batch's order before the
+    shuffle follows wake-ups that can depend on object addresses, so a seed's run could differ
+    between processes. With deterministic scheduling (what trio's hypothesis plugin turns on)
+    the batch is first sorted by task creation order, then shuffled by the seeded generator.
+    """
     from trio._core import _run
 
-    generator: random.Random = _run._r
-    return generator
+    _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    _run._r.seed(seed)
 
 
 def _seed_of(*parts: object) -> int:
@@ -84,7 +97,7 @@ def run(
     without it the flag is on. `minimum_provers` defaults to the quorum, n - f.
     """
     seed_value = _seed_of(scenario.name, provers, seed, echo)
-    _scheduler_random().seed(seed_value)  # trio's scheduling shuffle, made reproducible
+    _reproducible_scheduling(seed_value)
     clock = trio.testing.MockClock(autojump_threshold=0)
     minimum = quorum(provers) if minimum_provers is None else minimum_provers
     rng = random.Random(seed_value)
@@ -128,6 +141,7 @@ async def _play(
             baseline + PROGRESS_AFTER_CALM
         )
         end = trio.current_time()
+        stopped = sum(_stopped(node) for node in honest)
         nursery.cancel_scope.cancel()
     senders = len(names) * 2
     return Outcome(
@@ -145,7 +159,12 @@ async def _play(
         equivocations=sum(node.inbox.equivocations for node in honest),
         virtual_time=end,
         chain=common_chain([disks[node.name] for node in honest]),
+        stopped=stopped,
     )
+
+
+def _stopped(node: SimNode) -> bool:
+    return node.up and node.machine is not None and node.machine.get_state() is State.STOPPED
 
 
 async def _crash(crash: Crash, nodes: dict[str, SimNode], nursery: trio.Nursery) -> None:
