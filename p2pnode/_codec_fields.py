@@ -37,13 +37,18 @@ def uint(value: object, what: str) -> int:
     return value
 
 
+def _check_length(length: int, what: str, unit: str, exact: int | None, maximum: int) -> None:
+    """Exactly `exact` items when given, else at most `maximum`."""
+    if exact is not None and length != exact:
+        fail(f"{what}: expected {exact} {unit}, got {length}")
+    if exact is None and length > maximum:
+        fail(f"{what}: {length} {unit} exceeds {maximum}")
+
+
 def byte_string(value: object, what: str, *, size: int | None = None, max_size: int = 0) -> bytes:
     if type(value) is not bytes:
         fail(f"{what}: expected a byte string")
-    if size is not None and len(value) != size:
-        fail(f"{what}: expected {size} bytes, got {len(value)}")
-    if size is None and len(value) > max_size:
-        fail(f"{what}: {len(value)} bytes exceeds {max_size}")
+    _check_length(len(value), what, "bytes", size, max_size)
     return value
 
 
@@ -58,10 +63,7 @@ def text(value: object, what: str) -> str:
 def array(value: object, what: str, *, arity: int | None = None, max_len: int = 0) -> list[object]:
     if type(value) is not list:
         fail(f"{what}: expected an array")
-    if arity is not None and len(value) != arity:
-        fail(f"{what}: expected {arity} elements, got {len(value)}")
-    if arity is None and len(value) > max_len:
-        fail(f"{what}: {len(value)} elements exceeds {max_len}")
+    _check_length(len(value), what, "elements", arity, max_len)
     return value
 
 
