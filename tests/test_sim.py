@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
@@ -41,6 +42,14 @@ def test_a_seed_reproduces_exactly() -> None:
     first = run(scenario("mixed"), 4, 3, echo=True)
     again = run(scenario("mixed"), 4, 3, echo=True)
     assert first == again
+
+
+def test_an_engine_that_stopped_by_itself_fails_the_run() -> None:
+    """A crashed provider stops an engine; the run must count as failed even if others go on."""
+    outcome = run(scenario("calm"), 4, 0, echo=True)
+    assert outcome.ok
+    assert outcome.stopped == 0
+    assert not dataclasses.replace(outcome, stopped=1).ok
 
 
 def test_a_seed_reproduces_in_a_fresh_process() -> None:
