@@ -15,9 +15,9 @@ import trio
 from p2pnode.consensus import Limits, Lock, State, Timeouts, rules, voting
 from p2pnode.consensus.rules import Certified, Choice
 from p2pnode.sim.bus import Bus, Faults
-from p2pnode.sim.model import Frame, Peer, quorum
+from p2pnode.sim.model import Collected, Frame, Peer, quorum
 from p2pnode.sim.node import Conduct, NodeConfig, SimNode
-from p2pnode.sim.providers import Disk, Registry
+from p2pnode.sim.providers import Disk, Reference, Registry
 from p2pnode.sim.scenarios import SCENARIOS, scenario
 from p2pnode.sim.world import run
 
@@ -44,12 +44,24 @@ def test_a_seed_reproduces_exactly() -> None:
     assert first == again
 
 
-def test_an_engine_that_stopped_by_itself_fails_the_run() -> None:
+def test_an_engine_that_stopped_by_itself_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A crashed provider stops an engine; the run must count as failed even if others go on."""
     outcome = run(scenario("calm"), 4, 0, echo=True)
     assert outcome.ok
     assert outcome.stopped == 0
     assert not dataclasses.replace(outcome, stopped=1).ok
+
+    prove = Reference.prove_next_state
+
+    async def crashing(self: Reference, prior: Frame | None, collected: Collected) -> Frame:
+        if self.name == "p0":
+            raise RuntimeError("prover crashed")
+        return await prove(self, prior, collected)
+
+    monkeypatch.setattr(Reference, "prove_next_state", crashing)
+    crashed = run(scenario("calm"), 4, 0, echo=True)
+    assert crashed.stopped == 1
+    assert not crashed.ok
 
 
 def test_a_seed_reproduces_in_a_fresh_process() -> None:
