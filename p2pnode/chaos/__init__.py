@@ -1,0 +1,1 @@
+"""Chaos runs: real peer processes, real faults (kill -9, pause, partition), checked."""

@@ -1,0 +1,197 @@
+"""`scripts/chaos`: real peers in network namespaces, real faults, a table and a verdict."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from rich.console import Console
+
+from p2pnode.chaos import faults, report
+from p2pnode.chaos.checks import Check
+from p2pnode.chaos.cluster import Cluster, ClusterError, write_homes
+from p2pnode.chaos.faults import Event, Fault, Run
+from p2pnode.chaos.netns import Fabric, NetnsError
+from p2pnode.cli import OneLineParser
+
+PEERS = 4
+CYCLE = (Fault.KILL, Fault.PAUSE, Fault.PARTITION)
+HOLD = {
+    Fault.KILL: faults.KILL_SECONDS,
+    Fault.PAUSE: faults.PAUSE_SECONDS,
+    Fault.PARTITION: faults.PARTITION_SECONDS,
+}
+SHORTEST_PHASE = 5.0
+"""A --minutes run ends rather than start a phase shorter than this."""
+PHASES: dict[Fault, Callable[[Run, float], Awaitable[None]]] = {
+    Fault.KILL: faults.kill_phase,
+    Fault.PAUSE: faults.pause_phase,
+    Fault.PARTITION: faults.partition_phase,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    minutes: float | None
+    """None: --quick, each fault once."""
+    seed: int
+    out: Path
+
+
+def next_phase(turn: Fault, left: float) -> tuple[Fault, float] | None:
+    """In a --minutes run with `left` seconds to go, the phase to run for `turn` and how long
+    it holds: a pause or partition that would not end in time (with its resume) gives way to
+    kill -9 for the time left; None once too little is left for anything."""
+    if left < SHORTEST_PHASE:
+        return None
+    if turn is Fault.KILL or left < HOLD[turn] + faults.RESUME_BOUND:
+        return Fault.KILL, min(HOLD[Fault.KILL], left)
+    return turn, HOLD[turn]
+
+
+async def phases(run: Run, minutes: float | None) -> None:
+    if minutes is None:
+        for fault in CYCLE:
+            await PHASES[fault](run, HOLD[fault])
+        return
+    deadline = run.started + minutes * 60
+    for turn in itertools.cycle(CYCLE):
+        chosen = next_phase(turn, deadline - trio.current_time())
+        if chosen is None:
+            return
+        await PHASES[chosen[0]](run, chosen[1])
+
+
+async def chaos(plan: Plan, events: list[Event], say: Callable[[Event], None]) -> None:
+    """Set up the namespaces and the peers, run the faults, finish; everything created is
+    removed on the way out, however the run ends."""
+    fabric = Fabric(f"p2pc{os.getpid()}")
+    try:
+        fabric.build(PEERS)
+        cluster = Cluster(fabric, await write_homes(plan.out, fabric.links))
+        run = Run(cluster, random.Random(plan.seed), trio.current_time(), events, say)
+        try:
+            if await faults.start(run):
+                await phases(run, plan.minutes)
+            await faults.finish(run)
+        finally:
+            cluster.stop()  # synchronous: it completes even in a cancelled run
+    except (NetnsError, ClusterError) as err:
+        fault, target = (Fault.END, "harness") if events else (Fault.START, "set up")
+        event = Event(fault, target, 0.0, None, None, (Check("harness", False, str(err)),))
+        events.append(event)
+        say(event)
+    finally:
+        for error in fabric.remove():
+            print(f"cleanup: {error}", file=sys.stderr)
+
+
+async def execute(plan: Plan, events: list[Event], say: Callable[[Event], None]) -> bool:
+    """Run the chaos until done or until SIGINT or SIGTERM; True if interrupted."""
+    interrupted = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                nonlocal interrupted
+                async for _ in signals:
+                    interrupted = True
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await chaos(plan, events, say)
+            nursery.cancel_scope.cancel()
+    return interrupted
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = OneLineParser(
+        prog="chaos", description="Run real p2pnode peers through real faults; check them."
+    )
+    length = parser.add_mutually_exclusive_group(required=True)
+    length.add_argument("--quick", action="store_true", help="each fault once (under 4 min)")
+    length.add_argument("--minutes", type=float, help="cycle the faults for this long")
+    parser.add_argument("--seed", type=int, help="the choice of victims (default: random)")
+    parser.add_argument("--out", type=Path, help="peer homes and logs (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir at the end")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.minutes is not None and not args.minutes > 0:
+        parser.error("--minutes must be positive")
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+        parser.error(f"--out {args.out} is not empty")
+    if args.json is not None and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: no folder {args.json.parent}")
+    if os.geteuid() != 0:
+        parser.error("needs root: every peer runs in a network namespace of its own")
+    if shutil.which("ip") is None:
+        parser.error("needs `ip` (iproute2) for the network namespaces")
+    return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    signal.signal(signal.SIGTERM, _interrupt)  # outside the run too, so the temp dir goes
+    out = args.out or Path(tempfile.mkdtemp(prefix="p2pnode-chaos-"))
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console(width=140)
+    console.print(f"chaos: {PEERS} provers in {out}, seed {seed}")
+    events: list[Event] = []
+    began = time.monotonic()
+    try:
+        plan = Plan(args.minutes, seed, out)
+        interrupted = trio.run(execute, plan, events, lambda e: console.print(_line(e)))
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if args.out is None and not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+    wall = time.monotonic() - began
+    kept = out if args.out is not None or args.keep else None
+    return _conclude(console, events, args.json, kept, wall, seed, interrupted)
+
+
+def _line(event: Event) -> str:
+    state = "pass" if event.ok else "FAIL: " + ", ".join(c.name for c in event.checks if not c.ok)
+    resume = "" if event.resume is None else f", resumed in {event.resume:.1f} s"
+    return f"  +{event.at:5.1f} s  {event.fault.value} {event.target}{resume}: {state}"
+
+
+def _conclude(
+    console: Console,
+    events: list[Event],
+    json_file: Path | None,
+    kept: Path | None,
+    wall: float,
+    seed: int,
+    interrupted: bool,
+) -> int:
+    console.print(report.table(events))
+    for line in report.failures(events):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+    result = report.verdict(events, wall=wall, seed=seed, interrupted=interrupted)
+    if json_file is not None:
+        document = report.to_json(events, result, wall=wall, seed=seed)
+        json_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    if kept is not None:
+        console.print(f"peer homes and logs kept in {kept}")
+    console.print(result.line, markup=False, highlight=False)
+    return 0 if result.ok else 1

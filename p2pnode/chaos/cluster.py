@@ -1,0 +1,188 @@
+"""The chaos peers: real `p2pnode run` processes in their namespaces; kill -9, restart, pause."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from p2pnode.chaos import nsclient, stores
+from p2pnode.chaos.netns import Fabric, Link
+from p2pnode.client import ClientError, status_url
+from p2pnode.home import Home, write_config
+from p2pnode.testnet import generate_testnet
+
+LISTEN_PORT = 4001
+"""Every peer listens on its own namespace's address, so one fixed port serves all and a
+restarted peer comes back exactly where the others know it."""
+STOP_TIMEOUT = 10.0
+"""SIGTERM, then SIGKILL after this many seconds."""
+POLL = 0.1
+"""How often the harness looks at the peers (other processes: they can only be polled)."""
+TAIL_LINES = 12
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only calls it
+
+
+class ClusterError(Exception):
+    """The peers could not be set up; the message says why."""
+
+
+@dataclass
+class Peer:
+    """One prover: its home, its place on the bridge and its current process."""
+
+    name: str
+    home: Home
+    link: Link
+    process: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+
+    @property
+    def output(self) -> Path:
+        return self.home.path / "process.log"
+
+
+async def write_homes(out: Path, links: list[Link]) -> list[Home]:
+    """A testnet of len(links) provers (the default difficulty), each listening on its link's
+    address; every peer but peer0 bootstraps from what `p2pnode id` prints for peer0."""
+    _, homes = generate_testnet(out, len(links), base_port=LISTEN_PORT)
+    for home, link in zip(homes, links, strict=True):
+        write_config(home, [f"/ip4/{link.address}/tcp/{LISTEN_PORT}"], [])
+    command = [sys.executable, "-m", "p2pnode", "id", "--home", str(homes[0].path)]
+    done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+    lines = done.stdout.decode().splitlines()
+    addresses = [line.split()[1] for line in lines if line.startswith("address: ")]
+    if done.returncode != 0 or not addresses:
+        raise ClusterError(f"p2pnode id --home {homes[0].path}: {done.stderr.decode().strip()}")
+    for home, link in zip(homes[1:], links[1:], strict=True):
+        write_config(home, [f"/ip4/{link.address}/tcp/{LISTEN_PORT}"], addresses[:1])
+    return homes
+
+
+class Cluster:
+    """The peers of one run. Every process it starts is tracked until it has been reaped."""
+
+    def __init__(self, fabric: Fabric, homes: list[Home]) -> None:
+        self.fabric = fabric
+        self.peers = [
+            Peer(f"peer{index}", home, link)
+            for index, (home, link) in enumerate(zip(homes, fabric.links, strict=True))
+        ]
+
+    def spawn(self, peer: Peer) -> None:
+        """Start `p2pnode run --home DIR` inside the peer's namespace."""
+        peer.home.status_url_file.unlink(missing_ok=True)  # a new url means a started peer
+        command = ["ip", "netns", "exec", peer.link.namespace]  # execs: the pid is the peer's
+        command += [sys.executable, "-m", "p2pnode", "run", "--home", str(peer.home.path)]
+        with peer.output.open("ab") as out:
+            # Popen runs in this (the main) thread: the death signal follows the thread that
+            # forked, and a worker thread could end while the peer runs.
+            peer.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal's Ctrl-C reaches the harness alone
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only async-signal-safe calls
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        peer.paused = False
+
+    async def wait_started(self, peer: Peer, timeout: float) -> str | None:
+        """None once the peer answers its status endpoint; else what went wrong."""
+        deadline = trio.current_time() + timeout
+        while trio.current_time() < deadline:
+            code = peer.process.poll() if peer.process else None
+            if code is not None:
+                return f"exited with {code} while starting"
+            try:
+                await self.status(peer, timeout=1)
+                return None
+            except ClientError:
+                await trio.sleep(POLL)
+        return f"no status within {timeout:g} s"
+
+    async def status(self, peer: Peer, *, timeout: float = 3.0) -> dict[str, object]:
+        url = status_url(peer.home)
+        return await nsclient.get_json(peer.link.namespace, url, "/status", timeout=timeout)
+
+    def kill(self, peer: Peer) -> None:
+        """kill -9: no shutdown at all (it works on a stopped process too)."""
+        if peer.process is not None:
+            peer.process.kill()
+            peer.process.wait()
+        peer.paused = False
+
+    def pause(self, peers: list[Peer]) -> None:
+        for peer in peers:
+            if peer.process is not None and peer.process.poll() is None:
+                peer.process.send_signal(signal.SIGSTOP)
+                peer.paused = True
+
+    def resume(self, peers: list[Peer]) -> None:
+        for peer in peers:
+            if peer.process is not None and peer.process.poll() is None:
+                peer.process.send_signal(signal.SIGCONT)
+            peer.paused = False
+
+    def ranks(self) -> dict[str, int]:
+        """Each peer's final rank, read from its store; -1 if the store cannot be read now."""
+        return {peer.name: _rank(peer) for peer in self.peers}
+
+    def exited(self) -> dict[str, int]:
+        """The peers whose process ended without the harness ending it: name → exit code."""
+        codes = {peer.name: peer.process.poll() for peer in self.peers if peer.process}
+        return {name: code for name, code in codes.items() if code is not None}
+
+    def tail(self, peer: Peer) -> str:
+        """The last lines of the peer's log and of its output (where a crash's traceback is)."""
+        parts = []
+        for path in (peer.home.log_file, peer.output):
+            if path.exists():
+                lines = path.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+                parts.append(f"  {path.name}:\n" + "\n".join(f"    {line}" for line in lines))
+        return "\n".join(parts)
+
+    def stop(self) -> dict[str, int]:
+        """Stop every peer: SIGCONT a paused one first (else SIGTERM waits for ever), SIGTERM,
+        then SIGKILL after STOP_TIMEOUT. The exit codes of the peers that were running."""
+        running = {
+            peer.name: peer.process
+            for peer in self.peers
+            if peer.process is not None and peer.process.poll() is None
+        }
+        for process in running.values():
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGTERM)
+        for peer in self.peers:
+            peer.paused = False
+        deadline = time.monotonic() + STOP_TIMEOUT
+        codes = {}
+        for name, process in running.items():
+            try:
+                codes[name] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
+
+
+def _rank(peer: Peer) -> int:
+    try:
+        return stores.final_rank(peer.home.store_file)
+    except stores.StoreReadError:
+        return -1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL should the harness die without cleaning up (a
+    SIGTERM would wait for ever in a peer it had stopped)."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
