@@ -3,6 +3,7 @@ namespace pair joined by a bridge."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -119,6 +120,16 @@ def test_a_peer_that_needed_sigkill_fails_the_clean_stop() -> None:
     check = checks.stopped({"peer0": 0, "peer1": -9})
     assert not check.ok
     assert "peer1 needed SIGKILL" in check.detail
+
+
+def test_a_peer_status_is_described_in_one_line() -> None:
+    sample = json.loads((Path(__file__).parent / "data" / "status_sample.json").read_text())
+    line = checks.describe("peer3", sample)
+    assert "\n" not in line
+    assert line.startswith(f"peer3: {sample['state']} for {sample['state_time']} s")
+    assert "rank 7 attempt 0: 4 live, 2 proposals, 0 votes" in line
+    assert "lock none" in line
+    assert checks.describe("peer1", {}).startswith("peer1: None")
 
 
 # -- the verdict ----------------------------------------------------------------------------

@@ -81,14 +81,36 @@ def nothing_lost(peer: str, before: int, after: int) -> Check:
     return Check("nothing lost", False, f"{peer}: rank {before} before the kill, {after} after")
 
 
-def resumed(what: str, seconds: float | None, bound: float, waited: float) -> Check:
-    """The network finalized again within `bound` seconds; None: not within `waited`."""
+def resumed(
+    what: str, seconds: float | None, bound: float, waited: float, stuck: str = ""
+) -> Check:
+    """The network finalized again within `bound` seconds; None: not within `waited`.
+    `stuck` is what the peers showed once the bound had passed."""
     name = f"resume ≤ {bound:g} s"
     if seconds is None:
-        return Check(name, False, f"{what}: no new rank on every peer within {waited:g} s")
+        return Check(name, False, f"{what}: no new rank on every peer within {waited:g} s", stuck)
     if seconds > bound:
-        return Check(name, False, f"{what}: took {seconds:.1f} s, more than {bound:g} s")
+        return Check(name, False, f"{what}: took {seconds:.1f} s, more than {bound:g} s", stuck)
     return Check(name, True, f"{what}: {seconds:.1f} s")
+
+
+def describe(peer: str, status: Mapping[str, object]) -> str:
+    """One line of a peer's status: where its round stands."""
+    round_ = status.get("round")
+    view: Mapping[str, object] = round_ if isinstance(round_, dict) else {}
+    lock = view.get("locked_on")
+    held = f"{str(lock)[:8]} since attempt {view.get('lock_attempt')}" if lock else "none"
+    return (
+        f"{peer}: {status.get('state')} for {status.get('state_time')} s, final "
+        f"{status.get('finalized_rank')}, rank {view.get('rank')} attempt {view.get('attempt')}: "
+        f"{_size(view.get('live'))} live, {_size(view.get('proposals'))} proposals, "
+        f"{_size(view.get('votes'))} votes (quorum {view.get('quorum')}), lock {held}; "
+        f"{_size(status.get('peers'))} peers"
+    )
+
+
+def _size(value: object) -> int:
+    return len(value) if isinstance(value, list | dict) else 0
 
 
 def no_progress_without_quorum(before: int, after: int) -> Check:

@@ -20,7 +20,7 @@ RESUME_BOUND = 10.0
 RESTART_BOUND = 15.0
 """Seconds from a restart after kill -9 until every peer, the restarted one included,
 finalized a new rank: the restarted process must start Python, load its store, reconnect."""
-RESUME_WAIT = 30.0
+RESUME_WAIT = 45.0
 """How long a resume is waited for before it is called failed (so a slow one is measured)."""
 START_TIMEOUT = 60.0
 WARM_RANK = 2
@@ -89,14 +89,39 @@ class Run:
         self.say(event)
 
 
-async def resume_time(cluster: Cluster, since: float, above: int, wait: float) -> float | None:
-    """Seconds from `since` until every peer's final rank is above `above`; None if that has
-    not happened `wait` seconds after `since`."""
+@dataclass(frozen=True, slots=True)
+class Resume:
+    seconds: float | None
+    """From the fault's end until every peer finalized a new rank; None: not in time."""
+    stuck: str
+    """Each peer's round once the bound had passed without a resume; empty otherwise."""
+
+
+async def wait_resume(
+    cluster: Cluster, since: float, above: int, bound: float, wait: float = RESUME_WAIT
+) -> Resume:
+    """Wait until every peer's final rank is above `above`, at most `wait` seconds after
+    `since`; should `bound` pass first, what each peer shows then is kept."""
+    stuck = ""
     while min(cluster.ranks().values()) <= above:
-        if trio.current_time() >= since + wait:
-            return None
+        now = trio.current_time()
+        if now >= since + wait:
+            return Resume(None, stuck)
+        if not stuck and now >= since + bound:
+            stuck = await snapshot(cluster)
         await trio.sleep(POLL)
-    return trio.current_time() - since
+    return Resume(trio.current_time() - since, stuck)
+
+
+async def snapshot(cluster: Cluster) -> str:
+    """Each peer's round, one line each, as its status endpoint shows it."""
+    lines = []
+    for peer in cluster.peers:
+        try:
+            lines.append(checks.describe(peer.name, await cluster.status(peer, timeout=1)))
+        except ClientError as err:
+            lines.append(f"{peer.name}: {err}")
+    return "\n".join(f"    {line}" for line in lines)
 
 
 def _read_each(cluster: Cluster, read: Callable[[Peer], T]) -> tuple[dict[str, T], list[str]]:
@@ -143,13 +168,20 @@ async def start(run: Run) -> bool:
     up = trio.current_time() - began
     warm = None
     if all(check.ok for check in found):
-        warm = await resume_time(cluster, began, WARM_RANK - 1, START_TIMEOUT)
-        detail = f"rank {WARM_RANK} on every peer" + (f" in {warm:.1f} s" if warm else "")
-        found.append(Check("first ranks", warm is not None, detail if warm else "none yet"))
+        first = await wait_resume(cluster, began, WARM_RANK - 1, START_TIMEOUT, START_TIMEOUT)
+        warm = first.seconds
+        found.append(await _warmed(cluster, warm))
     found.append(alive(cluster))
     event = Event(Fault.START, f"{len(cluster.peers)} provers", at, up, warm, tuple(found))
     run.record(event)
     return event.ok
+
+
+async def _warmed(cluster: Cluster, seconds: float | None) -> Check:
+    if seconds is None:
+        detail = f"no rank {WARM_RANK} on every peer within {START_TIMEOUT:g} s"
+        return Check("first ranks", False, detail, await snapshot(cluster))
+    return Check("first ranks", True, f"rank {WARM_RANK} on every peer in {seconds:.1f} s")
 
 
 async def kill_phase(run: Run, seconds: float = KILL_SECONDS) -> None:
@@ -179,9 +211,10 @@ async def _kill_and_restart(run: Run, victim: Peer) -> Event:
     if problem is None:
         after = cluster.ranks()[victim.name]
         found.append(checks.nothing_lost(victim.name, before, after))
-        resume = await resume_time(cluster, spawned, above, RESUME_WAIT)
+        back = await wait_resume(cluster, spawned, above, RESTART_BOUND)
+        resume = back.seconds
         what = f"{victim.name} restarted"
-        found.append(checks.resumed(what, resume, RESTART_BOUND, RESUME_WAIT))
+        found.append(checks.resumed(what, resume, RESTART_BOUND, RESUME_WAIT, back.stuck))
     found += cluster_checks(cluster)
     return Event(Fault.KILL, victim.name, at, down, resume, tuple(found))
 
@@ -243,13 +276,14 @@ async def _hold(run: Run, seconds: float) -> Held:
 async def _recovered(
     run: Run, fault: Fault, target: str, at: float, seconds: float, held: Held
 ) -> Event:
-    resume = await resume_time(run.cluster, held.ended, held.high, RESUME_WAIT)
+    back = await wait_resume(run.cluster, held.ended, held.high, RESUME_BOUND)
+    what = f"{fault.value} {target}"
     found = [
         checks.no_progress_without_quorum(held.quiet, held.high),
-        checks.resumed(f"{fault.value} {target}", resume, RESUME_BOUND, RESUME_WAIT),
+        checks.resumed(what, back.seconds, RESUME_BOUND, RESUME_WAIT, back.stuck),
         *cluster_checks(run.cluster),
     ]
-    return Event(fault, target, at, seconds, resume, tuple(found))
+    return Event(fault, target, at, seconds, back.seconds, tuple(found))
 
 
 async def finish(run: Run) -> None:
