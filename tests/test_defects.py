@@ -603,7 +603,8 @@ async def test_journal_prevents_a_second_vote_after_restart(
 ) -> None:
     """Defect 3: a machine built with a journal whose record says it voted at rank 1 never calls
     decide_and_send_vote at rank 1 (a restart does not re-vote). With an older record it votes
-    once, and saves its record (voted at rank 1) before it calls decide_and_send_vote."""
+    once, and saves its record (voted at rank 1) before it calls decide_and_send_vote; its
+    proposal was journaled before that, when it was proven."""
     journal = MemoryJournal(RoundRecord(journaled_rank, 0, True))
     h = build(quorum_size=3, journal=journal)
     async with started(h):
@@ -616,8 +617,13 @@ async def test_journal_prevents_a_second_vote_after_restart(
         assert h.script.count("decide_and_send_vote") == votes
         assert len(h.voting.votes_sent) == votes
         if votes:
-            assert journal.saved[0] == RoundRecord(1, 0, True)
-            assert h.script.log.index("save") < h.script.log.index("decide_and_send_vote")
+            assert journal.saved == [
+                RoundRecord(1, 0, False, proposal=OWN_PROPOSAL),
+                RoundRecord(1, 0, True, proposal=OWN_PROPOSAL),
+            ]
+            log = h.script.log
+            saves = [i for i, entry in enumerate(log) if entry == "save"]
+            assert saves[1] < log.index("decide_and_send_vote")
         else:
             assert "decide_and_send_vote" not in h.script.log
         h.sm.close()

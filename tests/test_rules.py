@@ -230,3 +230,43 @@ def test_a_locked_prover_ignores_an_older_certificate(attempt: int) -> None:
     choice = choose_vote(attempt + 3, lock, Certified(attempt - 1, "y"), {"b": F("y")}, ["b"], True)
     assert choice is not None
     assert choice.frame == F("x")
+
+
+def test_a_commit_is_kept_whatever_its_attempt_and_beside_its_sender_s_precommit() -> None:
+    """A confirmation that proves a rank final is not one more precommit: it is kept from a
+    sender whose precommit is held, and far outside the window of attempts kept."""
+    book: MessageBook[F, V, F] = MessageBook(Limits(attempts_ahead=2))
+    book.prune_through(0)
+    book.set_attempt(1, 9)
+    assert book.add_confirmation(1, 0, "a", F("x")) is Receipt.STALE
+    assert book.add_confirmation(1, 9, "a", F("x")) is Receipt.ACCEPTED
+    assert book.add_commit(1, "a", F("x")) is Receipt.ACCEPTED
+    assert book.add_commit(1, "a", F("x")) is Receipt.DUPLICATE
+    assert book.commits(1) == {"a": F("x")}
+    assert book.add_commit(0, "b", F("x", 0)) is Receipt.STALE
+    book.prune_through(1)
+    assert book.commits(1) == {}
+
+
+def test_the_newest_certificate_is_remembered_whatever_its_attempt() -> None:
+    book: MessageBook[F, V, F] = MessageBook(Limits(attempts_ahead=2))
+    book.set_attempt(1, 12)
+    book.note_certificate(1, 1, "y")
+    book.note_certificate(1, 0, "x")  # older: the newer one stays
+    assert book.certified(1) == (1, "y")
+    book.note_certificate(1, 30, "z")  # beyond the window ahead, but a quorum voted there
+    assert book.certified(1) == (30, "z")
+    book.note_certificate(20, 0, "w")  # a rank beyond the window is not kept
+    assert book.certified(20) is None
+
+
+def test_a_discarded_proposal_is_refused_from_then_on() -> None:
+    book: MessageBook[F, V, F] = MessageBook(Limits())
+    assert book.add_proposal(1, "a", F("x")) is Receipt.ACCEPTED
+    assert book.add_proposal(1, "b", F("y")) is Receipt.ACCEPTED
+    book.discard_proposal(1, "a", "x")
+    assert book.proposals(1) == {"b": F("y")}
+    assert book.add_proposal(1, "a", F("x")) is Receipt.INVALID
+    assert book.add_proposal(1, "c", F("x"), replace=True) is Receipt.INVALID
+    book.discard_proposal(1, "b", "other")  # not the frame held: it stays
+    assert book.proposals(1) == {"b": F("y")}

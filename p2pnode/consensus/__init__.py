@@ -2,7 +2,7 @@
 
 from p2pnode.consensus.book import Receipt
 from p2pnode.consensus.config import Limits, Timeouts
-from p2pnode.consensus.errors import EquivocationError, ProviderError
+from p2pnode.consensus.errors import EquivocationError, InvalidProposal, ProviderError
 from p2pnode.consensus.machine import StateMachine
 from p2pnode.consensus.protocols import (
     CommitVotingProvider,
@@ -28,6 +28,7 @@ __all__ = [
     "EquivocationError",
     "Event",
     "FinalityListener",
+    "InvalidProposal",
     "LeaderProvider",
     "Limits",
     "LivenessProvider",

@@ -9,7 +9,7 @@ import trio
 
 from p2pnode.consensus.book import MessageBook
 from p2pnode.consensus.config import Limits, Timeouts
-from p2pnode.consensus.errors import ProviderError
+from p2pnode.consensus.errors import InvalidProposal, ProviderError
 from p2pnode.consensus.protocols import (
     CollectedT,
     LeaderProvider,
@@ -57,6 +57,8 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     _leader: LeaderProvider[StateT, PeerIDT, CollectedT]
     _liveness: LivenessProvider[StateT, PeerIDT, CollectedT]
     _loop_events: set[Event]
+    _dirty: bool
+    _poke: trio.Event
     _sync_hint: trio.Event
     _commit_hint: trio.Event
     _deadline_moved: trio.Event
@@ -93,6 +95,8 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         while relevant():
             try:
                 return await call()
+            except InvalidProposal:
+                raise  # a verdict, not a transient failure: the caller acts on it
             except ProviderError as err:
                 failures += 1
                 self._failed(what, err, epoch)
@@ -219,20 +223,22 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
 
     async def _proving(self, epoch: int) -> None:
         rnd = self._round
-        if self._id_text in self._book.proposals(rnd.target):
-            self._post(Event.PROOF_COMPLETE, epoch)  # proved earlier in this round
-            return
-        collected = rnd.collected
-        if collected is None:
-            return  # nothing collected: wait for the timeout
-        prior = self._active
-        proposal = await self._once(
-            "prove_next_state", lambda: self._leader.prove_next_state(prior, collected), epoch
-        )
-        if proposal is None:
-            return
+        if rnd.proposal is None:
+            collected = rnd.collected
+            if collected is None:
+                return  # nothing collected: wait for the timeout
+            prior = self._active
+            proposal = await self._once(
+                "prove_next_state", lambda: self._leader.prove_next_state(prior, collected), epoch
+            )
+            if proposal is None:
+                return
+            # Journaled before it is published: after a restart this peer re-sends this very
+            # proposal instead of proving a second, different one for the rank.
+            rnd.proposal = proposal
+            self._save_round()
         # Our own proposal is recorded whatever the self-delivery flag says.
-        self._book.add_proposal(rnd.target, self._id_text, proposal, replace=True)
+        self._book.add_proposal(rnd.target, self._id_text, rnd.proposal, replace=True)
         self._post(Event.PROOF_COMPLETE, epoch)
 
     async def _publishing(self, epoch: int) -> None:

@@ -22,6 +22,8 @@ class Receipt(enum.Enum):
     NOT_A_PROVER = "not_a_prover"
     FULL = "full"
     CLOSED = "closed"
+    INVALID = "invalid"
+    """A proposal this peer already found invalid (its proof, say) in this round."""
 
     @property
     def stored(self) -> bool:
@@ -54,6 +56,9 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         self._proposals: dict[int, dict[str, StateT]] = {}
         self._votes: dict[int, dict[int, dict[str, VoteT]]] = {}
         self._confirmations: dict[int, dict[int, dict[str, StateT]]] = {}
+        self._commits: dict[int, dict[str, StateT]] = {}
+        self._certified: dict[int, tuple[int, str]] = {}
+        self._invalid: dict[int, set[str]] = {}
         self._reach: dict[int, dict[str, int]] = {}
         self._attempt: dict[int, int] = {}
         self.evidence: deque[EquivocationError] = deque(maxlen=limits.evidence_kept)
@@ -103,6 +108,8 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         refused = self.rank_receipt(rank)
         if refused is not None:
             return refused
+        if proposal.identity() in self._invalid.get(rank, ()):
+            return Receipt.INVALID
         per_sender = self._proposals.setdefault(rank, {})
         held = per_sender.get(sender)
         if held is not None and (not replace or held.identity() == proposal.identity()):
@@ -111,6 +118,45 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
             return Receipt.FULL
         per_sender[sender] = proposal
         return Receipt.ACCEPTED
+
+    def discard_proposal(self, rank: int, sender: str, frame_id: str) -> None:
+        """Drop a proposal found invalid; the same frame is refused from then on at this rank."""
+        if self.rank_receipt(rank) is not None:
+            return
+        invalid = self._invalid.setdefault(rank, set())
+        if len(invalid) < self._limits.senders_per_rank:
+            invalid.add(frame_id)
+        held = self._proposals.get(rank, {}).get(sender)
+        if held is not None and held.identity() == frame_id:
+            del self._proposals[rank][sender]
+
+    def note_certificate(self, rank: int, attempt: int, frame_id: str) -> None:
+        """Remember the newest vote certificate seen at a rank, whatever its attempt: a locked
+        peer needs it to unlock, however far its own attempts have run meanwhile."""
+        if self.rank_receipt(rank) is not None:
+            return
+        held = self._certified.get(rank)
+        if held is None or attempt > held[0]:
+            self._certified[rank] = (attempt, frame_id)
+
+    def certified(self, rank: int) -> tuple[int, str] | None:
+        """The newest vote certificate seen at a rank: (attempt, frame id)."""
+        return self._certified.get(rank)
+
+    def add_commit(self, rank: int, sender: str, proof: StateT) -> Receipt:
+        """Keep a confirmation that proves a rank final on its own (it carries a commit
+        certificate). Unlike precommits it is kept whatever its attempt, and it never counts as
+        a duplicate of the same sender's precommit: it is what ends the round."""
+        refused = self.rank_receipt(rank)
+        if refused is None:
+            per_sender = self._commits.setdefault(rank, {})
+            refused = self._admit(per_sender, sender)
+            if refused is None:
+                per_sender[sender] = proof
+        return refused or Receipt.ACCEPTED
+
+    def commits(self, rank: int) -> Mapping[str, StateT]:
+        return self._commits.get(rank, {})
 
     def note_reach(self, rank: int, sender: str, attempt: int) -> None:
         """Remember the highest attempt a sender has shown at a rank (to catch up with it)."""
@@ -182,6 +228,9 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
             self._proposals,
             self._votes,
             self._confirmations,
+            self._commits,
+            self._certified,
+            self._invalid,
             self._reach,
             self._attempt,
         ):
@@ -190,8 +239,10 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
 
     def size(self) -> int:
         """Number of stored messages (and per-sender records), for bounded-memory checks."""
-        flat = sum(len(m) for m in self._liveness.values()) + sum(
-            len(m) for m in self._proposals.values()
+        flat = sum(
+            len(m)
+            for kind in (self._liveness, self._proposals, self._commits, self._invalid)
+            for m in kind.values()
         )
         nested = sum(
             len(per)
@@ -199,11 +250,17 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
             for m in kind.values()
             for per in m.values()
         )
-        return flat + nested + sum(len(m) for m in self._reach.values())
+        return flat + nested + len(self._certified) + sum(len(m) for m in self._reach.values())
 
     def ranks(self) -> list[int]:
         """Ranks that hold any message."""
         found: set[int] = set()
-        for per_rank in (self._liveness, self._proposals, self._votes, self._confirmations):
+        for per_rank in (
+            self._liveness,
+            self._proposals,
+            self._votes,
+            self._confirmations,
+            self._commits,
+        ):
             found.update(per_rank)
         return sorted(found)

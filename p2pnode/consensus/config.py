@@ -33,6 +33,10 @@ class Timeouts:
     """Length of the first attempt of a rank; each later attempt doubles it (attempts only)."""
     attempt_max: float = 60.0
     """Upper bound of an attempt's length."""
+    grace: float = 2.0
+    """How long an attempt lasts once a quorum of provers has voted in it (attempts only). The
+    grown length bounds an attempt while a quorum cannot even vote; once it can, a split is
+    known within a few message delays, so a long attempt is not waited out."""
     retry: float = 0.1
     """First delay before retrying a provider call that failed transiently; doubles per failure."""
     retry_max: float = 5.0

@@ -201,6 +201,9 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
             return Receipt.NOT_A_PROVER
         return self._book.rank_receipt(rank)
 
+    def _screen_commit(self, rank: int) -> Receipt | None:
+        return Receipt.CLOSED if self._closed else self._book.rank_receipt(rank)
+
     def receive_liveness_check(self, peer: PeerIDT, collected: CollectedT) -> Receipt:
         rank, sender = collected.rank(), peer.identity()
         receipt = self._screen(rank, sender) or self._book.add_liveness(rank, sender, collected)
@@ -237,19 +240,32 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
             self._post(Event.VOTE_RECEIVED)
         return receipt
 
-    def receive_confirmation(self, peer: PeerIDT, confirmation: StateT) -> Receipt:
+    def receive_confirmation(
+        self, peer: PeerIDT, confirmation: StateT, *, commit: bool = False
+    ) -> Receipt:
+        """Store a confirmation: a precommit, or with `commit` a proof that its frame is final
+        on its own (a commit certificate, checked by the caller). A commit is kept whatever its
+        attempt and from any sender (anyone may relay one), and it is checked once."""
         rank, sender = confirmation.rank(), peer.identity()
-        attempt = attempt_of(confirmation) if self._attempts else 0
-        receipt = self._screen(rank, sender)
-        if receipt is None:
-            self._book.note_reach(rank, sender, attempt)
-            receipt = self._book.add_confirmation(rank, attempt, sender, confirmation)
-        if receipt.stored:
+        if commit:
+            receipt = self._screen_commit(rank) or self._book.add_commit(rank, sender, confirmation)
+        else:
+            receipt = self._screen(rank, sender) or self._add_precommit(sender, confirmation)
+        if receipt.stored or receipt is Receipt.TOO_FAR_AHEAD:
+            # It carries a certificate, so a later rank is really that far on: catch up.
             self._sync_hint.set()
             if rank > self._round.target:
                 self._behind()
+        if receipt.stored:
             self._post(Event.CONFIRMATION_RECEIVED)
         return receipt
+
+    def _add_precommit(self, sender: str, confirmation: StateT) -> Receipt:
+        rank = confirmation.rank()
+        attempt = attempt_of(confirmation) if self._attempts else 0
+        self._book.note_reach(rank, sender, attempt)
+        self._book.note_certificate(rank, attempt, confirmation.identity())
+        return self._book.add_confirmation(rank, attempt, sender, confirmation)
 
     def _behind(self) -> None:
         """A later rank is already confirmed: this peer missed a round, so it syncs."""

@@ -145,12 +145,16 @@ class Lock(Generic[StateT]):
 
 @dataclass(frozen=True, slots=True)
 class RoundRecord(Generic[StateT]):
-    """What a peer must remember across a restart so it never votes twice in one attempt."""
+    """What a peer must remember across a restart so it never signs two different things where
+    it may sign one: a vote per attempt, a proposal per rank."""
 
     rank: int
     attempt: int
     voted: bool
     lock: Lock[StateT] | None = None
+    proposal: StateT | None = None
+    """This peer's own proposal for the rank: re-sent after a restart, never proven again (a
+    second, different proposal would look like an equivocation)."""
 
 
 class RoundJournal(Protocol[StateT]):

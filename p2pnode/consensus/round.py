@@ -25,10 +25,13 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     attempt: int = 0
     opened_at: float = math.inf
     deadline: float = math.inf
+    quorum_voted_at: float | None = None
+    """When votes of the current attempt from a quorum of provers were first all in."""
     vote_started: set[int] = field(default_factory=set)
     votes: dict[int, VoteT] = field(default_factory=dict)
     confirmed: set[int] = field(default_factory=set)
     lock: Lock[StateT] | None = None
+    proposal: StateT | None = None
     best: Certified | None = None
     quorum_attempt: int | None = None
     next_state: StateT | None = None
@@ -37,6 +40,7 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     confirmation_sent: bool = False
     sync_requested: bool = False
     checked_commits: dict[int, int] = field(default_factory=dict)
+    checked_proofs: set[str] = field(default_factory=set)
 
     @classmethod
     def resume(
@@ -49,12 +53,14 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
             if record.voted:
                 fresh.vote_started.add(record.attempt)
             fresh.lock = record.lock
+            fresh.proposal = record.proposal
             if record.lock is not None:
                 fresh.best = Certified(record.lock.attempt, record.lock.frame.identity())
         return fresh
 
     def record(self) -> RoundRecord[StateT]:
-        return RoundRecord(self.target, self.attempt, self.attempt in self.vote_started, self.lock)
+        voted = self.attempt in self.vote_started
+        return RoundRecord(self.target, self.attempt, voted, self.lock, self.proposal)
 
     def leader_ids(self) -> list[str]:
         return [leader.identity() for leader in self.leaders]
@@ -70,6 +76,18 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         self.attempt = attempt
         self.opened_at = now
         self.deadline = now + timeouts.attempt_length(attempt)
+        self.quorum_voted_at = None
+
+    def quorum_voted(self, now: float, timeouts: Timeouts) -> bool:
+        """A quorum has voted in the current attempt: from now on it lasts at most `grace` more
+        seconds, however long it could have lasted. Returns whether the deadline moved."""
+        if self.quorum_voted_at is not None:
+            return False
+        self.quorum_voted_at = now
+        if now + timeouts.grace >= self.deadline:
+            return False
+        self.deadline = now + timeouts.grace
+        return True
 
     def learn_certificate(self, attempt: int, frame_id: str) -> None:
         if self.best is None or attempt > self.best.attempt:

@@ -30,6 +30,11 @@ def max_faults(provers: int) -> int:
     return max(provers - 1, 0) // 3
 
 
+def quorum_size(provers: int) -> int:
+    """q: the votes a certificate needs among n provers, n - f (2f+1 when n = 3f+1)."""
+    return provers - max_faults(provers)
+
+
 def priority(leaders: Sequence[str], attempt: int) -> list[str]:
     """Leader priority in an attempt: the order from the prior frame, rotated by the attempt."""
     if not leaders:

@@ -29,6 +29,8 @@ class RoundView:
     """Voter → identity of its vote in the current attempt."""
     confirmations: Mapping[int, tuple[str, ...]]
     """Attempt → senders of confirmations."""
+    commits: tuple[str, ...]
+    """Senders of confirmations that prove the rank final on their own."""
     voted: bool
     locked_on: str | None
     lock_attempt: int | None
@@ -56,6 +58,7 @@ def view_of(
         proposals={p: frame.identity() for p, frame in book.proposals(target).items()},
         votes={v: vote.identity() for v, vote in book.votes(target, rnd.attempt).items()},
         confirmations={a: tuple(sorted(g)) for a, g in book.confirmations(target).items()},
+        commits=tuple(sorted(book.commits(target))),
         voted=rnd.attempt in rnd.vote_started,
         locked_on=None if rnd.lock is None else rnd.lock.frame.identity(),
         lock_attempt=None if rnd.lock is None else rnd.lock.attempt,

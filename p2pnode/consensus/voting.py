@@ -8,7 +8,7 @@ from typing import cast
 import trio
 
 from p2pnode.consensus.behaviours import Behaviours, Evaluation
-from p2pnode.consensus.errors import EquivocationError
+from p2pnode.consensus.errors import EquivocationError, InvalidProposal
 from p2pnode.consensus.protocols import (
     CollectedT,
     CommitVotingProvider,
@@ -17,7 +17,7 @@ from p2pnode.consensus.protocols import (
     StateT,
     VoteT,
 )
-from p2pnode.consensus.rules import catch_up_attempt, choose_vote
+from p2pnode.consensus.rules import catch_up_attempt, choose_vote, quorum_size
 from p2pnode.consensus.states import Event, State
 
 
@@ -46,17 +46,26 @@ class Voting(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
 
     def _refresh_attempt(self) -> None:
         """Move to a later attempt when this one expired, a newer certificate is known, or f+1
-        provers are already further along (Tendermint's round skip)."""
+        provers are already further along (Tendermint's round skip); once a quorum has voted
+        in this attempt, cut it short to the grace period."""
         rnd = self._round
-        for attempt, group in self._book.confirmations(rnd.target).items():
-            for frame in self._listed(group).values():
-                rnd.learn_certificate(attempt, frame.identity())
-        wanted = rnd.attempt + 1 if trio.current_time() >= rnd.deadline else rnd.attempt
+        certified = self._book.certified(rnd.target)
+        if certified is not None:
+            rnd.learn_certificate(*certified)
+        now = trio.current_time()
+        wanted = rnd.attempt + 1 if now >= rnd.deadline else rnd.attempt
         if rnd.best is not None:
             wanted = max(wanted, rnd.best.attempt)
         wanted = catch_up_attempt(wanted, self._book.reach(rnd.target), rnd.leader_ids())
         if wanted != rnd.attempt:
             self._move_attempt(wanted)
+        if self._quorum_voted() and rnd.quorum_voted(now, self._timeouts):
+            self._deadline_moved.set()
+
+    def _quorum_voted(self) -> bool:
+        """Whether votes of the current attempt from a quorum of the round's provers are in."""
+        provers = len(self._round.leaders)
+        return provers > 0 and len(self._votes(self._round.attempt)) >= quorum_size(provers)
 
     async def _voting_step(self, epoch: int) -> None:
         self._take_events()
@@ -97,12 +106,16 @@ class Voting(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
         attempt = rnd.attempt
         rnd.vote_started.add(attempt)
         self._save_round()
-        decided = await self._retrying(
-            "decide_and_send_vote",
-            lambda: self._decide(candidates, attempt),
-            epoch,
-            relevant=lambda: rnd.attempt == attempt,
-        )
+        try:
+            decided = await self._retrying(
+                "decide_and_send_vote",
+                lambda: self._decide(candidates, attempt),
+                epoch,
+                relevant=lambda: rnd.attempt == attempt,
+            )
+        except InvalidProposal as err:
+            self._reject_proposal(err, attempt)
+            return
         if decided is None:
             return
         vote = decided[1]
@@ -115,6 +128,17 @@ class Voting(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
                 return
             if receipt.stored:
                 self._post(Event.VOTE_RECEIVED)
+
+    def _reject_proposal(self, err: InvalidProposal, attempt: int) -> None:
+        """Nothing was signed: drop the invalid proposal and choose again in this attempt."""
+        self._tracer.error(f"rank {self._round.target}: proposal dropped", err)
+        self._book.discard_proposal(self._round.target, err.proposer, err.frame_id)
+        rnd = self._round
+        if rnd.attempt == attempt and attempt not in rnd.votes:
+            rnd.vote_started.discard(attempt)
+            self._save_round()
+        self._dirty = True
+        self._poke.set()
 
     async def _decide(
         self, candidates: Mapping[str, StateT], attempt: int
@@ -214,6 +238,15 @@ class Voting(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
 
     async def _find_commit(self, epoch: int) -> StateT | None:
         rnd = self._round
+        for sender, proof in self._book.commits(rnd.target).items():
+            if sender in rnd.checked_proofs:
+                continue
+            rnd.checked_proofs.add(sender)
+            if not self._attempts:
+                return proof
+            committed = await self._commit_of({sender: proof}, epoch)
+            if committed is not None:
+                return committed
         groups = self._book.confirmations(rnd.target)
         for attempt in sorted(groups, reverse=True):
             group = self._listed(groups[attempt])

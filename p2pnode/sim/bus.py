@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from p2pnode.sim.model import Confirmation, Vote
+
 TICK = 0.005
 """Granularity of delivery times (virtual seconds)."""
 
@@ -51,6 +53,9 @@ class Faults:
     """Peers whose messages reach nobody (they still hear everything)."""
     confirmations_to: frozenset[str] | None = None
     """When set, confirmations reach only these peers: some peers see a commit, others not."""
+    adaptive: bool = False
+    """Hold back, until the faults end, each vote or precommit that would complete a
+    certificate at its recipient, and every commit certificate."""
 
 
 @dataclass
@@ -63,6 +68,8 @@ class Stats:
 
 
 Handler = Callable[[str, Topic, object], None]
+Rule = Callable[[str, str, Topic, object], bool]
+"""(sender, recipient, topic, payload) -> whether to drop that delivery."""
 
 
 @dataclass(order=True)
@@ -88,12 +95,18 @@ class Bus:
         *,
         echo: bool,
         latency: tuple[float, float] = (0.005, 0.03),
+        quorum: int = 0,
     ) -> None:
         self._rng = rng
         self._faults = faults
         self._echo = echo
         self._latency = latency
+        self._adversary = Completions(quorum)
         self._handlers: dict[str, Handler] = {}
+        self.drop_rules: list[Rule] = []
+        """Scripted losses, for fault sequences played message by message."""
+        self.isolated: set[str] = set()
+        """Peers cut off from every other, for gossip and sync alike, until taken out."""
         self._queue: list[_Delivery] = []
         self._seq = 0
         self._wake = trio.Event()
@@ -110,13 +123,21 @@ class Bus:
 
     def reachable(self, a: str, b: str) -> bool:
         now = trio.current_time()
-        return b in self._handlers and not any(p.cuts(now, a, b) for p in self._faults.partitions)
+        return (
+            b in self._handlers
+            and not self._cut_off(a, b)
+            and not any(p.cuts(now, a, b) for p in self._faults.partitions)
+        )
+
+    def _cut_off(self, a: str, b: str) -> bool:
+        return a != b and (a in self.isolated or b in self.isolated)
 
     def publish(
         self, sender: str, topic: Topic, payload: object, to: Iterable[str] | None = None
     ) -> None:
         """Send to every subscriber (or only to `to`), subject to the faults in force."""
         self.stats.published += 1
+        self._adversary.knows(sender, payload)
         for recipient in sorted(self._handlers) if to is None else sorted(to):
             if recipient == sender:
                 if self._echo:
@@ -126,7 +147,11 @@ class Bus:
 
     def _send(self, recipient: str, sender: str, topic: Topic, payload: object) -> None:
         now, faults, rng = trio.current_time(), self._faults, self._rng
-        if any(p.cuts(now, sender, recipient) for p in faults.partitions):
+        if (
+            self._cut_off(sender, recipient)
+            or any(p.cuts(now, sender, recipient) for p in faults.partitions)
+            or any(drop(sender, recipient, topic, payload) for drop in self.drop_rules)
+        ):
             self.stats.cut += 1
             return
         delay = rng.uniform(*self._latency)
@@ -148,6 +173,10 @@ class Bus:
             delay += rng.uniform(0.0, faults.jitter)
             if topic is Topic.PROPOSAL and rng.random() < faults.proposal_delay:
                 delay += rng.uniform(*faults.proposal_lag)
+            if faults.adaptive and self._adversary.completes(recipient, payload):
+                delay += faults.until - now  # released when the faults end
+            else:
+                self._adversary.knows(recipient, payload)
         for copy in range(copies):
             self._schedule(delay + copy * rng.uniform(0.0, 0.05), recipient, sender, topic, payload)
 
@@ -179,3 +208,42 @@ class Bus:
                     self.stats.delivered += 1
                     handler(item.sender, item.topic, item.payload)
             await trio.lowlevel.checkpoint()
+
+
+class Completions:
+    """The adaptive adversary's ledger: which votes and precommits each peer holds, by what they
+    are for, so it can tell which one message would complete a certificate at a peer."""
+
+    def __init__(self, quorum: int) -> None:
+        self._quorum = quorum
+        self._held: dict[tuple[str, str, int, int, str], set[str]] = {}
+
+    @staticmethod
+    def _key(peer: str, payload: object) -> tuple[tuple[str, str, int, int, str], str] | None:
+        match payload:
+            case Vote():
+                return (peer, "vote", payload.round, payload.attempt_no, payload.frame_id), (
+                    payload.voter
+                )
+            case Confirmation() if not payload.frame.final:
+                frame = payload.frame
+                key = (peer, "precommit", frame.round, frame.cert_attempt, frame.identity())
+                return key, payload.signer
+        return None
+
+    def knows(self, peer: str, payload: object) -> None:
+        found = self._key(peer, payload)
+        if found is not None:
+            key, signer = found
+            self._held.setdefault(key, set()).add(signer)
+
+    def completes(self, peer: str, payload: object) -> bool:
+        """Whether delivering `payload` to `peer` would complete a certificate there."""
+        if isinstance(payload, Confirmation) and payload.frame.final:
+            return True
+        found = self._key(peer, payload)
+        if found is None:
+            return False
+        key, signer = found
+        held = self._held.get(key, set())
+        return signer not in held and len(held) + 1 >= self._quorum

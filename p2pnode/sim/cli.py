@@ -30,6 +30,7 @@ class Summary:
     finalized: int = 0
     safety_violations: int = 0
     liveness_failures: int = 0
+    slow_recoveries: int = 0
     memory_failures: int = 0
     equivocations: int = 0
     slowest_recovery: float = 0.0
@@ -40,6 +41,7 @@ class Summary:
         self.finalized += outcome.finalized
         self.safety_violations += outcome.safety_violations
         self.liveness_failures += outcome.liveness_failure
+        self.slow_recoveries += outcome.slow_recovery
         self.memory_failures += not outcome.memory_ok
         self.equivocations += outcome.equivocations
         if outcome.recovery is not None:
@@ -107,6 +109,7 @@ def table(summaries: list[Summary]) -> Table:
         "rounds finalized",
         "safety violations",
         "liveness failures",
+        "slow recoveries",
         "memory over bound",
         "equivocations caught",
         "slowest recovery (s)",
@@ -120,6 +123,7 @@ def table(summaries: list[Summary]) -> Table:
             str(s.finalized),
             str(s.safety_violations),
             str(s.liveness_failures),
+            str(s.slow_recoveries),
             str(s.memory_failures),
             str(s.equivocations),
             f"{s.slowest_recovery:.1f}",
@@ -161,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for o in failing:
         console.print(
             f"FAIL {o.scenario} n={o.provers} seed={o.seed}: safety={o.safety_violations} "
-            f"liveness_failure={o.liveness_failure} stopped_engines={o.stopped} "
+            f"liveness_failure={o.liveness_failure} recovery={o.recovery} "
+            f"stopped_engines={o.stopped} "
             f"peak_stored={o.peak_stored}/{o.memory_bound}"
             f"  (reproduce: scripts/simulate --scenario {o.scenario} --provers {o.provers} "
             f"--first-seed {o.seed} --seeds 1 --jobs 1)",

@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from p2pnode.consensus.rules import max_faults
+
+
+class Named(Protocol):
+    def identity(self) -> str: ...
 
 
 def digest(*parts: object) -> str:
@@ -59,13 +64,18 @@ class Frame:
     parent: str
     prover: str
     payload: str
+    stamp: float = 0.0
+    """When the prover proved it, by the prover's clock (virtual seconds)."""
+    proof: bool = True
+    """Whether its proof of work holds (checked only by a peer about to vote for it)."""
     cert_attempt: int = -1
     signers: frozenset[str] = frozenset()
     final: bool = False
     _id: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_id", digest(self.round, self.parent, self.prover, self.payload))
+        body = (self.round, self.parent, self.prover, self.payload, self.stamp, self.proof)
+        object.__setattr__(self, "_id", digest(*body))
 
     def identity(self) -> str:
         return self._id
@@ -87,6 +97,18 @@ class Frame:
 
 
 GENESIS = Frame(0, "", "genesis", "genesis")
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """What a confirmation message carries: a frame with its certificate and who signed it.
+
+    With a vote certificate it is `signer`'s precommit (it counts only if `signer` signed the
+    precommit statement); with a commit certificate it proves the frame final, whoever relays it.
+    """
+
+    frame: Frame
+    signer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +139,7 @@ def quorum(provers: int) -> int:
     return provers - max_faults(provers)
 
 
-def leader_order(provers: Sequence[str], prior: Frame | None) -> list[str]:
+def leader_order(provers: Sequence[str], prior: Named | None) -> list[str]:
     """A deterministic permutation of the provers seeded by the prior frame's id."""
     seed = prior.identity() if prior is not None else ""
     return sorted(provers, key=lambda name: digest("leader", seed, name))

@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import enum
+import dataclasses
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import trio
 from trio_typing import TaskStatus
 
-from p2pnode.consensus import EquivocationError, Limits, StateMachine, Timeouts
+from p2pnode.consensus import EquivocationError, Limits, Receipt, StateMachine, Timeouts
 from p2pnode.sim.bus import Bus, Topic
-from p2pnode.sim.model import Collected, Frame, Peer, Vote
-from p2pnode.sim.providers import Disk, Reference, Registry
+from p2pnode.sim.conducts import Conduct, Misbehaviour
+from p2pnode.sim.model import Collected, Confirmation, Frame, Peer, Vote
+from p2pnode.sim.providers import Disk, Reference, Registry, SyncServers
 
 Machine = StateMachine[Frame, Vote, Peer, Collected]
 
-
-class Conduct(enum.Enum):
-    """How a simulated prover behaves."""
-
-    HONEST = "honest"
-    EQUIVOCATING_PROPOSER = "equivocating_proposer"
-    """Sends different frames to different peers."""
-    DOUBLE_VOTER = "double_voter"
-    """Votes for two different frames in every attempt."""
-    SPAMMER = "spammer"
-    """Honest, but also floods far-future ranks and messages in a non-prover's name."""
+MAX_AHEAD = 1.0
+"""How far (virtual seconds) a proposal's timestamp may run ahead of a peer's clock before the
+peer ignores it for now (a later re-send may be taken)."""
 
 
 @dataclass
@@ -40,6 +33,14 @@ class Inbox:
     equivocations: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Skew:
+    """A peer's clock: `offset` seconds off, and running `rate` times as fast as real time."""
+
+    offset: float = 0.0
+    rate: float = 1.0
+
+
 @dataclass
 class NodeConfig:
     minimum_provers: int
@@ -48,6 +49,10 @@ class NodeConfig:
     limits: Limits
     prove_time: float = 0.5
     rebroadcast: float = 1.0
+
+
+class RejectedError(Exception):
+    """A message no honest peer would accept: dropped and counted."""
 
 
 @dataclass
@@ -61,12 +66,16 @@ class SimNode:
     disks: Mapping[str, Disk]
     config: NodeConfig
     rng: random.Random
+    servers: SyncServers | None = None
+    skew: Skew = field(default_factory=Skew)
     inbox: Inbox = field(default_factory=Inbox)
     machine: Machine | None = None
     providers: Reference | None = None
     peak_stored: int = 0
     crashes: int = 0
     _scope: trio.CancelScope | None = None
+    _tasks: trio.Nursery | None = None
+    _byzantine: Misbehaviour | None = None
 
     @property
     def disk(self) -> Disk:
@@ -74,7 +83,11 @@ class SimNode:
 
     @property
     def honest(self) -> bool:
-        return self.conduct in (Conduct.HONEST, Conduct.SPAMMER)
+        return self.conduct.honest
+
+    @property
+    def prover(self) -> bool:
+        return self.name in self.registry.provers
 
     @property
     def up(self) -> bool:
@@ -83,6 +96,16 @@ class SimNode:
     def finalized_rank(self) -> int:
         return self.disk.tip().round
 
+    def clock(self) -> float:
+        """This peer's wall clock (virtual seconds, skewed)."""
+        return trio.current_time() * self.skew.rate + self.skew.offset
+
+    def _timeouts(self) -> Timeouts:
+        """The configured timeouts as this peer's clock measures them."""
+        base = self.config.timeouts
+        scaled = {f.name: getattr(base, f.name) / self.skew.rate for f in dataclasses.fields(base)}
+        return Timeouts(**scaled)
+
     async def start(self, nursery: trio.Nursery) -> None:
         """(Re)start the peer from its disk."""
         providers = Reference(
@@ -90,9 +113,10 @@ class SimNode:
             self.disk,
             self.bus,
             self.registry,
-            self.disks,
+            self.servers if self.servers is not None else _Alone(),
             prove_time=self.config.prove_time,
             publish=self._publish,
+            clock=self.clock,
         )
         machine: Machine = StateMachine(
             Peer(self.name),
@@ -103,7 +127,7 @@ class SimNode:
             providers,
             providers,
             providers,
-            timeouts=self.config.timeouts,
+            timeouts=self._timeouts(),
             limits=self.config.limits,
             journal=self.disk,
         )
@@ -117,13 +141,39 @@ class SimNode:
     ) -> None:
         with scope:
             async with trio.open_nursery() as tasks:
+                self._tasks = tasks
                 await tasks.start(machine.run)
                 self.bus.subscribe(self.name, self._receive)
                 tasks.start_soon(self._rebroadcast)
-                if self.conduct is Conduct.SPAMMER:
-                    tasks.start_soon(self._spam)
+                self._misbehave(tasks, machine)
                 machine.start()
                 task_status.started()
+
+    def _misbehave(self, tasks: trio.Nursery, machine: Machine) -> None:
+        if self.conduct is Conduct.HONEST:
+            self._byzantine = None
+            return
+        self._byzantine = bad = Misbehaviour(
+            self.name,
+            self.conduct,
+            self.bus,
+            self.registry,
+            self.rng,
+            machine.round_view,
+            self._later,
+        )
+        if self.conduct is Conduct.SPAMMER:
+            tasks.start_soon(bad.spam, 0.5, lambda: self.finalized_rank() + 1)
+        if self.conduct is Conduct.REPLAYER:
+            tasks.start_soon(bad.replay, 0.5)
+
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        async def run() -> None:
+            await trio.sleep(delay)
+            action()
+
+        if self._tasks is not None:
+            self._tasks.start_soon(run)
 
     def crash(self) -> None:
         """Stop at once, losing everything but the disk."""
@@ -131,61 +181,36 @@ class SimNode:
         if self._scope is not None:
             self._scope.cancel()
         self._scope = None
+        self._tasks = None
         self.crashes += 1
 
     # -- outbound ------------------------------------------------------------------------
 
     def _publish(self, topic: Topic, payload: object) -> None:
-        peers = [p for p in self.bus.peers() if p != self.name]
-        half = set(self.rng.sample(peers, len(peers) // 2))
-        rest = set(self.bus.peers()) - half
-        equivocating = self.conduct is Conduct.EQUIVOCATING_PROPOSER
-        if equivocating and isinstance(payload, Frame) and topic is Topic.PROPOSAL:
-            twin = replace(payload, payload=payload.payload + "'")
-            self.bus.publish(self.name, topic, payload, to=rest)
-            self.bus.publish(self.name, topic, twin, to=half)
-            return
-        if self.conduct is Conduct.DOUBLE_VOTER and isinstance(payload, Vote):
-            twin_vote = replace(payload, frame_id="0" * 16, proposer=self.name)
-            self.registry.sign(("vote", twin_vote.round, twin_vote.attempt_no, "0" * 16, self.name))
-            self.bus.publish(self.name, topic, payload, to=rest)
-            self.bus.publish(self.name, topic, twin_vote, to=half)
-            return
-        self.bus.publish(self.name, topic, payload)
+        if self._byzantine is not None:
+            self._byzantine.publish(topic, payload)
+        else:
+            self.bus.publish(self.name, topic, payload)
 
     async def _rebroadcast(self) -> None:
         """Gossip is best effort: while the round stalls, send the latest messages again."""
-        last = -1
+        last = self.finalized_rank()
         while True:
-            await trio.sleep(self.config.rebroadcast)
+            await trio.sleep(self.config.rebroadcast / self.skew.rate)
             rank = self.finalized_rank()
             self._sample()
             if rank != last or self.providers is None:
                 last = rank
                 continue
-            sent, target = self.providers.sent, rank + 1
-            if sent.liveness is not None and sent.liveness.round == target:
-                self._publish(Topic.LIVENESS, sent.liveness)
-            if sent.proposal is not None and sent.proposal.round == target:
-                self._publish(Topic.PROPOSAL, sent.proposal)
-            if sent.vote is not None and sent.vote.round == target:
-                self._publish(Topic.VOTE, sent.vote)
-            if sent.confirmation is not None:
-                self._publish(Topic.CONFIRMATION, sent.confirmation)
+            for topic, payload in self.providers.sent.at(rank + 1):
+                self._publish(topic, payload)
 
-    async def _spam(self) -> None:
-        """Far-future ranks in our name, and a non-prover's messages for the current rank."""
-        while True:
-            await trio.sleep(0.5)
-            target = self.finalized_rank() + 1
-            far = Collected(target + 1000)
-            self.bus.publish(self.name, Topic.LIVENESS, far)
-            self.bus.publish(self.name, Topic.PROPOSAL, Frame(target + 1000, "x", self.name, "x"))
-            intruder = f"intruder-{self.name}"
-            self.bus.publish(intruder, Topic.LIVENESS, Collected(target))
-            self.bus.publish(intruder, Topic.PROPOSAL, Frame(target, "x", intruder, "x"))
-            vote = Vote(target, 0, "f" * 16, intruder, intruder)
-            self.bus.publish(intruder, Topic.VOTE, vote)
+    def serve(self, start: int, limit: int) -> list[Frame]:
+        """This peer's answer to a sync request."""
+        frames = self.disk.frames(start, limit)
+        if self.conduct is Conduct.SYNC_LIAR and self._byzantine is not None:
+            return self._byzantine.serve(frames, start)
+        return frames
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -197,35 +222,102 @@ class SimNode:
             accepted = self._deliver(machine, sender, topic, payload)
         except EquivocationError:
             self.inbox.equivocations += 1
+            self.inbox.ignored += 1
+            return
+        except RejectedError:
             self.inbox.rejected += 1
             return
-        if accepted is None:
-            self.inbox.rejected += 1
-        elif accepted:
+        if accepted:
             self.inbox.accepted += 1
         else:
             self.inbox.ignored += 1
 
-    def _deliver(self, machine: Machine, sender: str, topic: Topic, payload: object) -> bool | None:
-        """Check what a signature would prove, then feed the engine; None means rejected."""
-        peer = Peer(sender)
-        if isinstance(payload, Collected) and topic is Topic.LIVENESS:
-            return machine.receive_liveness_check(peer, payload).stored
-        if isinstance(payload, Frame) and topic is Topic.PROPOSAL:
-            if payload.prover != sender:
-                return None
-            return machine.receive_proposal(peer, payload.body()).stored
-        if isinstance(payload, Vote) and topic is Topic.VOTE:
-            if payload.voter != sender:
-                return None
-            return machine.receive_vote(Peer(payload.proposer), peer, payload).stored
-        if isinstance(payload, Frame) and topic is Topic.CONFIRMATION:
-            if not self.registry.valid(payload):
-                return None
-            machine.receive_proposal(Peer(payload.prover), payload.body(), certified=True)
-            return machine.receive_confirmation(peer, payload).stored
-        return None
+    def _deliver(self, machine: Machine, sender: str, topic: Topic, payload: object) -> bool:
+        """Check what a real peer checks (signatures are the bus's authentic senders and the
+        registry), then feed the engine; False means ignored, `RejectedError` rejected."""
+        match payload:
+            case Collected() if topic is Topic.LIVENESS:
+                self._prover(sender)
+                receipt = machine.receive_liveness_check(Peer(sender), payload)
+                return self._noted(sender, payload.round - 1, receipt)
+            case Frame() if topic is Topic.PROPOSAL:
+                return self._proposal(machine, sender, payload)
+            case Vote() if topic is Topic.VOTE:
+                if payload.voter != sender:
+                    raise RejectedError("signer is not the sender")
+                self._prover(sender)
+                self._prover(payload.proposer)
+                receipt = machine.receive_vote(Peer(payload.proposer), Peer(sender), payload)
+                return self._noted(sender, payload.round - 1, receipt)
+            case Confirmation() if topic is Topic.CONFIRMATION:
+                return self._confirmation(machine, sender, payload)
+        raise RejectedError("unexpected message")
+
+    def _prover(self, name: str) -> None:
+        if name not in self.registry.provers:
+            raise RejectedError("not a prover")
+
+    def _noted(self, sender: str, final_rank: int, receipt: Receipt) -> bool:
+        if receipt is Receipt.NOT_A_PROVER:
+            raise RejectedError("not a prover of the round")
+        if receipt.stored and self.providers is not None:
+            self.providers.note_ahead(sender, final_rank)
+        return receipt.stored
+
+    def _extends_tip(self, frame: Frame) -> bool:
+        """Whether `frame` is for the rank being decided; RejectedError if it cannot be valid."""
+        tip = self.disk.tip()
+        if frame.round != tip.round + 1:
+            return False  # its parent cannot be checked: ignored
+        if frame.parent != tip.identity() or frame.stamp <= tip.stamp:
+            raise RejectedError("does not extend the final frame")
+        return True
+
+    def _proposal(self, machine: Machine, sender: str, frame: Frame) -> bool:
+        if frame.prover != sender:
+            raise RejectedError("signer is not the sender")
+        self._prover(sender)
+        if not self._extends_tip(frame):
+            return False
+        if frame.stamp > self.clock() + MAX_AHEAD:
+            return False  # depends on this peer's clock: ignored, never held against a relay
+        return self._noted(sender, frame.round - 1, machine.receive_proposal(Peer(sender), frame))
+
+    def _confirmation(self, machine: Machine, sender: str, message: Confirmation) -> bool:
+        frame = message.frame
+        if message.signer != sender:
+            raise RejectedError("signer is not the sender")
+        if not self.registry.valid(frame):
+            raise RejectedError("invalid certificate")
+        if not frame.final:
+            self._prover(sender)
+            statement = ("precommit", frame.round, frame.cert_attempt, frame.identity(), sender)
+            if not self.registry.signed(statement):
+                raise RejectedError("bad signature")
+        if self._byzantine is not None:
+            self._byzantine.hear(message)
+        if frame.round <= self.disk.tip().round:
+            return False
+        if self.providers is not None:  # a certificate shows how far its sender has come
+            self.providers.note_ahead(sender, frame.round if frame.final else frame.round - 1)
+        if self._extends_tip(frame):
+            # The frame a quorum voted for replaces any other this prover sent us.
+            machine.receive_proposal(Peer(frame.prover), frame.body(), certified=True)
+        receipt = machine.receive_confirmation(Peer(sender), frame, commit=frame.final)
+        if receipt is Receipt.NOT_A_PROVER:
+            raise RejectedError("not a prover of the round")
+        return receipt.stored
 
     def _sample(self) -> None:
         if self.machine is not None:
             self.peak_stored = max(self.peak_stored, self.machine.stored_messages())
+
+
+class _Alone:
+    """No sync servers: a peer on its own."""
+
+    def names(self) -> list[str]:
+        return []
+
+    def serve(self, server: str, start: int, limit: int) -> list[Frame]:
+        return []

@@ -1,20 +1,36 @@
-"""Deterministic reference providers for the simulator: they run attempts."""
+"""Deterministic reference providers for the simulator: they run attempts, as strict as the real."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
-from p2pnode.consensus import ProviderError, RoundRecord
+from p2pnode.consensus import InvalidProposal, ProviderError, RoundRecord
 from p2pnode.consensus.rules import priority
 from p2pnode.sim.bus import Bus, Topic
-from p2pnode.sim.model import GENESIS, Collected, Frame, Peer, Vote, leader_order, quorum
+from p2pnode.sim.model import (
+    GENESIS,
+    Collected,
+    Confirmation,
+    Frame,
+    Peer,
+    Vote,
+    leader_order,
+    quorum,
+)
 
 Statement = tuple[str, int, int, str, str]
 """(kind, rank, attempt, frame id, signer): what a signature vouches for."""
+
+SYNC_BATCH = 16
+"""Frames a sync server returns per request."""
+SYNC_ROUND_TRIP = 0.02
+"""Virtual seconds a sync request takes."""
+STAMP_STEP = 0.001
+"""A frame's timestamp is at least this much after its parent's."""
 
 
 class Registry:
@@ -27,8 +43,12 @@ class Registry:
     def sign(self, statement: Statement) -> None:
         self._signed.add(statement)
 
+    def signed(self, statement: Statement) -> bool:
+        return statement in self._signed
+
     def conflicts(self, signers: set[str]) -> int:
-        """Statements by `signers` that contradict an earlier one (same kind, rank, attempt)."""
+        """Statements by `signers` that contradict an earlier one of the same kind, rank and
+        attempt: two votes, two precommits, or two proposals for one rank."""
         seen: dict[tuple[str, int, int, str], str] = {}
         conflicting = 0
         for kind, rank, attempt, frame_id, signer in sorted(self._signed):
@@ -39,7 +59,8 @@ class Registry:
         return conflicting
 
     def valid(self, frame: Frame) -> bool:
-        """Whether `frame`'s certificate holds: a quorum of provers signed it."""
+        """Whether `frame`'s certificate holds: a quorum of provers signed it (votes for a vote
+        certificate, precommits for a commit certificate)."""
         if frame.cert_attempt < 0:
             return False
         kind = "precommit" if frame.final else "vote"
@@ -59,15 +80,27 @@ class Disk:
     chain: dict[int, Frame] = field(default_factory=lambda: {0: GENESIS})
     votes: dict[tuple[int, int], Vote] = field(default_factory=dict)
     record: RoundRecord[Frame] | None = None
+    watchers: list[Callable[[Frame], None]] = field(default_factory=list)
+    """Told of every frame kept as final (tests await ranks with it)."""
 
     def tip(self) -> Frame:
         return self.chain[max(self.chain)]
+
+    def keep(self, frame: Frame) -> None:
+        """Keep a final frame; the first one kept at a rank stays."""
+        if frame.round not in self.chain:
+            self.chain[frame.round] = frame
+            for watcher in list(self.watchers):
+                watcher(frame)
 
     def load(self) -> RoundRecord[Frame] | None:
         return self.record
 
     def save(self, record: RoundRecord[Frame]) -> None:
         self.record = record
+
+    def frames(self, start: int, limit: int) -> list[Frame]:
+        return [self.chain[r] for r in range(max(start, 1), start + limit) if r in self.chain]
 
 
 @dataclass
@@ -77,7 +110,48 @@ class Sent:
     liveness: Collected | None = None
     proposal: Frame | None = None
     vote: Vote | None = None
-    confirmation: Frame | None = None
+    precommit: Confirmation | None = None
+    commit: Confirmation | None = None
+
+    @classmethod
+    def restored(cls, name: str, disk: Disk) -> Sent:
+        """What a peer restarted from `disk` re-sends: its final tip's commit, and its proposal,
+        vote and precommit of the round it was in."""
+        tip = disk.tip()
+        sent = cls(commit=Confirmation(tip, name) if tip.final else None)
+        rank = tip.round + 1
+        voted = [vote for (r, _), vote in disk.votes.items() if r == rank]
+        if voted:
+            sent.vote = max(voted, key=lambda vote: vote.attempt_no)
+        record = disk.record
+        if record is not None and record.rank == rank:
+            sent.proposal = record.proposal
+            if record.lock is not None:
+                sent.precommit = Confirmation(record.lock.frame, name)
+        return sent
+
+    def at(self, rank: int) -> list[tuple[Topic, object]]:
+        """What to send again while deciding `rank` (the commit is of an earlier rank)."""
+        found: list[tuple[Topic, object]] = []
+        if self.liveness is not None and self.liveness.round == rank:
+            found.append((Topic.LIVENESS, self.liveness))
+        if self.proposal is not None and self.proposal.round == rank:
+            found.append((Topic.PROPOSAL, self.proposal))
+        if self.vote is not None and self.vote.round == rank:
+            found.append((Topic.VOTE, self.vote))
+        if self.precommit is not None and self.precommit.frame.round == rank:
+            found.append((Topic.CONFIRMATION, self.precommit))
+        if self.commit is not None:
+            found.append((Topic.CONFIRMATION, self.commit))
+        return found
+
+
+class SyncServers(Protocol):
+    """The peers a simulated peer can ask for final frames."""
+
+    def names(self) -> list[str]: ...
+
+    def serve(self, server: str, start: int, limit: int) -> list[Frame]: ...
 
 
 class Reference:
@@ -93,18 +167,23 @@ class Reference:
         disk: Disk,
         bus: Bus,
         registry: Registry,
-        disks: Mapping[str, Disk],
+        servers: SyncServers,
         *,
         prove_time: float = 0.05,
         publish: Callable[[Topic, object], None] | None = None,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.name = name
         self.disk = disk
         self.bus = bus
         self.registry = registry
-        self.disks = disks
+        self.servers = servers
         self.prove_time = prove_time
-        self.sent = Sent()
+        self.clock = clock
+        self.sent = Sent.restored(name, disk)
+        self.ahead: dict[str, int] = {}
+        """Per peer, the highest rank it showed it holds as final (from valid messages)."""
+        self._turn = 0
         self._publish = publish or (lambda topic, payload: bus.publish(name, topic, payload))
 
     @property
@@ -113,27 +192,61 @@ class Reference:
 
     # -- sync ----------------------------------------------------------------------------
 
+    def note_ahead(self, peer: str, rank: int) -> None:
+        if rank > self.ahead.get(peer, 0):
+            self.ahead[peer] = rank
+
     async def synchronize(self, existing: Frame | None) -> Frame:
-        await trio.sleep(0.02)
-        sources = [
-            n for n in sorted(self.disks) if n != self.name and self.bus.reachable(self.name, n)
+        """Ask peers for final frames, one at a time: first those known to be ahead, the
+        furthest first, then the others in turn; an answer that brings nothing while a peer is
+        known to be further on does not end the sync."""
+        servers = [
+            n for n in self.servers.names() if n != self.name and self.bus.reachable(self.name, n)
         ]
-        if not sources and existing is None:
-            raise ProviderError("no peer reachable to synchronize from")
-        for source in sources:
-            self._catch_up(self.disks[source])
+        if not servers:
+            if existing is None:
+                raise ProviderError("no peer reachable to synchronize from")
+            return self.disk.tip()
+        failures = 0
+        for server in self._order(servers):
+            try:
+                await self._catch_up_from(server)
+            except ProviderError:
+                failures += 1
+                continue
+            if self.disk.tip().round >= max(self.ahead.values(), default=0):
+                break
+        if failures == len(servers):
+            raise ProviderError("no peer could be synchronized from")
         return self.disk.tip()
 
-    def _catch_up(self, source: Disk) -> None:
-        """Copy the source's later frames, checking every link and certificate."""
-        chain = self.disk.chain
-        rank = max(chain)
-        while rank + 1 in source.chain:
-            frame = source.chain[rank + 1]
-            if frame.parent != chain[rank].identity() or not self.registry.valid(frame):
-                raise ProviderError(f"invalid frame offered at rank {rank + 1}")
-            chain[rank + 1] = frame
-            rank += 1
+    def _order(self, servers: list[str]) -> list[str]:
+        tip = self.disk.tip().round
+        known = sorted(
+            (s for s in servers if self.ahead.get(s, 0) > tip), key=lambda s: -self.ahead[s]
+        )
+        rest = [s for s in servers if s not in known]
+        self._turn += 1
+        shift = self._turn % len(rest) if rest else 0
+        return [*known, *rest[shift:], *rest[:shift]]
+
+    async def _catch_up_from(self, server: str) -> None:
+        """Copy the server's later frames, checking every link and commit certificate."""
+        while True:
+            await trio.sleep(SYNC_ROUND_TRIP)
+            if not self.bus.reachable(self.name, server):
+                raise ProviderError(f"{server} is unreachable")
+            tip = self.disk.tip()
+            frames = self.servers.serve(server, tip.round + 1, SYNC_BATCH)
+            for frame in frames:
+                tip = self.disk.tip()
+                linked = frame.round == tip.round + 1 and frame.parent == tip.identity()
+                if not (linked and frame.final and self.registry.valid(frame)):
+                    raise ProviderError(f"invalid frame from {server} at rank {frame.round}")
+                self.disk.keep(frame)
+                self.note_ahead(server, frame.round)
+            if len(frames) < SYNC_BATCH:
+                return
 
     # -- leader and liveness -------------------------------------------------------------
 
@@ -143,7 +256,10 @@ class Reference:
     async def prove_next_state(self, prior: Frame | None, collected: Collected) -> Frame:
         await trio.sleep(self.prove_time)
         parent = prior if prior is not None else GENESIS
-        return Frame(parent.round + 1, parent.identity(), self.name, collected.identity())
+        # The timestamp makes every proving unique, as a real frame's is: a prover that proved
+        # again for a rank would sign a second, different proposal.
+        stamp = max(self.clock(), parent.stamp + STAMP_STEP)
+        return Frame(parent.round + 1, parent.identity(), self.name, collected.identity(), stamp)
 
     async def collect(self) -> Collected:
         rank = self.disk.tip().round + 1
@@ -156,6 +272,7 @@ class Reference:
     # -- voting --------------------------------------------------------------------------
 
     async def send_proposal(self, proposal: Frame) -> None:
+        self.registry.sign(("proposal", proposal.round, 0, proposal.identity(), self.name))
         self.sent.proposal = proposal
         self._publish(Topic.PROPOSAL, proposal)
 
@@ -170,6 +287,8 @@ class Reference:
             order = priority(leader_order(self.provers, self.disk.chain.get(rank - 1)), attempt)
             proposer = min(proposals, key=lambda p: order.index(p) if p in order else len(order))
             frame = proposals[proposer]
+            if not frame.proof:  # checked only now, as a real peer checks the proof it votes for
+                raise InvalidProposal(proposer, frame.identity(), "bad proof of work")
             vote = Vote(rank, attempt, frame.identity(), proposer, self.name)
             self.disk.votes[(rank, attempt)] = vote  # durable before it is published
         self.registry.sign(("vote", rank, attempt, vote.frame_id, self.name))
@@ -198,20 +317,23 @@ class Reference:
         return frame.body().certified(attempt, by_frame[frame_id], final=False), Peer(frame.prover)
 
     async def send_confirmation(self, finalized: Frame) -> None:
-        if not finalized.final:
+        message = Confirmation(finalized, self.name)
+        if finalized.final:
+            self.sent.commit = message
+        else:
             statement = ("precommit", finalized.round, finalized.cert_attempt)
             self.registry.sign((*statement, finalized.identity(), self.name))
-        self.sent.confirmation = finalized
-        self._publish(Topic.CONFIRMATION, finalized)
+            self.sent.precommit = message
+        self._publish(Topic.CONFIRMATION, message)
 
     async def is_commit(self, confirmations: Mapping[str, Frame]) -> bool:
-        if any(frame.final for frame in confirmations.values()):
+        if any(frame.final and self.registry.valid(frame) for frame in confirmations.values()):
             return True
         return self._certified(_senders_by_frame(confirmations)) is not None
 
     async def finalize_commit(self, confirmations: Mapping[str, Frame]) -> Frame:
         for frame in confirmations.values():
-            if frame.final:
+            if frame.final and self.registry.valid(frame):
                 return frame
         by_frame = _senders_by_frame(confirmations)
         frame_id = self._certified(by_frame)
@@ -222,9 +344,9 @@ class Reference:
 
     def on_finalized(self, state: Frame) -> None:
         """Store the final frame; the latest one is re-broadcast so laggards finalize at once."""
-        self.disk.chain.setdefault(state.round, state)
+        self.disk.keep(state)
         if state.final:
-            self.sent.confirmation = state
+            self.sent.commit = Confirmation(state, self.name)
 
 
 def _by_frame(votes: Mapping[str, Vote]) -> dict[str, list[str]]:
@@ -239,7 +361,3 @@ def _senders_by_frame(confirmations: Mapping[str, Frame]) -> dict[str, list[str]
     for sender, frame in sorted(confirmations.items()):
         by_frame.setdefault(frame.identity(), []).append(sender)
     return by_frame
-
-
-def tally(votes: Mapping[str, Vote]) -> Counter[str]:
-    return Counter(vote.frame_id for vote in votes.values())

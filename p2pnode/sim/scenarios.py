@@ -8,26 +8,31 @@ from dataclasses import dataclass, field
 
 from p2pnode.consensus.rules import max_faults
 from p2pnode.sim.bus import Faults, Partition
-from p2pnode.sim.node import Conduct
+from p2pnode.sim.conducts import Conduct
+from p2pnode.sim.node import Skew
 
 
 @dataclass(frozen=True, slots=True)
 class Crash:
-    """`name` crashes at `at` and comes back (from its disk) at `back`."""
+    """`name` crashes at `at` and comes back (from its disk) at `back`, or never (None)."""
 
     name: str
     at: float
-    back: float
+    back: float | None
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One run's adversity; from `calm_after` on the network behaves and every peer is up."""
+    """One run's adversity; from `calm_after` on the network behaves and every peer is up but
+    those crashed for good. Byzantine conducts and clock skews last the whole run."""
 
     faults: Faults = field(default_factory=Faults)
     conducts: dict[str, Conduct] = field(default_factory=dict)
     crashes: tuple[Crash, ...] = ()
     calm_after: float = 10.0
+    skews: dict[str, Skew] = field(default_factory=dict)
+    followers: dict[str, float] = field(default_factory=dict)
+    """Peers outside the prover set, by name, with how often (seconds) each synchronizes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,7 @@ def _crash_restart(names: list[str], rng: random.Random) -> Plan:
     for name in rng.sample(names, max_faults(len(names))):
         at = rng.uniform(1.0, 5.0)
         crashes.append(Crash(name, at, at + rng.uniform(1.0, 6.0)))
-    return Plan(crashes=tuple(crashes), calm_after=max(c.back for c in crashes))
+    return Plan(crashes=tuple(crashes), calm_after=max(c.back or c.at for c in crashes))
 
 
 def _split_vote(names: list[str], rng: random.Random) -> Plan:
@@ -107,14 +112,69 @@ def _mixed(names: list[str], rng: random.Random) -> Plan:
         proposal_delay=0.3,
         partitions=(Partition(start, start + rng.uniform(1.0, 4.0), side),),
     )
-    conduct = rng.choice([Conduct.EQUIVOCATING_PROPOSER, Conduct.DOUBLE_VOTER])
+    conduct = rng.choice([c for c in Conduct if not c.honest])
     crashes = tuple(Crash(name, rng.uniform(1.0, 3.0), rng.uniform(3.5, until)) for name in crashed)
     return Plan(
         faults=faults,
         conducts=dict.fromkeys(bad, conduct),
         crashes=crashes,
-        calm_after=max([until, *(c.back for c in crashes)]),
+        calm_after=max([until, *(c.back or c.at for c in crashes)]),
     )
+
+
+def _adaptive(names: list[str], rng: random.Random) -> Plan:
+    until = rng.uniform(4.0, 12.0)
+    return Plan(faults=Faults(until=until, jitter=0.05, adaptive=True), calm_after=until)
+
+
+def _crash_for_good(names: list[str], rng: random.Random) -> Plan:
+    """f provers crash and never come back; the others must go on without them."""
+    crashes = tuple(
+        Crash(name, rng.uniform(0.5, 6.0), None)
+        for name in rng.sample(names, max_faults(len(names)))
+    )
+    until = max(c.at for c in crashes)
+    return Plan(faults=Faults(until=until, jitter=0.1), crashes=crashes, calm_after=until)
+
+
+def _long_partition(names: list[str], rng: random.Random) -> Plan:
+    """A partition that lasts more than eight attempts (over five minutes) with no quorum on
+    either side, so attempts grow on both: the network split in halves, or one prover cut off
+    while f others crash for good (locks taken on both sides must still be released)."""
+    start = rng.uniform(1.0, 3.0)
+    end = start + rng.uniform(320.0, 420.0)
+    crashes: tuple[Crash, ...] = ()
+    if rng.random() < 0.5:
+        side = frozenset(rng.sample(names, len(names) // 2))
+    else:
+        alone = rng.choice(names)
+        side = frozenset({alone})
+        others = rng.sample([n for n in names if n != alone], max_faults(len(names)))
+        crashes = tuple(Crash(name, rng.uniform(start, start + 8.0), None) for name in others)
+    faults = Faults(until=end, partitions=(Partition(start, end, side),))
+    return Plan(faults=faults, crashes=crashes, calm_after=end)
+
+
+def _sync_liar(names: list[str], rng: random.Random) -> Plan:
+    """f provers lie to sync requests and a follower lags; an honest prover cut off for a while
+    must catch up past them."""
+    liars = rng.sample(names, max_faults(len(names)))
+    victim = rng.choice([n for n in names if n not in liars])
+    start = rng.uniform(1.0, 3.0)
+    end = start + rng.uniform(4.0, 12.0)
+    faults = Faults(until=end, partitions=(Partition(start, end, frozenset({victim})),))
+    return Plan(
+        faults=faults,
+        conducts=dict.fromkeys(liars, Conduct.SYNC_LIAR),
+        followers={"follower": 15.0},
+        calm_after=end,
+    )
+
+
+def _clock_skew(names: list[str], rng: random.Random) -> Plan:
+    """Every peer's clock is off by up to 3 s and runs up to 10 % fast or slow, for good."""
+    skews = {name: Skew(rng.uniform(-3.0, 3.0), rng.uniform(0.9, 1.1)) for name in names}
+    return Plan(faults=Faults(until=4.0, jitter=0.05), skews=skews, calm_after=4.0)
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -138,6 +198,49 @@ SCENARIOS: tuple[Scenario, ...] = (
         _byzantine(Conduct.SPAMMER),
     ),
     Scenario("mixed", "loss, a partition, a crash and a Byzantine prover at once", _mixed),
+    Scenario(
+        "split_voter",
+        "f provers vote for two real proposals, each to half the peers",
+        _byzantine(Conduct.SPLIT_VOTER),
+    ),
+    Scenario(
+        "withholder",
+        "f provers send precommits and commits to some peers only, or to none",
+        _byzantine(Conduct.WITHHOLDER),
+    ),
+    Scenario(
+        "replayer",
+        "f provers replay old confirmations and certificates to some peers",
+        _byzantine(Conduct.REPLAYER),
+    ),
+    Scenario(
+        "late_leader",
+        "f provers publish their proposals late and to some peers only",
+        _byzantine(Conduct.LATE_LEADER),
+    ),
+    Scenario(
+        "adaptive",
+        "the network holds back exactly the messages that would complete a certificate",
+        _adaptive,
+    ),
+    Scenario("crash_for_good", "f provers crash and never come back", _crash_for_good),
+    Scenario("long_partition", "a partition that lasts more than eight attempts", _long_partition),
+    Scenario(
+        "sync_liar",
+        "f provers answer sync with nothing, stale or invalid frames; a follower lags",
+        _sync_liar,
+    ),
+    Scenario(
+        "bad_parent",
+        "f provers propose frames that do not extend the final frame",
+        _byzantine(Conduct.BAD_PARENT),
+    ),
+    Scenario(
+        "bad_proof",
+        "f provers propose frames whose proof of work does not hold",
+        _byzantine(Conduct.BAD_PROOF),
+    ),
+    Scenario("clock_skew", "every peer's clock is off and runs fast or slow", _clock_skew),
 )
 
 

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 import trio.testing
 
 from p2pnode.consensus import Limits, State, Timeouts
 from p2pnode.sim.bus import Bus
-from p2pnode.sim.model import quorum
-from p2pnode.sim.node import Conduct, NodeConfig, SimNode
+from p2pnode.sim.conducts import Conduct
+from p2pnode.sim.model import Frame, quorum
+from p2pnode.sim.node import NodeConfig, SimNode, Skew
 from p2pnode.sim.providers import Disk, Registry
-from p2pnode.sim.scenarios import Crash, Scenario
+from p2pnode.sim.scenarios import Crash, Plan, Scenario
 
 PROGRESS_AFTER_CALM = 3
 """Ranks every honest peer must finalize once the network behaves."""
 LIVENESS_WINDOW = 240.0
 """Virtual seconds allowed for that."""
+RECOVERY_ATTEMPTS = 3
+"""Honest provers must finalize a new rank within this many first-attempt lengths of the calm,
+however far their attempts grew during the faults."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,26 +47,37 @@ class Outcome:
     virtual_time: float
     chain: tuple[str, ...]
     """Frame ids of ranks 1.. that every honest peer finalized."""
+    winners: tuple[str, ...] = ()
+    """The provers of those frames."""
     stopped: int = 0
     """Honest peers, up at the end, whose engine had stopped by itself (a provider crashed)."""
+    recovery_bound: float = math.inf
 
     @property
     def memory_ok(self) -> bool:
         return self.peak_stored <= self.memory_bound
 
     @property
+    def slow_recovery(self) -> bool:
+        """No new final rank at every honest prover within the recovery bound of the calm."""
+        return self.recovery is None or self.recovery > self.recovery_bound
+
+    @property
     def ok(self) -> bool:
         return (
             not self.safety_violations
             and not self.liveness_failure
+            and not self.slow_recovery
             and not self.stopped
             and self.memory_ok
         )
 
 
 def memory_bound(limits: Limits, senders: int) -> int:
-    """What the message book may hold: per rank in its window, per kind, per sender."""
-    per_rank = 3 + (limits.attempts_ahead + 1) + (2 * limits.attempts_ahead + 1)
+    """What the message book may hold: per rank in its window, per kind, per sender (liveness,
+    proposals, reach, commits, invalid frames, the newest certificate, votes in the current
+    attempt and those ahead, confirmations in the attempts behind and ahead)."""
+    per_rank = 6 + (limits.attempts_ahead + 1) + (2 * limits.attempts_ahead + 1)
     return limits.ranks_ahead * per_rank * senders
 
 
@@ -104,63 +120,116 @@ def run(
     return trio.run(_play, scenario, provers, seed, echo, minimum, rng, clock=clock)
 
 
+class Directory:
+    """Every simulated peer by name: the sync servers a peer can ask."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, SimNode] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self.nodes)
+
+    def serve(self, server: str, start: int, limit: int) -> list[Frame]:
+        node = self.nodes.get(server)
+        return [] if node is None or not node.up else node.serve(start, limit)
+
+
+def build(
+    plan: Plan, names: list[str], bus: Bus, config: NodeConfig, rng: random.Random
+) -> tuple[Registry, dict[str, Disk], Directory]:
+    """The peers of a plan (provers `names` and its followers), each with its disk."""
+    registry = Registry(names)
+    everyone = [*names, *sorted(plan.followers)]
+    disks = {name: Disk() for name in everyone}
+    directory = Directory()
+    for name in everyone:
+        node_config = config
+        if name in plan.followers:
+            resync = plan.followers[name]
+            node_config = replace(config, timeouts=replace(config.timeouts, resync=resync))
+        directory.nodes[name] = SimNode(
+            name,
+            plan.conducts.get(name, Conduct.HONEST),
+            bus,
+            registry,
+            disks,
+            node_config,
+            rng,
+            servers=directory,
+            skew=plan.skews.get(name, Skew()),
+        )
+    return registry, disks, directory
+
+
 async def _play(
     scenario: Scenario, provers: int, seed: int, echo: bool, minimum: int, rng: random.Random
 ) -> Outcome:
     names = [f"p{i}" for i in range(provers)]
     plan = scenario.plan(names, rng)
-    registry = Registry(names)
-    disks = {name: Disk() for name in names}
-    bus = Bus(rng, plan.faults, echo=echo)
-    limits = Limits()
-    config = NodeConfig(minimum, not echo, Timeouts(), limits)
-    nodes = [
-        SimNode(name, plan.conducts.get(name, Conduct.HONEST), bus, registry, disks, config, rng)
-        for name in names
-    ]
+    bus = Bus(rng, plan.faults, echo=echo, quorum=quorum(provers))
+    limits, timeouts = Limits(), Timeouts()
+    config = NodeConfig(minimum, not echo, timeouts, limits)
+    registry, disks, directory = build(plan, names, bus, config, rng)
+    nodes = list(directory.nodes.values())
     honest = [node for node in nodes if node.honest]
-    recovery: float | None = None
-    liveness_failure = False
+    gone = {crash.name for crash in plan.crashes if crash.back is None}
+    watched = [node for node in honest if node.name not in gone]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bus.run)
         for node in nodes:
             await node.start(nursery)
         for crash in plan.crashes:
-            nursery.start_soon(_crash, crash, {n.name: n for n in nodes}, nursery)
+            nursery.start_soon(_crash, crash, directory.nodes, nursery)
         await trio.sleep_until(plan.calm_after)
-        baseline = max(node.finalized_rank() for node in honest)
-        calm = trio.current_time()
-        with trio.move_on_at(calm + LIVENESS_WINDOW):
-            while min(node.finalized_rank() for node in honest) < baseline + PROGRESS_AFTER_CALM:
-                if recovery is None and min(n.finalized_rank() for n in honest) > baseline:
-                    recovery = trio.current_time() - calm
-                await trio.sleep(0.25)
-        if recovery is None and min(n.finalized_rank() for n in honest) > baseline:
-            recovery = trio.current_time() - calm
-        liveness_failure = min(node.finalized_rank() for node in honest) < (
-            baseline + PROGRESS_AFTER_CALM
-        )
-        end = trio.current_time()
-        stopped = sum(_stopped(node) for node in honest)
+        progress = await _watch(watched)
+        stopped = sum(_stopped(node) for node in watched)
         nursery.cancel_scope.cancel()
-    senders = len(names) * 2
+    senders = len(nodes) * 2
     return Outcome(
         scenario=scenario.name,
         provers=provers,
         seed=seed,
         echo=echo,
-        finalized=min(node.finalized_rank() for node in honest),
+        finalized=min(node.finalized_rank() for node in watched),
         safety_violations=safety_violations([disks[node.name] for node in honest])
         + registry.conflicts({node.name for node in honest}),
-        liveness_failure=liveness_failure,
-        recovery=recovery,
+        liveness_failure=not progress.live,
+        recovery=progress.recovery,
         peak_stored=max(node.peak_stored for node in nodes),
         memory_bound=memory_bound(limits, senders),
         equivocations=sum(node.inbox.equivocations for node in honest),
-        virtual_time=end,
+        virtual_time=progress.end,
         chain=common_chain([disks[node.name] for node in honest]),
+        winners=common_chain([disks[node.name] for node in honest], by_prover=True),
         stopped=stopped,
+        recovery_bound=RECOVERY_ATTEMPTS * timeouts.attempt,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    live: bool
+    """Every watched peer finalized PROGRESS_AFTER_CALM new ranks within the window."""
+    recovery: float | None
+    """Seconds from the calm until every watched prover had finalized a new rank."""
+    end: float
+
+
+async def _watch(watched: list[SimNode]) -> Progress:
+    """From the calm on, time the first new rank at every prover and wait for the rest."""
+    provers = [node for node in watched if node.prover]
+    baseline = max(node.finalized_rank() for node in watched)
+    calm = trio.current_time()
+    recovery: float | None = None
+    with trio.move_on_at(calm + LIVENESS_WINDOW):
+        while True:
+            if recovery is None and min(n.finalized_rank() for n in provers) > baseline:
+                recovery = trio.current_time() - calm
+            if min(n.finalized_rank() for n in watched) >= baseline + PROGRESS_AFTER_CALM:
+                break
+            await trio.sleep(0.25)
+    live = min(n.finalized_rank() for n in watched) >= baseline + PROGRESS_AFTER_CALM
+    return Progress(live, recovery, trio.current_time())
 
 
 def _stopped(node: SimNode) -> bool:
@@ -170,13 +239,16 @@ def _stopped(node: SimNode) -> bool:
 async def _crash(crash: Crash, nodes: dict[str, SimNode], nursery: trio.Nursery) -> None:
     await trio.sleep_until(crash.at)
     nodes[crash.name].crash()
-    await trio.sleep_until(crash.back)
-    await nodes[crash.name].start(nursery)
+    if crash.back is not None:
+        await trio.sleep_until(crash.back)
+        await nodes[crash.name].start(nursery)
 
 
-def common_chain(disks: list[Disk]) -> tuple[str, ...]:
+def common_chain(disks: list[Disk], *, by_prover: bool = False) -> tuple[str, ...]:
+    """The frames of ranks 1.. every disk holds (by id, or by prover)."""
     top = min(max(disk.chain) for disk in disks)
-    return tuple(disks[0].chain[rank].identity() for rank in range(1, top + 1))
+    frames = [disks[0].chain[rank] for rank in range(1, top + 1)]
+    return tuple(frame.prover if by_prover else frame.identity() for frame in frames)
 
 
 def safety_violations(disks: list[Disk]) -> int:

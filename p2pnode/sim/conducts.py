@@ -1,0 +1,177 @@
+"""How simulated Byzantine provers misbehave: what they publish, serve and replay."""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import trio
+
+from p2pnode.consensus import RoundView
+from p2pnode.sim.bus import Bus, Topic
+from p2pnode.sim.model import Collected, Confirmation, Frame, Vote, digest
+from p2pnode.sim.providers import Registry
+
+
+class Conduct(enum.Enum):
+    """How a simulated prover behaves."""
+
+    HONEST = "honest"
+    EQUIVOCATING_PROPOSER = "equivocating_proposer"
+    """Sends different frames to different peers."""
+    DOUBLE_VOTER = "double_voter"
+    """Votes for two different frames in every attempt, one of them made up."""
+    SPLIT_VOTER = "split_voter"
+    """Votes for two real proposals in every attempt, each to half the peers."""
+    WITHHOLDER = "withholder"
+    """Sends its precommits and commit certificates to some peers only, or to none."""
+    REPLAYER = "replayer"
+    """Sends old confirmations, of earlier attempts and ranks, to some peers again."""
+    LATE_LEADER = "late_leader"
+    """Publishes its proposal late and to some peers only."""
+    SYNC_LIAR = "sync_liar"
+    """Answers sync requests with nothing, a stale chain or invalid frames."""
+    BAD_PARENT = "bad_parent"
+    """Proposes frames that do not extend the final frame."""
+    BAD_PROOF = "bad_proof"
+    """Proposes frames whose proof of work does not hold."""
+    SPAMMER = "spammer"
+    """Honest, but also floods far-future ranks and messages in a non-prover's name."""
+
+    @property
+    def honest(self) -> bool:
+        """Whether the prover keeps every promise the checks hold honest provers to."""
+        return self in (Conduct.HONEST, Conduct.SPAMMER)
+
+
+@dataclass
+class Misbehaviour:
+    """A Byzantine prover's outbound side: it decides who gets what, and when."""
+
+    name: str
+    conduct: Conduct
+    bus: Bus
+    registry: Registry
+    rng: random.Random
+    view: Callable[[], RoundView | None]
+    later: Callable[[float, Callable[[], None]], None]
+    """Run a callable after a delay (virtual seconds), in the peer's own task group."""
+    heard: deque[Confirmation] = field(default_factory=lambda: deque(maxlen=64))
+
+    def halves(self) -> tuple[set[str], set[str]]:
+        peers = [p for p in self.bus.peers() if p != self.name]
+        half = set(self.rng.sample(peers, len(peers) // 2))
+        return half, set(self.bus.peers()) - half
+
+    def some(self) -> set[str]:
+        peers = [p for p in self.bus.peers() if p != self.name]
+        return set(self.rng.sample(peers, self.rng.randint(0, len(peers))))
+
+    def publish(self, topic: Topic, payload: object) -> None:
+        """Publish as this conduct does; anything it does not tamper with goes out as is."""
+        handled = False
+        match payload:
+            case Frame() if topic is Topic.PROPOSAL:
+                handled = self._propose(payload)
+            case Vote():
+                handled = self._vote(payload)
+            case Confirmation():
+                handled = self._confirm(payload)
+        if not handled:
+            self.bus.publish(self.name, topic, payload)
+
+    def _propose(self, frame: Frame) -> bool:
+        half, rest = self.halves()
+        match self.conduct:
+            case Conduct.EQUIVOCATING_PROPOSER:
+                twin = replace(frame, payload=frame.payload + "'")
+                self.bus.publish(self.name, Topic.PROPOSAL, frame, to=rest)
+                self.bus.publish(self.name, Topic.PROPOSAL, twin, to=half)
+            case Conduct.LATE_LEADER:
+                lag = self.rng.uniform(0.5, 2.5)
+                self.later(lag, lambda: self.bus.publish(self.name, Topic.PROPOSAL, frame, to=half))
+            case Conduct.BAD_PARENT:
+                orphan = replace(frame, parent=digest("no such parent", frame.parent))
+                self.bus.publish(self.name, Topic.PROPOSAL, orphan)
+            case Conduct.BAD_PROOF:
+                self.bus.publish(self.name, Topic.PROPOSAL, replace(frame, proof=False))
+            case _:
+                return False
+        return True
+
+    def _vote(self, vote: Vote) -> bool:
+        if self.conduct is Conduct.DOUBLE_VOTER:
+            twin = replace(vote, frame_id="0" * 16, proposer=self.name)
+        elif self.conduct is Conduct.SPLIT_VOTER:
+            other = self._other_proposal(vote)
+            if other is None:
+                return False
+            twin = replace(vote, proposer=other[0], frame_id=other[1])
+        else:
+            return False
+        self.registry.sign(("vote", twin.round, twin.attempt_no, twin.frame_id, self.name))
+        half, rest = self.halves()
+        self.bus.publish(self.name, Topic.VOTE, vote, to=rest)
+        self.bus.publish(self.name, Topic.VOTE, twin, to=half)
+        return True
+
+    def _other_proposal(self, vote: Vote) -> tuple[str, str] | None:
+        view = self.view()
+        if view is None or view.target_rank != vote.round:
+            return None
+        others = sorted((p, f) for p, f in view.proposals.items() if f != vote.frame_id)
+        return self.rng.choice(others) if others else None
+
+    def _confirm(self, confirmation: Confirmation) -> bool:
+        self.heard.append(confirmation)
+        if self.conduct is not Conduct.WITHHOLDER:
+            return False
+        self.bus.publish(self.name, Topic.CONFIRMATION, confirmation, to=self.some())
+        return True
+
+    def hear(self, confirmation: Confirmation) -> None:
+        self.heard.append(confirmation)
+
+    async def replay(self, every: float) -> None:
+        """Send an old confirmation again, as its signer sent it, to some peers."""
+        while True:
+            await trio.sleep(every)
+            view = self.view()
+            old = [c for c in self.heard if view is None or _older(c.frame, view)]
+            if old:
+                confirmation = self.rng.choice(old)
+                to = self.some()
+                self.bus.publish(confirmation.signer, Topic.CONFIRMATION, confirmation, to=to)
+
+    def serve(self, frames: list[Frame], start: int) -> list[Frame]:
+        """A sync liar's answer: nothing, a chain that stops early, or an invalid frame."""
+        choice = self.rng.randrange(3)
+        if choice == 0 or not frames:
+            return []
+        if choice == 1:
+            return frames[: self.rng.randrange(len(frames))]
+        forged = replace(frames[0], signers=frozenset(self.registry.provers[:1]))
+        return [forged, *frames[1:]]
+
+    async def spam(self, every: float, target: Callable[[], int]) -> None:
+        """Far-future ranks in its name, and a non-prover's messages for the current rank."""
+        while True:
+            await trio.sleep(every)
+            rank = target()
+            self.bus.publish(self.name, Topic.LIVENESS, Collected(rank + 1000))
+            self.bus.publish(self.name, Topic.PROPOSAL, Frame(rank + 1000, "x", self.name, "x"))
+            intruder = f"intruder-{self.name}"
+            self.bus.publish(intruder, Topic.LIVENESS, Collected(rank))
+            self.bus.publish(intruder, Topic.PROPOSAL, Frame(rank, "x", intruder, "x"))
+            self.bus.publish(intruder, Topic.VOTE, Vote(rank, 0, "f" * 16, intruder, intruder))
+
+
+def _older(frame: Frame, view: RoundView) -> bool:
+    return frame.round < view.target_rank or frame.attempt() < view.attempt
+
+
+def conducts_of(names: Iterable[str], conduct: Conduct) -> dict[str, Conduct]:
+    return dict.fromkeys(names, conduct)

@@ -1,0 +1,248 @@
+"""Fault sequences, played message by message on the simulator, that once stopped honest provers
+for ever; each must now end with every honest, connected prover finalizing again, promptly."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+import trio.testing
+
+from p2pnode.consensus import Event, Limits, State, Timeouts
+from p2pnode.sim.bus import Bus, Topic
+from p2pnode.sim.conducts import Conduct
+from p2pnode.sim.model import GENESIS, Confirmation, Frame, Vote, leader_order, quorum
+from p2pnode.sim.node import NodeConfig, SimNode
+from p2pnode.sim.providers import Registry
+from p2pnode.sim.scenarios import Plan
+from p2pnode.sim.world import build
+
+TIMEOUTS = Timeouts()
+RECOVERY = 3 * TIMEOUTS.attempt
+"""What the engine promises once a fault ends: a new final rank within three first attempts."""
+
+
+@dataclass
+class Net:
+    bus: Bus
+    nodes: dict[str, SimNode]
+    registry: Registry
+    nursery: trio.Nursery
+
+    def __getitem__(self, name: str) -> SimNode:
+        return self.nodes[name]
+
+    async def restart(self, name: str) -> None:
+        await self.nodes[name].start(self.nursery)
+
+
+@asynccontextmanager
+async def network(
+    provers: int = 4, *, conducts: dict[str, Conduct] | None = None, echo: bool = True
+) -> AsyncIterator[Net]:
+    """`provers` simulated provers on a bus without random faults, started."""
+    names = [f"p{i}" for i in range(provers)]
+    rng = random.Random(7)
+    plan = Plan(conducts=conducts or {})
+    bus = Bus(rng, plan.faults, echo=echo, quorum=quorum(provers))
+    config = NodeConfig(quorum(provers), not echo, TIMEOUTS, Limits())
+    registry, _, directory = build(plan, names, bus, config, rng)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bus.run)
+        for node in directory.nodes.values():
+            await node.start(nursery)
+        yield Net(bus, directory.nodes, registry, nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def reached(*nodes: SimNode, rank: int) -> None:
+    """Wait until every one of `nodes` holds a final frame at `rank`."""
+    for node in nodes:
+        done = trio.Event()
+
+        def watch(frame: Frame, done: trio.Event = done) -> None:
+            if frame.round >= rank:
+                done.set()
+
+        node.disk.watchers.append(watch)
+        if node.finalized_rank() < rank:
+            await done.wait()
+        node.disk.watchers.remove(watch)
+
+
+async def entered(node: SimNode, state: State, attempt: int | None = None) -> None:
+    """Wait until `node`'s engine enters `state` (in `attempt`, if given)."""
+    machine = node.machine
+    assert machine is not None
+    done = trio.Event()
+
+    class Listener:
+        def on_transition(self, from_: State, to: State, event: Event) -> None:
+            assert machine is not None
+            if to is state and (attempt is None or machine.round_view().attempt == attempt):
+                done.set()
+
+    machine.add_listener(Listener())
+    await done.wait()
+
+
+def precommit(payload: object) -> Confirmation | None:
+    is_precommit = isinstance(payload, Confirmation) and not payload.frame.final
+    return payload if is_precommit else None  # type: ignore[return-value]
+
+
+async def test_a_commit_is_taken_from_a_peer_whose_precommit_is_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """p2 misses the attempt-0 votes and p3's precommit; p0 and p1 commit; p3 crashes for good.
+    p2 holds p0's and p1's precommits: their commits, re-sent from the same senders for the same
+    attempt, must still reach its engine, else p2 never finalizes and p0, p1 wait on it."""
+
+    def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        if recipient != "p2":
+            return False
+        if isinstance(payload, Vote):
+            return payload.round == 1 and payload.attempt_no == 0
+        held = precommit(payload)
+        return held is not None and held.signer == "p3"
+
+    async with network() as net:
+        net.bus.drop_rules.append(lost)
+        with trio.fail_after(30):
+            await reached(net["p0"], net["p1"], rank=1)
+        net["p3"].crash()
+        assert net["p2"].finalized_rank() == 0
+        with trio.fail_after(RECOVERY):
+            await reached(net["p2"], rank=1)
+        with trio.fail_after(60):
+            await reached(net["p0"], net["p1"], net["p2"], rank=3)
+
+
+async def test_a_lock_is_released_by_a_certificate_far_older_than_the_attempt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """p0 alone locks (X, 0); p1-p3 lock (Y, 1); p3 crashes; p0 is cut off until attempt 12.
+    The certificate for Y that p0 needs is 11 attempts old by then, beyond the window of kept
+    confirmations: p0 must still learn it and release its lock, or p0 votes X and p1, p2 vote
+    Y for ever."""
+
+    def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        if isinstance(payload, Vote) and payload.round == 1 and payload.attempt_no == 0:
+            return recipient != "p0"  # a vote certificate at p0 only
+        held = precommit(payload)
+        return held is not None and held.signer == "p3"  # no commit of Y without p3
+
+    async with network() as net:
+        net.bus.drop_rules.append(lost)
+        with trio.fail_after(30):
+            await entered(net["p0"], State.FINALIZING, attempt=0)
+        net.bus.isolated.add("p0")  # before its precommit of X leaves it
+        with trio.fail_after(30):
+            await entered(net["p1"], State.FINALIZING, attempt=1)
+            await entered(net["p2"], State.FINALIZING, attempt=1)
+        net["p3"].crash()
+        await trio.sleep(sum(TIMEOUTS.attempt_length(a) for a in range(12)))
+        cut_off = net["p0"].machine
+        assert cut_off is not None
+        view = cut_off.round_view()
+        assert view.attempt >= 12
+        assert view.lock_attempt == 0
+        assert view.locked_on != net["p1"].machine.round_view().locked_on  # type: ignore[union-attr]
+        net.bus.isolated.discard("p0")
+        with trio.fail_after(RECOVERY):
+            await reached(net["p0"], net["p1"], net["p2"], rank=1)
+
+
+async def test_a_restarted_committer_announces_its_final_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """p0 alone commits rank 1 (the precommits reach it only), p3 crashes for good, p0
+    restarts: it must re-announce its final frame's commit, the only way p1 and p2 can
+    finalize rank 1."""
+
+    def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        return precommit(payload) is not None and recipient != "p0"
+
+    async with network() as net:
+        net.bus.drop_rules.append(lost)
+        with trio.fail_after(30):
+            await reached(net["p0"], rank=1)
+        net["p0"].crash()  # before its first re-broadcast
+        net["p3"].crash()
+        await net.restart("p0")
+        with trio.fail_after(RECOVERY):
+            await reached(net["p1"], net["p2"], rank=1)
+        with trio.fail_after(60):
+            await reached(net["p0"], net["p1"], net["p2"], rank=3)
+
+
+async def test_a_restarted_prover_sends_its_proposal_again_instead_of_proving_another(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """p0 crashes right after it published its proposal for rank 1, and p3 for good, so rank 1
+    needs p0 again; restarted, p0 publishes that same frame again: a second, different one
+    would be an equivocation of an honest prover, which the simulator's checker counts."""
+    published: list[Frame] = []
+    first = trio.Event()
+
+    def observe(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        if topic is Topic.PROPOSAL and (sender, recipient) == ("p0", "p1"):
+            assert isinstance(payload, Frame)
+            published.append(payload)
+            first.set()
+        return False
+
+    async with network() as net:
+        net.bus.drop_rules.append(observe)
+        with trio.fail_after(30):
+            await first.wait()
+        net["p0"].crash()
+        net["p3"].crash()
+        await net.restart("p0")
+        with trio.fail_after(60):
+            await reached(net["p0"], net["p1"], net["p2"], rank=2)
+    assert len([frame for frame in published if frame.round == 1]) > 1  # it was sent again
+    assert len({frame.identity() for frame in published if frame.round == 1}) == 1
+    assert net.registry.conflicts(set(net.nodes)) == 0
+
+
+async def test_a_proposal_with_a_bad_proof_is_dropped_and_another_voted_in_the_same_attempt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The top-priority prover of rank 1 proposes a frame whose proof does not hold. An honest
+    prover finds out only when it is about to vote for it; it must drop it and vote for the
+    next proposal in the same attempt, not retry the bad one until the attempt runs out."""
+    names = ["p0", "p1", "p2", "p3"]
+    top = leader_order(names, GENESIS)[0]
+    async with network(conducts={top: Conduct.BAD_PROOF}) as net:
+        honest = [net[n] for n in names if n != top]
+        with trio.fail_after(30):
+            await reached(*honest, rank=1)
+        final = honest[0].disk.chain[1]
+        assert final.prover != top
+        assert final.attempt() == 0
+
+
+async def test_provers_resume_promptly_after_a_long_loss_of_quorum(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two of four provers are cut off for ten minutes: the other two cannot finalize, and
+    their attempts grow to the longest. Once the two are back, all four finalize within three
+    first attempts, not after waiting out the attempts that grew meanwhile."""
+    async with network() as net:
+        with trio.fail_after(30):
+            await reached(*net.nodes.values(), rank=2)
+        net.bus.isolated.update({"p2", "p3"})
+        await trio.sleep(600)
+        stalled = max(node.finalized_rank() for node in net.nodes.values())
+        for name in ("p0", "p1"):
+            machine = net[name].machine
+            assert machine is not None
+            attempt = machine.round_view().attempt
+            assert TIMEOUTS.attempt_length(attempt) == TIMEOUTS.attempt_max
+        net.bus.isolated.clear()
+        with trio.fail_after(RECOVERY):
+            await reached(*net.nodes.values(), rank=stalled + 1)
