@@ -127,9 +127,11 @@ def test_a_peer_status_is_described_in_one_line() -> None:
     line = checks.describe("peer3", sample)
     assert "\n" not in line
     assert line.startswith(f"peer3: {sample['state']} for {sample['state_time']} s")
-    assert "rank 7 attempt 0: 4 live, 2 proposals, 0 votes" in line
+    assert "rank 7 attempt 0: 4 live, 2 proposals, 0 votes (quorum" in line
     assert "lock none" in line
     assert checks.describe("peer1", {}).startswith("peer1: None")
+    split = {"round": {"votes_for": {"a": "aaaa1111ff", "b": "bbbb2222ff", "c": "aaaa1111ff"}}}
+    assert "3 votes: 2 for aaaa1111, 1 for bbbb2222 (quorum" in checks.describe("peer2", split)
 
 
 # -- the verdict ----------------------------------------------------------------------------
