@@ -26,6 +26,38 @@ class Fetcher(Protocol):
     async def request(self, peer_id: str, request: bytes, *, timeout: float) -> list[bytes]: ...
 
 
+class PeersAhead:
+    """Peers that proved, with a certificate, that they hold a later final rank than ours."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._ranks: dict[str, int] = {}
+        self._capacity = capacity
+
+    def note(self, peer: str, rank: int) -> None:
+        if rank <= self._ranks.get(peer, -1):
+            return
+        if peer not in self._ranks and len(self._ranks) >= self._capacity:
+            lowest = min(self._ranks, key=self._ranks.__getitem__)
+            if self._ranks[lowest] >= rank:
+                return
+            del self._ranks[lowest]
+        self._ranks[peer] = rank
+
+    def best(self) -> int:
+        return max(self._ranks.values(), default=0)
+
+    def order(self, peers: list[str], tip: int, turn: int) -> list[str]:
+        """Peers known to be ahead first, the furthest first; then the others, rotated by
+        `turn` so that one slow or lagging peer is not always asked first."""
+        known = sorted((p for p in peers if self._ranks.get(p, 0) > tip), key=self._rank_desc)
+        rest = [p for p in peers if p not in known]
+        shift = turn % len(rest) if rest else 0
+        return [*known, *rest[shift:], *rest[:shift]]
+
+    def _rank_desc(self, peer: str) -> int:
+        return -self._ranks[peer]
+
+
 class SyncService:
     """Serves this peer's final frames; brings its store up to the best peer's."""
 
@@ -36,6 +68,7 @@ class SyncService:
         self.checker = checker
         self.fetcher = fetcher
         self.timeout = timeout
+        self.ahead = PeersAhead()
         self.best_peer_rank = 0
         self.rejected = 0
         self._turn = 0
@@ -54,23 +87,28 @@ class SyncService:
     async def synchronize(self, existing: Frame | None) -> Frame:
         """Fetch and store every final frame peers have beyond ours; return the new tip.
 
-        A peer that sends an invalid frame is skipped. With no peer to ask, the tip stands.
+        Peers known to be ahead are asked first. A peer that fails or sends an invalid frame is
+        skipped; one that answers with less than a peer is known to hold (it lags, or lies)
+        does not end the sync. With no peer to ask, the tip stands.
         """
         peers = self.fetcher.peers()
         if not peers:
             return self.store.tip()
-        # One peer that answers is enough for now; the next sync starts with the next peer,
-        # so a peer that is behind (or slow) costs one attempt, not every one.
-        start = self._turn % len(peers)
+        order = self.ahead.order(peers, self.store.tip().round, self._turn)
         self._turn += 1
-        for peer in [*peers[start:], *peers[:start]]:
+        failed = 0
+        for peer in order:
             try:
                 await self._catch_up_from(peer)
             except (ProviderError, StoreError) as err:
                 log.info("sync from %s failed: %s", peer, err)
+                failed += 1
                 continue
-            return self.store.tip()
-        raise ProviderError("no peer could be synchronized from")
+            if self.store.tip().round >= self.ahead.best():
+                break
+        if failed == len(peers):
+            raise ProviderError("no peer could be synchronized from")
+        return self.store.tip()
 
     async def _catch_up_from(self, peer: str) -> None:
         while True:

@@ -68,6 +68,7 @@ class Inbound:
         mempool: Mempool,
         tip: Callable[[], Frame],
         clock: Callable[[], int] | None = None,
+        ahead: Callable[[str, int], None] | None = None,
     ) -> None:
         self.genesis = genesis
         self.machine = machine
@@ -77,6 +78,8 @@ class Inbound:
         self.mempool = mempool
         self.tip = tip
         self.clock = clock
+        self.ahead = ahead
+        """Told of a peer that proved, with a certificate, how far it has come: sync asks it."""
         self.hop_delays: deque[int] = deque(maxlen=256)
         """Milliseconds from a proposal's timestamp to its arrival: one gossip hop, as both
         clocks are the same machine's in a local testnet."""
@@ -190,9 +193,16 @@ class Inbound:
             self._sender(message.sender, origin)
             statement = precommit_statement(frame.round, certificate.attempt, frame.id)
             self._signed(message.sender, statement, message.signature)
-            self.precommits.add(
+            if not self.precommits.add(
                 frame.round, certificate.attempt, message.sender, frame.id, message.signature
-            )
+            ):
+                # Evidence against the signer, relayed in good faith: ignored, counted.
+                self.equivocations[ProverId(message.sender).identity()] += 1
+                self.reasons[(Topic.CONFIRMATIONS, "equivocating precommit")] += 1
+                return Verdict.IGNORE
+        if self.ahead is not None and frame.round > tip.round:
+            commit = certificate.kind is CertKind.COMMIT
+            self.ahead(origin, frame.round if commit else frame.round - 1)
         if frame.round == tip.round + 1:
             problem = self.checker.problem(frame, tip, proof=False)  # the certificate vouches
             if problem is not None:
@@ -201,7 +211,5 @@ class Inbound:
             self.machine.receive_proposal(ProverId(frame.prover), frame.bare(), certified=True)
         elif frame.round <= tip.round:
             return Verdict.IGNORE
-        receipt = self.machine.receive_confirmation(sender, frame)
-        if receipt is Receipt.NOT_A_PROVER:
-            return Verdict.IGNORE  # a valid commit relayed by a follower: harmless, not used
-        return verdict_of(receipt)
+        commit = certificate.kind is CertKind.COMMIT
+        return verdict_of(self.machine.receive_confirmation(sender, frame, commit=commit))

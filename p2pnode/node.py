@@ -111,6 +111,7 @@ class Node:
             wall_clock_ms,
             self.checker,
         )
+        self.providers.restore(self.store.load())
         engine = settings.engine
         minimum = engine.minimum_provers or genesis.quorum
         if minimum > len(genesis.provers):
@@ -143,6 +144,7 @@ class Node:
             self.mempool,
             self.store.tip,
             wall_clock_ms,
+            self.sync.ahead.note,
         )
         self.network: Network | None = None
         self._stop = trio.Event()
@@ -218,8 +220,9 @@ class Node:
             self._stop.set()
 
     async def _rebroadcast(self) -> None:
-        """Gossip is best effort: while a round stalls, send this peer's latest messages again."""
-        last = -1
+        """Gossip is best effort: while a round stalls, send this peer's latest messages again
+        (from the first period on, so a restarted peer re-announces what it stored)."""
+        last = self.store.tip().round
         while self.role == "prover":  # a follower sends nothing
             await trio.sleep(self.settings.rebroadcast)
             rank = self.store.tip().round

@@ -1,4 +1,4 @@
-"""Durable state of a peer in sqlite (WAL): final frames, its own votes and its round record."""
+"""A peer's durable state in sqlite (WAL): final frames, own votes, what it signed, its round."""
 
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ CREATE TABLE IF NOT EXISTS votes (
 );
 CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY CHECK (id = 1), data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS mutations (id BLOB PRIMARY KEY, rank INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS signed (
+    kind TEXT NOT NULL, rank INTEGER NOT NULL, attempt INTEGER NOT NULL, frame BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signed_rank ON signed (rank);
 """
+
+SIGNED_KEPT = 10_000
+"""Ranks of the signature log kept below the tip (an audit trail, not needed to run)."""
 
 
 class StoreError(StorageError):
@@ -111,6 +118,7 @@ class Store:
                 "INSERT INTO frames VALUES (?, ?, ?)", (frame.round, frame.id, encode_frame(frame))
             )
             self._db.execute("DELETE FROM votes WHERE rank < ?", (frame.round,))
+            self._db.execute("DELETE FROM signed WHERE rank < ?", (frame.round - SIGNED_KEPT,))
             self._db.executemany(
                 "INSERT OR IGNORE INTO mutations VALUES (?, ?)",
                 [(digest(m), frame.round) for m in frame.mutations],
@@ -155,6 +163,30 @@ class Store:
                 "INSERT INTO votes VALUES (?, ?, ?)",
                 (vote.round, vote.attempt_no, encode_vote(vote)),
             )
+            self._log_signed("vote", vote.round, vote.attempt_no, vote.frame)
+
+    def save_precommit(self, rank: int, attempt: int, frame_id: bytes) -> None:
+        """Durably log a precommit this peer is about to publish (signing it again, for the same
+        frame, adds nothing)."""
+        row = self._db.execute(
+            "SELECT 1 FROM signed WHERE kind = 'precommit' AND rank = ? AND attempt = ? "
+            "AND frame = ?",
+            (rank, attempt, frame_id),
+        ).fetchone()
+        if row is None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._log_signed("precommit", rank, attempt, frame_id)
+
+    def _log_signed(self, kind: str, rank: int, attempt: int, frame_id: bytes) -> None:
+        # An append-only log, without a uniqueness constraint on purpose: were this peer ever
+        # to sign two different things in one attempt, both rows would be here to show it.
+        self._db.execute("INSERT INTO signed VALUES (?, ?, ?, ?)", (kind, rank, attempt, frame_id))
+
+    def signed(self) -> list[tuple[str, int, int, bytes]]:
+        """Every vote and precommit this peer signed (the last SIGNED_KEPT ranks), in order."""
+        rows = self._db.execute("SELECT kind, rank, attempt, frame FROM signed ORDER BY rowid")
+        return [(str(k), int(r), int(a), bytes(f)) for k, r, a, f in rows.fetchall()]
 
     # -- the engine's journal ------------------------------------------------------------
 
@@ -163,8 +195,11 @@ class Store:
         if row is None:
             return None
         try:
-            rank, attempt, voted, lock = cbor2.loads(row[0])
+            fields = cbor2.loads(row[0])
+            # Records written before the own proposal was journaled have four fields.
+            rank, attempt, voted, lock, proposal = [*fields, None] if len(fields) == 4 else fields
             held = None if lock is None else Lock(lock[0], lock[1], decode_frame(lock[2]))
+            own = None if proposal is None else decode_frame(proposal)
         except (CodecError, ValueError, TypeError, IndexError, cbor2.CBORDecodeError) as err:
             raise StoreError(f"corrupt round record in store: {err}") from None
         # Well-formed CBOR with fields of the wrong type is corrupt too: the engine would drop
@@ -173,12 +208,13 @@ class Store:
             held is not None and not (_count(held.attempt) and type(held.proposer) is str)
         ):
             raise StoreError("corrupt round record in store: a field of the wrong type")
-        return RoundRecord(rank, attempt, voted, held)
+        return RoundRecord(rank, attempt, voted, held, own)
 
     def save(self, record: RoundRecord[Frame]) -> None:
         lock = record.lock
         held = None if lock is None else [lock.attempt, lock.proposer, encode_frame(lock.frame)]
-        data = canonical([record.rank, record.attempt, record.voted, held])
+        own = None if record.proposal is None else encode_frame(record.proposal)
+        data = canonical([record.rank, record.attempt, record.voted, held, own])
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT OR REPLACE INTO journal VALUES (1, ?)", (data,))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.catchup import BATCH, SyncService
+from p2pnode.catchup import BATCH, PeersAhead, SyncService
 from p2pnode.chain.messages import MutationMsg, SyncRequest
 from p2pnode.chain.types import CertKind, Frame
 from p2pnode.chain.validation import FrameChecker
@@ -98,6 +98,38 @@ async def test_a_bad_frame_is_counted_and_its_peer_skipped(store: Store, item: b
     good = service(store, {"bad": [item], "good": [encode_frame(final_frame())]})
     assert await good.synchronize(None) == final_frame()
     assert good.rejected == 1
+
+
+async def test_an_empty_answer_does_not_end_the_sync_while_a_peer_is_known_ahead(
+    store: Store,
+) -> None:
+    """A lagging (or lying) peer answers with nothing; a valid certificate showed that some
+    peer holds rank 1, so the sync goes on to the next peer instead of stopping there."""
+    sync = service(store, {"lagging": [], "ahead": [encode_frame(final_frame())]})
+    sync.ahead.note("relay-not-connected", 1)
+    assert await sync.synchronize(None) == final_frame()
+    assert isinstance(sync.fetcher, Fetcher)
+    assert [peer for peer, _ in sync.fetcher.asked] == ["lagging", "ahead"]
+
+
+async def test_a_peer_known_to_be_ahead_is_asked_first(store: Store) -> None:
+    sync = service(store, {"lagging": [], "ahead": [encode_frame(final_frame())]})
+    sync.ahead.note("ahead", 1)
+    assert await sync.synchronize(None) == final_frame()
+    assert isinstance(sync.fetcher, Fetcher)
+    assert [peer for peer, _ in sync.fetcher.asked] == ["ahead"]
+
+
+def test_peers_ahead_are_bounded_and_keep_the_furthest() -> None:
+    ahead = PeersAhead(capacity=2)
+    ahead.note("a", 5)
+    ahead.note("b", 7)
+    ahead.note("c", 3)  # below every rank held: not kept
+    ahead.note("a", 4)  # lower than a's: ignored
+    assert ahead.order(["a", "b", "c"], 0, 0) == ["b", "a", "c"]
+    ahead.note("d", 9)  # replaces the lowest
+    assert ahead.best() == 9
+    assert ahead.order(["a", "b", "d"], 6, 0) == ["d", "b", "a"]
 
 
 async def test_requests_are_served_from_the_store(store: Store) -> None:

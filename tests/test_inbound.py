@@ -75,7 +75,11 @@ class Setup:
         assert self.providers.precommits.signatures == {}
 
 
-def build(path: Path, tip: Callable[[], Frame] | None = None) -> Setup:
+def build(
+    path: Path,
+    tip: Callable[[], Frame] | None = None,
+    ahead: Callable[[str, int], None] | None = None,
+) -> Setup:
     store = Store(path, GENESIS)
     publisher, synchronizer = Recorder(), FakeSync(GENESIS.frame())  # the engine is not run
     providers = ChainProviders(
@@ -91,6 +95,7 @@ def build(path: Path, tip: Callable[[], Frame] | None = None) -> Setup:
         providers.precommits,
         providers.mempool,
         tip or store.tip,
+        ahead=ahead,
     )
     return Setup(store, providers, machine, inbound)
 
@@ -239,12 +244,53 @@ def test_a_confirmation_of_a_later_attempt_is_recorded_under_its_attempt(setup: 
     assert setup.providers.precommits.of(1, 0, frame.id) == {}
 
 
+def test_a_second_different_precommit_is_evidence_not_a_reject(setup: Setup) -> None:
+    """A prover that precommits two frames in one attempt equivocates; the peer relaying the
+    second one saw it first and is not punished: ignored, counted against the signer."""
+    first = voted()
+    assert setup.judge(Topic.CONFIRMATIONS, VOTER, confirmation(VOTER, first)) is Verdict.ACCEPT
+    other = voted(proven(OTHER))
+    assert setup.judge(Topic.CONFIRMATIONS, VOTER, confirmation(VOTER, other)) is Verdict.IGNORE
+    assert setup.inbound.reasons == Counter({(Topic.CONFIRMATIONS, "equivocating precommit"): 1})
+    assert setup.inbound.equivocations == Counter({peer(VOTER): 1})
+    assert setup.providers.precommits.of(1, 0, other.id) == {}
+
+
+@pytest.mark.parametrize(("kind", "shown"), [(CertKind.COMMIT, 3), (CertKind.VOTES, 2)])
+def test_a_certificate_of_a_later_rank_shows_its_sender_is_ahead(
+    tmp_path: Path, kind: CertKind, shown: int
+) -> None:
+    """A commit of rank 3 shows its sender holds rank 3; a precommit there, rank 2: the sync
+    asks such a peer first."""
+    noted: list[tuple[str, int]] = []
+    setup = build(tmp_path / "store.sqlite", ahead=lambda p, rank: noted.append((p, rank)))
+    try:
+        later = certificate(synthetic(3), kind, 0, (PROPOSER, VOTER, OTHER))
+        statement = (final_statement if kind is CertKind.COMMIT else precommit_statement)(
+            3, 0, later.id
+        )
+        data = confirmation(OTHER, later, statement=statement)
+        assert setup.judge(Topic.CONFIRMATIONS, OTHER, data) is Verdict.ACCEPT
+        assert noted == [(peer(OTHER), shown)]
+    finally:
+        setup.store.close()
+
+
 def test_a_commit_confirmation_is_accepted_without_a_precommit(setup: Setup) -> None:
     committed = certificate(proven(), CertKind.COMMIT, 2, (PROPOSER, VOTER, OTHER))
     data = confirmation(VOTER, committed, statement=final_statement(1, 2, committed.id))
     assert setup.judge(Topic.CONFIRMATIONS, VOTER, data) is Verdict.ACCEPT
-    assert setup.machine.round_view().confirmations == {2: (peer(VOTER),)}
+    assert setup.machine.round_view().commits == (peer(VOTER),)
+    assert setup.machine.round_view().confirmations == {}
     assert setup.providers.precommits.signatures == {}
+
+
+def test_a_commit_relayed_by_a_follower_is_used(setup: Setup) -> None:
+    """A commit certificate proves finality whoever sends it: a follower's relay counts."""
+    committed = certificate(proven(), CertKind.COMMIT, 0, (PROPOSER, VOTER, OTHER))
+    data = confirmation(OUTSIDER, committed, statement=final_statement(1, 0, committed.id))
+    assert setup.judge(Topic.CONFIRMATIONS, OUTSIDER, data) is Verdict.ACCEPT
+    assert setup.machine.round_view().commits == (peer(OUTSIDER),)
 
 
 def test_a_certified_frame_replaces_another_proposal_of_its_prover(setup: Setup) -> None:
@@ -492,6 +538,7 @@ def test_receipts_map_to_verdicts() -> None:
         Receipt.NOT_A_PROVER: Verdict.REJECT,
         Receipt.FULL: Verdict.IGNORE,
         Receipt.CLOSED: Verdict.IGNORE,
+        Receipt.INVALID: Verdict.IGNORE,
     }
 
 

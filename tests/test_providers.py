@@ -33,7 +33,13 @@ from p2pnode.chain.types import (
     Vote,
 )
 from p2pnode.chain.validation import FrameChecker
-from p2pnode.consensus import CommitVotingProvider, ProviderError
+from p2pnode.consensus import (
+    CommitVotingProvider,
+    InvalidProposal,
+    Lock,
+    ProviderError,
+    RoundRecord,
+)
 from p2pnode.store import Store
 from tests import chainkit
 from tests.chainkit import DIFFICULTY, T0, FakeSync, Recorder
@@ -310,7 +316,9 @@ async def test_send_confirmation_signs_a_precommit(peer: Peer) -> None:
     assert message.sender == ME.public
     assert verify(ME.public, NETWORK, precommit_statement(1, 4, voted.id), message.signature)
     assert providers.precommits.of(1, 4, voted.id) == {ME.public: message.signature}
-    assert providers.sent.confirmation == message
+    assert providers.sent.precommit == message
+    assert providers.sent.commit is None
+    assert peer.store.signed() == [("precommit", 1, 4, voted.id)]
 
 
 async def test_a_confirmation_of_a_commit_signs_the_final_statement(peer: Peer) -> None:
@@ -329,7 +337,8 @@ async def test_a_confirmation_needs_a_certificate(peer: Peer) -> None:
     with pytest.raises(ProviderError, match="needs a certificate"):
         await peer.providers.send_confirmation(frame_x())
     assert peer.publisher.messages == []
-    assert peer.providers.sent.confirmation is None
+    assert peer.providers.sent.precommit is None
+    assert peer.providers.sent.commit is None
 
 
 # --- commit certificates --------------------------------------------------------------------
@@ -405,7 +414,7 @@ async def test_on_finalized_stores_clears_and_keeps_the_confirmation(peer: Peer)
     assert peer.mempool.take() == (b"pending",)
     assert peer.mempool.add(b"m1") is Admission.DUPLICATE
     assert providers.precommits.signatures == {(2, 0, ORDER[1].public): (b"n" * 32, b"next")}
-    resend = providers.sent.confirmation
+    resend = providers.sent.commit
     assert resend is not None
     assert resend.frame == committed
     assert resend.frame.certificate == committed.certificate
@@ -442,12 +451,16 @@ def test_sent_at_returns_what_to_send_again_for_a_rank() -> None:
     confirmation = Confirmation(
         certified(x, CertKind.COMMIT, 0, list(ORDER[:3])), ME.public, b"c" * 64
     )
-    sent = Sent(liveness, offered, vote, confirmation)
-    assert sent.at(2) == [liveness, offered, vote, confirmation]  # the final frame of rank 1
+    precommit = Confirmation(
+        certified(rank_two, CertKind.VOTES, 0, list(ORDER[:3])), ME.public, b"p" * 64
+    )
+    sent = Sent(liveness, offered, vote, precommit, confirmation)
+    # The precommit of the rank being decided, and the commit of the rank before it.
+    assert sent.at(2) == [liveness, offered, vote, precommit, confirmation]
     assert sent.at(1) == [confirmation]
     assert sent.at(3) == []
     assert Sent().at(1) == []
-    assert Sent(confirmation=confirmation).at(0) == [confirmation]
+    assert Sent(commit=confirmation).at(0) == [confirmation]
 
 
 async def test_a_proposal_with_a_bad_proof_gets_no_vote(peer: Peer) -> None:
@@ -456,10 +469,48 @@ async def test_a_proposal_with_a_bad_proof_gets_no_vote(peer: Peer) -> None:
     good = frame_x()
     forged = replace(good, output=bytes(reversed(good.output)))
     forged = replace(forged, signature=sign(ORDER[0], NETWORK, frame_statement(forged)))
-    with pytest.raises(ProviderError, match="bad proof of work"):
+    with pytest.raises(InvalidProposal, match="bad proof of work") as raised:
         await peer.providers.decide_and_send_vote(keyed(forged))
+    # A verdict on that proposal, for the engine to drop it and vote for another.
+    assert (raised.value.proposer, raised.value.frame_id) == (
+        ProverId(ORDER[0].public).identity(),
+        forged.identity(),
+    )
     assert peer.store.vote(1, 0) is None
     assert peer.publisher.messages == []
+
+
+async def test_a_restarted_prover_re_sends_what_it_stored(tmp_path: Path) -> None:
+    """After a restart the providers re-send, never re-sign: the commit of the final tip, and
+    the proposal, vote and precommit of the round the peer was in."""
+    first = Peer(tmp_path / "me.sqlite", ME)
+    committed = certified(frame_x(), CertKind.COMMIT, 0, list(ORDER[:3]))
+    first.providers.on_finalized(committed)
+    own = replace(proposal(ME), round=2, parent=committed.id)
+    voted = await _vote_at_rank_two(first, own)
+    locked = certified(own, CertKind.VOTES, 1, list(ORDER[:3]))
+    await first.providers.send_confirmation(locked)
+    sent = first.providers.sent
+    first.store.close()
+
+    again = Peer(tmp_path / "me.sqlite", ME)
+    try:
+        assert again.providers.sent.at(2) == []  # nothing until the journal is read
+        again.providers.restore(RoundRecord(2, 1, True, Lock(1, "x", locked), own))
+        restored = again.providers.sent
+        assert restored.commit == sent.commit
+        assert restored.vote == VoteMsg(voted)
+        assert restored.proposal == Proposal(own)
+        assert restored.precommit == sent.precommit
+        assert again.publisher.messages == []  # re-sent by the re-broadcast, not now
+    finally:
+        again.store.close()
+
+
+async def _vote_at_rank_two(peer: Peer, frame: Frame) -> Vote:
+    vote = vote_for(ME, frame, attempt=1)
+    peer.store.save_vote(vote)
+    return vote
 
 
 async def test_inbound_gossip_leaves_the_proof_to_the_vote() -> None:

@@ -306,6 +306,41 @@ def test_the_journal_round_trips(store: Store) -> None:
     assert loaded.voted is True
 
 
+def test_the_journal_keeps_the_own_proposal(store: Store) -> None:
+    own = child(GENESIS.frame(), 3)
+    store.save(RoundRecord(1, 0, False, None, own))
+    loaded = store.load()
+    assert loaded is not None
+    assert loaded.proposal == own
+
+
+def test_a_journal_record_without_a_proposal_still_loads(path: Path) -> None:
+    """Records written before the own proposal was journaled have four fields."""
+    store = Store(path, GENESIS)
+    store.save(RoundRecord(1, 0, True))
+    _write(path, "UPDATE journal SET data = ? WHERE id = 1", canonical([3, 1, True, None]))
+    try:
+        assert store.load() == RoundRecord(3, 1, True)
+    finally:
+        store.close()
+
+
+def test_every_signed_vote_and_precommit_is_logged_before_it_is_sent(store: Store) -> None:
+    store.save_vote(vote(1, 0, b"x" * HASH_SIZE))
+    store.save_vote(vote(1, 0, b"x" * HASH_SIZE))  # the same vote again: nothing new signed
+    store.save_precommit(1, 0, b"x" * HASH_SIZE)
+    store.save_precommit(1, 0, b"x" * HASH_SIZE)
+    store.save_vote(vote(1, 1, b"y" * HASH_SIZE))
+    assert store.signed() == [
+        ("vote", 1, 0, b"x" * HASH_SIZE),
+        ("precommit", 1, 0, b"x" * HASH_SIZE),
+        ("vote", 1, 1, b"y" * HASH_SIZE),
+    ]
+    # A second, different precommit in one attempt is logged too: the log hides nothing.
+    store.save_precommit(1, 0, b"z" * HASH_SIZE)
+    assert store.signed()[-1] == ("precommit", 1, 0, b"z" * HASH_SIZE)
+
+
 def test_the_journal_survives_reopening(path: Path) -> None:
     store = Store(path, GENESIS)
     store.save(_locked(5))
@@ -333,7 +368,8 @@ _FRAME = encode_frame(child(GENESIS.frame(), 3))
         pytest.param(b"", id="empty"),
         pytest.param(canonical(7), id="not a record"),
         pytest.param(canonical([1, 2, True]), id="too short"),
-        pytest.param(canonical([1, 2, True, None, 5]), id="too long"),
+        pytest.param(canonical([1, 2, True, None, None, 5]), id="too long"),
+        pytest.param(canonical([1, 2, True, None, b"junk"]), id="undecodable proposal"),
         pytest.param(canonical([1, 2, True, [0, "p"]]), id="lock without frame"),
         pytest.param(canonical([1, 2, True, [0, "p", b"junk"]]), id="undecodable lock frame"),
         pytest.param(canonical([1, 2, True, 9]), id="lock not a list"),

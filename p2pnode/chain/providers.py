@@ -23,7 +23,7 @@ from p2pnode.chain.storage import ChainStore, StorageError
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.chain.vdf import prove_async
-from p2pnode.consensus import ProviderError
+from p2pnode.consensus import InvalidProposal, ProviderError, RoundRecord
 from p2pnode.consensus.rules import priority
 
 
@@ -44,10 +44,12 @@ class Sent:
     liveness: Liveness | None = None
     proposal: Proposal | None = None
     vote: VoteMsg | None = None
-    confirmation: Confirmation | None = None
+    precommit: Confirmation | None = None
+    commit: Confirmation | None = None
+    """The commit of this peer's final tip: what a peer still deciding that rank needs."""
 
     def at(self, rank: int) -> list[Message]:
-        """What to send again while deciding `rank` (the confirmation may be of rank - 1)."""
+        """What to send again while deciding `rank` (the commit is of rank - 1)."""
         found: list[Message] = []
         if self.liveness is not None and self.liveness.rank == rank:
             found.append(self.liveness)
@@ -55,8 +57,10 @@ class Sent:
             found.append(self.proposal)
         if self.vote is not None and self.vote.vote.round == rank:
             found.append(self.vote)
-        if self.confirmation is not None and self.confirmation.frame.round >= rank - 1:
-            found.append(self.confirmation)
+        if self.precommit is not None and self.precommit.frame.round == rank:
+            found.append(self.precommit)
+        if self.commit is not None and self.commit.frame.round >= rank - 1:
+            found.append(self.commit)
         return found
 
 
@@ -66,8 +70,10 @@ class Precommits:
 
     signatures: dict[tuple[int, int, bytes], tuple[bytes, bytes]] = field(default_factory=dict)
 
-    def add(self, rank: int, attempt: int, sender: bytes, frame_id: bytes, sig: bytes) -> None:
-        self.signatures.setdefault((rank, attempt, sender), (frame_id, sig))
+    def add(self, rank: int, attempt: int, sender: bytes, frame_id: bytes, sig: bytes) -> bool:
+        """Keep the first precommit per sender and attempt; False if this one contradicts it."""
+        held = self.signatures.setdefault((rank, attempt, sender), (frame_id, sig))
+        return held[0] == frame_id
 
     def of(self, rank: int, attempt: int, frame_id: bytes) -> dict[bytes, bytes]:
         return {
@@ -105,11 +111,22 @@ class ChainProviders:
         self.checker = checker or FrameChecker(genesis)
         self.precommits = Precommits()
         self.sent = Sent()
-        # After a restart the engine does not vote again where it already voted; the stored
-        # vote is what this peer re-sends while the round stalls.
-        voted = store.last_vote(store.tip().round + 1)
+
+    def restore(self, record: RoundRecord[Frame] | None) -> None:
+        """After a restart, re-send what this peer stored instead of signing anything anew: the
+        commit of its final tip, and its proposal, vote and precommit of the round it was in."""
+        tip = self.store.tip()
+        if tip.certificate is not None and tip.certificate.kind is CertKind.COMMIT:
+            self.sent.commit = self._commit_message(tip)
+        voted = self.store.last_vote(tip.round + 1)
         if voted is not None:
             self.sent.vote = VoteMsg(voted)
+        if record is None or record.rank != tip.round + 1:
+            return
+        if record.proposal is not None:
+            self.sent.proposal = Proposal(record.proposal)
+        if record.lock is not None:
+            self.sent.precommit = self._precommit_message(record.lock.frame)
 
     @property
     def me(self) -> bytes:
@@ -179,7 +196,7 @@ class ChainProviders:
             # Gossip is judged without the proof of work; the frame a vote vouches for is not.
             problem = await self.checker.proof_problem(frame)
             if problem is not None:
-                raise ProviderError(f"the proposal of {ProverId(frame.prover)}: {problem}")
+                raise InvalidProposal(ProverId(frame.prover).identity(), frame.identity(), problem)
             statement = vote_statement(rank, attempt, frame.id)
             signature = sign(self.keypair, self.genesis.network, statement)
             vote = Vote(rank, attempt, frame.id, frame.prover, self.me, signature)
@@ -197,7 +214,8 @@ class ChainProviders:
         ranked = sorted(proposals, key=lambda p: rotated.index(p) if p in rotated else len(order))
         frame = proposals[ranked[0]]
         if frame.round != tip.round + 1 or frame.parent != tip.id:
-            raise ProviderError("the proposal does not extend this peer's final frame")
+            why = "does not extend this peer's final frame"
+            raise InvalidProposal(ranked[0], frame.identity(), why)
         return frame.bare()
 
     def _certified(self, signers_by_frame: Mapping[bytes, set[bytes]]) -> bytes | None:
@@ -225,17 +243,28 @@ class ChainProviders:
         certificate = finalized.certificate
         if certificate is None:
             raise ProviderError("a confirmation needs a certificate")
-        rank, attempt = finalized.round, certificate.attempt
         if certificate.kind is CertKind.VOTES:
-            statement = precommit_statement(rank, attempt, finalized.id)
+            # Durable before it is published, like a vote: the audit trail of what was signed.
+            self.store.save_precommit(finalized.round, certificate.attempt, finalized.id)
+            message = self._precommit_message(finalized)
+            self.precommits.add(
+                finalized.round, certificate.attempt, self.me, finalized.id, message.signature
+            )
+            self.sent.precommit = message
         else:
-            statement = final_statement(rank, attempt, finalized.id)
-        signature = sign(self.keypair, self.genesis.network, statement)
-        if certificate.kind is CertKind.VOTES:
-            self.precommits.add(rank, attempt, self.me, finalized.id, signature)
-        message = Confirmation(finalized, self.me, signature)
-        self.sent.confirmation = message
+            message = self._commit_message(finalized)
+            self.sent.commit = message
         await self.publisher.publish(message)
+
+    def _precommit_message(self, frame: Frame) -> Confirmation:
+        assert frame.certificate is not None
+        statement = precommit_statement(frame.round, frame.certificate.attempt, frame.id)
+        return Confirmation(frame, self.me, sign(self.keypair, self.genesis.network, statement))
+
+    def _commit_message(self, frame: Frame) -> Confirmation:
+        assert frame.certificate is not None
+        statement = final_statement(frame.round, frame.certificate.attempt, frame.id)
+        return Confirmation(frame, self.me, sign(self.keypair, self.genesis.network, statement))
 
     async def is_commit(self, confirmations: Mapping[str, Frame]) -> bool:
         return self._commit_of(confirmations) is not None
@@ -275,12 +304,7 @@ class ChainProviders:
         self.mempool.finalized(state.mutations)
         self.precommits.prune_through(state.round)
         if state.certificate is not None and state.certificate.kind is CertKind.COMMIT:
-            signature = sign(
-                self.keypair,
-                self.genesis.network,
-                final_statement(state.round, state.certificate.attempt, state.id),
-            )
-            self.sent.confirmation = Confirmation(state, self.me, signature)
+            self.sent.commit = self._commit_message(state)
 
 
 def _voters_by_frame(votes: Mapping[str, Vote]) -> dict[bytes, set[bytes]]:

@@ -41,3 +41,7 @@ class ChainStore(Protocol):
     def save_vote(self, vote: Vote) -> None:
         """Record a vote durably; StorageError for a different one in the same attempt."""
         ...
+
+    def save_precommit(self, rank: int, attempt: int, frame_id: bytes) -> None:
+        """Record durably that this peer precommits `frame_id` in `attempt` at `rank`."""
+        ...
