@@ -156,7 +156,7 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         leaders = await self._retrying(
             "get_next_leaders", lambda: self._leader.get_next_leaders(prior), epoch
         )
-        self._round.leaders = list(leaders or [])
+        self._round.set_leaders(leaders or [])
         if self._id_text in self._round.leader_ids():
             self._post(Event.SYNC_COMPLETE, epoch)
             return
@@ -191,7 +191,7 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         leaders = await self._retrying(
             "get_next_leaders", lambda: self._leader.get_next_leaders(prior), epoch
         )
-        self._round.leaders = list(leaders or [])
+        self._round.set_leaders(leaders or [])
         if self._id_text not in self._round.leader_ids():
             self._tracer.trace(f"not a prover of rank {self._round.target}: following")
             self._post(Event.INDUCE_SYNC, epoch)
@@ -211,7 +211,7 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
             leaders = await self._retrying(
                 "get_next_leaders", lambda: self._leader.get_next_leaders(prior), epoch
             )
-            rnd.leaders = list(leaders or [])
+            rnd.set_leaders(leaders or [])
         announced = rnd.collected is not None
         collected = await self._collect(epoch)
         if self._live_provers() >= self._minimum():

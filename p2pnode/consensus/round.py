@@ -41,6 +41,7 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     sync_requested: bool = False
     checked_commits: dict[int, int] = field(default_factory=dict)
     checked_proofs: set[str] = field(default_factory=set)
+    _leader_ids: list[str] = field(default_factory=list)
 
     @classmethod
     def resume(
@@ -62,8 +63,13 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         voted = self.attempt in self.vote_started
         return RoundRecord(self.target, self.attempt, voted, self.lock, self.proposal)
 
+    def set_leaders(self, leaders: list[PeerIDT]) -> None:
+        self.leaders = list(leaders)
+        self._leader_ids = [leader.identity() for leader in self.leaders]
+
     def leader_ids(self) -> list[str]:
-        return [leader.identity() for leader in self.leaders]
+        """The provers of the round by identity, highest priority first (read-only)."""
+        return self._leader_ids
 
     def open_attempt(self, now: float, timeouts: Timeouts) -> None:
         """Start the clock of the current attempt if it is not running yet."""

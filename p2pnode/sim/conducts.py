@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import trio
@@ -40,6 +40,9 @@ class Conduct(enum.Enum):
     """Proposes frames whose proof of work does not hold."""
     SPAMMER = "spammer"
     """Honest, but also floods far-future ranks and messages in a non-prover's name."""
+    FUZZER = "fuzzer"
+    """Each message it sends, it sends as one of the conducts above chosen at random, or not at
+    all; it also replays old confirmations and lies to sync requests."""
 
     @property
     def honest(self) -> bool:
@@ -72,20 +75,25 @@ class Misbehaviour:
 
     def publish(self, topic: Topic, payload: object) -> None:
         """Publish as this conduct does; anything it does not tamper with goes out as is."""
+        conduct = self.conduct
+        if conduct is Conduct.FUZZER:
+            conduct = self.rng.choice(_FUZZED)
+            if conduct is Conduct.FUZZER:
+                return  # not sent at all
         handled = False
         match payload:
             case Frame() if topic is Topic.PROPOSAL:
-                handled = self._propose(payload)
+                handled = self._propose(conduct, payload)
             case Vote():
-                handled = self._vote(payload)
+                handled = self._vote(conduct, payload)
             case Confirmation():
-                handled = self._confirm(payload)
+                handled = self._confirm(conduct, payload)
         if not handled:
             self.bus.publish(self.name, topic, payload)
 
-    def _propose(self, frame: Frame) -> bool:
+    def _propose(self, conduct: Conduct, frame: Frame) -> bool:
         half, rest = self.halves()
-        match self.conduct:
+        match conduct:
             case Conduct.EQUIVOCATING_PROPOSER:
                 twin = replace(frame, payload=frame.payload + "'")
                 self.bus.publish(self.name, Topic.PROPOSAL, frame, to=rest)
@@ -102,10 +110,10 @@ class Misbehaviour:
                 return False
         return True
 
-    def _vote(self, vote: Vote) -> bool:
-        if self.conduct is Conduct.DOUBLE_VOTER:
+    def _vote(self, conduct: Conduct, vote: Vote) -> bool:
+        if conduct is Conduct.DOUBLE_VOTER:
             twin = replace(vote, frame_id="0" * 16, proposer=self.name)
-        elif self.conduct is Conduct.SPLIT_VOTER:
+        elif conduct is Conduct.SPLIT_VOTER:
             other = self._other_proposal(vote)
             if other is None:
                 return False
@@ -125,9 +133,9 @@ class Misbehaviour:
         others = sorted((p, f) for p, f in view.proposals.items() if f != vote.frame_id)
         return self.rng.choice(others) if others else None
 
-    def _confirm(self, confirmation: Confirmation) -> bool:
+    def _confirm(self, conduct: Conduct, confirmation: Confirmation) -> bool:
         self.heard.append(confirmation)
-        if self.conduct is not Conduct.WITHHOLDER:
+        if conduct is not Conduct.WITHHOLDER:
             return False
         self.bus.publish(self.name, Topic.CONFIRMATION, confirmation, to=self.some())
         return True
@@ -169,9 +177,18 @@ class Misbehaviour:
             self.bus.publish(intruder, Topic.VOTE, Vote(rank, 0, "f" * 16, intruder, intruder))
 
 
+_FUZZED = (
+    Conduct.HONEST,
+    Conduct.EQUIVOCATING_PROPOSER,
+    Conduct.DOUBLE_VOTER,
+    Conduct.SPLIT_VOTER,
+    Conduct.WITHHOLDER,
+    Conduct.LATE_LEADER,
+    Conduct.BAD_PARENT,
+    Conduct.BAD_PROOF,
+    Conduct.FUZZER,  # stands for: nothing sent
+)
+
+
 def _older(frame: Frame, view: RoundView) -> bool:
     return frame.round < view.target_rank or frame.attempt() < view.attempt
-
-
-def conducts_of(names: Iterable[str], conduct: Conduct) -> dict[str, Conduct]:
-    return dict.fromkeys(names, conduct)

@@ -48,7 +48,7 @@ class NodeConfig:
     timeouts: Timeouts
     limits: Limits
     prove_time: float = 0.5
-    rebroadcast: float = 1.0
+    rebroadcast: float = 2.0
 
 
 class RejectedError(Exception):
@@ -164,7 +164,7 @@ class SimNode:
         )
         if self.conduct is Conduct.SPAMMER:
             tasks.start_soon(bad.spam, 0.5, lambda: self.finalized_rank() + 1)
-        if self.conduct is Conduct.REPLAYER:
+        if self.conduct in (Conduct.REPLAYER, Conduct.FUZZER):
             tasks.start_soon(bad.replay, 0.5)
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:
@@ -208,7 +208,7 @@ class SimNode:
     def serve(self, start: int, limit: int) -> list[Frame]:
         """This peer's answer to a sync request."""
         frames = self.disk.frames(start, limit)
-        if self.conduct is Conduct.SYNC_LIAR and self._byzantine is not None:
+        if self.conduct in (Conduct.SYNC_LIAR, Conduct.FUZZER) and self._byzantine is not None:
             return self._byzantine.serve(frames, start)
         return frames
 

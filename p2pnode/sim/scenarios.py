@@ -241,6 +241,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         _byzantine(Conduct.BAD_PROOF),
     ),
     Scenario("clock_skew", "every peer's clock is off and runs fast or slow", _clock_skew),
+    Scenario(
+        "fuzzer",
+        "f provers misbehave at random, message by message, in every way above",
+        _byzantine(Conduct.FUZZER),
+    ),
 )
 
 
