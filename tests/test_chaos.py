@@ -1,8 +1,9 @@
-"""The chaos harness: its checks over synthetic data, its verdict, its arguments, and one real
-namespace pair joined by a bridge."""
+"""The chaos harness: its checks over synthetic data, its verdict, its arguments, and real
+namespaces joined by a bridge, split in two and joined again."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -258,11 +259,7 @@ def test_stores_are_read_without_being_written(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.sqlite").exists()
 
 
-# -- a real namespace pair --------------------------------------------------------------------
-
-
-def _carrier(link: Link) -> bool:
-    return "NO-CARRIER" not in ip("-n", link.namespace, "-o", "link", "show", "dev", link.device)
+# -- real namespaces -----------------------------------------------------------------------
 
 
 async def _echo_across(server: Link, client: Link, port: int) -> bytes:
@@ -280,22 +277,36 @@ async def _echo_across(server: Link, client: Link, port: int) -> bytes:
                 return await dialer.recv(100)
 
 
-async def test_a_namespace_pair_talks_unplugs_replugs_and_is_removed() -> None:
+async def _unreachable(target: Link, client: Link) -> bool:
+    """True once the client's kernel reports the target's address unreachable (its ARP
+    requests go unanswered: a few seconds)."""
+    ip("-n", client.namespace, "neigh", "flush", "all")  # no cached way across
+    dialer = trio.socket.from_stdlib_socket(namespace_socket(client.namespace))
+    with dialer:
+        try:
+            await dialer.connect((target.address, 9))
+        except OSError as err:
+            return err.errno == errno.EHOSTUNREACH
+    return False
+
+
+async def test_namespaces_talk_split_two_ways_join_and_are_removed() -> None:
     fabric = Fabric(f"p2pt{os.getpid()}")
+    made = {fabric.switch} | {f"{fabric.prefix}-p{index}" for index in range(3)}
     try:
         with trio.fail_after(30):
-            first, second = fabric.build(2)
-            assert {fabric.switch, first.namespace, second.namespace} <= namespaces()
-            assert first.address != second.address
+            first, second, third = fabric.build(3)
+            assert made == {fabric.switch, first.namespace, second.namespace, third.namespace}
+            assert made <= namespaces()
+            assert len({first.address, second.address, third.address}) == 3
             assert await _echo_across(first, second, 4001) == b"across the bridge"
-            fabric.unplug([second])
-            assert not _carrier(second)
-            assert _carrier(first)
-            fabric.plug([second])
-            assert _carrier(second)
-            assert await _echo_across(second, first, 4002) == b"across the bridge"
+            fabric.split([second, third])
+            assert await _echo_across(second, third, 4002) == b"across the bridge"
+            assert await _unreachable(first, second)
+            fabric.join([second, third])
+            assert await _echo_across(first, third, 4003) == b"across the bridge"
     finally:
         errors = fabric.remove()
     assert errors == []
-    assert not {fabric.switch, first.namespace, second.namespace} & namespaces()
+    assert not made & namespaces()
     assert fabric.created == []

@@ -244,16 +244,16 @@ async def pause_phase(run: Run, seconds: float = PAUSE_SECONDS) -> None:
 
 
 async def partition_phase(run: Run, seconds: float = PARTITION_SECONDS) -> None:
-    """Unplug the links of one half of the provers (2 | 2: neither side has a quorum); plug
-    them back in; time the heal."""
+    """Split the provers 2 | 2 (neither side has a quorum, each side's pair still talks);
+    join them again; time the heal."""
     side = _seeded_quorum_loss(run)
     links = [peer.link for peer in side]
     at = run.elapsed()
-    run.cluster.fabric.unplug(links)
+    run.cluster.fabric.split(links)
     try:
         held = await _hold(run, seconds)
     finally:
-        run.cluster.fabric.plug(links)
+        run.cluster.fabric.join(links)
     rest = [peer.name for peer in run.cluster.peers if peer not in side]
     target = " + ".join(peer.name for peer in side) + " | " + " + ".join(rest)
     run.record(await _recovered(run, Fault.PARTITION, target, at, seconds, held))

@@ -30,7 +30,7 @@ class Link:
     device: str
     """The veth end inside the peer's namespace."""
     port: str
-    """The veth end on the bridge: taking it down unplugs the peer, silently, like a cable."""
+    """The veth end in the switch namespace, on one of its two bridges."""
 
 
 def ip(*args: str) -> str:
@@ -52,8 +52,10 @@ def namespaces() -> set[str]:
 
 
 class Fabric:
-    """The namespaces of one run: a switch namespace holding the bridge, and one namespace per
-    peer with a veth pair to it. Only what this object created is ever removed."""
+    """The namespaces of one run: a switch namespace with two bridges, and one namespace per
+    peer with a veth pair to the first bridge. Moving ports to the second bridge splits the
+    network in two; each side still talks within itself, as across a failed uplink. Only
+    what this object created is ever removed."""
 
     def __init__(self, prefix: str) -> None:
         # Interface names are at most 15 characters: the prefix leaves room for "p15s".
@@ -62,13 +64,15 @@ class Fabric:
         self.prefix = prefix
         self.switch = f"{prefix}-sw"
         self.bridge = f"{prefix}br"
+        self.island = f"{prefix}is"
         self.created: list[str] = []
         self.links: list[Link] = []
 
     def build(self, count: int) -> list[Link]:
         self._add_namespace(self.switch)
-        ip("-n", self.switch, "link", "add", self.bridge, "type", "bridge")
-        ip("-n", self.switch, "link", "set", self.bridge, "up")
+        for bridge in (self.bridge, self.island):
+            ip("-n", self.switch, "link", "add", bridge, "type", "bridge")
+            ip("-n", self.switch, "link", "set", bridge, "up")
         for index in range(count):
             self.links.append(self._add_peer(index))
         return list(self.links)
@@ -94,13 +98,15 @@ class Fabric:
         ip("-n", link.namespace, "link", "set", "lo", "up")
         return link
 
-    def unplug(self, links: list[Link]) -> None:
+    def split(self, links: list[Link]) -> None:
+        """Move these peers to the second bridge: they reach each other and no one else."""
         for link in links:
-            ip("-n", self.switch, "link", "set", link.port, "down")
+            ip("-n", self.switch, "link", "set", link.port, "master", self.island)
 
-    def plug(self, links: list[Link]) -> None:
+    def join(self, links: list[Link]) -> None:
+        """Move these peers back to the first bridge, with everyone."""
         for link in links:
-            ip("-n", self.switch, "link", "set", link.port, "up")
+            ip("-n", self.switch, "link", "set", link.port, "master", self.bridge)
 
     def remove(self) -> list[str]:
         """Delete the namespaces this fabric created (their links go with them); the errors."""
