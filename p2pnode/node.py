@@ -49,6 +49,10 @@ class NodeError(Exception):
     """The peer cannot go on; the message says why, in one line."""
 
 
+_SETTLE = 0.25
+"""After a peer connects, how long the re-broadcast waits for its pubsub streams and mesh."""
+
+
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
@@ -148,6 +152,7 @@ class Node:
         )
         self.network: Network | None = None
         self._stop = trio.Event()
+        self._new_peer = trio.Event()
         self._stop_requested = False
         self._engine_done = trio.Event()
         self._finalized_at: float | None = None
@@ -186,6 +191,7 @@ class Node:
                     raise NodeError(f"could not listen on {', '.join(self.settings.listen)}")
                 self.network = network
                 self.outbox.network = network
+                network.on_new_peer(lambda peer: self._new_peer.set())
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._engine)
                     self.machine.start()
@@ -221,10 +227,15 @@ class Node:
 
     async def _rebroadcast(self) -> None:
         """Gossip is best effort: while a round stalls, send this peer's latest messages again
-        (from the first period on, so a restarted peer re-announces what it stored)."""
+        (from the first period on, so a restarted peer re-announces what it stored), and at
+        once to a peer that (re)connects, which may have missed them all."""
         last = self.store.tip().round
         while self.role == "prover":  # a follower sends nothing
-            await trio.sleep(self.settings.rebroadcast)
+            self._new_peer = trio.Event()
+            with trio.move_on_after(self.settings.rebroadcast):
+                await self._new_peer.wait()
+            if self._new_peer.is_set():
+                await trio.sleep(_SETTLE)  # its subscriptions, so the mesh takes it in
             rank = self.store.tip().round
             if rank == last:
                 for message in self.providers.sent.at(rank + 1):

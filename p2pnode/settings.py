@@ -36,7 +36,7 @@ class NodeSettings:
     echo: bool = True
     """py-libp2p delivers a peer's own publications back to it; False suppresses that and has
     the engine count its own messages instead."""
-    rebroadcast: float = 4.0
+    rebroadcast: float = 2.0
     """Seconds between re-sends of this peer's latest messages while a round stalls."""
     status: str = "127.0.0.1:0"
     """Loopback host:port of the status endpoint (JSON status, metrics, submits); port 0 picks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -23,6 +24,7 @@ from p2pnode.net import (
     fetch_genesis,
     open_network,
 )
+from p2pnode.net.fixes import tcp_socket
 from p2pnode.net.stack import client_host, dial, open_stream
 
 GOSSIP = [topic for topic in Topic if topic is not Topic.PEERS]
@@ -112,6 +114,31 @@ async def test_peers_that_know_only_the_first_mesh_fully_and_judge_each_message_
                 assert not any(
                     counts[(t, v)] for t in Topic for v in (Verdict.IGNORE, Verdict.REJECT)
                 )
+
+
+async def test_every_connection_bounds_its_unacknowledged_data() -> None:
+    """Each connection, dialled or accepted, ends once sent data stays unacknowledged for
+    `stall_timeout`: else a path that fails and returns waits out TCP's backed-off
+    retransmissions (20-30 s after a 30 s outage) with nothing crossing."""
+    with trio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [Recorder(), Recorder()], stall_timeout=3.5)
+            await until(lambda: all(len(n.peers()) == 1 for n in networks))
+            # The option is set as the swarm registers the connection, a moment after it is
+            # listed: wait for it (the bound above fails the test if it never comes).
+            await until(lambda: all(_user_timeouts(n) == [3500] for n in networks))
+
+
+def _user_timeouts(network: Network) -> list[int | None]:
+    """TCP_USER_TIMEOUT (ms) of each connection py-libp2p holds for `network`."""
+    swarm = network._stack.host.get_network()
+    found: list[int | None] = []
+    for held in swarm.connections.values():
+        for conn in held if isinstance(held, list | tuple) else [held]:
+            sock = tcp_socket(conn)
+            option = socket.TCP_USER_TIMEOUT
+            found.append(None if sock is None else sock.getsockopt(socket.IPPROTO_TCP, option))
+    return found
 
 
 async def test_without_echo_own_messages_are_published_but_not_judged() -> None:

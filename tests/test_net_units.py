@@ -178,6 +178,24 @@ def test_a_failed_dial_backs_off_doubling_and_stale_peers_are_forgotten() -> Non
     assert directory.known() == []
 
 
+def test_a_connected_peer_stays_known_and_is_dialled_again_within_the_redial_cap() -> None:
+    """A peer lost in a partition is dialled again every `redial[1]` seconds at most, for as
+    long as it was connected until `forget_after` ago, announcements or not."""
+    directory = Directory(
+        "12D3KooW0", grace=4.0, forget_after=600.0, max_peers=12, retry=(0.5, 2.0)
+    )
+    directory.learn(_record("12D3KooW1"), now=0.0)
+    directory.heard_of("12D3KooW1", now=500.0)  # connected until then
+    for attempt in range(6):
+        directory.dialled("12D3KooW1", failed=True, now=1000.0 + 2.0 * attempt)
+    assert directory.to_dial(1011.9, (), (), ()) == []
+    assert directory.to_dial(1012.0, (), (), ()) == [_record("12D3KooW1")]
+    directory.forget_stale(now=1099.0)
+    assert directory.known() == [_record("12D3KooW1")]
+    directory.forget_stale(now=1101.0)
+    assert directory.known() == []
+
+
 @pytest.mark.parametrize(
     ("peers", "low", "target", "high"),
     [(1, 1, 1, 12), (4, 3, 3, 12), (8, 6, 7, 12), (16, 6, 8, 15), (30, 6, 8, 29)],

@@ -113,6 +113,11 @@ class NetConfig:
     announce_interval: float = 2.0
     """How often this peer announces its addresses on the PEERS topic."""
     dial_timeout: float = 5.0
+    stall_timeout: float = 5.0
+    """A connection whose sent data stays unacknowledged this long is ended and dialled again,
+    rather than left to TCP's retransmissions, which back off to tens of seconds."""
+    redial: tuple[float, float] = (0.5, 2.0)
+    """First and longest wait before dialling a known peer again after a failed dial."""
     reject_limit: int = 8
     """This many REJECT verdicts from one peer (as author or forwarder) within `reject_window`
     seconds get it disconnected and refused for `ban_period` seconds."""
@@ -137,6 +142,8 @@ class NetConfig:
             "heartbeat": self.heartbeat,
             "announce_interval": self.announce_interval,
             "dial_timeout": self.dial_timeout,
+            "stall_timeout": self.stall_timeout,
+            "redial": min(self.redial),
             "reject_window": self.reject_window,
             "ban_period": self.ban_period,
             "publish_max_wait": self.publish_max_wait,

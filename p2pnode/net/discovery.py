@@ -112,6 +112,12 @@ class Directory:
         known.retry_at = now + min(most, first * 2**known.failures)
         known.failures += 1
 
+    def heard_of(self, peer: str, now: float) -> None:
+        """`peer` is connected: it stays known (and dialled again if the connection is lost)."""
+        known = self._known.get(peer)
+        if known is not None:
+            known.last_seen = now
+
     def forget_stale(self, now: float) -> None:
         stale = [p for p, k in self._known.items() if k.last_seen < now - self._forget_after]
         for peer in stale:

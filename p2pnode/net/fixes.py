@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -192,12 +193,57 @@ class Verdicts(ValidationCache):
         super().put(msg_id, result)
 
 
+# py-libp2p 0.8 wraps the TCP socket in layers: SwarmConn.muxed_conn (Yamux) .secured_conn
+# (SecureSession) .conn (Noise) .read_writer .read_write_closer (RawConnection) .stream
+# (TrioTCPStream) .stream (trio.SocketStream) .socket.
+_SOCKET_PATH = ("muxed_conn", "secured_conn", "conn", "read_writer", "read_write_closer", "stream")
+
+
+def tcp_socket(conn: INetConn) -> trio.socket.SocketType | None:
+    """The TCP socket under a py-libp2p connection, or None if it is not found where py-libp2p
+    0.8 keeps it (another transport, or another version)."""
+    layer: object = conn
+    for name in _SOCKET_PATH:
+        layer = getattr(layer, name, None)
+        if layer is None:
+            return None
+    stream = getattr(layer, "stream", None)
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def bound_unacknowledged(conn: INetConn, seconds: float) -> bool:
+    """Have the kernel end `conn` once data it sent stays unacknowledged for `seconds`
+    (TCP_USER_TIMEOUT); True if it was set.
+
+    A path that fails and comes back otherwise waits out TCP's backed-off retransmissions:
+    after a 30 s outage the next one is due 20-30 s later, and until then nothing crosses,
+    though both ends still count the peer as connected. Ended, the connection is dialled
+    again, and a new one works as soon as the path does.
+    """
+    sock = tcp_socket(conn)
+    if sock is None:
+        return False
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None:  # not Linux: TCP's own timeouts stand
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
+    except OSError:
+        return False
+    return True
+
+
 class Watcher(INotifee):
-    def __init__(self, on_connected: Callable[[str], None]) -> None:
+    def __init__(self, on_connected: Callable[[str], None], stall_timeout: float) -> None:
         self._on_connected = on_connected
+        self._stall_timeout = stall_timeout
+        self._warned = False
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         # Called inline by the swarm while it registers the connection: never block here.
+        if not bound_unacknowledged(conn, self._stall_timeout) and not self._warned:
+            self._warned = True
+            log.warning("no TCP socket found under a connection: a stalled path heals slowly")
         self._on_connected(conn.muxed_conn.peer_id.to_base58())
         await trio.lowlevel.checkpoint()
 

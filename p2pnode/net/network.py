@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -45,7 +45,9 @@ _SERVE_TIMEOUT = 30.0
 _MAX_CONCURRENT_SERVES = 8
 _HOUSEKEEPING = 1.0
 _DELIVERIES_EVERY = 60.0
-_BOOTSTRAP_BACKOFF = (0.25, 5.0)
+_FORGET_AFTER = 600.0
+"""A known peer is dialled again after a lost connection until nothing was heard of it for
+this long: a partition of some minutes still heals without a new announcement."""
 _ANNOUNCE_SETTLE = 0.1
 """After a peer change, wait this long so one announcement covers a burst of connections."""
 
@@ -72,14 +74,16 @@ class Network:
         self._directory = Directory(
             stack.peer_id,
             grace=2 * config.announce_interval,
-            forget_after=10 * config.announce_interval,
+            forget_after=_FORGET_AFTER,
             max_peers=mesh_degrees(config.expected_peers).high,
+            retry=config.redial,
         )
         self._dialling: set[str] = set()
         self._stuck: set[str] = set()
         self._closing = False
         self._warned_peers = False
         self._peers_changed = trio.Event()
+        self._new_peer_listeners: list[Callable[[str], None]] = []
         self._serving = trio.Semaphore(_MAX_CONCURRENT_SERVES)
         self._kick_send, self._kick_receive = trio.open_memory_channel[str](256)
 
@@ -100,6 +104,10 @@ class Network:
     def peers(self) -> list[str]:
         """Connected peers."""
         return self._stack.connected()
+
+    def on_new_peer(self, listener: Callable[[str], None]) -> None:
+        """Call `listener` with the id of each peer that connects (it must not block)."""
+        self._new_peer_listeners.append(listener)
 
     def mesh_sizes(self) -> dict[Topic, int]:
         return {topic: self._stack.mesh_size(name) for topic, name in self._names.items()}
@@ -226,10 +234,14 @@ class Network:
                 await self._disconnect_quietly(peer)
 
     def _on_connected(self, peer: str) -> None:
-        if self._penalties.is_banned(peer, trio.current_time()):
+        now = trio.current_time()
+        if self._penalties.is_banned(peer, now):
             self._kick(peer)
-        else:
-            self._peers_changed.set()
+            return
+        self._directory.heard_of(peer, now)
+        self._peers_changed.set()
+        for listener in list(self._new_peer_listeners):
+            listener(peer)
 
     # Discovery
 
@@ -270,7 +282,7 @@ class Network:
             return
         if target == self.peer_id:
             return
-        first, most = _BOOTSTRAP_BACKOFF
+        first, most = self._config.redial
         delay = first
         while True:
             if target in self._stack.connected() or self._penalties.is_banned(
@@ -311,6 +323,8 @@ class Network:
                 self._stack.admit(peer)
             for peer in self._penalties.banned(now):
                 self._stack.purge(peer)
+            for peer in self._stack.connected():
+                self._directory.heard_of(peer, now)
             self._directory.forget_stale(now)
             self._dial_due(now)
             since_deliveries += _HOUSEKEEPING
@@ -377,7 +391,7 @@ class Network:
 
     async def _start(self, drains: trio.Nursery) -> None:
         stack = self._stack
-        stack.watch(self._on_connected)
+        stack.watch(self._on_connected, self._config.stall_timeout)
         stack.handle(sync_protocol(self._config.network), self._serve_sync)
         stack.handle(GENESIS_PROTOCOL, self._serve_genesis)
         for topic, name in self._names.items():

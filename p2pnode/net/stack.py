@@ -187,8 +187,10 @@ class Stack:
         """The peer id in a full multiaddr. Raises NetError."""
         return peer_info([addr]).peer_id.to_base58()
 
-    def watch(self, on_connected: Callable[[str], None]) -> None:
-        self.host.get_network().register_notifee(Watcher(on_connected))
+    def watch(self, on_connected: Callable[[str], None], stall_timeout: float) -> None:
+        """Call `on_connected` with each new peer; bound each connection's unacknowledged data
+        to `stall_timeout` seconds (see `bound_unacknowledged`)."""
+        self.host.get_network().register_notifee(Watcher(on_connected, stall_timeout))
 
     # Status
 
