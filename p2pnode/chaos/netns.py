@@ -52,10 +52,11 @@ def namespaces() -> set[str]:
 
 
 class Fabric:
-    """The namespaces of one run: a switch namespace with two bridges, and one namespace per
-    peer with a veth pair to the first bridge. Moving ports to the second bridge splits the
-    network in two; each side still talks within itself, as across a failed uplink. Only
-    what this object created is ever removed."""
+    """The namespaces of one run: a switch namespace with two bridges joined by an uplink (a
+    veth pair), and one namespace per peer with a veth pair to the first bridge. A partition
+    moves one side's ports to the second bridge, then takes the uplink down: each side still
+    talks within itself, as across a failed uplink. Only what this object created is ever
+    removed."""
 
     def __init__(self, prefix: str) -> None:
         # Interface names are at most 15 characters: the prefix leaves room for "p15s".
@@ -65,6 +66,7 @@ class Fabric:
         self.switch = f"{prefix}-sw"
         self.bridge = f"{prefix}br"
         self.island = f"{prefix}is"
+        self.uplink = (f"{prefix}u0", f"{prefix}u1")
         self.created: list[str] = []
         self.links: list[Link] = []
 
@@ -73,6 +75,10 @@ class Fabric:
         for bridge in (self.bridge, self.island):
             ip("-n", self.switch, "link", "add", bridge, "type", "bridge")
             ip("-n", self.switch, "link", "set", bridge, "up")
+        near, far = self.uplink
+        ip("-n", self.switch, "link", "add", near, "type", "veth", "peer", "name", far)
+        ip("-n", self.switch, "link", "set", near, "master", self.bridge, "up")
+        ip("-n", self.switch, "link", "set", far, "master", self.island, "up")
         for index in range(count):
             self.links.append(self._add_peer(index))
         return list(self.links)
@@ -99,12 +105,15 @@ class Fabric:
         return link
 
     def split(self, links: list[Link]) -> None:
-        """Move these peers to the second bridge: they reach each other and no one else."""
+        """Put these peers behind the uplink and take it down: they reach each other and no
+        one else."""
         for link in links:
             ip("-n", self.switch, "link", "set", link.port, "master", self.island)
+        ip("-n", self.switch, "link", "set", self.uplink[0], "down")
 
     def join(self, links: list[Link]) -> None:
-        """Move these peers back to the first bridge, with everyone."""
+        """Bring the uplink up again, then move these peers back to the first bridge."""
+        ip("-n", self.switch, "link", "set", self.uplink[0], "up")
         for link in links:
             ip("-n", self.switch, "link", "set", link.port, "master", self.bridge)
 
