@@ -255,6 +255,21 @@ def test_libp2p_records_go_to_p2pnode_logging_not_stderr(
     assert "noise" not in capsys.readouterr().err
 
 
+def test_a_failed_dial_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """py-libp2p logs every failed dial at ERROR; to a peer a dial to a peer that is down is
+    expected, so it is kept at DEBUG (other ERROR records stay errors)."""
+    route_libp2p_logging()
+    with caplog.at_level(logging.DEBUG, logger="p2pnode.net.libp2p"):
+        tcp = logging.getLogger("libp2p.transport.tcp.tcp")
+        tcp.error("Failed to open TCP stream: %s", OSError("unreachable"))
+        tcp.error("Unexpected error opening TCP stream: %s", "boom")
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("p2p")]
+    assert levels == [
+        ("DEBUG", "Failed to open TCP stream: unreachable"),
+        ("ERROR", "Unexpected error opening TCP stream: boom"),
+    ]
+
+
 def test_libp2p_cannot_install_a_root_stderr_handler_behind_our_back() -> None:
     route_libp2p_logging()
     # The module logs with `logging.debug(...)`: it must be a named logger now, not the root.

@@ -82,14 +82,21 @@ def route_libp2p_logging() -> None:
         target.addHandler(logging.NullHandler())
 
 
+_EXPECTED = {("libp2p.transport.tcp.tcp", "Failed to open TCP stream: %s")}
+"""py-libp2p's ERROR records of what a peer expects (a dial to a peer that is down or cut
+off): logged at DEBUG, like the network layer's own line on the failed dial."""
+
+
 class _Forward(logging.Handler):
     _target = logging.getLogger("p2pnode.net.libp2p")
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._target.isEnabledFor(record.levelno):
+        level = logging.DEBUG if (record.name, record.msg) in _EXPECTED else record.levelno
+        if self._target.isEnabledFor(level):
             # A copy: other handlers on the libp2p logger may hold the original.
             copy = logging.makeLogRecord(record.__dict__)
             copy.name = f"p2pnode.net.{record.name}"
+            copy.levelno, copy.levelname = level, logging.getLevelName(level)
             self._target.handle(copy)
 
 
