@@ -4,17 +4,26 @@ for ever; each must now end with every honest, connected prover finalizing again
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
 import trio.testing
 
-from p2pnode.consensus import Event, Limits, State, Timeouts
+from p2pnode.consensus import Event, Limits, RoundView, State, Timeouts
 from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.conducts import Conduct
-from p2pnode.sim.model import GENESIS, Confirmation, Frame, Vote, leader_order, quorum
+from p2pnode.sim.model import (
+    GENESIS,
+    Collected,
+    Confirmation,
+    Frame,
+    Peer,
+    Vote,
+    leader_order,
+    quorum,
+)
 from p2pnode.sim.node import NodeConfig, SimNode
 from p2pnode.sim.providers import Registry
 from p2pnode.sim.scenarios import Plan
@@ -73,20 +82,30 @@ async def reached(*nodes: SimNode, rank: int) -> None:
         node.disk.watchers.remove(watch)
 
 
-async def entered(node: SimNode, state: State, attempt: int | None = None) -> None:
-    """Wait until `node`'s engine enters `state` (in `attempt`, if given)."""
-    machine = node.machine
-    assert machine is not None
-    done = trio.Event()
+class Entered:
+    """Set once an engine enters `state` (in `attempt` and for `rank`, if given); listening
+    from creation on, so an entry just after it is not missed."""
 
-    class Listener:
-        def on_transition(self, from_: State, to: State, event: Event) -> None:
-            assert machine is not None
-            if to is state and (attempt is None or machine.round_view().attempt == attempt):
-                done.set()
+    def __init__(
+        self, node: SimNode, state: State, attempt: int | None = None, rank: int | None = None
+    ) -> None:
+        assert node.machine is not None
+        self.machine, self.state = node.machine, state
+        self.attempt, self.rank = attempt, rank
+        self.done = trio.Event()
+        self.machine.add_listener(self)
 
-    machine.add_listener(Listener())
-    await done.wait()
+    def on_transition(self, from_: State, to: State, event: Event) -> None:
+        view = self.machine.round_view()
+        in_attempt = self.attempt is None or view.attempt == self.attempt
+        at_rank = self.rank is None or view.target_rank == self.rank
+        if to is self.state and in_attempt and at_rank:
+            self.done.set()
+
+
+async def entered(*watches: Entered) -> None:
+    for watch in watches:
+        await watch.done.wait()
 
 
 def precommit(payload: object) -> Confirmation | None:
@@ -137,12 +156,12 @@ async def test_a_lock_is_released_by_a_certificate_far_older_than_the_attempt(
 
     async with network() as net:
         net.bus.drop_rules.append(lost)
+        locked = [Entered(net[p], State.FINALIZING, attempt=1) for p in ("p1", "p2")]
         with trio.fail_after(30):
-            await entered(net["p0"], State.FINALIZING, attempt=0)
+            await entered(Entered(net["p0"], State.FINALIZING, attempt=0))
         net.bus.isolated.add("p0")  # before its precommit of X leaves it
         with trio.fail_after(30):
-            await entered(net["p1"], State.FINALIZING, attempt=1)
-            await entered(net["p2"], State.FINALIZING, attempt=1)
+            await entered(*locked)
         net["p3"].crash()
         await trio.sleep(sum(TIMEOUTS.attempt_length(a) for a in range(12)))
         cut_off = net["p0"].machine
@@ -229,13 +248,22 @@ async def test_a_proposal_with_a_bad_proof_is_dropped_and_another_voted_in_the_s
 async def test_provers_resume_promptly_after_a_long_loss_of_quorum(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Two of four provers are cut off for ten minutes: the other two cannot finalize, and
-    their attempts grow to the longest. Once the two are back, all four finalize within three
-    first attempts, not after waiting out the attempts that grew meanwhile."""
+    """Two of four provers are cut off for ten minutes while voting on rank 3: the other two
+    cannot finalize, and their attempts grow to the longest. Once the two are back, all four
+    finalize within three first attempts, not after waiting out the attempts that grew
+    meanwhile."""
+
+    def cut_short(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        return isinstance(payload, Vote) and payload.round == 3 and sender in ("p2", "p3")
+
     async with network() as net:
+        net.bus.drop_rules.append(cut_short)  # no quorum for rank 3 before the cut
+        voting = [Entered(net[p], State.VOTING, rank=3) for p in ("p0", "p1")]
         with trio.fail_after(30):
             await reached(*net.nodes.values(), rank=2)
+            await entered(*voting)
         net.bus.isolated.update({"p2", "p3"})
+        net.bus.drop_rules.remove(cut_short)
         await trio.sleep(600)
         stalled = max(node.finalized_rank() for node in net.nodes.values())
         for name in ("p0", "p1"):
@@ -246,3 +274,58 @@ async def test_provers_resume_promptly_after_a_long_loss_of_quorum(
         net.bus.isolated.clear()
         with trio.fail_after(RECOVERY):
             await reached(*net.nodes.values(), rank=stalled + 1)
+
+
+async def test_an_attempt_ends_a_grace_period_after_a_quorum_voted_without_a_certificate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """However long an attempt could last, once votes from a quorum are in and they do not
+    agree, it ends `grace` seconds later: waiting longer cannot help a split that is known."""
+    timeouts = Timeouts(attempt=100.0, attempt_max=100.0, grace=2.0)
+    names = ["p0", "p1", "p2", "p3"]
+    rng = random.Random(3)
+    bus = Bus(rng, Plan().faults, echo=True, quorum=3)
+    config = NodeConfig(3, False, timeouts, Limits())
+    _, _, directory = build(Plan(), names, bus, config, rng)
+    node = directory.nodes["p0"]  # alone: the others' messages are handed to its engine here
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bus.run)
+        await node.start(nursery)
+        machine = node.machine
+        assert machine is not None
+        first, second = [n for n in leader_order(names, GENESIS) if n != "p0"][:2]
+        frames = [Frame(1, GENESIS.identity(), n, f"{n}:1", 0.5) for n in (first, second)]
+        voted = Until(node, lambda view: "p0" in view.votes)
+        moved = Until(node, lambda view: view.attempt == 1)
+        for frame in frames:
+            machine.receive_liveness_check(Peer(frame.prover), Collected(1, (frame.payload,)))
+            machine.receive_proposal(Peer(frame.prover), frame)
+        with trio.fail_after(10):
+            await voted.done.wait()
+        own = machine.round_view().votes["p0"]
+        other = next(f for f in frames if _vote(f, "p0").identity() != own)
+        for voter in ("p1", "p3"):
+            machine.receive_vote(Peer(other.prover), Peer(voter), _vote(other, voter))
+        split_at = trio.current_time()
+        with trio.fail_after(timeouts.attempt):
+            await moved.done.wait()
+        assert trio.current_time() == split_at + timeouts.grace
+        nursery.cancel_scope.cancel()
+
+
+def _vote(frame: Frame, voter: str) -> Vote:
+    return Vote(frame.round, 0, frame.identity(), frame.prover, voter)
+
+
+class Until:
+    """Set once a transition of `node`'s engine leaves its round view satisfying `check`."""
+
+    def __init__(self, node: SimNode, check: Callable[[RoundView], bool]) -> None:
+        assert node.machine is not None
+        self.machine, self.check = node.machine, check
+        self.done = trio.Event()
+        self.machine.add_listener(self)
+
+    def on_transition(self, from_: State, to: State, event: Event) -> None:
+        if self.check(self.machine.round_view()):
+            self.done.set()
