@@ -15,10 +15,10 @@ import trio
 
 from p2pnode.consensus import Limits, Lock, ProviderError, State, Timeouts, rules, voting
 from p2pnode.consensus.rules import Certified, Choice
-from p2pnode.sim.bus import Bus, Faults
+from p2pnode.sim.bus import Bus, Faults, Topic
 from p2pnode.sim.cli import jobs, simulate
 from p2pnode.sim.conducts import Conduct
-from p2pnode.sim.model import GENESIS, Collected, Frame, Peer, leader_order, quorum
+from p2pnode.sim.model import GENESIS, Collected, Confirmation, Frame, Peer, leader_order, quorum
 from p2pnode.sim.node import NodeConfig, SimNode
 from p2pnode.sim.providers import Disk, Reference, Registry
 from p2pnode.sim.scenarios import SCENARIOS, scenario
@@ -254,3 +254,27 @@ async def test_sync_takes_only_frames_with_a_commit_certificate(
         await Reference(
             "p3", Disk(), _reachable("p3", "p1"), registry, Servers({"p1": [voted]})
         ).synchronize(None)
+
+
+async def test_a_confirmation_counts_as_a_precommit_only_if_its_sender_signed_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As strict as a real peer: a valid vote certificate is not enough, the sender must have
+    signed the precommit statement (else anyone could replay a certificate as a precommit)."""
+    registry = Registry(["p0", "p1", "p2", "p3"])
+    voted = _committed(registry, Frame(1, GENESIS.identity(), "p1", "x", 1.0), final=False)
+    bus = _reachable("p0")
+    config = NodeConfig(3, False, Timeouts(), Limits())
+    node = SimNode("p0", Conduct.HONEST, bus, registry, {"p0": Disk()}, config, random.Random(0))
+    async with trio.open_nursery() as nursery:
+        await node.start(nursery)
+        assert node.machine is not None
+        node._receive("p2", Topic.CONFIRMATION, Confirmation(voted, "p2"))
+        assert (node.inbox.rejected, node.machine.round_view().confirmations) == (1, {})
+        registry.sign(("precommit", 1, 0, voted.identity(), "p2"))
+        node._receive("p2", Topic.CONFIRMATION, Confirmation(voted, "p2"))
+        assert node.inbox.accepted == 1
+        assert node.machine.round_view().confirmations == {0: ("p2",)}
+        node._receive("p3", Topic.CONFIRMATION, Confirmation(voted, "p2"))  # not its own
+        assert node.inbox.rejected == 2
+        nursery.cancel_scope.cancel()
