@@ -143,12 +143,14 @@ class Store:
         except CodecError as err:
             raise StoreError(f"corrupt vote in store: {err}") from None
 
-    def last_vote(self, rank: int) -> Vote | None:
-        """This peer's vote in the latest attempt it voted in at `rank`."""
-        row = self._db.execute(
-            "SELECT attempt FROM votes WHERE rank = ? ORDER BY attempt DESC LIMIT 1", (rank,)
-        ).fetchone()
-        return None if row is None else self.vote(rank, int(row[0]))
+    def last_votes(self, rank: int, count: int) -> list[Vote]:
+        """This peer's votes in the latest `count` attempts it voted in at `rank`, oldest
+        first."""
+        rows = self._db.execute(
+            "SELECT attempt FROM votes WHERE rank = ? ORDER BY attempt DESC LIMIT ?", (rank, count)
+        ).fetchall()
+        found = [self.vote(rank, int(row[0])) for row in reversed(rows)]
+        return [vote for vote in found if vote is not None]
 
     def save_vote(self, vote: Vote) -> None:
         """Durably record a vote; a second, different vote for one rank and attempt is refused."""

@@ -50,19 +50,25 @@ class Net:
 
 @asynccontextmanager
 async def network(
-    provers: int = 4, *, conducts: dict[str, Conduct] | None = None, echo: bool = True
+    provers: int = 4,
+    *,
+    conducts: dict[str, Conduct] | None = None,
+    echo: bool = True,
+    timeouts: Timeouts = TIMEOUTS,
+    down: tuple[str, ...] = (),
 ) -> AsyncIterator[Net]:
-    """`provers` simulated provers on a bus without random faults, started."""
+    """`provers` simulated provers on a bus without random faults, started but for `down`."""
     names = [f"p{i}" for i in range(provers)]
     rng = random.Random(7)
     plan = Plan(conducts=conducts or {})
     bus = Bus(rng, plan.faults, echo=echo, quorum=quorum(provers))
-    config = NodeConfig(quorum(provers), not echo, TIMEOUTS, Limits())
+    config = NodeConfig(quorum(provers), not echo, timeouts, Limits())
     registry, _, directory = build(plan, names, bus, config, rng)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bus.run)
         for node in directory.nodes.values():
-            await node.start(nursery)
+            if node.name not in down:
+                await node.start(nursery)
         yield Net(bus, directory.nodes, registry, nursery)
         nursery.cancel_scope.cancel()
 
@@ -329,3 +335,33 @@ class Until:
     def on_transition(self, from_: State, to: State, event: Event) -> None:
         if self.check(self.machine.round_view()):
             self.done.set()
+
+
+async def test_a_prover_that_moved_on_still_shows_its_vote_of_the_attempt_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One prover is down, so the other three are the quorum. In a long first attempt the
+    `mover` misses the top proposal and votes its own frame, the other two vote the top one,
+    and the mover's vote does not reach them while it is in that attempt. The mover holds all
+    three votes, sees the split and moves on after the grace period; the other two hold two.
+    Unless the mover re-sends its vote of the attempt it left, not only of the one it is in,
+    they wait out their long attempt."""
+    long = Timeouts(attempt=60.0, attempt_max=60.0)
+    names = ["p0", "p1", "p2", "p3"]
+    top, mover, *rest = leader_order(names, GENESIS)
+    down = rest[-1]
+    seen: set[str] = set()
+
+    def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        if isinstance(payload, Frame) and payload.prover == top and recipient == mover:
+            first = recipient not in seen  # the first copy only: the mover votes without it
+            seen.add(recipient)
+            return first
+        in_first_attempt = net[mover].machine.round_view().attempt == 0  # type: ignore[union-attr]
+        return isinstance(payload, Vote) and sender == mover and in_first_attempt
+
+    async with network(timeouts=long, down=(down,)) as net:
+        net.bus.drop_rules.append(lost)
+        up = [net[name] for name in names if name != down]
+        with trio.fail_after(15):
+            await reached(*up, rank=1)

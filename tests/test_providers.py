@@ -203,7 +203,7 @@ async def test_the_vote_is_stored_before_it_is_published(peer: Peer) -> None:
     assert stored is not None
     assert stored.signature == vote.signature
     assert peer.publisher.messages == [VoteMsg(vote)]
-    assert peer.providers.sent.vote == VoteMsg(vote)
+    assert peer.providers.sent.votes == (VoteMsg(vote),)
 
 
 async def test_the_leader_priority_rotates_with_the_attempt(peer: Peer) -> None:
@@ -254,7 +254,7 @@ async def test_a_proposal_not_extending_the_tip_is_refused(
         await peer.providers.decide_and_send_vote({ORDER[0].prover.identity(): stray})
     assert peer.store.vote(stray.round, 0) is None
     assert peer.publisher.messages == []
-    assert peer.providers.sent.vote is None
+    assert peer.providers.sent.votes == ()
 
 
 async def test_no_proposal_no_vote(peer: Peer) -> None:
@@ -454,13 +454,26 @@ def test_sent_at_returns_what_to_send_again_for_a_rank() -> None:
     precommit = Confirmation(
         certified(rank_two, CertKind.VOTES, 0, list(ORDER[:3])), ME.public, b"p" * 64
     )
-    sent = Sent(liveness, offered, vote, precommit, confirmation)
+    sent = Sent(liveness, offered, (vote,), precommit, confirmation)
     # The precommit of the rank being decided, and the commit of the rank before it.
     assert sent.at(2) == [liveness, offered, vote, precommit, confirmation]
     assert sent.at(1) == [confirmation]
     assert sent.at(3) == []
     assert Sent().at(1) == []
     assert Sent(commit=confirmation).at(0) == [confirmation]
+
+
+def test_the_votes_of_the_last_two_attempts_are_sent_again() -> None:
+    """A prover that moved on to a later attempt still shows its vote of the attempt before,
+    for peers that missed it there and cannot end that attempt without it."""
+    rank_two = replace(frame_x(), round=2)
+    votes = [VoteMsg(vote_for(ME, rank_two, attempt)) for attempt in range(3)]
+    sent = Sent()
+    for vote in votes:
+        sent.voted(vote)
+    assert sent.at(2) == votes[1:]
+    sent.voted(VoteMsg(vote_for(ME, replace(frame_x(), round=3))))  # a new rank: a new start
+    assert sent.at(2) == []
 
 
 async def test_a_proposal_with_a_bad_proof_gets_no_vote(peer: Peer) -> None:
@@ -487,7 +500,9 @@ async def test_a_restarted_prover_re_sends_what_it_stored(tmp_path: Path) -> Non
     committed = certified(frame_x(), CertKind.COMMIT, 0, list(ORDER[:3]))
     first.providers.on_finalized(committed)
     own = replace(proposal(ME), round=2, parent=committed.id)
-    voted = await _vote_at_rank_two(first, own)
+    voted = [vote_for(ME, own, attempt) for attempt in (0, 1, 2)]
+    for vote in voted:
+        first.store.save_vote(vote)
     locked = certified(own, CertKind.VOTES, 1, list(ORDER[:3]))
     await first.providers.send_confirmation(locked)
     sent = first.providers.sent
@@ -499,18 +514,12 @@ async def test_a_restarted_prover_re_sends_what_it_stored(tmp_path: Path) -> Non
         again.providers.restore(RoundRecord(2, 1, True, Lock(1, "x", locked), own))
         restored = again.providers.sent
         assert restored.commit == sent.commit
-        assert restored.vote == VoteMsg(voted)
+        assert restored.votes == (VoteMsg(voted[1]), VoteMsg(voted[2]))
         assert restored.proposal == Proposal(own)
         assert restored.precommit == sent.precommit
         assert again.publisher.messages == []  # re-sent by the re-broadcast, not now
     finally:
         again.store.close()
-
-
-async def _vote_at_rank_two(peer: Peer, frame: Frame) -> Vote:
-    vote = vote_for(ME, frame, attempt=1)
-    peer.store.save_vote(vote)
-    return vote
 
 
 async def test_inbound_gossip_leaves_the_proof_to_the_vote() -> None:

@@ -43,10 +43,21 @@ class Sent:
 
     liveness: Liveness | None = None
     proposal: Proposal | None = None
-    vote: VoteMsg | None = None
+    votes: tuple[VoteMsg, ...] = ()
+    """The votes of the last two attempts this peer voted in: one that moved on to a later
+    attempt still shows its vote to peers that missed it in the attempt they are in."""
     precommit: Confirmation | None = None
     commit: Confirmation | None = None
     """The commit of this peer's final tip: what a peer still deciding that rank needs."""
+
+    def voted(self, message: VoteMsg) -> None:
+        vote = message.vote
+        kept = [
+            m
+            for m in self.votes
+            if m.vote.round == vote.round and m.vote.attempt_no < vote.attempt_no
+        ]
+        self.votes = (*kept[-1:], message)
 
     def at(self, rank: int) -> list[Message]:
         """What to send again while deciding `rank` (the commit is of rank - 1)."""
@@ -55,8 +66,7 @@ class Sent:
             found.append(self.liveness)
         if self.proposal is not None and self.proposal.frame.round == rank:
             found.append(self.proposal)
-        if self.vote is not None and self.vote.vote.round == rank:
-            found.append(self.vote)
+        found.extend(message for message in self.votes if message.vote.round == rank)
         if self.precommit is not None and self.precommit.frame.round == rank:
             found.append(self.precommit)
         if self.commit is not None and self.commit.frame.round >= rank - 1:
@@ -118,9 +128,8 @@ class ChainProviders:
         tip = self.store.tip()
         if tip.certificate is not None and tip.certificate.kind is CertKind.COMMIT:
             self.sent.commit = self._commit_message(tip)
-        voted = self.store.last_vote(tip.round + 1)
-        if voted is not None:
-            self.sent.vote = VoteMsg(voted)
+        for vote in self.store.last_votes(tip.round + 1, 2):
+            self.sent.voted(VoteMsg(vote))
         if record is None or record.rank != tip.round + 1:
             return
         if record.proposal is not None:
@@ -202,7 +211,7 @@ class ChainProviders:
             vote = Vote(rank, attempt, frame.id, frame.prover, self.me, signature)
             self.store.save_vote(vote)  # durable before it is published
         message = VoteMsg(vote)
-        self.sent.vote = message
+        self.sent.voted(message)
         await self.publisher.publish(message)
         return ProverId(vote.proposer), vote
 

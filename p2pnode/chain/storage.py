@@ -34,8 +34,9 @@ class ChainStore(Protocol):
         """This peer's vote in `attempt` at `rank`, if it gave one."""
         ...
 
-    def last_vote(self, rank: int) -> Vote | None:
-        """This peer's vote in the latest attempt it voted in at `rank`."""
+    def last_votes(self, rank: int, count: int) -> list[Vote]:
+        """This peer's votes in the latest `count` attempts it voted in at `rank`, oldest
+        first."""
         ...
 
     def save_vote(self, vote: Vote) -> None:

@@ -109,9 +109,15 @@ class Sent:
 
     liveness: Collected | None = None
     proposal: Frame | None = None
-    vote: Vote | None = None
+    votes: tuple[Vote, ...] = ()
+    """The votes of the last two attempts this peer voted in: one that moved on to a later
+    attempt still shows its vote to peers that missed it in the attempt they are in."""
     precommit: Confirmation | None = None
     commit: Confirmation | None = None
+
+    def voted(self, vote: Vote) -> None:
+        kept = [v for v in self.votes if v.round == vote.round and v.attempt_no < vote.attempt_no]
+        self.votes = (*kept[-1:], vote)
 
     @classmethod
     def restored(cls, name: str, disk: Disk) -> Sent:
@@ -120,9 +126,10 @@ class Sent:
         tip = disk.tip()
         sent = cls(commit=Confirmation(tip, name) if tip.final else None)
         rank = tip.round + 1
-        voted = [vote for (r, _), vote in disk.votes.items() if r == rank]
-        if voted:
-            sent.vote = max(voted, key=lambda vote: vote.attempt_no)
+        for vote in sorted(
+            (vote for (r, _), vote in disk.votes.items() if r == rank), key=lambda v: v.attempt_no
+        ):
+            sent.voted(vote)
         record = disk.record
         if record is not None and record.rank == rank:
             sent.proposal = record.proposal
@@ -137,8 +144,7 @@ class Sent:
             found.append((Topic.LIVENESS, self.liveness))
         if self.proposal is not None and self.proposal.round == rank:
             found.append((Topic.PROPOSAL, self.proposal))
-        if self.vote is not None and self.vote.round == rank:
-            found.append((Topic.VOTE, self.vote))
+        found.extend((Topic.VOTE, vote) for vote in self.votes if vote.round == rank)
         if self.precommit is not None and self.precommit.frame.round == rank:
             found.append((Topic.CONFIRMATION, self.precommit))
         if self.commit is not None:
@@ -292,7 +298,7 @@ class Reference:
             vote = Vote(rank, attempt, frame.identity(), proposer, self.name)
             self.disk.votes[(rank, attempt)] = vote  # durable before it is published
         self.registry.sign(("vote", rank, attempt, vote.frame_id, self.name))
-        self.sent.vote = vote
+        self.sent.voted(vote)
         self._publish(Topic.VOTE, vote)
         return Peer(vote.proposer), vote
 
