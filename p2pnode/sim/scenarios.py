@@ -177,6 +177,46 @@ def _clock_skew(names: list[str], rng: random.Random) -> Plan:
     return Plan(faults=Faults(until=4.0, jitter=0.05), skews=skews, calm_after=4.0)
 
 
+def _anything(names: list[str], rng: random.Random) -> Plan:
+    """Any mix of the above, drawn per seed: up to f Byzantine provers of any conduct, the
+    rest of the f crashed (for good or for a while), up to three partitions of any shape,
+    loss, duplication, delay, adaptive delays and clock skew, for up to 30 s."""
+    f = max_faults(len(names))
+    shuffled = rng.sample(names, len(names))
+    bad = shuffled[: rng.randint(0, f)]
+    crashed = shuffled[len(bad) : f]
+    until = rng.uniform(3.0, 30.0)
+    faults = Faults(
+        until=until,
+        adaptive=rng.random() < 0.3,
+        loss=rng.uniform(0.0, 0.4),
+        jitter=rng.uniform(0.0, 1.0),
+        duplicate=rng.uniform(0.0, 0.3),
+        proposal_delay=rng.uniform(0.0, 0.7),
+        partitions=tuple(_any_partition(names, rng, until) for _ in range(rng.randint(0, 3))),
+    )
+    crashes = []
+    for name in crashed:
+        at = rng.uniform(0.5, until)
+        crashes.append(Crash(name, at, None if rng.random() < 0.5 else at + rng.uniform(0.5, 10)))
+    skews = {}
+    if rng.random() < 0.3:
+        skews = {n: Skew(rng.uniform(-2.0, 2.0), rng.uniform(0.92, 1.08)) for n in names}
+    return Plan(
+        faults=faults,
+        conducts={name: rng.choice([c for c in Conduct if not c.honest]) for name in bad},
+        crashes=tuple(crashes),
+        calm_after=max([until, *(c.back or c.at for c in crashes)]),
+        skews=skews,
+    )
+
+
+def _any_partition(names: list[str], rng: random.Random, until: float) -> Partition:
+    start = rng.uniform(0.5, until - 0.5)
+    side = frozenset(rng.sample(names, rng.randint(1, len(names) - 1)))
+    return Partition(start, min(until, start + rng.uniform(0.5, 12.0)), side)
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("calm", "no faults", _calm),
     Scenario("lossy", "loss, duplication, delay and reordering", _lossy),
@@ -246,6 +286,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "f provers misbehave at random, message by message, in every way above",
         _byzantine(Conduct.FUZZER),
     ),
+    Scenario("anything", "any mix of the faults and conducts above, drawn per seed", _anything),
 )
 
 
