@@ -69,6 +69,7 @@ class Inbound:
         tip: Callable[[], Frame],
         clock: Callable[[], int] | None = None,
         ahead: Callable[[str, int], None] | None = None,
+        relay: Callable[[Confirmation], None] | None = None,
     ) -> None:
         self.genesis = genesis
         self.machine = machine
@@ -80,6 +81,8 @@ class Inbound:
         self.clock = clock
         self.ahead = ahead
         """Told of a peer that proved, with a certificate, how far it has come: sync asks it."""
+        self.relay = relay
+        """Told of each valid precommit of the rank being decided, to pass on the newest."""
         self.hop_delays: deque[int] = deque(maxlen=256)
         """Milliseconds from a proposal's timestamp to its arrival: one gossip hop, as both
         clocks are the same machine's in a local testnet."""
@@ -177,11 +180,11 @@ class Inbound:
         return verdict_of(self.machine.receive_vote(ProverId(vote.proposer), voter, vote))
 
     def _confirmation(self, message: Confirmation, origin: str) -> Verdict:
+        """A confirmation speaks for its signer, whoever relays it: a peer passes on the newest
+        certificate it knows, in the very message that carried it to it."""
         frame, certificate = message.frame, message.frame.certificate
         if certificate is None:
             raise RejectedError("confirmation without a certificate")
-        if peer_id_text(message.sender) != origin:
-            raise RejectedError("signer is not the sender")
         if not self.certificates.valid(frame, certificate.kind):
             raise RejectedError("invalid certificate")
         sender = ProverId(message.sender)
@@ -190,7 +193,8 @@ class Inbound:
             statement = final_statement(frame.round, certificate.attempt, frame.id)
             self._signed(message.sender, statement, message.signature)
         if certificate.kind is CertKind.VOTES:
-            self._sender(message.sender, origin)
+            if not self.genesis.is_prover(message.sender):
+                raise RejectedError("not a prover")
             statement = precommit_statement(frame.round, certificate.attempt, frame.id)
             self._signed(message.sender, statement, message.signature)
             if not self.precommits.add(
@@ -209,6 +213,8 @@ class Inbound:
                 raise RejectedError(problem)
             # The frame a quorum voted for replaces any other this prover sent us.
             self.machine.receive_proposal(ProverId(frame.prover), frame.bare(), certified=True)
+            if certificate.kind is CertKind.VOTES and self.relay is not None:
+                self.relay(message)
         elif frame.round <= tip.round:
             return Verdict.IGNORE
         commit = certificate.kind is CertKind.COMMIT

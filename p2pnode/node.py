@@ -149,6 +149,7 @@ class Node:
             self.store.tip,
             wall_clock_ms,
             self.sync.ahead.note,
+            self.providers.sent.heard,
         )
         self.network: Network | None = None
         self._stop = trio.Event()

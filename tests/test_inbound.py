@@ -79,6 +79,7 @@ def build(
     path: Path,
     tip: Callable[[], Frame] | None = None,
     ahead: Callable[[str, int], None] | None = None,
+    relay: Callable[[Confirmation], None] | None = None,
 ) -> Setup:
     store = Store(path, GENESIS)
     publisher, synchronizer = Recorder(), FakeSync(GENESIS.frame())  # the engine is not run
@@ -96,6 +97,7 @@ def build(
         providers.mempool,
         tip or store.tip,
         ahead=ahead,
+        relay=relay,
     )
     return Setup(store, providers, machine, inbound)
 
@@ -244,6 +246,23 @@ def test_a_confirmation_of_a_later_attempt_is_recorded_under_its_attempt(setup: 
     assert setup.providers.precommits.of(1, 0, frame.id) == {}
 
 
+def test_a_precommit_passed_on_by_another_peer_counts_for_its_signer(tmp_path: Path) -> None:
+    """A peer passes on the newest certificate it knows in the precommit that carried it (its
+    signers may be gone): the signature speaks for the signer, whoever relays it."""
+    relayed: list[Confirmation] = []
+    setup = build(tmp_path / "store.sqlite", relay=relayed.append)
+    try:
+        frame = voted()
+        data = confirmation(OTHER, frame)
+        assert setup.judge(Topic.CONFIRMATIONS, OUTSIDER, data) is Verdict.ACCEPT
+        assert setup.machine.round_view().confirmations == {0: (peer(OTHER),)}
+        assert set(setup.providers.precommits.of(1, 0, frame.id)) == {OTHER.public}
+        assert [message.sender for message in relayed] == [OTHER.public]
+        assert setup.inbound.reasons == Counter()
+    finally:
+        setup.store.close()
+
+
 def test_a_second_different_precommit_is_evidence_not_a_reject(setup: Setup) -> None:
     """A prover that precommits two frames in one attempt equivocates; the peer relaying the
     second one saw it first and is not punished: ignored, counted against the signer."""
@@ -366,12 +385,6 @@ REJECTED: dict[str, Callable[[], tuple[Topic, Keypair, bytes, str]]] = {
         Topic.VOTES,
         OTHER,
         votes_of(vote(VOTER, proven().id)),
-        "signer is not the sender",
-    ),
-    "confirmation from another origin": lambda: (
-        Topic.CONFIRMATIONS,
-        VOTER,
-        confirmation(OTHER, voted()),
         "signer is not the sender",
     ),
     "liveness of a non-prover": lambda: (

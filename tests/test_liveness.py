@@ -365,3 +365,35 @@ async def test_a_prover_that_moved_on_still_shows_its_vote_of_the_attempt_before
         up = [net[name] for name in names if name != down]
         with trio.fail_after(15):
             await reached(*up, rank=1)
+
+
+async def test_a_certificate_reaches_every_prover_though_its_signers_are_gone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """p3 alone sees the attempt-0 votes, locks and precommits; its precommit reaches p0 only,
+    and p3 crashes for good. p0 knows the certificate; p1 and p2 would never learn it from its
+    signers, and would vote the rotated leader's proposal while p0 votes the certified one.
+    p0 passes the precommit on, so all three vote the certified frame within two attempts."""
+
+    def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        if isinstance(payload, Vote) and payload.round == 1 and payload.attempt_no == 0:
+            return recipient != "p3"
+        # p3's own sending only: a copy that another peer passes on is not lost.
+        return precommit(payload) is not None and sender == "p3" and recipient != "p0"
+
+    async with network() as net:
+        net.bus.drop_rules.append(lost)
+        learned = Until(net["p0"], lambda view: 0 in view.confirmations)
+        with trio.fail_after(30):
+            await learned.done.wait()
+        net["p3"].crash()
+        certified = net["p0"].machine.round_view().locked_on  # type: ignore[union-attr]
+        assert certified is None  # p0 knows the certificate but holds no lock
+        with trio.fail_after(30):
+            await reached(net["p0"], net["p1"], net["p2"], rank=1)
+        final = net["p0"].disk.chain[1]
+        lock = net["p3"].disk.record
+        assert lock is not None
+        assert lock.lock is not None
+        assert final.identity() == lock.lock.frame.identity()
+        assert final.attempt() <= 2

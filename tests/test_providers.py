@@ -454,7 +454,7 @@ def test_sent_at_returns_what_to_send_again_for_a_rank() -> None:
     precommit = Confirmation(
         certified(rank_two, CertKind.VOTES, 0, list(ORDER[:3])), ME.public, b"p" * 64
     )
-    sent = Sent(liveness, offered, (vote,), precommit, confirmation)
+    sent = Sent(liveness, offered, (vote,), precommit, commit=confirmation)
     # The precommit of the rank being decided, and the commit of the rank before it.
     assert sent.at(2) == [liveness, offered, vote, precommit, confirmation]
     assert sent.at(1) == [confirmation]
@@ -474,6 +474,33 @@ def test_the_votes_of_the_last_two_attempts_are_sent_again() -> None:
     assert sent.at(2) == votes[1:]
     sent.voted(VoteMsg(vote_for(ME, replace(frame_x(), round=3))))  # a new rank: a new start
     assert sent.at(2) == []
+
+
+def test_the_newest_certificate_heard_is_passed_on() -> None:
+    """A precommit of another prover is kept to pass on while its certificate is the newest
+    this peer knows at the rank, own precommit included."""
+    rank_two = replace(frame_x(), round=2)
+
+    def precommit_at(attempt: int, signer: Keypair, frame: Frame = rank_two) -> Confirmation:
+        certificate = certified(frame, CertKind.VOTES, attempt, list(ORDER[:3]))
+        return Confirmation(certificate, signer.public, b"p" * 64)
+
+    sent = Sent(precommit=precommit_at(1, ME))
+    kept: list[Confirmation | None] = []
+    for heard in (
+        precommit_at(1, ORDER[0]),  # no newer than our own
+        precommit_at(3, ORDER[0]),
+        precommit_at(2, ORDER[1]),  # older than the one kept
+        precommit_at(0, ORDER[1], replace(frame_x(), round=3)),  # the next rank
+    ):
+        sent.heard(heard)
+        kept.append(sent.relay)
+    newest = precommit_at(3, ORDER[0])
+    assert kept == [None, newest, newest, precommit_at(0, ORDER[1], replace(frame_x(), round=3))]
+    assert Sent(precommit=precommit_at(1, ME), relay=newest).at(2) == [
+        precommit_at(1, ME),
+        newest,
+    ]
 
 
 async def test_a_proposal_with_a_bad_proof_gets_no_vote(peer: Peer) -> None:

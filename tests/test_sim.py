@@ -259,8 +259,9 @@ async def test_sync_takes_only_frames_with_a_commit_certificate(
 async def test_a_confirmation_counts_as_a_precommit_only_if_its_sender_signed_one(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """As strict as a real peer: a valid vote certificate is not enough, the sender must have
-    signed the precommit statement (else anyone could replay a certificate as a precommit)."""
+    """As strict as a real peer: a valid vote certificate is not enough, its signer must have
+    signed the precommit statement (else anyone could replay a certificate as a precommit).
+    Whoever passes a signed precommit on, it counts for its signer."""
     registry = Registry(["p0", "p1", "p2", "p3"])
     voted = _committed(registry, Frame(1, GENESIS.identity(), "p1", "x", 1.0), final=False)
     bus = _reachable("p0")
@@ -275,6 +276,9 @@ async def test_a_confirmation_counts_as_a_precommit_only_if_its_sender_signed_on
         node._receive("p2", Topic.CONFIRMATION, Confirmation(voted, "p2"))
         assert node.inbox.accepted == 1
         assert node.machine.round_view().confirmations == {0: ("p2",)}
-        node._receive("p3", Topic.CONFIRMATION, Confirmation(voted, "p2"))  # not its own
+        node._receive("p3", Topic.CONFIRMATION, Confirmation(voted, "p1"))  # p1 never signed
         assert node.inbox.rejected == 2
+        node._receive("p3", Topic.CONFIRMATION, Confirmation(voted, "p2"))  # passed on
+        assert node.inbox.ignored == 1  # held already, from its signer
+        assert node.machine.round_view().confirmations == {0: ("p2",)}
         nursery.cancel_scope.cancel()

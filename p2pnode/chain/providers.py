@@ -47,8 +47,19 @@ class Sent:
     """The votes of the last two attempts this peer voted in: one that moved on to a later
     attempt still shows its vote to peers that missed it in the attempt they are in."""
     precommit: Confirmation | None = None
+    relay: Confirmation | None = None
+    """Another prover's precommit carrying the newest vote certificate this peer knows at the
+    rank: passed on as received, so a certificate reaches every peer even if its signers
+    are gone (a locked prover needs it to release its lock, an unlocked one to vote for it)."""
     commit: Confirmation | None = None
     """The commit of this peer's final tip: what a peer still deciding that rank needs."""
+
+    def heard(self, message: Confirmation) -> None:
+        """Keep `message` to pass on if its certificate is the newest known at its rank."""
+        rank = message.frame.round
+        known = [m for m in (self.relay, self.precommit) if m is not None and m.frame.round == rank]
+        if all(_attempt(m) < _attempt(message) for m in known):
+            self.relay = message
 
     def voted(self, message: VoteMsg) -> None:
         vote = message.vote
@@ -69,6 +80,8 @@ class Sent:
         found.extend(message for message in self.votes if message.vote.round == rank)
         if self.precommit is not None and self.precommit.frame.round == rank:
             found.append(self.precommit)
+        if self.relay is not None and self.relay.frame.round == rank:
+            found.append(self.relay)
         if self.commit is not None and self.commit.frame.round >= rank - 1:
             found.append(self.commit)
         return found
@@ -314,6 +327,11 @@ class ChainProviders:
         self.precommits.prune_through(state.round)
         if state.certificate is not None and state.certificate.kind is CertKind.COMMIT:
             self.sent.commit = self._commit_message(state)
+
+
+def _attempt(message: Confirmation) -> int:
+    certificate = message.frame.certificate
+    return -1 if certificate is None else certificate.attempt
 
 
 def _voters_by_frame(votes: Mapping[str, Vote]) -> dict[bytes, set[bytes]]:

@@ -284,14 +284,13 @@ class SimNode:
         return self._noted(sender, frame.round - 1, machine.receive_proposal(Peer(sender), frame))
 
     def _confirmation(self, machine: Machine, sender: str, message: Confirmation) -> bool:
-        frame = message.frame
-        if message.signer != sender:
-            raise RejectedError("signer is not the sender")
+        """A confirmation speaks for its signer, whoever relays it (`sender`)."""
+        frame, signer = message.frame, message.signer
         if not self.registry.valid(frame):
             raise RejectedError("invalid certificate")
         if not frame.final:
-            self._prover(sender)
-            statement = ("precommit", frame.round, frame.cert_attempt, frame.identity(), sender)
+            self._prover(signer)
+            statement = ("precommit", frame.round, frame.cert_attempt, frame.identity(), signer)
             if not self.registry.signed(statement):
                 raise RejectedError("bad signature")
         if self._byzantine is not None:
@@ -303,7 +302,9 @@ class SimNode:
         if self._extends_tip(frame):
             # The frame a quorum voted for replaces any other this prover sent us.
             machine.receive_proposal(Peer(frame.prover), frame.body(), certified=True)
-        receipt = machine.receive_confirmation(Peer(sender), frame, commit=frame.final)
+            if not frame.final and self.providers is not None:
+                self.providers.sent.heard(message)
+        receipt = machine.receive_confirmation(Peer(signer), frame, commit=frame.final)
         if receipt is Receipt.NOT_A_PROVER:
             raise RejectedError("not a prover of the round")
         return receipt.stored

@@ -113,7 +113,17 @@ class Sent:
     """The votes of the last two attempts this peer voted in: one that moved on to a later
     attempt still shows its vote to peers that missed it in the attempt they are in."""
     precommit: Confirmation | None = None
+    relay: Confirmation | None = None
+    """Another prover's precommit carrying the newest vote certificate known at the rank,
+    passed on as received (its signers may be gone)."""
     commit: Confirmation | None = None
+
+    def heard(self, message: Confirmation) -> None:
+        """Keep `message` to pass on if its certificate is the newest known at its rank."""
+        rank, attempt = message.frame.round, message.frame.cert_attempt
+        known = [m for m in (self.relay, self.precommit) if m is not None and m.frame.round == rank]
+        if all(m.frame.cert_attempt < attempt for m in known):
+            self.relay = message
 
     def voted(self, vote: Vote) -> None:
         kept = [v for v in self.votes if v.round == vote.round and v.attempt_no < vote.attempt_no]
@@ -145,8 +155,9 @@ class Sent:
         if self.proposal is not None and self.proposal.round == rank:
             found.append((Topic.PROPOSAL, self.proposal))
         found.extend((Topic.VOTE, vote) for vote in self.votes if vote.round == rank)
-        if self.precommit is not None and self.precommit.frame.round == rank:
-            found.append((Topic.CONFIRMATION, self.precommit))
+        for confirmation in (self.precommit, self.relay):
+            if confirmation is not None and confirmation.frame.round == rank:
+                found.append((Topic.CONFIRMATION, confirmation))
         if self.commit is not None:
             found.append((Topic.CONFIRMATION, self.commit))
         return found
