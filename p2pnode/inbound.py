@@ -44,6 +44,13 @@ KINDS = {
 }
 
 
+CROWDED = {
+    Admission.OVER_QUOTA: "origin over its mempool quota",
+    Admission.FULL: "mempool full",
+}
+"""Mutations the pool turned away for room, not for what they are: ignored, by reason."""
+
+
 class RejectedError(Exception):
     """The message is invalid: drop it, count it, penalise its sender."""
 
@@ -117,6 +124,12 @@ class Inbound:
         log.debug("rejected %s from %s: %s", topic.name.lower(), origin, reason)
         return Verdict.REJECT
 
+    def _ignore(self, topic: Topic, origin: str, reason: str) -> Verdict:
+        """Dropped and counted by reason, but not held against the sender or its forwarder."""
+        self.reasons[(topic, reason)] += 1
+        log.debug("ignored %s from %s: %s", topic.name.lower(), origin, reason)
+        return Verdict.IGNORE
+
     def _dispatch(self, message: object, origin: str) -> Verdict:
         match message:
             case Liveness():
@@ -128,9 +141,17 @@ class Inbound:
             case Confirmation():
                 return self._confirmation(message, origin)
             case MutationMsg():
-                admitted = self.mempool.add(message.data)
-                return Verdict.ACCEPT if admitted is Admission.ADDED else Verdict.IGNORE
+                return self._mutation(message, origin)
         raise RejectedError("unexpected message kind")
+
+    def _mutation(self, message: MutationMsg, origin: str) -> Verdict:
+        admitted = self.mempool.add(message.data, origin)
+        if admitted is Admission.ADDED:
+            return Verdict.ACCEPT
+        reason = CROWDED.get(admitted)
+        if reason is not None:  # what a flooder meets: counted, to be seen in the status
+            return self._ignore(Topic.MUTATIONS, origin, reason)
+        return Verdict.IGNORE  # known already: nothing to count
 
     def _sender(self, key: bytes, origin: str) -> ProverId:
         """The message's signer must be its author on the network, and a prover."""

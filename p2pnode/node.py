@@ -14,7 +14,7 @@ from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import Genesis
-from p2pnode.chain.mempool import Admission, Mempool, mutation_id
+from p2pnode.chain.mempool import LOCAL, Admission, Mempool, mutation_id
 from p2pnode.chain.messages import Confirmation, Liveness, Message, MutationMsg, Proposal, VoteMsg
 from p2pnode.chain.providers import ChainProviders
 from p2pnode.chain.types import Collected, Frame, ProverId, Vote
@@ -101,7 +101,9 @@ class Node:
         self.genesis = genesis
         self.settings = settings
         self.store = Store(home.store_file, genesis)
-        self.mempool = Mempool(is_final=lambda key: self.store.mutation_rank(key) is not None)
+        self.mempool = Mempool(
+            is_final=lambda key: self.store.mutation_rank(key) is not None, clock=wall_clock_ms
+        )
         self.checker = FrameChecker(genesis, CertificateChecker(genesis), wall_clock_ms)
         self.outbox = Outbox()
         self.sync = SyncService(self.store, self.checker, self.outbox)
@@ -245,7 +247,7 @@ class Node:
 
     async def submit(self, data: bytes) -> tuple[str, Admission]:
         """Add a mutation to the pool and gossip it; returns its id."""
-        admitted = self.mempool.add(data)
+        admitted = self.mempool.add(data, LOCAL)
         if admitted is Admission.ADDED:
             await self.outbox.publish(MutationMsg(data))
         return mutation_id(data).hex(), admitted

@@ -18,7 +18,7 @@ from p2pnode.chain.crypto import (
     sign,
     vote_statement,
 )
-from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Mempool
+from p2pnode.chain.mempool import LOCAL, MAX_MUTATION_SIZE, Admission, Mempool
 from p2pnode.chain.messages import (
     Confirmation,
     Liveness,
@@ -80,11 +80,13 @@ def build(
     tip: Callable[[], Frame] | None = None,
     ahead: Callable[[str, int], None] | None = None,
     relay: Callable[[Confirmation], None] | None = None,
+    mempool: Mempool | None = None,
 ) -> Setup:
     store = Store(path, GENESIS)
     publisher, synchronizer = Recorder(), FakeSync(GENESIS.frame())  # the engine is not run
+    pool = Mempool() if mempool is None else mempool
     providers = ChainProviders(
-        GENESIS, ME, store, Mempool(), publisher, synchronizer, lambda: T0 + 60_000
+        GENESIS, ME, store, pool, publisher, synchronizer, lambda: T0 + 60_000
     )
     machine: StateMachine[Frame, Vote, ProverId, Collected] = StateMachine(
         ME.prover, store.tip(), True, GENESIS.quorum, providers, providers, providers, providers
@@ -327,6 +329,29 @@ def test_mutations_are_accepted_once(setup: Setup) -> None:
     assert setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg(b""))) is Verdict.IGNORE
     assert setup.providers.mempool.take() == (b"transfer 5",)
     assert setup.inbound.reasons == Counter()
+
+
+def test_a_flooding_origin_cannot_keep_others_out(tmp_path: Path) -> None:
+    """Over its quota, a flooder's mutations are ignored, counted by reason, and not passed
+    on; another origin's and a local submit still get in, even into a full pool."""
+    setup = build(tmp_path / "flood.sqlite", mempool=Mempool(capacity=4, quota=2))
+    try:
+        flood = [encode(MutationMsg(f"flood {i}".encode())) for i in range(5)]
+        verdicts = [setup.judge(Topic.MUTATIONS, OUTSIDER, data) for data in flood]
+        assert verdicts == [Verdict.ACCEPT] * 2 + [Verdict.IGNORE] * 3
+        assert setup.inbound.reasons == Counter(
+            {(Topic.MUTATIONS, "origin over its mempool quota"): 3}
+        )
+        for n, sender in enumerate((VOTER, OTHER, PROPOSER)):  # the last finds the pool full
+            data = encode(MutationMsg(f"honest {n}".encode()))
+            assert setup.judge(Topic.MUTATIONS, sender, data) is Verdict.ACCEPT
+        assert setup.providers.mempool.add(b"local", LOCAL) is Admission.ADDED
+        assert setup.providers.mempool.take() == (b"honest 0", b"honest 1", b"honest 2", b"local")
+        assert setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg(b"more"))) is Verdict.IGNORE
+        assert setup.inbound.reasons[(Topic.MUTATIONS, "mempool full")] == 1
+    finally:
+        setup.machine.close()
+        setup.store.close()
 
 
 def test_an_oversized_mutation_is_rejected(setup: Setup) -> None:

@@ -1,10 +1,11 @@
-"""Submitted mutations waiting for a frame: bounded, first come first served, no duplicates."""
+"""Submitted mutations waiting for a frame: bounded, shared fairly between origins, expiring."""
 
 from __future__ import annotations
 
 import enum
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
 from p2pnode.chain.types import digest
 
@@ -12,11 +13,33 @@ MAX_MUTATION_SIZE = 1024
 MAX_MUTATIONS_PER_FRAME = 48
 """Keeps a frame, and so every gossip message, under one yamux frame (see codec)."""
 
+LOCAL = "local"
+"""The origin of mutations submitted to this peer's own status endpoint. Gossip origins are
+base58 peer ids, and base58 has no 'l': no remote peer can pass itself off as local."""
+
+CAPACITY = 10_000
+"""At most some 10 MB of mutations (and their ids) pending: the bound on the pool's memory."""
+
+QUOTA_SHARE = 8
+"""A gossip origin holds at most capacity / 8 entries (1,250 by default, some 26 frames' worth:
+room for a busy peer's submits). The peers that publish are a handful, so one flooding origin
+fills an eighth of the pool at most and the others keep the rest; even with the pool full of
+many origins' entries, a newcomer takes room from the largest holder (`Mempool.add`)."""
+
+EXPIRY_MS = 5 * 60_000
+"""An entry leaves after five minutes. A full pool is some 200 frames of 48 mutations, one to
+six minutes at the benchmark's pace, and pools seldom fill: an entry still pending after five
+minutes is one no frame takes (only this peer holds it, say, and it seldom leads), and its room
+goes back to the origins still sending. Long enough that a submit has many rounds to be taken."""
+
 
 class Admission(enum.Enum):
     ADDED = "added"
     DUPLICATE = "duplicate"
     FULL = "full"
+    """The pool is full and the origin may not displace anyone (see `Mempool.add`)."""
+    OVER_QUOTA = "over_quota"
+    """The gossip origin already holds its quota of pending entries."""
     TOO_LARGE = "too_large"
     EMPTY = "empty"
 
@@ -25,19 +48,44 @@ def mutation_id(data: bytes) -> bytes:
     return digest(data)
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    data: bytes
+    origin: str
+    added_ms: int
+    """When it entered the pool, by the pool's clock."""
+
+
 class Mempool:
-    """Pending mutations in arrival order; finalized ones leave, and stay known as done."""
+    """Pending mutations in arrival order; finalized ones leave, and stay known as done.
+
+    Local submits are admitted first: when the pool is full one displaces a gossip entry,
+    and no gossip entry ever displaces a local one. Each gossip origin holds at most `quota`
+    entries; when the pool is full, a new entry from an origin holding fewer than the largest
+    holder displaces that holder's oldest entry. Entries older than `expiry_ms` leave.
+    """
 
     def __init__(
         self,
-        capacity: int = 10_000,
+        capacity: int = CAPACITY,
         remembered: int = 100_000,
         is_final: Callable[[bytes], bool] = lambda mutation_id: False,
+        *,
+        quota: int | None = None,
+        expiry_ms: int = EXPIRY_MS,
+        clock: Callable[[], int] | None = None,
     ) -> None:
-        self._pending: OrderedDict[bytes, bytes] = OrderedDict()
+        self._pending: OrderedDict[bytes, Entry] = OrderedDict()
+        self._by_origin: dict[str, OrderedDict[bytes, None]] = {}
+        """Each origin's pending ids, in the order it came to hold them (for a gossip origin,
+        oldest first); an origin holding none has no key."""
         self._done: OrderedDict[bytes, None] = OrderedDict()
         self._capacity = capacity
+        self._quota = quota if quota is not None else max(1, capacity // QUOTA_SHARE)
         self._remembered = remembered
+        self._expiry_ms = expiry_ms
+        self._clock = clock
+        """Milliseconds; None: entries never expire (tests)."""
         self._is_final = is_final
         """Whether a mutation (by id) is already in a final frame: the durable answer, for
         mutations finalized before a restart or in frames this peer only synced."""
@@ -45,35 +93,106 @@ class Mempool:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def add(self, data: bytes) -> Admission:
+    def held_by(self, origin: str) -> int:
+        """How many pending entries `origin` holds."""
+        return len(self._by_origin.get(origin, ()))
+
+    def add(self, data: bytes, origin: str = LOCAL) -> Admission:
+        """Admit a mutation from `origin`: LOCAL for a submit, else the gossip origin."""
         if not data:
             return Admission.EMPTY
         if len(data) > MAX_MUTATION_SIZE:
             return Admission.TOO_LARGE
+        self.expire()
         key = mutation_id(data)
-        if key in self._pending or key in self._done or self._is_final(key):
+        held = self._pending.get(key)
+        if held is not None:
+            if origin == LOCAL and held.origin != LOCAL:
+                self._adopt(key, held)
             return Admission.DUPLICATE
+        if key in self._done or self._is_final(key):
+            return Admission.DUPLICATE
+        if origin != LOCAL and self.held_by(origin) >= self._quota:
+            return Admission.OVER_QUOTA
         if len(self._pending) >= self._capacity:
-            return Admission.FULL
-        self._pending[key] = data
+            victim = self._victim(origin)
+            if victim is None:
+                return Admission.FULL
+            self._remove(victim)
+        self._insert(key, Entry(data, origin, self._now()))
         return Admission.ADDED
 
     def take(self, limit: int = MAX_MUTATIONS_PER_FRAME) -> tuple[bytes, ...]:
         """The oldest pending mutations, left in the pool until a frame holding them is final."""
+        self.expire()
         taken: list[bytes] = []
-        for key, data in list(self._pending.items()):
+        for key, entry in list(self._pending.items()):
             if len(taken) >= limit:
                 break
             if self._is_final(key):  # finalized in a frame that arrived by sync
-                self.finalized((data,))
+                self.finalized((entry.data,))
                 continue
-            taken.append(data)
+            taken.append(entry.data)
         return tuple(taken)
 
     def finalized(self, mutations: Iterable[bytes]) -> None:
         for data in mutations:
             key = mutation_id(data)
-            self._pending.pop(key, None)
+            self._remove(key)
             self._done[key] = None
         while len(self._done) > self._remembered:
             self._done.popitem(last=False)
+
+    def expire(self) -> None:
+        """Drop the entries older than the expiry. Arrival order is age order unless the clock
+        stepped back; then an entry behind a younger one waits for it, bounded by capacity."""
+        if self._clock is None:
+            return
+        cutoff = self._clock() - self._expiry_ms
+        while self._pending:
+            key, entry = next(iter(self._pending.items()))
+            if entry.added_ms > cutoff:
+                return
+            self._remove(key)
+
+    def _victim(self, origin: str) -> bytes | None:
+        """The entry a new one from `origin` displaces in a full pool, if any: the oldest of
+        the gossip origin holding the most (of two as large, the one holding the oldest entry).
+        Gossip takes only from an origin holding more than itself, so shares even out instead
+        of trading places; a local submit takes from any gossip origin."""
+        # One pass over the origins (at most one per entry), only when the pool is full.
+        candidates = [o for o in self._by_origin if o not in (LOCAL, origin)]
+        if not candidates:
+            return None
+        largest = max(candidates, key=lambda o: (self.held_by(o), -self._oldest(o).added_ms))
+        if origin != LOCAL and self.held_by(largest) <= self.held_by(origin):
+            return None
+        return next(iter(self._by_origin[largest]))
+
+    def _oldest(self, origin: str) -> Entry:
+        return self._pending[next(iter(self._by_origin[origin]))]
+
+    def _adopt(self, key: bytes, entry: Entry) -> None:
+        """A local submit of a pending gossip entry vouches for it: it becomes local, safe from
+        gossip, and keeps its place in the queue."""
+        self._pending[key] = replace(entry, origin=LOCAL)
+        self._forget(key, entry.origin)
+        self._by_origin.setdefault(LOCAL, OrderedDict())[key] = None
+
+    def _insert(self, key: bytes, entry: Entry) -> None:
+        self._pending[key] = entry
+        self._by_origin.setdefault(entry.origin, OrderedDict())[key] = None
+
+    def _remove(self, key: bytes) -> None:
+        entry = self._pending.pop(key, None)
+        if entry is not None:
+            self._forget(key, entry.origin)
+
+    def _forget(self, key: bytes, origin: str) -> None:
+        keys = self._by_origin[origin]
+        del keys[key]
+        if not keys:
+            del self._by_origin[origin]
+
+    def _now(self) -> int:
+        return 0 if self._clock is None else self._clock()

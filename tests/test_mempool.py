@@ -1,0 +1,162 @@
+"""The mempool shared between origins: quotas, fair eviction, local priority and expiry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pnode.chain.mempool import CAPACITY, EXPIRY_MS, LOCAL, Admission, Mempool, mutation_id
+
+FLOODER, HONEST, THIRD = "12D3KooWFlooder", "12D3KooWHonest", "12D3KooWThird"
+
+
+@dataclass
+class Clock:
+    now: int = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def items(prefix: str, count: int) -> list[bytes]:
+    return [f"{prefix}-{i}".encode() for i in range(count)]
+
+
+def test_the_defaults_bound_memory_and_leave_room_for_eight_origins() -> None:
+    pool = Mempool()
+    assert (CAPACITY, EXPIRY_MS) == (10_000, 300_000)
+    for item in items("f", CAPACITY // 8):
+        assert pool.add(item, FLOODER) is Admission.ADDED
+    assert pool.add(b"one more", FLOODER) is Admission.OVER_QUOTA
+    assert pool.held_by(FLOODER) == len(pool) == 1_250
+
+
+def test_a_flooding_origin_is_held_to_its_quota() -> None:
+    pool = Mempool(capacity=8, quota=3)
+    flood = items("flood", 10)
+    assert [pool.add(item, FLOODER) for item in flood] == [Admission.ADDED] * 3 + [
+        Admission.OVER_QUOTA
+    ] * 7
+    assert pool.add(b"honest", HONEST) is Admission.ADDED
+    assert pool.add(b"mine", LOCAL) is Admission.ADDED
+    assert pool.held_by(FLOODER) == 3
+    assert pool.take() == (*flood[:3], b"honest", b"mine")
+
+
+def test_a_full_pool_takes_from_the_largest_holder_until_shares_are_even() -> None:
+    pool = Mempool(capacity=4, quota=3)
+    flood = items("flood", 3)
+    for item in flood:
+        pool.add(item, FLOODER)
+    assert pool.add(b"h1", HONEST) is Admission.ADDED  # now full
+    assert pool.add(b"t1", THIRD) is Admission.ADDED  # displaces the flooder's oldest
+    assert pool.add(b"h2", HONEST) is Admission.ADDED  # flooder 2 > honest 1: its next oldest
+    assert pool.take() == (flood[2], b"h1", b"t1", b"h2")
+    assert pool.add(b"t2", THIRD) is Admission.ADDED  # honest 2 > third 1: honest's oldest
+    assert pool.take() == (flood[2], b"t1", b"h2", b"t2")
+    assert pool.add(b"f3", FLOODER) is Admission.ADDED  # third 2 > flooder 1: third's oldest
+    assert pool.take() == (flood[2], b"h2", b"t2", b"f3")
+    assert [pool.held_by(o) for o in (FLOODER, HONEST, THIRD)] == [2, 1, 1]
+
+
+def test_many_origins_of_one_entry_each_still_let_a_newcomer_in() -> None:
+    pool = Mempool(capacity=4, quota=2)
+    for n in range(4):
+        assert pool.add(f"sybil-{n}".encode(), f"sybil{n}") is Admission.ADDED
+    assert pool.add(b"honest", HONEST) is Admission.ADDED  # 1 > 0: the oldest sybil's goes
+    assert pool.add(b"sybil-4", "sybil1") is Admission.FULL  # 1 = 1: equals do not trade
+    assert pool.take() == (b"sybil-1", b"sybil-2", b"sybil-3", b"honest")
+
+
+def test_a_local_submit_displaces_gossip_and_never_the_reverse() -> None:
+    pool = Mempool(capacity=3, quota=2)
+    pool.add(b"f1", FLOODER)
+    pool.add(b"f2", FLOODER)
+    pool.add(b"h1", HONEST)
+    assert pool.add(b"mine-1", LOCAL) is Admission.ADDED  # the flooder holds the most
+    assert pool.add(b"mine-2", LOCAL) is Admission.ADDED  # 1 and 1: the oldest goes
+    assert pool.take() == (b"h1", b"mine-1", b"mine-2")
+    assert pool.add(b"mine-3", LOCAL) is Admission.ADDED
+    assert pool.take() == (b"mine-1", b"mine-2", b"mine-3")
+    assert pool.add(b"mine-4", LOCAL) is Admission.FULL  # local never displaces local
+    assert pool.add(b"f3", FLOODER) is Admission.FULL
+    assert pool.add(b"h2", HONEST) is Admission.FULL
+    assert pool.held_by(LOCAL) == 3
+
+
+def test_a_local_submit_of_a_gossiped_mutation_makes_it_local() -> None:
+    pool = Mempool(capacity=2, quota=2)
+    pool.add(b"shared", FLOODER)
+    pool.add(b"f2", FLOODER)
+    assert pool.add(b"shared", LOCAL) is Admission.DUPLICATE
+    assert (pool.held_by(LOCAL), pool.held_by(FLOODER)) == (1, 1)
+    assert pool.add(b"h1", HONEST) is Admission.ADDED  # displaces f2, not the adopted entry
+    assert pool.take() == (b"shared", b"h1")  # which kept its place in the queue
+
+
+def test_entries_expire() -> None:
+    clock = Clock()
+    pool = Mempool(capacity=4, quota=2, expiry_ms=1_000, clock=clock)
+    pool.add(b"old", FLOODER)
+    clock.now = 400
+    pool.add(b"newer", FLOODER)
+    pool.add(b"mine", LOCAL)
+    assert pool.add(b"again", FLOODER) is Admission.OVER_QUOTA
+    clock.now = 999
+    assert pool.take() == (b"old", b"newer", b"mine")
+    clock.now = 1_000
+    assert pool.take() == (b"newer", b"mine")
+    assert pool.add(b"again", FLOODER) is Admission.ADDED  # its quota freed
+    assert pool.add(b"old", FLOODER) is Admission.OVER_QUOTA  # not a duplicate: it left
+    clock.now = 1_400
+    pool.expire()
+    assert (len(pool), pool.take()) == (1, (b"again",))
+    assert pool.add(b"old", FLOODER) is Admission.ADDED
+
+
+# --- the invariants, whatever arrives ---------------------------------------------------------
+
+ORIGINS = (LOCAL, FLOODER, HONEST, THIRD)
+Step = tuple[str, int, int]
+"""(what, origin index or finalized count, mutation number or milliseconds)"""
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, len(ORIGINS) - 1), st.integers(0, 40)),
+        st.tuples(st.just("tick"), st.just(0), st.integers(0, 400)),
+        st.tuples(st.just("final"), st.integers(1, 3), st.just(0)),
+    ),
+    max_size=120,
+)
+
+
+@given(steps, st.integers(1, 8), st.integers(1, 4))
+def test_capacity_quota_and_local_priority_hold(
+    script: list[Step], capacity: int, quota: int
+) -> None:
+    clock = Clock()
+    pool = Mempool(capacity=capacity, quota=quota, expiry_ms=1_000, clock=clock)
+    local: set[bytes] = set()
+    for what, which, value in script:
+        if what == "tick":
+            clock.now += value
+        elif what == "final":
+            pool.finalized(pool.take(which))
+        else:
+            pool.expire()  # what leaves by age leaves here, not in the add checked below
+            local = {key for key in local if key in _pending(pool)}
+            origin, data = ORIGINS[which], f"m{value}".encode()
+            pool.add(data, origin)
+            held = _pending(pool)
+            assert local <= held, "an add displaced a local entry"
+            if origin == LOCAL and mutation_id(data) in held:
+                local.add(mutation_id(data))
+        assert len(pool) <= capacity
+        assert all(pool.held_by(o) <= quota for o in ORIGINS if o != LOCAL)
+        assert sum(pool.held_by(o) for o in ORIGINS) == len(pool)
+
+
+def _pending(pool: Mempool) -> set[bytes]:
+    return {mutation_id(data) for data in pool.take(len(pool))}
