@@ -26,7 +26,7 @@ from p2pnode.chain.messages import (
 )
 from p2pnode.chain.providers import Precommits
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote, peer_id_text
-from p2pnode.chain.validation import FrameChecker
+from p2pnode.chain.validation import AHEAD_OF_CLOCK, FrameChecker
 from p2pnode.codec import CodecError, decode
 from p2pnode.consensus import EquivocationError, Receipt, StateMachine
 from p2pnode.net import Topic, Verdict
@@ -183,9 +183,14 @@ class Inbound:
         tip = self.tip()
         if frame.round != tip.round + 1:
             return Verdict.IGNORE  # not the rank being decided: its parent cannot be checked
-        problem = self.checker.problem(frame, tip, proof=False)  # the proof: when voting for it
+        # The proof is checked when voting for it. A frame ahead of our clock is ignored, not
+        # rejected: a relay whose clock runs ahead passed it on in good faith, and a copy sent
+        # again once our clock caught up is judged afresh (IGNORE is not cached as seen).
+        problem = self.checker.problem(frame, tip, proof=False, clock=False)
         if problem is not None:
             raise RejectedError(problem)
+        if self.checker.ahead_of_clock(frame):
+            return self._ignore(Topic.PROPOSALS, origin, AHEAD_OF_CLOCK)
         verdict = verdict_of(self.machine.receive_proposal(prover, frame))
         if verdict is Verdict.ACCEPT and self.clock is not None:
             self.hop_delays.append(self.clock() - frame.timestamp)
@@ -229,9 +234,12 @@ class Inbound:
             commit = certificate.kind is CertKind.COMMIT
             self.ahead(origin, frame.round if commit else frame.round - 1)
         if frame.round == tip.round + 1:
-            problem = self.checker.problem(frame, tip, proof=False)  # the certificate vouches
+            # The certificate vouches for the proof; the clock is asked apart, as for a proposal.
+            problem = self.checker.problem(frame, tip, proof=False, clock=False)
             if problem is not None:
                 raise RejectedError(problem)
+            if self.checker.ahead_of_clock(frame):
+                return self._ignore(Topic.CONFIRMATIONS, origin, AHEAD_OF_CLOCK)
             # The frame a quorum voted for replaces any other this prover sent us.
             self.machine.receive_proposal(ProverId(frame.prover), frame.bare(), certified=True)
             if certificate.kind is CertKind.VOTES and self.relay is not None:

@@ -26,7 +26,7 @@ from p2pnode.chain.types import (
     ProverId,
     mutations_root,
 )
-from p2pnode.chain.validation import FrameChecker
+from p2pnode.chain.validation import AHEAD_OF_CLOCK, MAX_CLOCK_AHEAD_MS, FrameChecker
 
 NETWORK = "chain-test"
 DIFFICULTY = 100
@@ -488,6 +488,18 @@ def test_a_proven_frame_is_valid() -> None:
     assert checker.problem(frame, GENESIS.frame()) is None  # the remembered proof agrees
     assert FrameChecker(GENESIS).problem(proven(KEYS[1]), GENESIS.frame()) is None
     assert FrameChecker(GENESIS).problem(proven(KEYS[2], ()), GENESIS.frame()) is None
+
+
+def test_a_timestamp_ahead_of_the_clock_is_a_problem_only_for_now() -> None:
+    frame = proven(KEYS[0])
+    now = frame.timestamp - MAX_CLOCK_AHEAD_MS - 1
+    checker = FrameChecker(GENESIS, clock=lambda: now)
+    assert checker.ahead_of_clock(frame)
+    assert checker.problem(frame, GENESIS.frame()) == AHEAD_OF_CLOCK
+    assert checker.problem(frame, GENESIS.frame(), clock=False) is None  # asked apart
+    now += 1
+    assert not checker.ahead_of_clock(frame)
+    assert checker.problem(frame, GENESIS.frame()) is None
 
 
 def _other_vdf_output(frame: Frame) -> Frame:

@@ -38,7 +38,7 @@ from p2pnode.chain.types import (
     canonical,
     mutations_root,
 )
-from p2pnode.chain.validation import FrameChecker
+from p2pnode.chain.validation import AHEAD_OF_CLOCK, MAX_CLOCK_AHEAD_MS, FrameChecker
 from p2pnode.codec import VERSION, encode
 from p2pnode.consensus import Receipt, StateMachine
 from p2pnode.inbound import Inbound, verdict_of
@@ -81,6 +81,7 @@ def build(
     ahead: Callable[[str, int], None] | None = None,
     relay: Callable[[Confirmation], None] | None = None,
     mempool: Mempool | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> Setup:
     store = Store(path, GENESIS)
     publisher, synchronizer = Recorder(), FakeSync(GENESIS.frame())  # the engine is not run
@@ -94,7 +95,7 @@ def build(
     inbound = Inbound(
         GENESIS,
         machine,
-        FrameChecker(GENESIS),
+        FrameChecker(GENESIS, clock=clock),
         providers.precommits,
         providers.mempool,
         tip or store.tip,
@@ -544,6 +545,45 @@ def test_a_confirmation_of_a_frame_not_extending_the_tip_is_rejected(setup: Setu
     )
     view = setup.machine.round_view()
     assert (view.proposals, view.confirmations) == ({}, {})
+
+
+@dataclass
+class Clock:
+    now: int
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_a_frame_ahead_of_the_clock_is_ignored_until_the_clock_catches_up(
+    tmp_path: Path,
+) -> None:
+    """Ignored, not rejected: the relay of a frame its own clock found in time is not punished,
+    and the same bytes sent again are judged afresh once this peer's clock has caught up."""
+    clock = Clock(proven().timestamp - MAX_CLOCK_AHEAD_MS - 1)  # one millisecond too early
+    setup = build(tmp_path / "early.sqlite", clock=clock)
+    try:
+        early = [
+            (Topic.PROPOSALS, PROPOSER, proposal(proven())),
+            (Topic.CONFIRMATIONS, OTHER, confirmation(OTHER, voted())),
+        ]
+        for topic, origin, data in early:
+            assert setup.judge(topic, origin, data) is Verdict.IGNORE
+        assert setup.inbound.reasons == Counter({(t, AHEAD_OF_CLOCK): 1 for t, _, _ in early})
+        view = setup.machine.round_view()
+        assert (view.proposals, view.confirmations) == ({}, {})
+        # Early and also forged is still rejected: what does not depend on the clock comes first.
+        forged = proposal(resigned(proven(), VOTER))
+        assert setup.judge(Topic.PROPOSALS, PROPOSER, forged) is Verdict.REJECT
+        clock.now += 1
+        for topic, origin, data in early:
+            assert setup.judge(topic, origin, data) is Verdict.ACCEPT
+        view = setup.machine.round_view()
+        assert view.proposals == {peer(PROPOSER): proven().identity()}
+        assert view.confirmations == {0: (peer(OTHER),)}
+    finally:
+        setup.machine.close()
+        setup.store.close()
 
 
 def test_an_equivocating_vote_is_evidence_not_a_penalty(setup: Setup) -> None:

@@ -16,6 +16,10 @@ MAX_CLOCK_AHEAD_MS = 30_000
 """How far a frame's timestamp may run ahead of this peer's clock. Unbounded, one prover could
 finalize a timestamp so large that no later frame could be later still."""
 
+AHEAD_OF_CLOCK = "timestamp too far in the future"
+"""The one problem that depends on this peer's clock: the same frame is valid a little later,
+and a relay whose clock runs ahead of ours passed it on in good faith."""
+
 
 class FrameChecker:
     """Validates frames against the genesis; a proof already verified is not verified again."""
@@ -32,21 +36,24 @@ class FrameChecker:
         """Milliseconds since the epoch; None leaves timestamps unbounded (tests)."""
         self._proven: OrderedDict[bytes, bool] = OrderedDict()
 
-    def problem(self, frame: Frame, parent: Frame | None, *, proof: bool = True) -> str | None:
+    def problem(
+        self, frame: Frame, parent: Frame | None, *, proof: bool = True, clock: bool = True
+    ) -> str | None:
         """Why `frame` is not a valid proposal extending `parent` (None: it is valid).
 
         Without a parent at hand only what the frame proves by itself is checked. `proof=False`
         leaves out the proof of work, the one costly check (milliseconds): gossip is judged
         without it, and a peer checks the proof of the one proposal it votes for
-        (`proof_problem`), or a certificate vouches for it.
+        (`proof_problem`), or a certificate vouches for it. `clock=False` leaves out the check
+        against this peer's clock: gossip asks `ahead_of_clock` apart, as its answer changes.
         """
         genesis = self.genesis
         if parent is not None and (frame.round != parent.round + 1 or frame.parent != parent.id):
             return "does not extend the final frame"
         if parent is not None and frame.timestamp <= parent.timestamp:
             return "timestamp not after its parent's"
-        if self.clock is not None and frame.timestamp > self.clock() + MAX_CLOCK_AHEAD_MS:
-            return "timestamp too far in the future"
+        if clock and self.ahead_of_clock(frame):
+            return AHEAD_OF_CLOCK
         if not genesis.is_prover(frame.prover):
             return "prover not in the prover set"
         if frame.difficulty != genesis.difficulty:
@@ -62,6 +69,10 @@ class FrameChecker:
         if proof and not self._proof_holds(frame):
             return "bad proof of work"
         return None
+
+    def ahead_of_clock(self, frame: Frame) -> bool:
+        """Whether the frame's timestamp runs too far ahead of this peer's clock, for now."""
+        return self.clock is not None and frame.timestamp > self.clock() + MAX_CLOCK_AHEAD_MS
 
     def final_problem(
         self, frame: Frame, parent: Frame | None, *, proof: bool = True
