@@ -188,6 +188,7 @@ class Node:
         )
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        crashed = False
         try:
             async with open_network(self.net_config(), self.inbound, self.sync) as network:
                 if not network.addrs():
@@ -208,6 +209,9 @@ class Node:
                     nursery.cancel_scope.cancel()
             if crashed:
                 raise NodeError("the consensus engine stopped on an error; see the log")
+            if not self._stop_requested:
+                # Whatever ended the network without a stop is a crash, never a clean exit.
+                raise NodeError("the network stopped without being asked to; see the log")
         finally:
             self.outbox.network = None
             self.network = None
@@ -288,6 +292,10 @@ class Node:
             activity=self.activity,
             votes_for={v: vote.frame.hex() for v, vote in self.machine.current_votes().items()},
             quorum=self.genesis.quorum,
+            malformed={}
+            if network is None
+            else {why.value: n for why, n in network.malformed().items() if n},
+            banned=[] if network is None else network.banned(),
         )
 
     def recent_rounds(self, count: int) -> list[RoundSummary]:

@@ -94,6 +94,9 @@ class NodeStatus:
     votes_for: dict[str, str]
     """Voter → the frame id it voted for, in the current attempt."""
     quorum: int
+    malformed: dict[str, int] = field(default_factory=dict)
+    """RPCs and messages dropped before judging, per reason; their senders were penalised."""
+    banned: list[str] = field(default_factory=list)
 
     @property
     def sync(self) -> str:
@@ -116,6 +119,8 @@ class NodeStatus:
             "rejected": self.rejected,
             "best_peer_rank": self.best_peer_rank,
             "sync_rejected": self.sync_rejected,
+            "malformed": self.malformed,
+            "banned": self.banned,
             "since_finalized": self.since_finalized,
             "mempool": self.mempool,
             "transitions": self.transitions,

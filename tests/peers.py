@@ -56,6 +56,12 @@ class Peer:
     async def status(self) -> dict[str, object]:
         return await get_json(status_url(self.home), "/status")
 
+    def addrs(self) -> list[str]:
+        """The multiaddrs the peer printed it listens on (read back, so port 0 works)."""
+        marker = "listening on "
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line.split(marker, 1)[1].strip() for line in lines if marker in line]
+
 
 @dataclass
 class Cluster:
@@ -93,6 +99,17 @@ class Cluster:
             if peer.process.returncode is None:
                 peer.process.kill()
                 await peer.process.wait()
+
+
+async def start_on_free_ports(group: Cluster, homes: list[Home]) -> list[Peer]:
+    """Start every home listening on a port the system picks; all join the first peer."""
+    first = await group.start(homes[0], "--listen", "/ip4/127.0.0.1/tcp/0")
+    bootstrap = first.addrs()[0]
+    rest = [
+        await group.start(home, "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", bootstrap)
+        for home in homes[1:]
+    ]
+    return [first, *rest]
 
 
 @asynccontextmanager

@@ -17,8 +17,9 @@ from p2pnode.chain.types import canonical
 from p2pnode.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
 from p2pnode.net import NetConfig, NetError, PeerRecord, decode_record, encode_record, mesh_degrees
 from p2pnode.net.discovery import Directory, announcement
-from p2pnode.net.fixes import Guarded, message_id_function, route_libp2p_logging
+from p2pnode.net.fixes import Guarded, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
+from p2pnode.net.guards import message_id
 from p2pnode.net.penalty import Penalties
 
 
@@ -224,21 +225,25 @@ def test_config_refuses_bad_values() -> None:
 
 
 class _Message:
-    def __init__(self, data: bytes, topic: str, seqno: bytes) -> None:
+    def __init__(self, data: bytes, topic: str, seqno: bytes, origin: bytes = b"author") -> None:
         self.data = data
         self.topicIDs = [topic]
-        self.from_id = b"author"
+        self.from_id = origin
         self.seqno = seqno
 
 
-def test_message_ids_hash_the_payload_except_for_repeated_announcements() -> None:
-    message_id = message_id_function("/p2pnode/n/peers/cbor")
-    vote = message_id(_Message(b"vote", "/p2pnode/n/votes/cbor", b"1"))  # type: ignore[arg-type]
-    again = message_id(_Message(b"vote", "/p2pnode/n/votes/cbor", b"2"))  # type: ignore[arg-type]
-    assert vote == again == hashlib.sha256(b"vote").digest()
-    first = message_id(_Message(b"me", "/p2pnode/n/peers/cbor", b"1"))  # type: ignore[arg-type]
-    second = message_id(_Message(b"me", "/p2pnode/n/peers/cbor", b"2"))  # type: ignore[arg-type]
-    assert first != second
+def test_message_ids_name_topic_origin_and_payload_and_every_announcement() -> None:
+    identify = message_id("/p2pnode/n/peers/cbor")
+
+    def of(data: bytes, topic: str, seqno: bytes, origin: bytes = b"author") -> bytes:
+        return identify(_Message(data, f"/p2pnode/n/{topic}/cbor", seqno, origin))  # type: ignore[arg-type]
+
+    vote = of(b"vote", "votes", b"1")
+    assert vote == of(b"vote", "votes", b"2"), "a re-broadcast is the same message"
+    assert vote != of(b"vote", "votes", b"1", b"thief"), "a copy under another origin is not"
+    assert vote != of(b"vote", "proposals", b"1"), "nor one on another topic"
+    assert vote != of(b"votf", "votes", b"1")
+    assert of(b"me", "peers", b"1") != of(b"me", "peers", b"2")
 
 
 def test_libp2p_records_go_to_p2pnode_logging_not_stderr(
@@ -322,3 +327,21 @@ async def test_a_service_that_dies_under_the_body_surfaces_as_net_error() -> Non
     with pytest.raises(NetError, match="svc stopped"):
         async with Guarded(noisy_service(crash_while_running=True), "svc"):
             await trio.sleep_forever()
+
+
+async def test_a_service_that_dies_under_a_body_with_nurseries_surfaces_as_net_error() -> None:
+    """Cancelled in nurseries of its own, the body ends with a group of Cancelleds, not one:
+    the peer's network then returned as if asked to stop."""
+
+    ended: BaseException | None = None
+    try:
+        async with (
+            Guarded(noisy_service(crash_while_running=True), "svc"),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(trio.sleep_forever)
+            await trio.sleep_forever()
+    except BaseException as err:  # a stray Cancelled must not reach the test runner either
+        ended = err
+    assert isinstance(ended, NetError), repr(ended)
+    assert "svc stopped" in str(ended)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -13,11 +11,9 @@ from typing import Any
 
 import multiaddr
 import trio
-from google.protobuf.message import DecodeError
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.network.connection import swarm_connection
-from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub, ValidationCache, ValidationResult
+from libp2p.pubsub.pubsub import ValidationCache, ValidationResult
 
 from p2pnode.net.contracts import NetError, Verdict
 
@@ -33,31 +29,6 @@ Validator = Callable[[str, str, bytes], Verdict]
 """(forwarder, origin, data) -> the verdict; only ACCEPT lets libp2p deliver and forward."""
 StreamHandler = Callable[[str, INetStream], Awaitable[None]]
 """(remote peer id, stream); may raise, the stack resets the stream and logs."""
-
-
-def harden_rpc_reader() -> None:
-    """Make a peer that sends bytes that are not an RPC cost its stream, not our process.
-
-    py-libp2p's pubsub reader handles oversized RPCs but lets protobuf's DecodeError escape,
-    which ends the swarm's connection task with an error and takes the whole host down: one
-    malformed RPC from anyone would stop a peer. Idempotent.
-    """
-    original = Pubsub.continuously_read_stream
-    if getattr(original, "_p2pnode_hardened", False):
-        return
-
-    async def read_guarded(self: Pubsub, stream: INetStream) -> None:
-        try:
-            await original(self, stream)
-        except DecodeError:
-            peer = stream.muxed_conn.peer_id
-            log.warning("undecodable pubsub RPC from %s: dropping its stream", peer)
-            with contextlib.suppress(Exception):
-                await stream.reset()
-            self._handle_dead_peer(peer)
-
-    read_guarded._p2pnode_hardened = True  # type: ignore[attr-defined]
-    Pubsub.continuously_read_stream = read_guarded  # type: ignore[method-assign]
 
 
 def route_libp2p_logging() -> None:
@@ -100,23 +71,6 @@ class _Forward(logging.Handler):
             self._target.handle(copy)
 
 
-def message_id_function(peers_topic: str) -> Callable[[rpc_pb2.Message], bytes]:
-    """Content-addressed ids: the raw sha256 of the payload.
-
-    libp2p's `get_content_addressed_msg_id` multibase-encodes the digest (base58, pure Python
-    big-integer work) and pubsub computes the id several times per message, so hash it raw.
-    Discovery announcements repeat the same bytes on purpose; with a payload-only id they would
-    be dropped as seen for the whole dedupe window, so their id also covers signer and seqno.
-    """
-
-    def message_id(msg: rpc_pb2.Message) -> bytes:
-        if peers_topic in msg.topicIDs:
-            return hashlib.sha256(msg.from_id + msg.seqno + msg.data).digest()
-        return hashlib.sha256(msg.data).digest()
-
-    return message_id
-
-
 class Guarded:
     """Leaves a libp2p context without letting py-libp2p's own failures escape.
 
@@ -147,7 +101,7 @@ class Guarded:
                 raise
             keep, noise = _separate(failure, error)
             if keep is None:
-                if isinstance(error, trio.Cancelled):
+                if _cancelled(error):
                     # The service's nursery cancelled the body and consumed that Cancelled.
                     raise NetError(f"{self._what} stopped: {failure!r}") from failure
                 log.debug("suppressed an error leaving %s", self._what, exc_info=noise)
@@ -171,6 +125,11 @@ def _separate(
     if isinstance(failure, BaseExceptionGroup):
         return failure.split(lambda e: not isinstance(e, BaseExceptionGroup) and keep(e))
     return (failure, None) if keep(failure) else (None, failure)
+
+
+def _cancelled(error: BaseException | None) -> bool:
+    """Whether the body ended only by cancellation (nurseries group their Cancelleds)."""
+    return error is not None and all(isinstance(e, trio.Cancelled) for e in _leaves(error))
 
 
 def _leaves(failure: BaseException) -> list[BaseException]:

@@ -30,8 +30,9 @@ from p2pnode.net.discovery import (
     decode_record,
     encode_record,
 )
-from p2pnode.net.fixes import harden_rpc_reader, route_libp2p_logging
+from p2pnode.net.fixes import route_libp2p_logging
 from p2pnode.net.framing import read_frame, write_frame
+from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Penalties
 from p2pnode.net.stack import Stack, reset_quietly
 from p2pnode.net.sync import ask_sync, write_answer
@@ -70,6 +71,7 @@ class Network:
         self._tasks = tasks
         self._names = {topic: topic_name(config.network, topic) for topic in Topic}
         self._counts = {(topic, verdict): 0 for topic in Topic for verdict in Verdict}
+        self._malformed = dict.fromkeys(Malformed, 0)
         self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
         self._directory = Directory(
             stack.peer_id,
@@ -115,6 +117,10 @@ class Network:
     def counters(self) -> dict[tuple[Topic, Verdict], int]:
         """Verdicts given so far, per topic and verdict (every pair present)."""
         return dict(self._counts)
+
+    def malformed(self) -> dict[Malformed, int]:
+        """RPCs and messages dropped before judging, per reason (every reason present)."""
+        return dict(self._malformed)
 
     def banned(self) -> list[str]:
         return self._penalties.banned(trio.current_time())
@@ -207,6 +213,12 @@ class Network:
         # Anything else escaping into py-libp2p's validator would kill its pubsub service.
         log.error("judge returned %r, not a Verdict", verdict)
         return Verdict.IGNORE
+
+    def _on_malformed(self, peer: str, reason: Malformed) -> None:
+        """Only the sender is to blame: an honest relay forwards only what it judged."""
+        self._malformed[reason] += 1
+        if peer != self.peer_id:
+            self._penalise({peer})
 
     def _penalise(self, peers: set[str]) -> None:
         now = trio.current_time()
@@ -392,6 +404,7 @@ class Network:
     async def _start(self, drains: trio.Nursery) -> None:
         stack = self._stack
         stack.watch(self._on_connected, self._config.stall_timeout)
+        stack.on_malformed(self._on_malformed)
         stack.handle(sync_protocol(self._config.network), self._serve_sync)
         stack.handle(GENESIS_PROTOCOL, self._serve_genesis)
         for topic, name in self._names.items():
@@ -438,12 +451,12 @@ async def open_network(
     """Start a peer: listen, join every topic, bootstrap and discover; shut down gracefully on
     leaving. Raises NetError if it cannot start."""
     route_libp2p_logging()
-    harden_rpc_reader()
     stack = Stack(
         config.seed,
         degrees=mesh_degrees(config.expected_peers),
         heartbeat=config.heartbeat,
         dedupe_ttl=config.dedupe_ttl,
+        topics=[topic_name(config.network, topic) for topic in Topic],
         peers_topic=topic_name(config.network, Topic.PEERS),
     )
     try:

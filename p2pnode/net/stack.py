@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import time
@@ -20,12 +19,11 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub import pubsub as pubsub_module
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pnode.net.contracts import MeshDegrees, NetError, Verdict
+from p2pnode.net.contracts import MAX_PAYLOAD, MeshDegrees, NetError, Verdict
 from p2pnode.net.fixes import (
     ORIGIN_CACHE_SIZE,
     SUBSCRIPTION_CAPACITY,
@@ -34,10 +32,14 @@ from p2pnode.net.fixes import (
     Validator,
     Verdicts,
     Watcher,
-    message_id_function,
 )
+from p2pnode.net.guards import GuardedGossipSub, GuardedPubsub, Report, content_id, message_id
 
 log = logging.getLogger(__name__)
+
+_MAX_RPC = 4 * MAX_PAYLOAD
+"""Inbound RPC bound: py-libp2p's default is 1 MiB, while one of our messages is at most
+MAX_PAYLOAD and py-libp2p sends each in its own RPC."""
 
 
 def new_libp2p_host(seed: bytes | None) -> IHost:
@@ -108,10 +110,11 @@ class Stack:
         degrees: MeshDegrees,
         heartbeat: float,
         dedupe_ttl: int,
+        topics: Sequence[str],
         peers_topic: str,
     ) -> None:
         self.host = new_libp2p_host(seed)
-        self.router = GossipSub(
+        self.router = GuardedGossipSub(
             # v1.2 sends an IDONTWANT per message to every mesh peer, small ones too, halving
             # throughput; consensus messages are small, so v1.1 then v1.0.
             protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
@@ -130,12 +133,16 @@ class Stack:
             # Heartbeat PRUNEs carry no peer exchange in py-libp2p (§4-H): nothing to gain.
             do_px=False,
         )
-        self.pubsub = Pubsub(
+        self.pubsub = GuardedPubsub(
             self.host,
             self.router,
             strict_signing=True,
-            msg_id_constructor=message_id_function(peers_topic),
+            msg_id_constructor=message_id(peers_topic),
             seen_ttl=dedupe_ttl,
+            # Subscription state is kept per peer and topic: only ours can be announced.
+            allowed_topics=frozenset(topics),
+            max_subscriptions_per_rpc=2 * len(topics),
+            max_inbound_rpc_size=_MAX_RPC,
         )
         # Verdicts are cached by message id; the same lifetime as the seen cache means a copy
         # is either deduplicated or judged afresh, never delivered on a stale verdict.
@@ -248,6 +255,10 @@ class Stack:
             text = self._origins[from_id] = ID(from_id).to_base58()
         return text
 
+    def on_malformed(self, report: Report) -> None:
+        """Call `report` with each peer that sends what pubsub cannot handle, and why."""
+        self.pubsub.report = report
+
     def set_validator(self, topic: str, validator: Validator) -> None:
         def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
             verdict = validator(forwarder.to_base58(), self.origin(msg.from_id), msg.data)
@@ -277,7 +288,7 @@ class Stack:
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish; publishing the same bytes again re-broadcasts them.
 
-        Ids are payload hashes, so py-libp2p would drop a repeat at the author as already
+        Ids hash topic, origin and payload, so py-libp2p would drop a repeat at the author as
         seen, for the whole dedupe window, silently. Forgetting our own sighting first lets
         the repeat out; receivers that accepted it drop it as seen, those that ignored it
         judge it again. (PEERS ids include the seqno: every announcement is new anyway.)
@@ -285,7 +296,7 @@ class Stack:
         if topic != self._peers_topic:
             seen = self.pubsub.seen_messages
             with seen.lock:
-                seen.cache.pop(hashlib.sha256(data).digest(), None)
+                seen.cache.pop(content_id(topic, self.host.get_id().to_bytes(), data), None)
         await self.pubsub.publish(topic, data)
 
     def close(self) -> None:
