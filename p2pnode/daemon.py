@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from p2pnode.chain.genesis import Genesis, GenesisError
+from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
 from p2pnode.chain.mempool import mutation_id
 from p2pnode.home import Home, HomeError
 from p2pnode.http import Reply, StatusServer, json_reply
@@ -33,18 +33,35 @@ def log_to(home: Home, level: int = logging.INFO) -> None:
 
 
 async def ensure_genesis(home: Home, settings: NodeSettings, say: Callable[[str], None]) -> Genesis:
-    """The home's genesis, fetched from the first bootstrap peer when the home has none."""
+    """The home's genesis, fetched from the first bootstrap peer when the home has none.
+
+    Either must have the pinned hash (node.genesis_sha256) if there is one. A fetched genesis
+    is saved only once it is checked whole, so a refused one leaves the home as it was.
+    """
+    pin = settings.genesis_sha256
     if home.has_genesis():
-        return home.genesis()
+        genesis = home.genesis()
+        check_pin(genesis, pin, f"in {home.genesis_file}")
+        return genesis
     if not settings.bootstrap:
         raise HomeError(f"no genesis in {home.path} and no --bootstrap peer to fetch it from")
+    source = settings.bootstrap[0]
     try:
-        data = await fetch_genesis(settings.bootstrap[0], timeout=15)
+        data = await fetch_genesis(source, timeout=15, max_size=MAX_GENESIS_SIZE)
         genesis = Genesis.from_bytes(data)
     except (NetError, GenesisError) as err:
-        raise HomeError(f"cannot fetch the genesis from {settings.bootstrap[0]}: {err}") from None
+        raise HomeError(f"cannot fetch the genesis from {source}: {err}") from None
+    check_pin(genesis, pin, f"from {source}")
     genesis.save(home.genesis_file)
-    say(f"fetched genesis of network {genesis.network}: sha256 {genesis.hash().hex()}")
+    digest = genesis.hash().hex()
+    say(f"fetched genesis of network {genesis.network}: sha256 {digest}")
+    if pin is None:
+        warning = (
+            f"warning: trusted the genesis of {source} on first use (sha256 {digest}); "
+            f"check it out of band, and pin it with --genesis-sha256 {digest}"
+        )
+        log.warning("%s", warning)
+        say(warning)
     return genesis
 
 

@@ -41,6 +41,8 @@ class NodeSettings:
     status: str = "127.0.0.1:0"
     """Loopback host:port of the status endpoint (JSON status, metrics, submits); port 0 picks
     a free port, written to the home's status.url."""
+    genesis_sha256: str | None = None
+    """The sha256 (hex) the genesis must have; None takes what the first bootstrap peer serves."""
     engine: EngineSettings = field(
         default_factory=lambda: EngineSettings(None, Timeouts(), Limits())
     )
@@ -54,6 +56,7 @@ def setting_paths() -> dict[str, type]:
         "node.echo": bool,
         "node.rebroadcast": float,
         "node.status": str,
+        "node.genesis_sha256": str,
         "consensus.minimum_provers": int,
     }
     for kind, section in ((Timeouts, "timeouts"), (Limits, "limits")):
@@ -204,13 +207,24 @@ def split_endpoint(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _genesis_sha256(node: Mapping[str, Any]) -> str | None:
+    value = node.get("genesis_sha256")
+    if value is not None and not (isinstance(value, str) and SHA256_HEX.fullmatch(value)):
+        raise SettingsError("node.genesis_sha256 must be 64 hex digits, the sha256 of a genesis")
+    return value.lower() if value is not None else None
+
+
 def node_settings(document: Mapping[str, Any]) -> NodeSettings:
     """A whole settings document, checked: every problem is reported by the setting's name."""
     unknown = sorted(set(document) - {"node", "consensus"})
     if unknown:
         raise SettingsError(f"unknown section [{unknown[0]}]")
     defaults = NodeSettings()
-    node = _table(document, "node", {"listen", "bootstrap", "echo", "rebroadcast", "status"})
+    known = {"listen", "bootstrap", "echo", "rebroadcast", "status", "genesis_sha256"}
+    node = _table(document, "node", known)
     echo = node.get("echo", defaults.echo)
     if not isinstance(echo, bool):
         raise SettingsError("node.echo must be true or false")
@@ -230,6 +244,7 @@ def node_settings(document: Mapping[str, Any]) -> NodeSettings:
         echo=echo,
         rebroadcast=float(rebroadcast),
         status=status,
+        genesis_sha256=_genesis_sha256(node),
         engine=engine_settings(document),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,12 @@ from p2pnode.consensus.rules import max_faults
 NETWORK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 GENESIS_VERSION = 1
 MAX_PROVERS = 64
+MAX_GENESIS_SIZE = 64 * 1024
+"""Bytes a genesis may take, fetched or read from a file: 64 provers need under 4 KiB."""
+MAX_TIMESTAMP = 2**63 - 1
+"""The codec's largest integer: a frame's timestamp must encode."""
+_PEER_ID_MAX = 64  # an ed25519 peer id is 52 base58 characters; longer ones are not decoded
+_FIELDS = frozenset({"version", "network", "provers", "difficulty", "timestamp"})
 
 
 class GenesisError(ValueError):
@@ -40,9 +47,9 @@ class Genesis:
     """Milliseconds since the epoch when the network was created."""
 
     def __post_init__(self) -> None:
-        if not NETWORK_NAME.match(self.network):
+        if not NETWORK_NAME.fullmatch(self.network):
             raise GenesisError(
-                f"network name {self.network!r} must be 1-63 lowercase letters, digits or '-'"
+                f"network name {_brief(self.network)} must be 1-63 lowercase letters, digits or '-'"
             )
         if not 1 <= len(self.provers) <= MAX_PROVERS:
             raise GenesisError(f"a network needs 1 to {MAX_PROVERS} provers")
@@ -53,6 +60,8 @@ class Genesis:
             raise GenesisError("difficulty must be between 1 and 10000000 iterations")
         if self.timestamp < 0:
             raise GenesisError("timestamp must not be negative")
+        if self.timestamp > MAX_TIMESTAMP:
+            raise GenesisError("timestamp must be below 2**63 milliseconds")
 
     @classmethod
     def create(
@@ -107,40 +116,96 @@ class Genesis:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Genesis:
-        try:
-            document = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise GenesisError(f"genesis is not JSON: {err}") from None
-        if not isinstance(document, dict):
-            raise GenesisError("genesis must be a JSON object")
-        expected = {"version", "network", "provers", "difficulty", "timestamp"}
-        if set(document) != expected:
-            raise GenesisError(f"genesis must have exactly the fields {sorted(expected)}")
-        if document["version"] != GENESIS_VERSION:
-            raise GenesisError(f"unsupported genesis version {document['version']!r}")
+        """A genesis from untrusted bytes: whatever they hold, the only error is GenesisError."""
+        document = _document(data)
         provers = document["provers"]
         if not isinstance(provers, list) or not all(isinstance(p, str) for p in provers):
             raise GenesisError("provers must be a list of peer ids")
-        try:
-            keys = [ProverId(key_of_peer_id(p)) for p in provers]
-        except ValueError as err:
-            raise GenesisError(str(err)) from None
+        if not 1 <= len(provers) <= MAX_PROVERS:  # before decoding thousands of them
+            raise GenesisError(f"a network needs 1 to {MAX_PROVERS} provers")
+        keys = tuple(_prover(p) for p in provers)
         for name in ("difficulty", "timestamp"):
             if not isinstance(document[name], int) or isinstance(document[name], bool):
                 raise GenesisError(f"{name} must be an integer")
         if not isinstance(document["network"], str):
             raise GenesisError("network must be a string")
-        return cls(document["network"], tuple(keys), document["difficulty"], document["timestamp"])
+        return cls(document["network"], keys, document["difficulty"], document["timestamp"])
 
     @classmethod
     def load(cls, path: Path) -> Genesis:
         try:
-            return cls.from_bytes(path.read_bytes())
+            with path.open("rb") as file:
+                data = file.read(MAX_GENESIS_SIZE + 1)  # enough to tell it is too large
         except OSError as err:
             raise GenesisError(f"cannot read {path}: {err.strerror}") from None
+        try:
+            return cls.from_bytes(data)
+        except GenesisError as err:
+            raise GenesisError(f"{path}: {err}") from None
 
     def save(self, path: Path) -> None:
-        path.write_bytes(self.to_bytes())
+        """Written whole or not at all: a half-written genesis would stop the next start."""
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(self.to_bytes())
+        os.replace(partial, path)
+
+
+def check_pin(genesis: Genesis, pin: str | None, source: str) -> None:
+    """Refuse a genesis whose sha256 is not the one the operator pinned; no pin takes any."""
+    got = genesis.hash().hex()
+    if pin is not None and got != pin.lower():
+        raise GenesisError(f"the genesis {source} has sha256 {got}, not the pinned {pin.lower()}")
+
+
+def _document(data: bytes) -> dict[str, Any]:
+    """The genesis JSON object with exactly its fields, of a supported version."""
+    if len(data) > MAX_GENESIS_SIZE:
+        raise GenesisError(f"genesis exceeds {MAX_GENESIS_SIZE} bytes")
+    try:
+        document = json.loads(data, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise GenesisError("genesis is nested too deeply to be a genesis") from None
+    except GenesisError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise GenesisError(f"genesis is not JSON: {err}") from None
+    except ValueError:  # an integer beyond Python's int-string conversion limit
+        raise GenesisError("genesis holds a number too long to read") from None
+    if not isinstance(document, dict):
+        raise GenesisError("genesis must be a JSON object")
+    if set(document) != _FIELDS:
+        raise GenesisError(f"genesis must have exactly the fields {sorted(_FIELDS)}")
+    version = document["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version != GENESIS_VERSION:
+        raise GenesisError(f"unsupported genesis version {_brief(version)}")
+    return document
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a repeated key is refused, as two readers could keep different values."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise GenesisError("genesis repeats a key in an object")
+    return document
+
+
+def _prover(text: str) -> ProverId:
+    if len(text) > _PEER_ID_MAX:
+        raise GenesisError(f"not a peer id: {_brief(text)}")
+    try:
+        return ProverId(key_of_peer_id(text))
+    except ValueError as err:
+        raise GenesisError(str(err)) from None
+
+
+def _brief(value: object) -> str:
+    """A value for an error line: short, and never the repr of a deep structure."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "a very large number"  # its repr could exceed the int-string limit
+    if isinstance(value, int | float | str) or value is None:
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+    return f"of type {type(value).__name__}"
 
 
 def leader_order(genesis: Genesis, prior: Frame) -> list[ProverId]:

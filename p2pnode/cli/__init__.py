@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--home", required=True, help="the peer's home folder")
     run.add_argument("--listen", action="append", help="multiaddr to listen on (repeatable)")
     run.add_argument("--bootstrap", action="append", help="multiaddr of a peer to join")
+    run.add_argument(
+        "--genesis-sha256",
+        metavar="HEX",
+        help="refuse a genesis with another sha256 (default: trust the first bootstrap peer's)",
+    )
     run.add_argument("--dashboard", action="store_true", help="show the live dashboard")
     run.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"

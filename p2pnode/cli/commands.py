@@ -78,6 +78,9 @@ def _run_settings(args: argparse.Namespace, home: Home) -> NodeSettings:
     if args.bootstrap:
         bootstrap = tuple(check_multiaddr(a, with_peer=True) for a in args.bootstrap)
         settings = replace(settings, bootstrap=bootstrap)
+    if args.genesis_sha256 is not None:
+        pinned = node_settings({"node": {"genesis_sha256": args.genesis_sha256}})
+        settings = replace(settings, genesis_sha256=pinned.genesis_sha256)
     return settings
 
 
