@@ -40,7 +40,9 @@ async def request(
     """One HTTP request; the body of a 2xx reply, else ClientError."""
     host, port = _endpoint(url)
     connection = h11.Connection(h11.CLIENT)
-    headers = [("host", f"{host}:{port}"), ("content-length", str(len(body)))]
+    # The peer answers only a loopback Host; urlsplit drops an IPv6 literal's brackets.
+    named = f"[{host}]" if ":" in host else host
+    headers = [("host", f"{named}:{port}"), ("content-length", str(len(body)))]
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)

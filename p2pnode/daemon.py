@@ -89,7 +89,7 @@ async def serve(
                 raise HomeError(
                     f"cannot serve status on {settings.status}: {err.strerror}"
                 ) from None
-            url = f"http://{host}:{bound}"
+            url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
             home.status_url_file.write_text(url + "\n", encoding="utf-8")
             say(f"peer id: {keypair.prover.identity()} ({node.role} of {genesis.network})")
             for address in node.network.addrs() if node.network else []:

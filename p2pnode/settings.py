@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import tomllib
@@ -197,14 +198,37 @@ def _addresses(node: Mapping[str, Any], name: str, default: tuple[str, ...]) -> 
     return tuple(value)
 
 
-def _is_loopback_endpoint(value: str) -> bool:
-    host, _, port = value.rpartition(":")
-    return host.startswith("127.") and port.isdigit() and int(port) < 65536
+PORT = re.compile(r"[0-9]{1,5}")
+
+
+def is_loopback_ip(host: str) -> bool:
+    """An IP literal of this machine: 127.0.0.0/8 or ::1. A name is never one (DNS could
+    answer anything for it)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        return address == ipaddress.IPv6Address("::1") and address.scope_id is None
+    return address in ipaddress.IPv4Network("127.0.0.0/8")
 
 
 def split_endpoint(value: str) -> tuple[str, int]:
+    """host:port or [v6]:port as (host, port); ValueError if the port is not one."""
     host, _, port = value.rpartition(":")
+    if not PORT.fullmatch(port) or int(port) > 65535:
+        raise ValueError(f"bad port in {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     return host, int(port)
+
+
+def _is_loopback_endpoint(value: str) -> bool:
+    try:
+        host, _ = split_endpoint(value)
+    except ValueError:
+        return False
+    return is_loopback_ip(host)
 
 
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
@@ -237,7 +261,9 @@ def node_settings(document: Mapping[str, Any]) -> NodeSettings:
         raise SettingsError("node.rebroadcast must be a positive number of seconds")
     status = node.get("status", defaults.status)
     if not isinstance(status, str) or not _is_loopback_endpoint(status):
-        raise SettingsError("node.status must be a loopback host:port, e.g. 127.0.0.1:8080")
+        raise SettingsError(
+            "node.status must be a loopback IP and port, e.g. 127.0.0.1:8080 or [::1]:8080"
+        )
     return NodeSettings(
         listen=_addresses(node, "listen", defaults.listen),
         bootstrap=_addresses(node, "bootstrap", defaults.bootstrap),
