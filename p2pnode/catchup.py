@@ -8,7 +8,7 @@ from typing import Protocol
 from p2pnode.chain.messages import SyncRequest
 from p2pnode.chain.types import Frame
 from p2pnode.chain.validation import FrameChecker
-from p2pnode.codec import CodecError, decode, decode_frame, encode, encode_frame
+from p2pnode.codec import CodecError, decode, decode_frame, encode
 from p2pnode.consensus import ProviderError
 from p2pnode.store import Store, StoreError
 
@@ -81,8 +81,9 @@ class SyncService:
             return []
         if not isinstance(asked, SyncRequest):
             return []
-        frames = self.store.frames(asked.start, min(asked.limit, BATCH))
-        return [encode_frame(frame) for frame in frames]
+        # Served as stored: decoding and re-encoding 64 frames cost ~25 ms of the event loop
+        # for a 7-byte request.
+        return self.store.encoded_frames(asked.start, min(asked.limit, BATCH))
 
     async def synchronize(self, existing: Frame | None) -> Frame:
         """Fetch and store every final frame peers have beyond ours; return the new tip.

@@ -296,6 +296,9 @@ class Node:
             if network is None
             else {why.value: n for why, n in network.malformed().items() if n},
             banned=[] if network is None else network.banned(),
+            limited={}
+            if network is None
+            else {why.value: n for why, n in network.limited().items() if n},
         )
 
     def recent_rounds(self, count: int) -> list[RoundSummary]:

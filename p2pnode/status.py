@@ -97,6 +97,8 @@ class NodeStatus:
     malformed: dict[str, int] = field(default_factory=dict)
     """RPCs and messages dropped before judging, per reason; their senders were penalised."""
     banned: list[str] = field(default_factory=list)
+    limited: dict[str, int] = field(default_factory=dict)
+    """Requests and messages refused for going over a per-peer rate, per limit."""
 
     @property
     def sync(self) -> str:
@@ -121,6 +123,7 @@ class NodeStatus:
             "sync_rejected": self.sync_rejected,
             "malformed": self.malformed,
             "banned": self.banned,
+            "limited": self.limited,
             "since_finalized": self.since_finalized,
             "mempool": self.mempool,
             "transitions": self.transitions,

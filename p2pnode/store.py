@@ -91,10 +91,14 @@ class Store:
 
     def frames(self, start: int, limit: int) -> list[Frame]:
         """Final frames from rank `start` (at least 1: every peer rebuilds rank 0 itself)."""
+        return [self._decode(data) for data in self.encoded_frames(start, limit)]
+
+    def encoded_frames(self, start: int, limit: int) -> list[bytes]:
+        """Final frames from rank `start` (at least 1) as stored: encoded, checked on append."""
         rows = self._db.execute(
             "SELECT data FROM frames WHERE rank >= ? ORDER BY rank LIMIT ?", (max(start, 1), limit)
         ).fetchall()
-        return [self._decode(row[0]) for row in rows]
+        return [bytes(row[0]) for row in rows]
 
     def recent(self, count: int = 64) -> list[tuple[int, str]]:
         """The last `count` final frames as (rank, id), newest first."""

@@ -3,6 +3,7 @@ messages and frames cost the attacker, never the peer."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -10,18 +11,32 @@ from pathlib import Path
 import multiaddr
 import pytest
 import trio
+from libp2p.crypto.keys import KeyPair
 from libp2p.identity_utils import create_identity_from_seed
+from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import create_signed_peer_record
 from libp2p.pubsub.pb import rpc_pb2
 
-from p2pnode.net import MAX_PAYLOAD, Network, Topic, Verdict, open_network
-from p2pnode.net.contracts import topic_name
+from p2pnode.net import (
+    MAX_PAYLOAD,
+    NetError,
+    Network,
+    PeerRecord,
+    Topic,
+    Verdict,
+    encode_record,
+    open_network,
+)
+from p2pnode.net.contracts import sync_protocol, topic_name
+from p2pnode.net.framing import frame, read_uvarint
 from p2pnode.net.guards import Malformed
+from p2pnode.net.penalty import Limited
+from p2pnode.net.stack import dial, open_stream
 from p2pnode.testnet import generate_testnet
-from tests.attacker import attacker, publish
+from tests.attacker import Attacker, attacker, publish
 from tests.peers import Peer, chain, cluster, ranks, start_on_free_ports, wait_for
-from tests.test_net import Recorder, config, fully_meshed, start, until
+from tests.test_net import Echo, Recorder, by_prefix, config, fully_meshed, start, until
 
 VOTES = topic_name("test", Topic.VOTES)
 Tamper = Callable[[rpc_pb2.Message], None]
@@ -242,3 +257,76 @@ async def _malformed_everywhere(peers: list[Peer]) -> bool:
         if malformed.get(Malformed.ORIGIN.value, 0) < 2:
             return False
     return True
+
+
+def _record_of(keys: KeyPair, evil: Attacker, topic: str) -> rpc_pb2.Message:
+    """A well-signed announcement of a made-up peer, at a loopback port nobody listens on."""
+    peer = ID.from_pubkey(keys.public_key).to_base58()
+    data = encode_record(PeerRecord(peer, (f"/ip4/127.0.0.1/tcp/9/p2p/{peer}",)))
+    return evil.message(topic, data, signer=keys)
+
+
+async def test_a_flood_of_made_up_peers_fills_neither_the_directory_nor_the_dial_slots() -> None:
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            networks, judge = await _victims(stack)
+            victim = networks[0]
+            evil = await stack.enter_async_context(attacker())
+            peers_topic = topic_name("test", Topic.PEERS)
+            peer = await evil.connect(victim.addrs()[:1], [peers_topic])
+            flood = 300
+            for index in range(flood):
+                keys = create_identity_from_seed(hashlib.sha256(b"ground %d" % index).digest())
+                await evil.send(peer, publish(_record_of(keys, evil, peers_topic)))
+            limited = victim.config.record_burst
+            await until(lambda: victim.limited()[Limited.RECORDS] >= flood - limited - 1)
+            assert victim.known_peers() <= limited + 2  # the flood's share, and the honest peer
+            assert networks[1].peer_id in victim.peers()
+            await _still_delivers(networks, judge, b"after the flood")
+
+
+async def test_ignored_messages_beyond_a_rate_count_against_their_forwarder() -> None:
+    """IGNOREs are never cached: the same one replayed would cost the peer a judgement each
+    time, for free. Past the bucket, each counts as a reject, and rejects ban."""
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            judges = [Recorder(by_prefix), Recorder()]
+            networks = await start(stack, judges, ignore_burst=50, ignore_rate=1.0)
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            evil = await stack.enter_async_context(attacker())
+            peer = await evil.connect(victim.addrs()[:1], [VOTES])
+            replayed = evil.message(VOTES, b"ignore me")
+            for _ in range(50 + victim.config.reject_limit):
+                await evil.send(peer, publish(replayed))
+            await until(lambda: evil.peer_id.to_base58() in victim.banned())
+            assert victim.limited()[Limited.IGNORES] == victim.config.reject_limit
+            assert networks[1].peer_id not in victim.banned()
+
+
+async def test_sync_requests_beyond_a_peer_s_rate_are_refused() -> None:
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            networks = await start(
+                stack, [Recorder(), Recorder()], servers=[Echo(1)], sync_burst=3, sync_rate=0.001
+            )
+            victim, client = networks
+            await until(lambda: fully_meshed(networks))
+            answers = [await client.request(victim.peer_id, b"hi", timeout=5) for _ in range(3)]
+            assert answers == [[b"hi 0"]] * 3
+            with pytest.raises(NetError):
+                await client.request(victim.peer_id, b"hi", timeout=5)
+            assert victim.limited()[Limited.SYNC] == 1
+
+
+async def test_a_sync_request_over_its_bound_is_not_read() -> None:
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [Recorder(), Recorder()], servers=[Echo(1)])
+            victim, _ = networks
+            evil = await stack.enter_async_context(attacker())
+            peer = await dial(evil.host, victim.addrs()[:1])
+            stream = await open_stream(evil.host, peer, sync_protocol("test"))
+            await stream.write(frame(bytes(victim.config.max_sync_request + 1)))
+            with pytest.raises((StreamEOF, StreamReset)):  # refused, not answered
+                await read_uvarint(stream, 64)

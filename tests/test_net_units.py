@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,11 +17,11 @@ from libp2p.peer.id import ID
 from p2pnode.chain.types import canonical
 from p2pnode.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
 from p2pnode.net import NetConfig, NetError, PeerRecord, decode_record, encode_record, mesh_degrees
-from p2pnode.net.discovery import Directory, announcement
+from p2pnode.net.discovery import Directory, Learned, announcement
 from p2pnode.net.fixes import Guarded, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.guards import message_id
-from p2pnode.net.penalty import Penalties
+from p2pnode.net.penalty import Buckets, Penalties
 
 
 def _peer_id(name: bytes) -> str:
@@ -157,11 +158,39 @@ def test_the_smaller_peer_id_dials_and_the_larger_waits_out_the_grace() -> None:
 def test_dial_choice_skips_connected_dialling_refused_and_respects_room() -> None:
     directory = Directory("12D3KooW0", grace=4.0, forget_after=20.0, max_peers=3)
     for peer in ("12D3KooW1", "12D3KooW2", "12D3KooW3", "12D3KooW4", "12D3KooW5"):
-        assert directory.learn(_record(peer), now=0.0)
-    assert not directory.learn(_record("12D3KooW1"), now=1.0), "known already"
-    assert not directory.learn(_record("12D3KooW0"), now=1.0), "never ourselves"
+        assert directory.learn(_record(peer), now=0.0) is Learned.NEW
+    assert directory.learn(_record("12D3KooW1"), now=1.0) is Learned.KNOWN
+    assert directory.learn(_record("12D3KooW0"), now=1.0) is Learned.KNOWN, "never ourselves"
     chosen = directory.to_dial(0.0, ["12D3KooW1"], ["12D3KooW2"], ["12D3KooW3"])
-    assert chosen == [_record("12D3KooW4")], "room for 3 - 1 connected - 1 dialling"
+    assert len(chosen) == 1, "room for 3 - 1 connected - 1 dialling"
+    assert chosen[0] in (_record("12D3KooW4"), _record("12D3KooW5"))
+
+
+def test_dial_targets_are_drawn_at_random_not_by_id_order() -> None:
+    """Ids sorted first do not take every dial slot: made-up ids can be ground to sort low."""
+    picked: set[str] = set()
+    for seed in range(20):
+        directory = Directory(
+            "12D3KooW0", grace=4.0, forget_after=20.0, max_peers=1, rng=random.Random(seed)
+        )
+        for peer in ("12D3KooW1", "12D3KooW2", "12D3KooW3", "12D3KooW4"):
+            directory.learn(_record(peer), now=0.0)
+        picked.update(record.peer_id for record in directory.to_dial(0.0, (), (), ()))
+    assert picked == {"12D3KooW1", "12D3KooW2", "12D3KooW3", "12D3KooW4"}
+
+
+def test_a_full_directory_evicts_peers_never_reached_and_keeps_those_that_were() -> None:
+    directory = Directory("12D3KooW0", grace=4.0, forget_after=600.0, max_peers=3, max_known=3)
+    for index, peer in enumerate(("12D3KooW1", "12D3KooW2", "12D3KooW3")):
+        directory.learn(_record(peer), now=float(index))
+    directory.heard_of("12D3KooW1", now=5.0)  # connected
+    directory.dialled("12D3KooW2", failed=False, now=5.0)
+    assert directory.learn(_record("12D3KooW4"), now=6.0) is Learned.NEW
+    assert len(directory) == 3
+    assert {r.peer_id for r in directory.known()} == {"12D3KooW1", "12D3KooW2", "12D3KooW4"}
+    directory.dialled("12D3KooW4", failed=False, now=7.0)
+    assert directory.learn(_record("12D3KooW5"), now=8.0) is Learned.FULL
+    assert len(directory) == 3
 
 
 def test_a_failed_dial_backs_off_doubling_and_stale_peers_are_forgotten() -> None:
@@ -345,3 +374,12 @@ async def test_a_service_that_dies_under_a_body_with_nurseries_surfaces_as_net_e
         ended = err
     assert isinstance(ended, NetError), repr(ended)
     assert "svc stopped" in str(ended)
+
+
+def test_a_bucket_spends_its_burst_then_refills_at_its_rate_and_stays_bounded() -> None:
+    buckets = Buckets(rate=2.0, burst=3, max_peers=2)
+    assert [buckets.take("a", now=0.0) for _ in range(4)] == [True, True, True, False]
+    assert buckets.take("a", now=0.5), "one token back after half a second"
+    assert not buckets.take("a", now=0.5)
+    assert buckets.take("b", now=0.5) and buckets.take("c", now=0.5)
+    assert buckets.take("a", now=0.5), "a was forgotten (the bound): a full bucket again"

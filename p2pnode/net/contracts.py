@@ -105,8 +105,24 @@ class NetConfig:
     echo: bool = True
     """When False the peer's own publications are published but not fed to the judge."""
     max_response_items: int = 64
-    max_item_size: int = 256 * KIB
-    """Bound on a sync request and on each response item."""
+    max_item_size: int = MAX_PAYLOAD
+    """Bound on each sync response item: a final frame, which gossip carries too."""
+    max_response_bytes: int = 1024 * KIB
+    """Bound on a whole sync response; a client asks again from where it ended."""
+    max_sync_request: int = 256
+    sync_rate: float = 2.0
+    sync_burst: int = 16
+    """Sync requests served per peer: a token bucket of `sync_burst`, refilled at `sync_rate`
+    per second. Catching up asks one request per 64 frames; beyond that a peer is refused."""
+    ignore_rate: float = 200.0
+    ignore_burst: int = 2000
+    """IGNOREd messages taken from one forwarder (a bucket like the sync one); beyond it each
+    one counts as a reject against the forwarder. Never cached, they could replay for ever."""
+    record_rate: float = 0.5
+    record_burst: int = 32
+    """Announcements of peers not yet known taken from one forwarder; beyond it they are
+    ignored (and count against its ignore bucket)."""
+    max_known_peers: int = 256
     genesis: bytes | None = None
     """Served on GENESIS_PROTOCOL when set."""
     max_genesis_size: int = 1024 * KIB
@@ -150,6 +166,15 @@ class NetConfig:
             "shutdown_timeout": self.shutdown_timeout,
             "max_response_items": self.max_response_items,
             "max_item_size": self.max_item_size,
+            "max_response_bytes": self.max_response_bytes,
+            "max_sync_request": self.max_sync_request,
+            "sync_rate": self.sync_rate,
+            "sync_burst": self.sync_burst,
+            "ignore_rate": self.ignore_rate,
+            "ignore_burst": self.ignore_burst,
+            "record_rate": self.record_rate,
+            "record_burst": self.record_burst,
+            "max_known_peers": self.max_known_peers,
             "max_genesis_size": self.max_genesis_size,
             "reject_limit": self.reject_limit,
             "dedupe_ttl": self.dedupe_ttl,

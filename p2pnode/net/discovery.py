@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +54,14 @@ def decode_record(data: bytes, origin: str) -> PeerRecord | None:
     return PeerRecord(origin, message.addrs)
 
 
+class Learned(enum.Enum):
+    NEW = "new"
+    KNOWN = "known"
+    """Known already (its record is refreshed), or this peer itself."""
+    FULL = "full"
+    """Not kept: the directory is full of peers that were connected at some point."""
+
+
 @dataclass(slots=True)
 class _Known:
     record: PeerRecord
@@ -59,6 +69,8 @@ class _Known:
     last_seen: float
     failures: int = 0
     retry_at: float = 0.0
+    reached: bool = False
+    """Connected at least once: such peers are never evicted for newcomers."""
 
 
 class Directory:
@@ -68,6 +80,10 @@ class Directory:
     connections for its 20 s grace period and later trims one, killing whichever pubsub stream
     ran on it. So the peer with the smaller id dials, and the other only dials after `grace`
     seconds in case the first cannot reach it.
+
+    Bounded by `max_known`: a newcomer evicts the peer never reached that was heard of least
+    recently, so announcements of made-up peers cannot push out the ones that work. Peers to
+    dial are drawn at random, so made-up ids cannot be ground to come first.
     """
 
     def __init__(
@@ -77,26 +93,41 @@ class Directory:
         grace: float,
         forget_after: float,
         max_peers: int,
+        max_known: int = 256,
         retry: tuple[float, float] = (1.0, 30.0),
+        rng: random.Random | None = None,
     ) -> None:
         self._me = me
         self._retry = retry
         self._grace = grace
         self._forget_after = forget_after
         self._max_peers = max_peers
+        self._max_known = max_known
+        self._rng = rng or random.Random()
         self._known: dict[str, _Known] = {}
 
-    def learn(self, record: PeerRecord, now: float) -> bool:
-        """Remember `record`; True when its peer was not known before."""
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def knows(self, peer: str) -> bool:
+        return peer in self._known
+
+    def learn(self, record: PeerRecord, now: float) -> Learned:
+        """Remember `record`, evicting an unreached peer if the directory is full."""
         if record.peer_id == self._me:
-            return False
+            return Learned.KNOWN
         known = self._known.get(record.peer_id)
-        if known is None:
-            self._known[record.peer_id] = _Known(record, now, now)
-            return True
-        known.record = record
-        known.last_seen = now
-        return False
+        if known is not None:
+            known.record = record
+            known.last_seen = now
+            return Learned.KNOWN
+        if len(self._known) >= self._max_known:
+            unreached = [(k.last_seen, p) for p, k in self._known.items() if not k.reached]
+            if not unreached:
+                return Learned.FULL
+            del self._known[min(unreached)[1]]
+        self._known[record.peer_id] = _Known(record, now, now)
+        return Learned.NEW
 
     def dialled(self, peer: str, *, failed: bool, now: float) -> None:
         """A dial ended; after a failure the peer waits, doubling each time, before the next
@@ -107,6 +138,7 @@ class Directory:
         if not failed:
             known.failures = 0
             known.retry_at = 0.0
+            known.reached = True
             return
         first, most = self._retry
         known.retry_at = now + min(most, first * 2**known.failures)
@@ -117,6 +149,7 @@ class Directory:
         known = self._known.get(peer)
         if known is not None:
             known.last_seen = now
+            known.reached = True
 
     def forget_stale(self, now: float) -> None:
         stale = [p for p, k in self._known.items() if k.last_seen < now - self._forget_after]
@@ -133,15 +166,18 @@ class Directory:
         dialling: Collection[str],
         refused: Collection[str],
     ) -> list[PeerRecord]:
-        """Known peers to dial now: not connected, dialling or refused, our turn by the
-        tie-break, and no more than would take us past `max_peers` connections."""
+        """Known peers to dial now, drawn at random: not connected, dialling or refused, our
+        turn by the tie-break, and no more than would take us past `max_peers` connections."""
         room = self._max_peers - len(connected) - len(dialling)
-        chosen: list[PeerRecord] = []
-        for peer, known in sorted(self._known.items()):
-            if len(chosen) >= room:
-                break
-            if peer in connected or peer in dialling or peer in refused or now < known.retry_at:
-                continue
-            if self._me < peer or now - known.first_seen >= self._grace:
-                chosen.append(known.record)
-        return chosen
+        if room <= 0:
+            return []
+        due = [
+            known.record
+            for peer, known in self._known.items()
+            if peer not in connected
+            and peer not in dialling
+            and peer not in refused
+            and now >= known.retry_at
+            and (self._me < peer or now - known.first_seen >= self._grace)
+        ]
+        return due if len(due) <= room else self._rng.sample(due, room)

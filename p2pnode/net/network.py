@@ -25,6 +25,7 @@ from p2pnode.net.contracts import (
 )
 from p2pnode.net.discovery import (
     Directory,
+    Learned,
     PeerRecord,
     announcement,
     decode_record,
@@ -33,7 +34,7 @@ from p2pnode.net.discovery import (
 from p2pnode.net.fixes import route_libp2p_logging
 from p2pnode.net.framing import read_frame, write_frame
 from p2pnode.net.guards import Malformed
-from p2pnode.net.penalty import Penalties
+from p2pnode.net.penalty import Buckets, Limited, Penalties
 from p2pnode.net.stack import Stack, reset_quietly
 from p2pnode.net.sync import ask_sync, write_answer
 
@@ -72,12 +73,17 @@ class Network:
         self._names = {topic: topic_name(config.network, topic) for topic in Topic}
         self._counts = {(topic, verdict): 0 for topic in Topic for verdict in Verdict}
         self._malformed = dict.fromkeys(Malformed, 0)
+        self._limited = dict.fromkeys(Limited, 0)
+        self._sync_buckets = Buckets(config.sync_rate, config.sync_burst)
+        self._ignore_buckets = Buckets(config.ignore_rate, config.ignore_burst)
+        self._record_buckets = Buckets(config.record_rate, config.record_burst)
         self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
         self._directory = Directory(
             stack.peer_id,
             grace=2 * config.announce_interval,
             forget_after=_FORGET_AFTER,
             max_peers=mesh_degrees(config.expected_peers).high,
+            max_known=config.max_known_peers,
             retry=config.redial,
         )
         self._dialling: set[str] = set()
@@ -121,6 +127,14 @@ class Network:
     def malformed(self) -> dict[Malformed, int]:
         """RPCs and messages dropped before judging, per reason (every reason present)."""
         return dict(self._malformed)
+
+    def known_peers(self) -> int:
+        """Peers in the discovery directory (connected or not)."""
+        return len(self._directory)
+
+    def limited(self) -> dict[Limited, int]:
+        """What was refused for going over a per-peer rate, per limit (every limit present)."""
+        return dict(self._limited)
 
     def banned(self) -> list[str]:
         return self._penalties.banned(trio.current_time())
@@ -180,17 +194,31 @@ class Network:
                 if verdict is Verdict.REJECT:
                     return verdict
             return Verdict.ACCEPT
-        record = decode_record(data, origin) if topic is Topic.PEERS else None
-        if topic is Topic.PEERS and record is None:
-            verdict = Verdict.REJECT
-        else:
-            verdict = self._ask_judge(topic, origin, data)
+        verdict = self._judge_remote(topic, forwarder, origin, data)
         self._counts[(topic, verdict)] += 1
         if verdict is Verdict.REJECT:
             self._penalise({origin, forwarder} - {me})
-        elif verdict is Verdict.ACCEPT and record is not None and origin != me:
-            self._learn(record)
-        if record is not None and verdict is not Verdict.ACCEPT and not self._warned_peers:
+        elif verdict is Verdict.IGNORE and forwarder != me:
+            self._charge_ignore(forwarder)
+        return verdict
+
+    def _judge_remote(self, topic: Topic, forwarder: str, origin: str, data: bytes) -> Verdict:
+        if topic is not Topic.PEERS:
+            return self._ask_judge(topic, origin, data)
+        record = decode_record(data, origin)
+        if record is None:
+            return Verdict.REJECT
+        if not self._directory.knows(origin) and not self._record_buckets.take(
+            forwarder, trio.current_time()
+        ):
+            # One connection announcing thousands of made-up peers would fill the directory.
+            self._limited[Limited.RECORDS] += 1
+            return Verdict.IGNORE
+        verdict = self._ask_judge(topic, origin, data)
+        if verdict is Verdict.ACCEPT:
+            # Not kept, not forwarded: peers would be asked to remember what we do not.
+            return Verdict.IGNORE if self._learn(record) is Learned.FULL else verdict
+        if not self._warned_peers:
             # Legitimate for a peer the application refuses, but a judge that does not know
             # PEERS at all silently shrinks the network to a star around its bootstrap peers.
             self._warned_peers = True
@@ -200,6 +228,13 @@ class Network:
                 verdict.name,
             )
         return verdict
+
+    def _charge_ignore(self, forwarder: str) -> None:
+        """IGNOREs are neither cached nor penalised, so replaying them would cost nothing;
+        beyond a generous rate each one counts as a reject against its forwarder."""
+        if not self._ignore_buckets.take(forwarder, trio.current_time()):
+            self._limited[Limited.IGNORES] += 1
+            self._penalise({forwarder})
 
     def _ask_judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
         try:
@@ -257,12 +292,14 @@ class Network:
 
     # Discovery
 
-    def _learn(self, record: PeerRecord) -> None:
+    def _learn(self, record: PeerRecord) -> Learned:
         now = trio.current_time()
-        if self._directory.learn(record, now):
+        learned = self._directory.learn(record, now)
+        if learned is Learned.NEW:
             # Announce back soon, so the newcomer learns of us without waiting a full interval.
             self._peers_changed.set()
         self._dial_due(now)
+        return learned
 
     def _dial_due(self, now: float) -> None:
         if self._closing:
@@ -358,8 +395,10 @@ class Network:
                 items = await ask_sync(
                     stream,
                     request,
+                    max_request=self._config.max_sync_request,
                     max_items=self._config.max_response_items,
                     max_item_size=self._config.max_item_size,
+                    max_bytes=self._config.max_response_bytes,
                 )
                 await stream.close()
                 return items
@@ -373,12 +412,18 @@ class Network:
             raise NetError(f"sync request to {peer_id} failed: {err!r}") from err
 
     async def _serve_sync(self, remote: str, stream: INetStream) -> None:
-        if self._sync_server is None or self._penalties.is_banned(remote, trio.current_time()):
+        now = trio.current_time()
+        if self._sync_server is None or self._penalties.is_banned(remote, now):
+            await reset_quietly(stream)
+            return
+        if not self._sync_buckets.take(remote, now):
+            self._limited[Limited.SYNC] += 1
+            log.debug("sync request from %s over its rate: refused", remote)
             await reset_quietly(stream)
             return
         # The request is read before taking a serving slot, so a slow client holds none.
         with trio.fail_after(_REQUEST_TIMEOUT):
-            request = await read_frame(stream, self._config.max_item_size)
+            request = await read_frame(stream, self._config.max_sync_request)
         with trio.fail_after(_SERVE_TIMEOUT):
             async with self._serving:
                 items = await self._sync_server.serve(request)
@@ -387,6 +432,7 @@ class Network:
                     items,
                     max_items=self._config.max_response_items,
                     max_item_size=self._config.max_item_size,
+                    max_bytes=self._config.max_response_bytes,
                 )
             await stream.close()
 
@@ -458,6 +504,7 @@ async def open_network(
         dedupe_ttl=config.dedupe_ttl,
         topics=[topic_name(config.network, topic) for topic in Topic],
         peers_topic=topic_name(config.network, Topic.PEERS),
+        announce=config.announce,
     )
     try:
         async with stack.running(config.listen), trio.open_nursery() as drains:

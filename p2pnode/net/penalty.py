@@ -1,8 +1,17 @@
-"""Counting rejected messages per peer in a sliding window, and the bans that follow."""
+"""Counting what each peer costs us: rejects and the bans that follow, and rate limits."""
 
 from __future__ import annotations
 
+import enum
 from collections import deque
+
+
+class Limited(enum.Enum):
+    """What a peer was refused for going over its rate."""
+
+    SYNC = "sync requests over rate"
+    IGNORES = "ignored messages over rate"
+    RECORDS = "announcements of new peers over rate"
 
 
 class Penalties:
@@ -49,3 +58,29 @@ class Penalties:
         for peer in stale:
             del self._rejects[peer]
         return ended
+
+
+class Buckets:
+    """A token bucket per peer: `burst` tokens, refilled at `rate` per second.
+
+    Bounded: beyond `max_peers` buckets the one untouched longest goes (a full bucket is what
+    a forgotten peer would get anyway). Explicit clock, like `Penalties`.
+    """
+
+    def __init__(self, rate: float, burst: float, max_peers: int = 4096) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._max_peers = max_peers
+        self._tokens: dict[str, tuple[float, float]] = {}
+
+    def take(self, peer: str, now: float, cost: float = 1.0) -> bool:
+        """Spend `cost` tokens of `peer`'s bucket; False (and nothing spent) if it lacks them."""
+        tokens, since = self._tokens.pop(peer, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - since) * self._rate)
+        spent = tokens >= cost
+        if spent:
+            tokens -= cost
+        self._tokens[peer] = (tokens, now)  # re-inserted last: dict order is recency
+        if len(self._tokens) > self._max_peers:
+            del self._tokens[next(iter(self._tokens))]
+        return spent

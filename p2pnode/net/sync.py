@@ -21,16 +21,16 @@ _WRITE_CHUNK = 64 * 1024
 
 
 async def write_answer(
-    stream: ByteStream, items: list[bytes], *, max_items: int, max_item_size: int
+    stream: ByteStream, items: list[bytes], *, max_items: int, max_item_size: int, max_bytes: int
 ) -> int:
-    """Send up to `max_items` items on `stream`; return the number sent."""
+    """Send the first items that fit the bounds on `stream`; return the number sent."""
     items = items[:max_items]
+    total = 0
     for index, item in enumerate(items):
-        if len(item) > max_item_size:
+        total += len(item)
+        if len(item) > max_item_size or total > max_bytes:
             # The client would refuse the whole answer; the items before this one still help.
-            log.warning(
-                "sync item %d is %d bytes, over %d: answer cut", index, len(item), max_item_size
-            )
+            log.warning("sync answer cut at item %d (%d bytes) by its bounds", index, len(item))
             items = items[:index]
             break
     # Few large writes: every write is at least one yamux frame and window update.
@@ -46,13 +46,24 @@ async def write_answer(
 
 
 async def ask_sync(
-    stream: ByteStream, request: bytes, *, max_items: int, max_item_size: int
+    stream: ByteStream,
+    request: bytes,
+    *,
+    max_request: int,
+    max_items: int,
+    max_item_size: int,
+    max_bytes: int,
 ) -> list[bytes]:
-    if len(request) > max_item_size:
-        raise NetError(f"sync request of {len(request)} bytes exceeds {max_item_size}")
+    if len(request) > max_request:
+        raise NetError(f"sync request of {len(request)} bytes exceeds {max_request}")
     await write_frame(stream, request)
     count = await read_uvarint(stream, max_items)
-    return [await read_frame(stream, max_item_size) for _ in range(count)]
+    items: list[bytes] = []
+    left = max_bytes
+    for _ in range(count):
+        items.append(await read_frame(stream, min(max_item_size, left)))
+        left -= len(items[-1])
+    return items
 
 
 async def fetch_genesis(multiaddr: str, *, timeout: float, max_size: int = 1024 * 1024) -> bytes:
