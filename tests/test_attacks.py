@@ -4,6 +4,7 @@ messages and frames cost the attacker, never the peer."""
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -35,6 +36,7 @@ from p2pnode.net.penalty import Limited
 from p2pnode.net.stack import dial, open_stream
 from p2pnode.testnet import generate_testnet
 from tests.attacker import Attacker, attacker, publish
+from tests.fuzz_rpcs import RpcFuzzer
 from tests.peers import Peer, chain, cluster, ranks, start_on_free_ports, wait_for
 from tests.test_net import Echo, Recorder, by_prefix, config, fully_meshed, start, until
 
@@ -330,3 +332,54 @@ async def test_a_sync_request_over_its_bound_is_not_read() -> None:
             await stream.write(frame(bytes(victim.config.max_sync_request + 1)))
             with pytest.raises((StreamEOF, StreamReset)):  # refused, not answered
                 await read_uvarint(stream, 64)
+
+
+FUZZ_SEED = 20261129
+FUZZ_RPCS = 3000
+
+
+async def test_a_seeded_fuzz_of_raw_rpcs_leaves_the_peer_running_and_bounded() -> None:
+    """Thousands of random RPCs (envelopes, subscriptions, every control message, junk
+    frames) from one attacker that is never banned; the peer keeps delivering, keeps only
+    its own topics' state, and counts what it dropped."""
+    rng = random.Random(FUZZ_SEED)
+    with trio.fail_after(120):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()], reject_limit=10**9)
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            evil = await stack.enter_async_context(attacker())
+            ours = [topic_name("test", topic) for topic in Topic]
+            fuzzer = RpcFuzzer(rng, evil, ours)
+            peer = await evil.connect(victim.addrs()[:1], ours)
+            for _ in range(FUZZ_RPCS):
+                junk = rng.random() < 0.02
+                try:
+                    if junk:
+                        await evil.send_raw(peer, fuzzer.junk())
+                    else:
+                        await evil.send(peer, fuzzer.rpc())
+                except Exception:  # the victim dropped the stream: open another
+                    peer = await evil.connect(victim.addrs()[:1], ours)
+            await _still_delivers(networks, judge, b"after the fuzz")
+            assert sum(victim.malformed().values()) > 100
+            pubsub = victim._stack.pubsub
+            assert set(pubsub.peer_topics) <= set(ours)
+            assert set(victim._stack.router.mesh) <= set(ours)
+            assert victim.known_peers() <= victim.config.max_known_peers
+
+
+@pytest.mark.parametrize("protocol", ["/ipfs/id/push/1.0.0", "/ipfs/id/1.0.0", "/meshsub/1.1.0"])
+async def test_junk_on_any_protocol_stream_costs_only_that_stream(protocol: str) -> None:
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            networks, judge = await _victims(stack)
+            victim = networks[0]
+            evil = await stack.enter_async_context(attacker())
+            peer = await dial(evil.host, victim.addrs()[:1])
+            for junk in (b"\x05\xff\xff\xff\xff\xff", b"\xff" * 12, b"\x7f" + bytes(10)):
+                stream = await open_stream(evil.host, peer, protocol)
+                await stream.write(junk)
+                await stream.close()
+            await _still_delivers(networks, judge, b"after junk on " + protocol.encode())
