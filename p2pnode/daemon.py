@@ -92,8 +92,10 @@ async def serve(
             url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
             home.status_url_file.write_text(url + "\n", encoding="utf-8")
             say(f"peer id: {keypair.prover.identity()} ({node.role} of {genesis.network})")
+            # Addresses to give peers on other hosts: wildcards expanded, or the announced ones.
+            shown = "announcing" if settings.announce else "listening on"
             for address in node.network.addrs() if node.network else []:
-                say(f"listening on {address}")
+                say(f"{shown} {address}")
             say(f"status: {url}/status  metrics: {url}/metrics")
             nursery.start_soon(_stop_on_signal, signals, node)
             if beside is not None:

@@ -182,6 +182,7 @@ class Node:
             seed=self.keypair.seed,
             listen=settings.listen,
             bootstrap=settings.bootstrap,
+            announce=settings.announce,
             expected_peers=len(self.genesis.provers) + 1,
             echo=settings.echo,
             genesis=self.genesis.to_bytes(),
@@ -299,6 +300,7 @@ class Node:
             limited={}
             if network is None
             else {why.value: n for why, n in network.limited().items() if n},
+            addrs=[] if network is None else network.addrs(),
         )
 
     def recent_rounds(self, count: int) -> list[RoundSummary]:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import multiaddr
+
+from p2pnode.addresses import is_wildcard
 from p2pnode.consensus import Limits, Timeouts
 
 ENV_PREFIX = "P2PNODE_"
@@ -34,6 +37,8 @@ class NodeSettings:
 
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
+    announce: tuple[str, ...] = ()
+    """Multiaddrs to share instead of the listen ones (a public IP, a NAT's port mapping)."""
     echo: bool = True
     """py-libp2p delivers a peer's own publications back to it; False suppresses that and has
     the engine count its own messages instead."""
@@ -54,6 +59,7 @@ def setting_paths() -> dict[str, type]:
     paths: dict[str, type] = {
         "node.listen": list,
         "node.bootstrap": list,
+        "node.announce": list,
         "node.echo": bool,
         "node.rebroadcast": float,
         "node.status": str,
@@ -198,6 +204,24 @@ def _addresses(node: Mapping[str, Any], name: str, default: tuple[str, ...]) -> 
     return tuple(value)
 
 
+DIALABLE_ADDRESS = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d{1,5}(/p2p/[^/]+)?$")
+"""What another host can dial: an IP address or a DNS name, a TCP port, maybe the peer id."""
+
+
+def _announce(node: Mapping[str, Any]) -> tuple[str, ...]:
+    addresses = _addresses(node, "announce", ())
+    for address in addresses:
+        try:
+            multiaddr.Multiaddr(address)
+        except Exception:  # the library raises several unrelated types
+            raise SettingsError(f"node.announce: {address!r} is not a multiaddr") from None
+        if not DIALABLE_ADDRESS.match(address):
+            raise SettingsError(f"node.announce: {address!r} is not /ip4|ip6|dns/HOST/tcp/PORT")
+        if is_wildcard(address):
+            raise SettingsError(f"node.announce: {address!r} is a wildcard no other host can dial")
+    return addresses
+
+
 PORT = re.compile(r"[0-9]{1,5}")
 
 
@@ -247,7 +271,7 @@ def node_settings(document: Mapping[str, Any]) -> NodeSettings:
     if unknown:
         raise SettingsError(f"unknown section [{unknown[0]}]")
     defaults = NodeSettings()
-    known = {"listen", "bootstrap", "echo", "rebroadcast", "status", "genesis_sha256"}
+    known = {"listen", "bootstrap", "announce", "echo", "rebroadcast", "status", "genesis_sha256"}
     node = _table(document, "node", known)
     echo = node.get("echo", defaults.echo)
     if not isinstance(echo, bool):
@@ -267,6 +291,7 @@ def node_settings(document: Mapping[str, Any]) -> NodeSettings:
     return NodeSettings(
         listen=_addresses(node, "listen", defaults.listen),
         bootstrap=_addresses(node, "bootstrap", defaults.bootstrap),
+        announce=_announce(node),
         echo=echo,
         rebroadcast=float(rebroadcast),
         status=status,

@@ -99,6 +99,8 @@ class NodeStatus:
     banned: list[str] = field(default_factory=list)
     limited: dict[str, int] = field(default_factory=dict)
     """Requests and messages refused for going over a per-peer rate, per limit."""
+    addrs: list[str] = field(default_factory=list)
+    """The multiaddrs other peers are told to dial, the one to try first first."""
 
     @property
     def sync(self) -> str:
@@ -108,6 +110,7 @@ class NodeStatus:
         view = self.round
         return {
             "peer_id": self.peer_id,
+            "addrs": self.addrs,
             "network": self.network,
             "role": self.role,
             "state": self.state,

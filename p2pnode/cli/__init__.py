@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--listen", action="append", help="multiaddr to listen on (repeatable)")
     run.add_argument("--bootstrap", action="append", help="multiaddr of a peer to join")
     run.add_argument(
+        "--announce",
+        action="append",
+        metavar="MA",
+        help="multiaddr to share instead of the listen ones, e.g. a public IP (repeatable)",
+    )
+    run.add_argument(
         "--genesis-sha256",
         metavar="HEX",
         help="refuse a genesis with another sha256 (default: trust the first bootstrap peer's)",

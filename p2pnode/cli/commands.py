@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import multiaddr
 import trio
 
+from p2pnode.addresses import AddressError, interface_ips, shared
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import Genesis
 from p2pnode.cli.errors import UsageError
@@ -55,7 +57,8 @@ def init(args: argparse.Namespace) -> int:
     peer = keypair.prover.identity()
     print(f"created {home.path}")
     print(f"peer id: {peer}")
-    print(f"address: {listen}/p2p/{peer}")
+    for address in _shared([listen], peer):
+        print(f"address: {address}")
     if args.network is not None:
         genesis = Genesis.create(args.network, [keypair.prover], args.difficulty, _now_ms())
         genesis.save(home.genesis_file)
@@ -78,6 +81,9 @@ def _run_settings(args: argparse.Namespace, home: Home) -> NodeSettings:
     if args.bootstrap:
         bootstrap = tuple(check_multiaddr(a, with_peer=True) for a in args.bootstrap)
         settings = replace(settings, bootstrap=bootstrap)
+    if args.announce:
+        announce = node_settings({"node": {"announce": args.announce}}).announce
+        settings = replace(settings, announce=announce)
     if args.genesis_sha256 is not None:
         pinned = node_settings({"node": {"genesis_sha256": args.genesis_sha256}})
         settings = replace(settings, genesis_sha256=pinned.genesis_sha256)
@@ -114,10 +120,20 @@ def ident(args: argparse.Namespace) -> int:
     peer = home.keypair().prover.identity()
     settings = home.settings(os.environ)
     print(f"peer id: {peer}")
-    for address in settings.listen:
-        suffix = "  (port chosen when the peer starts)" if address.endswith("/tcp/0") else ""
-        print(f"address: {address}/p2p/{peer}{suffix}")
+    for address in _shared(settings.listen, peer, settings.announce):
+        port_zero = f"/tcp/0/p2p/{peer}" in address
+        suffix = "  (port chosen when the peer starts)" if port_zero else ""
+        print(f"address: {address}{suffix}")
     return 0
+
+
+def _shared(listen: Sequence[str], peer: str, announce: Sequence[str] = ()) -> list[str]:
+    """What the peer shares once running: the announced addresses, or the listen ones with
+    wildcards expanded to this host's addresses."""
+    try:
+        return shared(listen, peer, announce, interface_ips())
+    except AddressError as err:
+        raise UsageError(f"node.announce: {err}") from None
 
 
 def url_from(args: argparse.Namespace) -> str:

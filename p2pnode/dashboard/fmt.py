@@ -36,6 +36,15 @@ def short_frame(frame_id: str, keep: int = 8) -> str:
     return frame_id[:keep] if frame_id else NONE
 
 
+def address_text(addrs: tuple[str, ...]) -> str:
+    """The address to dial first, without the /p2p/ suffix (the peer id is shown already),
+    and how many more there are."""
+    if not addrs:
+        return NONE
+    first = addrs[0].split("/p2p/", 1)[0]
+    return first if len(addrs) == 1 else f"{first} +{len(addrs) - 1}"
+
+
 def seconds(value: float | None) -> str:
     """0.3s, 12s, 3m04s, 2h05m: short and still readable at a glance."""
     if value is None:

@@ -112,6 +112,8 @@ class PeerStatus:
     transition_log: tuple[TransitionRow, ...]
     errors: tuple[ErrorRow, ...]
     round: CurrentRound
+    addrs: tuple[str, ...] = field(default=())
+    """Where other peers dial it, the one to try first first."""
     problems: tuple[str, ...] = field(default=())
     """Fields that were missing or ill-typed (an older or newer peer, a partial reply)."""
 
@@ -179,6 +181,10 @@ class _Fields:
             return value
         self._bad(key)
         return False
+
+    def opt_texts(self, key: str) -> tuple[str, ...]:
+        """Like `texts`, but () without a problem when the key is absent (an older peer)."""
+        return self.texts(key) if key in self.data else ()
 
     def texts(self, key: str) -> tuple[str, ...]:
         value = self.data.get(key)
@@ -248,6 +254,7 @@ def parse_status(data: object, url: str = "") -> PeerStatus:
         transition_log=tuple(_transitions(f.array("transition_log"))),
         errors=tuple(_errors(f.array("errors"))),
         round=_round(f.sub("round"), provers),
+        addrs=f.opt_texts("addrs"),
         problems=tuple(dict.fromkeys(problems)),
     )
 

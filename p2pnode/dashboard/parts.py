@@ -58,6 +58,7 @@ def header(status: PeerStatus, width: int, *, wide: bool, full: bool = False) ->
             field("mempool", str(status.mempool)),
             field("hop", fmt.millis(status.hop_latency_ms)),
             *([field("transitions", str(status.transitions))] if wide else []),
+            *([field("at", fmt.address_text(status.addrs))] if status.addrs else []),
         ],
         width,
     )

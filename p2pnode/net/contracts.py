@@ -99,6 +99,9 @@ class NetConfig:
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
     """Full multiaddrs (with /p2p/<id>) dialled until connected; discovery finds the rest."""
+    announce: tuple[str, ...] = ()
+    """Multiaddrs to announce instead of the listen ones (/p2p/<id> is appended if missing);
+    empty: the listen ones, wildcards expanded to this host's interface addresses."""
     expected_peers: int = 4
     """The size of the prover set; sizes the mesh degrees (D_high >= expected_peers - 1)."""
     heartbeat: float = 1.0

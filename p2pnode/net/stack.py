@@ -23,6 +23,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2pnode.addresses import AddressError, interface_ips, shared, with_peer
 from p2pnode.net.contracts import MAX_PAYLOAD, MeshDegrees, NetError, Verdict
 from p2pnode.net.fixes import (
     ORIGIN_CACHE_SIZE,
@@ -112,8 +113,14 @@ class Stack:
         dedupe_ttl: int,
         topics: Sequence[str],
         peers_topic: str,
+        announce: Sequence[str] = (),
     ) -> None:
         self.host = new_libp2p_host(seed)
+        self.peer_id = self.host.get_id().to_base58()
+        try:
+            self._announce = [with_peer(addr, self.peer_id) for addr in announce]
+        except AddressError as err:
+            raise NetError(f"cannot announce {list(announce)}: {err}") from None
         self.router = GuardedGossipSub(
             # v1.2 sends an IDONTWANT per message to every mesh peer, small ones too, halving
             # throughput; consensus messages are small, so v1.1 then v1.0.
@@ -154,7 +161,6 @@ class Stack:
         # relays that still remember them drop the new messages as "equivocation" instead of
         # forwarding them. go-libp2p seeds with Unix nanoseconds; so do we (fits in uint64).
         self.pubsub.counter = time.time_ns()
-        self.peer_id = self.host.get_id().to_base58()
         self._origins: dict[bytes, str] = {}
         self._subscriptions: dict[str, ISubscriptionAPI] = {}
 
@@ -202,7 +208,14 @@ class Stack:
     # Status
 
     def addrs(self) -> list[str]:
-        return [str(addr) for addr in self.host.get_addrs()]
+        """The multiaddrs others are told to dial, each with /p2p/<peer id>: the announced
+        ones if any, else the listen ones with wildcards expanded to this host's addresses
+        (read each time: the port of a /tcp/0 listener is known once listening, and the
+        interfaces may change), loopback last."""
+        if self._announce:
+            return list(self._announce)
+        listening = [str(addr) for addr in self.host.get_addrs()]
+        return shared(listening, self.peer_id, (), interface_ips())
 
     def connected(self) -> list[str]:
         return sorted(peer.to_base58() for peer in self.host.get_connected_peers())
