@@ -31,7 +31,7 @@ from p2pnode.net import (
 )
 from p2pnode.net.contracts import sync_protocol, topic_name
 from p2pnode.net.framing import frame, read_uvarint
-from p2pnode.net.guards import Malformed
+from p2pnode.net.guards import MAX_IWANT, Malformed, bounded_iwant
 from p2pnode.net.penalty import Limited
 from p2pnode.net.stack import dial, open_stream
 from p2pnode.testnet import generate_testnet
@@ -383,3 +383,94 @@ async def test_junk_on_any_protocol_stream_costs_only_that_stream(protocol: str)
                 await stream.write(junk)
                 await stream.close()
             await _still_delivers(networks, judge, b"after junk on " + protocol.encode())
+
+
+class FirstSeen(Recorder):
+    """Accepts a payload the first time this peer sees it and ignores every copy after, as
+    the mempool does with a mutation it holds already."""
+
+    def judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
+        seen = topic is not Topic.PEERS and any(call[2] == data for call in self.calls)
+        self.calls.append((topic, origin, data))
+        return Verdict.IGNORE if seen else Verdict.ACCEPT
+
+
+async def test_one_payload_under_two_origins_at_two_peers_gets_no_relay_banned() -> None:
+    """An outsider sends each payload to two peers at once under two names; each peer accepts
+    its copy and forwards it, and the other copy is a duplicate. The relay forwarded it in
+    good faith: it is charged nothing (with a tiny ignore bucket, it would be banned)."""
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            judges = [FirstSeen(), FirstSeen()]
+            networks = await start(stack, judges, ignore_burst=2, ignore_rate=0.001)
+            await until(lambda: fully_meshed(networks))
+            first = await stack.enter_async_context(attacker())
+            second = await stack.enter_async_context(attacker())
+            to_first = await first.connect(networks[0].addrs()[:1], [VOTES])
+            to_second = await second.connect(networks[1].addrs()[:1], [VOTES])
+            copies = 20
+            for index in range(copies):
+                payload = b"twice %d" % index
+                await first.send(to_first, publish(first.message(VOTES, payload)))
+                await second.send(to_second, publish(second.message(VOTES, payload)))
+            ignored = [(Topic.VOTES, Verdict.IGNORE)]
+            await until(lambda: all(n.counters()[ignored[0]] == copies for n in networks))
+            for network, other in zip(networks, reversed(networks), strict=True):
+                assert other.peer_id not in network.banned()
+                assert network.limited()[Limited.IGNORES] == 0
+
+
+async def test_control_messages_for_topics_not_ours_leave_no_state() -> None:
+    """py-libp2p kept a backoff per PRUNEd topic and scores per GRAFTed one, for any name, for
+    ever: made-up names grew memory without bound."""
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            networks, judge = await _victims(stack)
+            victim = networks[0]
+            evil = await stack.enter_async_context(attacker())
+            peer = await evil.connect(victim.addrs()[:1], [VOTES])
+            made_up = [f"/made/up/{index}" for index in range(200)]
+            control = rpc_pb2.ControlMessage(
+                prune=[rpc_pb2.ControlPrune(topicID=topic, backoff=60) for topic in made_up],
+                graft=[rpc_pb2.ControlGraft(topicID=topic) for topic in made_up],
+                ihave=[rpc_pb2.ControlIHave(topicID=topic, messageIDs=[b"x"]) for topic in made_up],
+            )
+            await evil.send(peer, rpc_pb2.RPC(control=control))
+            probe = evil.message(VOTES, b"probe")
+            probe.seqno = b"\x01"
+            await evil.send(peer, publish(probe))  # handled after the control message
+            await until(lambda: victim.malformed()[Malformed.SEQNO] == 1)
+            router = victim._stack.router
+            assert not set(made_up) & set(router.back_off)
+            assert not set(made_up) & set(router.graft_flood_tracking[evil.peer_id])
+            assert not set(made_up) & set(router.mesh)
+            await _still_delivers(networks, judge, b"after the made-up topics")
+
+
+async def test_an_iwant_is_answered_once_per_distinct_id_and_at_most_max_iwant() -> None:
+    repeated = rpc_pb2.ControlIWant(messageIDs=[b"one"] * 4000)
+    assert list(bounded_iwant(repeated).messageIDs) == [b"one"]
+    many = rpc_pb2.ControlIWant(messageIDs=[b"%d" % index for index in range(1000)])
+    assert len(bounded_iwant(many).messageIDs) == MAX_IWANT
+
+
+async def test_a_signed_peer_record_in_an_rpc_is_not_stored() -> None:
+    """py-libp2p stored the addresses of a sender's record for two hours, 3,000 of them if
+    asked; peers are found through our own announcements only."""
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            networks, judge = await _victims(stack)
+            victim = networks[0]
+            evil = await stack.enter_async_context(attacker())
+            peer = await evil.connect(victim.addrs()[:1], [VOTES])
+            addrs = [
+                multiaddr.Multiaddr(f"/ip4/10.0.{i // 250}.{i % 250}/tcp/9") for i in range(300)
+            ]
+            record = create_signed_peer_record(evil.peer_id, addrs, evil.keys.private_key)
+            rpc = publish(evil.message(VOTES, b"with a record"))
+            rpc.senderRecord = record.marshal_envelope()
+            await evil.send(peer, rpc)
+            await until(lambda: any(call[2] == b"with a record" for call in judge.calls))
+            peerstore = victim._stack.host.get_peerstore()
+            stored = peerstore.addrs(evil.peer_id) if evil.peer_id in peerstore.peer_ids() else []
+            assert len(stored) < 10

@@ -9,10 +9,15 @@ import logging
 from collections.abc import Callable
 
 from libp2p.abc import INetStream
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IOException, MessageTooLarge
+from libp2p.network.connection.exceptions import RawConnError
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 from p2pnode.net.contracts import MAX_PAYLOAD
 
@@ -25,6 +30,13 @@ ED25519_ID_PREFIX = bytes.fromhex("002408011220")
 ED25519_ID_SIZE = len(ED25519_ID_PREFIX) + 32
 SEQNO_SIZE = 8
 SIGNATURE_SIZE = 64
+MAX_IWANT = 64
+"""Message ids answered per IWANT: py-libp2p answered every id, repeats included, so 4,000
+copies of one id in a 192 KB request came back as 4,000 copies of the message."""
+_CLOSED = (StreamError, IOException, RawConnError)
+"""How a stream ends when its peer goes (py-libp2p's own reader treats these as normal)."""
+_BAD_FRAMING = (MessageTooLarge, ParseError)
+"""IOExceptions that are the sender's doing, not the stream's end."""
 
 
 class Malformed(enum.Enum):
@@ -102,20 +114,42 @@ class GuardedPubsub(Pubsub):
 
     An exception in either ends py-libp2p's pubsub service (and with it the peer): the
     reader's escapes the connection task, the message task's stops the service's manager.
+    The reader is our own: py-libp2p's also stores the signed peer record an RPC may carry
+    (addresses kept for two hours, whoever sends them, checked on every RPC); peers are found
+    through bootstrap and our own signed announcements instead.
     """
 
     report: Report = staticmethod(_no_report)
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
         try:
-            await super().continuously_read_stream(stream)
+            while self.manager.is_running:
+                data = await read_varint_prefixed_bytes_limited(stream, self.max_inbound_rpc_size)
+                rpc = rpc_pb2.RPC()
+                rpc.ParseFromString(data)
+                await self._handle_rpc(peer, rpc)
         except Exception as err:
-            peer = stream.muxed_conn.peer_id
+            if isinstance(err, _CLOSED) and not isinstance(err, _BAD_FRAMING):
+                log.debug("pubsub stream of %s ended: %r", peer, err)
+                return
             log.warning("bad pubsub RPC from %s (%r): dropping its stream", peer, err)
             self.report(peer.to_base58(), Malformed.UNDECODABLE)
             with contextlib.suppress(Exception):
                 await stream.reset()
             self._handle_dead_peer(peer)
+
+    async def _handle_rpc(self, peer: ID, rpc: rpc_pb2.RPC) -> None:
+        for msg in rpc.publish:
+            if self._is_subscribed_to_msg(msg) and self.manager.is_running:
+                self.manager.run_task(self.push_msg, peer, msg)
+        if len(rpc.subscriptions) > self.max_subscriptions_per_rpc:
+            log.debug("%s sent %d subscriptions: ignored", peer, len(rpc.subscriptions))
+        else:
+            for subscription in rpc.subscriptions:
+                self.handle_subscription(peer, subscription)
+        if rpc.HasField("control"):
+            await self.router.handle_rpc(rpc, peer)
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         if msg_forwarder != self.my_id:
@@ -132,13 +166,37 @@ class GuardedPubsub(Pubsub):
                 self.report(msg_forwarder.to_base58(), Malformed.FAILED)
 
 
-class GuardedGossipSub(GossipSub):
-    """GossipSub that never acts on peer exchange.
+def bounded_iwant(iwant: rpc_pb2.ControlIWant) -> rpc_pb2.ControlIWant:
+    """The request's distinct ids, at most MAX_IWANT of them."""
+    distinct = list(dict.fromkeys(iwant.messageIDs))[:MAX_IWANT]
+    return rpc_pb2.ControlIWant(messageIDs=distinct)
 
-    py-libp2p dials the peers a PRUNE names whatever `do_px` says, and accepts them from any
-    peer (its score threshold for PX is -inf): one PRUNE from a stranger would have us dial
-    whoever it likes. Peers are found through bootstrap and signed announcements only.
+
+class GuardedGossipSub(GossipSub):
+    """GossipSub that keeps control state for our topics only and never acts on peer exchange.
+
+    py-libp2p records a backoff for every topic a PRUNE names and scores every topic a GRAFT
+    names, ours or not, and keeps them after the sender leaves: made-up topic names grew
+    memory without bound. It dials the peers a PRUNE names whatever `do_px` says, from any
+    peer (its score threshold for PX is -inf): peers are found through bootstrap and signed
+    announcements only. We speak gossipsub v1.1, so IDONTWANT and v1.3 messages are dropped.
     """
+
+    topics: frozenset[str] = frozenset()
+
+    async def handle_rpc(self, rpc: rpc_pb2.RPC, sender_peer_id: ID) -> None:
+        control, ours = rpc.control, self.topics
+        for ihave in control.ihave:
+            if ihave.topicID in ours:
+                await self.handle_ihave(ihave, sender_peer_id)
+        for iwant in control.iwant:
+            await self.handle_iwant(bounded_iwant(iwant), sender_peer_id)
+        for graft in control.graft:
+            if graft.topicID in ours:
+                await self.handle_graft(graft, sender_peer_id)
+        for prune in control.prune:
+            if prune.topicID in ours:
+                await self.handle_prune(prune, sender_peer_id)
 
     async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
         if len(prune_msg.peers):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -50,6 +51,9 @@ _DELIVERIES_EVERY = 60.0
 _FORGET_AFTER = 600.0
 """A known peer is dialled again after a lost connection until nothing was heard of it for
 this long: a partition of some minutes still heals without a new announcement."""
+_ACCEPTED_KEPT = 16384
+"""Digests of recently accepted payloads (about 1 MiB): a copy under another origin is a
+duplicate, dropped without judging or charging its relay."""
 _ANNOUNCE_SETTLE = 0.1
 """After a peer change, wait this long so one announcement covers a burst of connections."""
 
@@ -73,6 +77,7 @@ class Network:
         self._names = {topic: topic_name(config.network, topic) for topic in Topic}
         self._counts = {(topic, verdict): 0 for topic in Topic for verdict in Verdict}
         self._malformed = dict.fromkeys(Malformed, 0)
+        self._accepted: dict[bytes, None] = {}
         self._limited = dict.fromkeys(Limited, 0)
         self._sync_buckets = Buckets(config.sync_rate, config.sync_burst)
         self._ignore_buckets = Buckets(config.ignore_rate, config.ignore_burst)
@@ -194,8 +199,19 @@ class Network:
                 if verdict is Verdict.REJECT:
                     return verdict
             return Verdict.ACCEPT
+        content = hashlib.sha256(topic.value.encode() + b"\0" + data).digest()
+        if topic is not Topic.PEERS and content in self._accepted:
+            # These bytes were accepted from another origin: an honest relay forwards the copy
+            # it took first in good faith (a confirmation relayed, or an outsider that sent
+            # one payload under two names to two peers at once), so it is charged nothing.
+            self._counts[(topic, Verdict.IGNORE)] += 1
+            return Verdict.IGNORE
         verdict = self._judge_remote(topic, forwarder, origin, data)
         self._counts[(topic, verdict)] += 1
+        if verdict is Verdict.ACCEPT:
+            self._accepted[content] = None
+            if len(self._accepted) > _ACCEPTED_KEPT:
+                del self._accepted[next(iter(self._accepted))]
         if verdict is Verdict.REJECT:
             self._penalise({origin, forwarder} - {me})
         elif verdict is Verdict.IGNORE and forwarder != me:

@@ -140,6 +140,7 @@ class Stack:
             # Heartbeat PRUNEs carry no peer exchange in py-libp2p (§4-H): nothing to gain.
             do_px=False,
         )
+        self.router.topics = frozenset(topics)
         self.pubsub = GuardedPubsub(
             self.host,
             self.router,
