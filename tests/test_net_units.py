@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -16,12 +17,22 @@ from libp2p.peer.id import ID
 
 from p2pnode.chain.types import canonical
 from p2pnode.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
-from p2pnode.net import NetConfig, NetError, PeerRecord, decode_record, encode_record, mesh_degrees
+from p2pnode.net import (
+    NetConfig,
+    NetError,
+    PeerRecord,
+    Topic,
+    Verdict,
+    decode_record,
+    encode_record,
+    mesh_degrees,
+)
 from p2pnode.net.discovery import Directory, Learned, announcement
 from p2pnode.net.fixes import Guarded, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
+from p2pnode.net.gate import Gate
 from p2pnode.net.guards import message_id
-from p2pnode.net.penalty import Buckets, Penalties
+from p2pnode.net.penalty import Buckets, Limited, Penalties
 
 
 def _peer_id(name: bytes) -> str:
@@ -384,3 +395,40 @@ def test_a_bucket_spends_its_burst_then_refills_at_its_rate_and_stays_bounded() 
     assert buckets.take("b", now=0.5)
     assert buckets.take("c", now=0.5)
     assert buckets.take("a", now=0.5), "a was forgotten (the bound): a full bucket again"
+
+
+def _gate(
+    policy: Callable[[Topic, bytes], Verdict], penalised: list[set[str]], **overrides: Any
+) -> Gate:
+    class Judge:
+        def judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
+            return policy(topic, data)
+
+    config = NetConfig(network="n", seed=bytes(32), **overrides)
+    directory = Directory("me", grace=4.0, forget_after=20.0, max_peers=12)
+    return Gate(
+        "me", config, Judge(), directory, penalise=penalised.append, learn=lambda r: Learned.NEW
+    )
+
+
+async def test_the_gate_charges_a_reject_to_author_and_forwarder_and_ignores_past_a_rate() -> None:
+    penalised: list[set[str]] = []
+    gate = _gate(lambda t, d: Verdict(d.decode()), penalised, ignore_burst=1, ignore_rate=0.001)
+    assert gate.validate(Topic.VOTES, "relay", "author", b"reject") is Verdict.REJECT
+    assert penalised == [{"relay", "author"}]
+    assert gate.validate(Topic.VOTES, "relay", "author", b"ignore") is Verdict.IGNORE
+    assert penalised == [{"relay", "author"}], "within the bucket"
+    assert gate.validate(Topic.VOTES, "relay", "author", b"ignore") is Verdict.IGNORE
+    assert penalised[-1] == {"relay"}
+    assert gate.limited[Limited.IGNORES] == 1
+
+
+async def test_the_gate_drops_a_payload_accepted_under_another_origin_free_of_charge() -> None:
+    penalised: list[set[str]] = []
+    gate = _gate(lambda t, d: Verdict.ACCEPT, penalised, ignore_burst=1, ignore_rate=0.001)
+    assert gate.validate(Topic.VOTES, "a", "a", b"same") is Verdict.ACCEPT
+    for _ in range(3):
+        assert gate.validate(Topic.VOTES, "relay", "b", b"same") is Verdict.IGNORE
+    assert penalised == []
+    assert gate.counts[(Topic.VOTES, Verdict.IGNORE)] == 3
+    assert gate.validate(Topic.PROPOSALS, "relay", "b", b"same") is Verdict.ACCEPT, "per topic"

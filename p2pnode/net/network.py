@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,11 +28,11 @@ from p2pnode.net.discovery import (
     Learned,
     PeerRecord,
     announcement,
-    decode_record,
     encode_record,
 )
 from p2pnode.net.fixes import route_libp2p_logging
 from p2pnode.net.framing import read_frame, write_frame
+from p2pnode.net.gate import Gate
 from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Buckets, Limited, Penalties
 from p2pnode.net.stack import Stack, reset_quietly
@@ -51,9 +50,6 @@ _DELIVERIES_EVERY = 60.0
 _FORGET_AFTER = 600.0
 """A known peer is dialled again after a lost connection until nothing was heard of it for
 this long: a partition of some minutes still heals without a new announcement."""
-_ACCEPTED_KEPT = 16384
-"""Digests of recently accepted payloads (about 1 MiB): a copy under another origin is a
-duplicate, dropped without judging or charging its relay."""
 _ANNOUNCE_SETTLE = 0.1
 """After a peer change, wait this long so one announcement covers a burst of connections."""
 
@@ -70,18 +66,11 @@ class Network:
         tasks: trio.Nursery,
     ) -> None:
         self._config = config
-        self._judge = judge
         self._sync_server = sync_server
         self._stack = stack
         self._tasks = tasks
         self._names = {topic: topic_name(config.network, topic) for topic in Topic}
-        self._counts = {(topic, verdict): 0 for topic in Topic for verdict in Verdict}
-        self._malformed = dict.fromkeys(Malformed, 0)
-        self._accepted: dict[bytes, None] = {}
-        self._limited = dict.fromkeys(Limited, 0)
         self._sync_buckets = Buckets(config.sync_rate, config.sync_burst)
-        self._ignore_buckets = Buckets(config.ignore_rate, config.ignore_burst)
-        self._record_buckets = Buckets(config.record_rate, config.record_burst)
         self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
         self._directory = Directory(
             stack.peer_id,
@@ -94,11 +83,18 @@ class Network:
         self._dialling: set[str] = set()
         self._stuck: set[str] = set()
         self._closing = False
-        self._warned_peers = False
         self._peers_changed = trio.Event()
         self._new_peer_listeners: list[Callable[[str], None]] = []
         self._serving = trio.Semaphore(_MAX_CONCURRENT_SERVES)
         self._kick_send, self._kick_receive = trio.open_memory_channel[str](256)
+        self._gate = Gate(
+            stack.peer_id,
+            config,
+            judge,
+            self._directory,
+            penalise=self._penalise,
+            learn=self._learn,
+        )
 
     # Status
 
@@ -127,11 +123,11 @@ class Network:
 
     def counters(self) -> dict[tuple[Topic, Verdict], int]:
         """Verdicts given so far, per topic and verdict (every pair present)."""
-        return dict(self._counts)
+        return dict(self._gate.counts)
 
     def malformed(self) -> dict[Malformed, int]:
         """RPCs and messages dropped before judging, per reason (every reason present)."""
-        return dict(self._malformed)
+        return dict(self._gate.malformed)
 
     def known_peers(self) -> int:
         """Peers in the discovery directory (connected or not)."""
@@ -139,7 +135,7 @@ class Network:
 
     def limited(self) -> dict[Limited, int]:
         """What was refused for going over a per-peer rate, per limit (every limit present)."""
-        return dict(self._limited)
+        return dict(self._gate.limited)
 
     def banned(self) -> list[str]:
         return self._penalties.banned(trio.current_time())
@@ -180,96 +176,6 @@ class Network:
             await self._stack.publish(self._names[topic], data)
         except Exception as err:
             log.warning("publishing on %s failed: %r", topic.value, err)
-
-    def _validate(self, topic: Topic, forwarder: str, origin: str, data: bytes) -> Verdict:
-        """py-libp2p's topic validator: runs before any delivery or forwarding, once per
-        message id (accepted ids are then seen, rejected ones cached; an ignored message is
-        judged again if another copy arrives), and only ACCEPT lets the message go on."""
-        me = self._stack.peer_id
-        if origin == me:
-            if forwarder != me:
-                # A copy of our own message relayed back: py-libp2p drops it after validation.
-                return Verdict.IGNORE
-            if self._config.echo:
-                # The echo: the judge sees our own message like any other. An IGNORE (say, a
-                # duplicate of what the engine already holds) still publishes it; a REJECT
-                # does not: peers would reject it too, and penalise us.
-                verdict = self._ask_judge(topic, origin, data)
-                self._counts[(topic, verdict)] += 1
-                if verdict is Verdict.REJECT:
-                    return verdict
-            return Verdict.ACCEPT
-        content = hashlib.sha256(topic.value.encode() + b"\0" + data).digest()
-        if topic is not Topic.PEERS and content in self._accepted:
-            # These bytes were accepted from another origin: an honest relay forwards the copy
-            # it took first in good faith (a confirmation relayed, or an outsider that sent
-            # one payload under two names to two peers at once), so it is charged nothing.
-            self._counts[(topic, Verdict.IGNORE)] += 1
-            return Verdict.IGNORE
-        verdict = self._judge_remote(topic, forwarder, origin, data)
-        self._counts[(topic, verdict)] += 1
-        if verdict is Verdict.ACCEPT:
-            self._accepted[content] = None
-            if len(self._accepted) > _ACCEPTED_KEPT:
-                del self._accepted[next(iter(self._accepted))]
-        if verdict is Verdict.REJECT:
-            self._penalise({origin, forwarder} - {me})
-        elif verdict is Verdict.IGNORE and forwarder != me:
-            self._charge_ignore(forwarder)
-        return verdict
-
-    def _judge_remote(self, topic: Topic, forwarder: str, origin: str, data: bytes) -> Verdict:
-        if topic is not Topic.PEERS:
-            return self._ask_judge(topic, origin, data)
-        record = decode_record(data, origin)
-        if record is None:
-            return Verdict.REJECT
-        if not self._directory.knows(origin) and not self._record_buckets.take(
-            forwarder, trio.current_time()
-        ):
-            # One connection announcing thousands of made-up peers would fill the directory.
-            self._limited[Limited.RECORDS] += 1
-            return Verdict.IGNORE
-        verdict = self._ask_judge(topic, origin, data)
-        if verdict is Verdict.ACCEPT:
-            # Not kept, not forwarded: peers would be asked to remember what we do not.
-            return Verdict.IGNORE if self._learn(record) is Learned.FULL else verdict
-        if not self._warned_peers:
-            # Legitimate for a peer the application refuses, but a judge that does not know
-            # PEERS at all silently shrinks the network to a star around its bootstrap peers.
-            self._warned_peers = True
-            log.warning(
-                "the judge gave %s to a well-formed peer record: discovery only learns and "
-                "forwards accepted ones",
-                verdict.name,
-            )
-        return verdict
-
-    def _charge_ignore(self, forwarder: str) -> None:
-        """IGNOREs are neither cached nor penalised, so replaying them would cost nothing;
-        beyond a generous rate each one counts as a reject against its forwarder."""
-        if not self._ignore_buckets.take(forwarder, trio.current_time()):
-            self._limited[Limited.IGNORES] += 1
-            self._penalise({forwarder})
-
-    def _ask_judge(self, topic: Topic, origin: str, data: bytes) -> Verdict:
-        try:
-            verdict: object = self._judge.judge(topic, origin, data)
-        except Exception:
-            # A judge bug is not the sender's fault: drop the message without penalty.
-            log.exception("judge failed on a %s message from %s", topic.value, origin)
-            return Verdict.IGNORE
-        if isinstance(verdict, Verdict):
-            return verdict
-        # Anything else escaping into py-libp2p's validator would kill its pubsub service.
-        log.error("judge returned %r, not a Verdict", verdict)
-        return Verdict.IGNORE
-
-    def _on_malformed(self, peer: str, reason: Malformed) -> None:
-        """Only the sender is to blame: an honest relay forwards only what it judged."""
-        self._malformed[reason] += 1
-        if peer != self.peer_id:
-            self._penalise({peer})
 
     def _penalise(self, peers: set[str]) -> None:
         now = trio.current_time()
@@ -433,7 +339,7 @@ class Network:
             await reset_quietly(stream)
             return
         if not self._sync_buckets.take(remote, now):
-            self._limited[Limited.SYNC] += 1
+            self._gate.over_rate(Limited.SYNC)
             log.debug("sync request from %s over its rate: refused", remote)
             await reset_quietly(stream)
             return
@@ -466,12 +372,12 @@ class Network:
     async def _start(self, drains: trio.Nursery) -> None:
         stack = self._stack
         stack.watch(self._on_connected, self._config.stall_timeout)
-        stack.on_malformed(self._on_malformed)
+        stack.on_malformed(self._gate.malformed_from)
         stack.handle(sync_protocol(self._config.network), self._serve_sync)
         stack.handle(GENESIS_PROTOCOL, self._serve_genesis)
         for topic, name in self._names.items():
             # The validator goes in before the subscription: nothing arrives unjudged.
-            stack.set_validator(name, functools.partial(self._validate, topic))
+            stack.set_validator(name, functools.partial(self._gate.validate, topic))
             await stack.subscribe(name)
             drains.start_soon(stack.drain, name)
         self._tasks.start_soon(self._announce)
