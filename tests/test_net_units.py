@@ -31,7 +31,7 @@ from p2pnode.net.discovery import Directory, Learned, announcement
 from p2pnode.net.fixes import Guarded, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.gate import Gate
-from p2pnode.net.guards import message_id
+from p2pnode.net.guards import check_libp2p_version, message_id
 from p2pnode.net.penalty import Buckets, Limited, Penalties
 
 
@@ -432,3 +432,9 @@ async def test_the_gate_drops_a_payload_accepted_under_another_origin_free_of_ch
     assert penalised == []
     assert gate.counts[(Topic.VOTES, Verdict.IGNORE)] == 3
     assert gate.validate(Topic.PROPOSALS, "relay", "b", b"same") is Verdict.ACCEPT, "per topic"
+
+
+def test_the_guards_refuse_a_py_libp2p_they_were_not_written_for() -> None:
+    check_libp2p_version("0.8.1")
+    with pytest.raises(RuntimeError, match=r"py-libp2p 0\.9\.0 is installed"):
+        check_libp2p_version("0.9.0")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import importlib.metadata
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from libp2p.abc import INetStream
 from libp2p.exceptions import ParseError
@@ -22,6 +24,18 @@ from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 from p2pnode.net.contracts import MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
+
+WRITTEN_FOR = "0.8."
+"""The py-libp2p series whose internals the classes below override."""
+
+
+def check_libp2p_version(installed: str | None = None) -> None:
+    """Fail loudly on a py-libp2p these overrides were not written for: a changed internal
+    would otherwise turn a guard into a silent no-op, or a crash."""
+    found = installed or importlib.metadata.version("libp2p")
+    if not found.startswith(WRITTEN_FOR):
+        raise RuntimeError(f"py-libp2p {found} is installed; p2pnode needs {WRITTEN_FOR}x")
+
 
 ED25519_ID_PREFIX = bytes.fromhex("002408011220")
 """An ed25519 peer id: identity multihash (0x00, 36 bytes) of the protobuf public key (type 1,
@@ -120,6 +134,10 @@ class GuardedPubsub(Pubsub):
     """
 
     report: Report = staticmethod(_no_report)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_libp2p_version()
+        super().__init__(*args, **kwargs)
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
