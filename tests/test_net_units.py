@@ -438,3 +438,14 @@ def test_the_guards_refuse_a_py_libp2p_they_were_not_written_for() -> None:
     check_libp2p_version("0.8.1")
     with pytest.raises(RuntimeError, match=r"py-libp2p 0\.9\.0 is installed"):
         check_libp2p_version("0.9.0")
+
+
+async def test_the_gate_charges_no_relay_for_passing_on_our_own_message() -> None:
+    """Peers pass certificates on under their own origin: our own precommit relayed back is a
+    duplicate, not an ignore to charge."""
+    penalised: list[set[str]] = []
+    gate = _gate(lambda t, d: Verdict.IGNORE, penalised, ignore_burst=1, ignore_rate=0.001)
+    assert gate.validate(Topic.CONFIRMATIONS, "me", "me", b"precommit") is Verdict.ACCEPT
+    for _ in range(3):
+        assert gate.validate(Topic.CONFIRMATIONS, "relay", "relay", b"precommit") is Verdict.IGNORE
+    assert penalised == []

@@ -56,9 +56,12 @@ class Gate:
         """py-libp2p's topic validator: runs before any delivery or forwarding, once per
         message id (accepted ids are then seen, rejected ones cached; an ignored message is
         judged again if another copy arrives), and only ACCEPT lets the message go on."""
-        if origin == self._me:
-            return self._own(topic, forwarder, data)
         content = hashlib.sha256(topic.value.encode() + b"\0" + data).digest()
+        if origin == self._me:
+            verdict = self._own(topic, forwarder, data)
+            if verdict is Verdict.ACCEPT and forwarder == self._me:
+                self._remember(content)  # a peer relaying our own message is no duplicate
+            return verdict
         if topic is not Topic.PEERS and content in self._accepted:
             # These bytes were accepted from another origin: an honest relay forwards the copy
             # it took first in good faith (a confirmation relayed, or an outsider that sent
@@ -68,9 +71,7 @@ class Gate:
         verdict = self._remote(topic, forwarder, origin, data)
         self.counts[(topic, verdict)] += 1
         if verdict is Verdict.ACCEPT:
-            self._accepted[content] = None
-            if len(self._accepted) > ACCEPTED_KEPT:
-                del self._accepted[next(iter(self._accepted))]
+            self._remember(content)
         elif verdict is Verdict.REJECT:
             self._penalise({origin, forwarder} - {self._me})
         elif forwarder != self._me:
@@ -85,6 +86,11 @@ class Gate:
 
     def over_rate(self, limit: Limited) -> None:
         self.limited[limit] += 1
+
+    def _remember(self, content: bytes) -> None:
+        self._accepted[content] = None
+        if len(self._accepted) > ACCEPTED_KEPT:
+            del self._accepted[next(iter(self._accepted))]
 
     def _own(self, topic: Topic, forwarder: str, data: bytes) -> Verdict:
         if forwarder != self._me:
