@@ -83,6 +83,15 @@ async def _victims(stack: AsyncExitStack) -> tuple[list[Network], Recorder]:
     return networks, judge
 
 
+async def _attacked(stack: AsyncExitStack) -> tuple[list[Network], Recorder, Attacker, str]:
+    """A victim (the first network) meshed with an honest peer, and an attacker with a gossip
+    stream to the victim on the votes topic."""
+    networks, judge = await _victims(stack)
+    evil = await stack.enter_async_context(attacker())
+    peer = await evil.connect(networks[0].addrs()[:1], [VOTES])
+    return networks, judge, evil, peer
+
+
 async def _still_delivers(networks: list[Network], judge: Recorder, data: bytes) -> None:
     await networks[1].publish(Topic.VOTES, data)
     await until(lambda: any(call[2] == data for call in judge.calls))
@@ -95,10 +104,8 @@ async def test_a_malformed_publish_is_dropped_counted_and_held_against_its_sende
     tamper, reason = MALFORMED[case]
     with trio.fail_after(20):
         async with AsyncExitStack() as stack:
-            networks, judge = await _victims(stack)
+            networks, judge, evil, peer = await _attacked(stack)
             victim = networks[0]
-            evil = await stack.enter_async_context(attacker())
-            peer = await evil.connect(victim.addrs()[:1], [VOTES])
             for index in range(victim.config.reject_limit):
                 msg = evil.message(VOTES, b"bad %d" % index)
                 tamper(msg)
@@ -112,10 +119,7 @@ async def test_a_malformed_publish_is_dropped_counted_and_held_against_its_sende
 async def test_a_wrongly_signed_message_is_dropped_before_judging() -> None:
     with trio.fail_after(20):
         async with AsyncExitStack() as stack:
-            networks, judge = await _victims(stack)
-            victim = networks[0]
-            evil = await stack.enter_async_context(attacker())
-            peer = await evil.connect(victim.addrs()[:1], [VOTES])
+            _, judge, evil, peer = await _attacked(stack)
             msg = evil.message(VOTES, b"bad")
             msg.signature = bytes(64)  # the right size, the wrong bytes
             await evil.send(peer, publish(msg))
@@ -425,10 +429,8 @@ async def test_control_messages_for_topics_not_ours_leave_no_state() -> None:
     ever: made-up names grew memory without bound."""
     with trio.fail_after(20):
         async with AsyncExitStack() as stack:
-            networks, judge = await _victims(stack)
+            networks, judge, evil, peer = await _attacked(stack)
             victim = networks[0]
-            evil = await stack.enter_async_context(attacker())
-            peer = await evil.connect(victim.addrs()[:1], [VOTES])
             made_up = [f"/made/up/{index}" for index in range(200)]
             control = rpc_pb2.ControlMessage(
                 prune=[rpc_pb2.ControlPrune(topicID=topic, backoff=60) for topic in made_up],
@@ -459,10 +461,8 @@ async def test_a_signed_peer_record_in_an_rpc_is_not_stored() -> None:
     asked; peers are found through our own announcements only."""
     with trio.fail_after(20):
         async with AsyncExitStack() as stack:
-            networks, judge = await _victims(stack)
+            networks, judge, evil, peer = await _attacked(stack)
             victim = networks[0]
-            evil = await stack.enter_async_context(attacker())
-            peer = await evil.connect(victim.addrs()[:1], [VOTES])
             addrs = [
                 multiaddr.Multiaddr(f"/ip4/10.0.{i // 250}.{i % 250}/tcp/9") for i in range(300)
             ]
