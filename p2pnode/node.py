@@ -25,6 +25,7 @@ from p2pnode.home import Home
 from p2pnode.inbound import Inbound
 from p2pnode.metrics import Metrics
 from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
+from p2pnode.phases import PhaseClock
 from p2pnode.settings import NodeSettings
 from p2pnode.status import Activity, NodeStatus, RoundSummary
 from p2pnode.store import Store
@@ -142,6 +143,8 @@ class Node:
         )
         self.machine.add_finality_listener(self)
         self.machine.add_listener(self.activity)
+        self.phases = PhaseClock()
+        self.machine.add_listener(self.phases)
         self.inbound = Inbound(
             genesis,
             self.machine,
@@ -169,6 +172,7 @@ class Node:
 
     def on_finalized(self, state: Frame) -> None:
         self.providers.on_finalized(state)
+        self.phases.on_final(state.round)
         now = time.monotonic()
         if self._finalized_at is not None:
             self.metrics.round_duration.observe(now - self._finalized_at)
@@ -330,6 +334,7 @@ class Node:
                     signers=0 if certificate is None else len(certificate.signers),
                     attempt=frame.attempt(),
                     duration_ms=0 if parent is None else frame.timestamp - parent.timestamp,
+                    phases=self.phases.of(rank),
                 )
             )
         return summaries

@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from p2pnode.consensus import Event, RoundView, State
+from p2pnode.phases import RoundPhases
 
 STALLED_AFTER = 30.0
 """Seconds without a final frame after which a peer calls itself stalled."""
@@ -24,6 +25,8 @@ class RoundSummary:
     attempt: int
     duration_ms: int
     """From the parent frame's timestamp to this one's."""
+    phases: RoundPhases | None = None
+    """Where this peer's time went while deciding the rank (None once no longer kept)."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -34,6 +37,7 @@ class RoundSummary:
             "signers": self.signers,
             "attempt": self.attempt,
             "duration_ms": self.duration_ms,
+            "phases": None if self.phases is None else self.phases.to_json(),
         }
 
 

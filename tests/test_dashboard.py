@@ -557,3 +557,29 @@ async def test_fetch_turns_bad_replies_into_unreachable_peers() -> None:
     assert isinstance(closed, Unreachable)
     assert closed.reason == "cannot connect"
     assert isinstance(nonsense, Unreachable)
+
+
+def with_phases(data: dict[str, Any]) -> None:
+    for row in data["recent_rounds"]:
+        row["phases"] = {
+            "liveness": 11,
+            "proving": 222,
+            "voting": 33,
+            "confirmation": 44,
+            "commit": 1,
+            "other": 0,
+        }
+    data["recent_rounds"][1]["phases"] = {"liveness": "x"}  # an odd peer: shown as unknown
+
+
+def test_the_wide_rounds_table_shows_where_each_round_went() -> None:
+    status = parse_status(variant(with_phases), "http://127.0.0.1:1")
+    assert status.recent_rounds[0].phases is not None
+    assert status.recent_rounds[1].phases is None
+    text = show(variant(with_phases), 160, 48)
+    header = next(line.split() for line in text.splitlines() if "took" in line)
+    at = header.index("took")
+    assert header[at + 1 : at + 5] == ["live", "prove", "vote", "conf"]
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["24"], ["23"])]
+    assert rows[0][at + 1 : at + 5] == ["11ms", "222ms", "33ms", "44ms"]
+    assert rows[1][at + 1 : at + 5] == ["—"] * 4

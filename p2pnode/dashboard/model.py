@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from p2pnode.consensus.rules import max_faults
+from p2pnode.phases import Phase, RoundPhases
 from p2pnode.status import RoundSummary, sync_state
 
 UNKNOWN = "?"
@@ -276,19 +277,31 @@ def _rows(items: list[object], problems: list[str]) -> list[RoundSummary]:
         if not isinstance(item, dict):
             continue
         r = _Fields(item, "recent_rounds[].", problems)
+        rank = r.integer("rank", -1)
         rows.append(
             RoundSummary(
-                rank=r.integer("rank", -1),
+                rank=rank,
                 frame_id=r.text("id", ""),
                 prover=r.text("prover"),
                 mutations=r.integer("mutations"),
                 signers=r.integer("signers"),
                 attempt=r.integer("attempt"),
                 duration_ms=r.integer("duration_ms"),
+                phases=_phases(rank, item.get("phases")),
             )
         )
     # Newest first, whatever order the peer sent them in.
     return sorted(rows, key=lambda row: row.rank, reverse=True)
+
+
+def _phases(rank: int, value: object) -> RoundPhases | None:
+    """A round's phase breakdown; None unless every phase is a count of milliseconds."""
+    if not isinstance(value, dict):
+        return None
+    millis = {phase: value.get(phase.value) for phase in Phase}
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in millis.values()):
+        return None
+    return RoundPhases(rank, {phase: int(str(m)) for phase, m in millis.items()})
 
 
 def _stamp(value: object) -> float | None:

@@ -11,6 +11,7 @@ from rich.text import Text
 from p2pnode.dashboard import fmt, layout
 from p2pnode.dashboard.layout import Block, Cell
 from p2pnode.dashboard.model import ErrorRow, PeerStatus, TransitionRow
+from p2pnode.phases import Phase
 from p2pnode.status import RoundSummary
 
 
@@ -148,10 +149,31 @@ def rounds_table(rows: Sequence[RoundSummary], width: int, *, limit: int, wide: 
                 str(row.signers),
                 *([Text(str(row.attempt), style=style)] if wide else []),
                 fmt.millis(row.duration_ms),
+                *(_phase_cells(row) if wide else []),
             ]
         )
+    phases = [PHASE_HEADERS[phase] for phase in SHOWN_PHASES] if wide else []
     headers = ["rank", "prover", "frame", "muts", "votes", *(["att"] if wide else []), "took"]
-    return layout.table(headers, cells, width, right=("rank", "muts", "votes", "took"))
+    right = ("rank", "muts", "votes", "took", *phases)
+    return layout.table([*headers, *phases], cells, width, right=right)
+
+
+SHOWN_PHASES = (Phase.LIVENESS, Phase.PROVING, Phase.VOTING, Phase.CONFIRMATION)
+PHASE_HEADERS = {
+    Phase.LIVENESS: "live",
+    Phase.PROVING: "prove",
+    Phase.VOTING: "vote",
+    Phase.CONFIRMATION: "conf",
+}
+
+
+def _phase_cells(row: RoundSummary) -> list[Cell]:
+    """Where the round's time went on this peer: the slowest phase stands out."""
+    if row.phases is None:
+        return [fmt.NONE for _ in SHOWN_PHASES]
+    millis = [row.phases.millis[phase] for phase in SHOWN_PHASES]
+    slowest = max(millis)
+    return [Text(fmt.millis(m), style="bold" if m == slowest and m else "") for m in millis]
 
 
 def verdict_table(status: PeerStatus, width: int, *, reasons: int, wide: bool) -> Block:
