@@ -35,6 +35,7 @@ from p2pnode.net.fixes import (
     Watcher,
 )
 from p2pnode.net.guards import GuardedGossipSub, GuardedPubsub, Report, content_id, message_id
+from p2pnode.net.yamux import credit_at_half
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ async def open_stream(host: IHost, peer: str, protocol: str) -> INetStream:
 async def client_host() -> AsyncIterator[IHost]:
     """A throwaway host with a random identity that dials but does not listen."""
     host = new_libp2p_host(None)
-    async with Guarded(host.run([]), "a client host"):
-        yield host
+    with credit_at_half():
+        async with Guarded(host.run([]), "a client host"):
+            yield host
 
 
 class Stack:
@@ -173,6 +175,7 @@ class Stack:
         except Exception as err:
             raise NetError(f"bad listen multiaddr in {list(listen)}: {err}") from None
         async with AsyncExitStack() as stack:
+            stack.enter_context(credit_at_half())
             try:
                 await stack.enter_async_context(Guarded(self.host.run(addrs), "the host"))
                 await stack.enter_async_context(

@@ -1,0 +1,89 @@
+"""Yamux window credit: one WINDOW_UPDATE per half window read, not one per message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import multiaddr
+import pytest
+import trio
+import trio.testing
+from libp2p.abc import INetStream
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
+
+from p2pnode.net.stack import new_libp2p_host
+from p2pnode.net.yamux import credit_at_half
+
+LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+PROTOCOL = "/p2pnode-test/yamux/1"
+
+
+async def credits_sent(messages: int, size: int) -> list[int]:
+    """Send `messages` messages of `size` bytes, each read on its own; the window credits the
+    reader sent back."""
+    sender, reader = new_libp2p_host(None), new_libp2p_host(None)
+    credits: list[int] = []
+    done = trio.Event()
+
+    async def read_all(stream: INetStream) -> None:
+        muxed = stream.muxed_stream  # type: ignore[attr-defined]
+        assert isinstance(muxed, YamuxStream)
+        send_update = muxed.send_window_update
+
+        async def counted(increment: int, skip_lock: bool = False) -> None:
+            credits.append(increment)
+            await send_update(increment, skip_lock)
+
+        muxed.send_window_update = counted  # type: ignore[method-assign]
+        received = 0
+        while received < messages * size:
+            received += len(await stream.read(size))
+        done.set()
+
+    with trio.fail_after(30):
+        async with sender.run([LOOPBACK]), reader.run([LOOPBACK]):
+            reader.set_stream_handler(PROTOCOL, read_all)  # type: ignore[arg-type]
+            await sender.connect(PeerInfo(reader.get_id(), reader.get_addrs()))
+            stream = await sender.new_stream(reader.get_id(), [PROTOCOL])  # type: ignore[list-item]
+            for _ in range(messages):
+                await stream.write(b"m" * size)
+                await trio.testing.wait_all_tasks_blocked()  # read before the next arrives
+            await done.wait()
+    return credits
+
+
+@pytest.fixture
+def credited() -> Iterator[None]:
+    with credit_at_half():
+        yield
+
+
+async def test_small_messages_send_no_window_update_until_half_the_window_is_read(
+    credited: None,
+) -> None:
+    assert await credits_sent(200, 100) == []
+
+
+async def test_a_large_transfer_is_credited_at_each_half_window_and_never_stalls(
+    credited: None,
+) -> None:
+    size = 16 * 1024
+    credits = await credits_sent(64, size)  # 1 MiB: four windows' worth
+    assert len(credits) >= 64 * size // DEFAULT_WINDOW_SIZE
+    assert all(credit >= DEFAULT_WINDOW_SIZE // 2 for credit in credits)
+
+
+async def test_without_it_py_libp2p_credits_every_read() -> None:
+    # Most messages are read on their own; two that arrive together share a read and a credit.
+    assert len(await credits_sent(50, 100)) > 25
+
+
+def test_the_library_method_is_back_when_the_last_holder_leaves() -> None:
+    original = vars(YamuxStream)["_auto_tune_and_send_window_update"]
+    with credit_at_half():
+        with credit_at_half():
+            patched = vars(YamuxStream)["_auto_tune_and_send_window_update"]
+            assert patched is not original
+        assert vars(YamuxStream)["_auto_tune_and_send_window_update"] is patched
+    assert vars(YamuxStream)["_auto_tune_and_send_window_update"] is original
