@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from statistics import median
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,7 +26,7 @@ from p2pnode.metrics import Metrics
 from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
 from p2pnode.phases import PhaseClock
 from p2pnode.settings import NodeSettings
-from p2pnode.status import Activity, NodeStatus, RoundSummary
+from p2pnode.status import Activity, NodeStatus, RoundSummary, quantile
 from p2pnode.store import Store
 
 if TYPE_CHECKING:
@@ -291,7 +290,8 @@ class Node:
             mempool=len(self.mempool),
             round=self.machine.round_view(),
             transitions=self.machine.get_transition_count(),
-            hop_latency_ms=median(self.inbound.hop_delays) if self.inbound.hop_delays else None,
+            hop_latency_ms=quantile(self.inbound.hop_delays, 0.5),
+            hop_latency_p99_ms=quantile(self.inbound.hop_delays, 0.99),
             provers=[p.identity() for p in self.genesis.provers],
             recent_rounds=self.recent_rounds(16),
             activity=self.activity,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from p2pnode.consensus import Event, RoundView, State
@@ -58,6 +59,12 @@ class Activity:
         self.errors.append((time.time(), message))
 
 
+def quantile(values: Iterable[float], q: float) -> float | None:
+    """The `q` quantile (nearest rank) of `values`, or None if there are none."""
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(len(ordered) * q))]) if ordered else None
+
+
 def sync_state(own: int, best: int, since_finalized: float | None) -> str:
     """synced, catching up (a peer is more than a rank ahead) or stalled (nothing final lately)."""
     if best > own + 1:
@@ -92,6 +99,7 @@ class NodeStatus:
     transitions: int
     hop_latency_ms: float | None
     """Median delay of proposals from their prover to this peer (one gossip hop)."""
+    hop_latency_p99_ms: float | None
     provers: list[str]
     recent_rounds: list[RoundSummary]
     activity: Activity
@@ -135,6 +143,7 @@ class NodeStatus:
             "mempool": self.mempool,
             "transitions": self.transitions,
             "hop_latency_ms": self.hop_latency_ms,
+            "hop_latency_p99_ms": self.hop_latency_p99_ms,
             "sync": self.sync,
             "provers": self.provers,
             "recent_rounds": [r.to_json() for r in self.recent_rounds],

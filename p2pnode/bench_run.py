@@ -1,0 +1,276 @@
+"""One benchmark run: start N peers on loopback, load them, sample them, measure, stop them."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from p2pnode.chain.mempool import mutation_id
+from p2pnode.client import ClientError, get_json, post_json, status_url
+from p2pnode.home import Home
+from p2pnode.phases import Phase
+from p2pnode.status import quantile
+from p2pnode.store import Store
+from p2pnode.testnet import generate_testnet
+
+HOPS_PER_ROUND = 4
+"""The critical path of a round: liveness, proposal, vote, confirmation."""
+PHASES = tuple(phase.value for phase in Phase if phase is not Phase.OTHER)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SAMPLE_EVERY = 0.5
+"""Seconds between status samples: recent_rounds holds 16 rounds, so up to 32 rounds/s."""
+SOAK_MARK = 1000
+"""The soak compares each peer's memory after this many rounds with its memory at the end."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    peers: int
+    seconds: float
+    rounds: int
+    rounds_per_s: float
+    round_p50_ms: float
+    round_p99_ms: float
+    hop_p50_ms: float
+    hop_p99_ms: float
+    cpu_ms_per_round: float
+    """CPU time one peer spent per final round (mean over the peers)."""
+    cores_used: float
+    phase_p50_ms: dict[str, float]
+    mutations_per_s: float
+    submitted_per_s: float
+    submit_to_final_p50_s: float | None
+    """From a submit to the proof of the frame after the one holding it (an upper bound)."""
+    peak_rss_mb: float
+    rss_at_1000_mb: float | None
+    rss_end_mb: float
+
+    @property
+    def ratio(self) -> float:
+        return self.round_p50_ms / (HOPS_PER_ROUND * self.hop_p50_ms) if self.hop_p50_ms else 0.0
+
+
+@dataclass
+class Samples:
+    """What the sampler saw while the load ran."""
+
+    phases: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    hops: list[tuple[float, float]] = field(default_factory=list)
+    rss_at_mark_mb: float | None = None
+    submitted: dict[bytes, int] = field(default_factory=dict)
+    """Mutation id → wall-clock ms of its submit."""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _memory_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _status(home: Home) -> dict[str, object] | None:
+    try:
+        return await get_json(status_url(home), "/status", timeout=5)
+    except ClientError:
+        return None
+
+
+def _rank(status: dict[str, object] | None) -> int:
+    return -1 if status is None else int(str(status["finalized_rank"]))
+
+
+class Fleet:
+    """The peer processes of one run; each listens on a port the system picks."""
+
+    def __init__(self, homes: list[Home]) -> None:
+        self.homes = homes
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    async def start(self) -> None:
+        first = await self._start(self.homes[0], [])
+        listed = first.get("addrs")
+        addrs = [a for a in listed if "/ip4/127.0.0.1/" in a] if isinstance(listed, list) else []
+        if not addrs:
+            raise RuntimeError("the first peer shows no loopback address")
+        for home in self.homes[1:]:
+            await self._start(home, ["--bootstrap", addrs[0]])
+
+    async def _start(self, home: Home, extra: list[str]) -> dict[str, object]:
+        home.status_url_file.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path)]
+        self.processes.append(
+            subprocess.Popen(
+                [*command, "--listen", "/ip4/127.0.0.1/tcp/0", *extra],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        with trio.fail_after(60):
+            while (status := await _status(home)) is None:
+                if self.processes[-1].poll() is not None:
+                    raise RuntimeError(f"{home.path.name} exited on start")
+                await trio.sleep(0.1)
+        return status
+
+    def cpu(self) -> list[float]:
+        return [_cpu_seconds(p.pid) for p in self.processes]
+
+    def memory_mb(self, key: str) -> float:
+        """The largest of the peers' VmRSS (now) or VmHWM (peak)."""
+        return max(_memory_mb(p.pid, key) for p in self.processes)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _sample(fleet: Fleet, samples: Samples, start_rank: int) -> None:
+    """Keep each round's phases per peer, the hop latencies, and the memory at the mark."""
+    while True:
+        statuses = [await _status(home) for home in fleet.homes]
+        for index, status in enumerate(statuses):
+            if status is None:
+                continue
+            for row in status.get("recent_rounds", []):  # type: ignore[attr-defined]
+                if row.get("phases") and row["rank"] > start_rank:
+                    samples.phases[(str(index), int(row["rank"]))] = row["phases"]
+        rank = _rank(statuses[0])
+        if samples.rss_at_mark_mb is None and rank - start_rank >= SOAK_MARK:
+            samples.rss_at_mark_mb = fleet.memory_mb("VmRSS")
+        await trio.sleep(SAMPLE_EVERY)
+
+
+async def _submit_load(homes: list[Home], rate: float, done: trio.Event, samples: Samples) -> None:
+    """Submit `rate` distinct mutations per second on a fixed schedule, round robin over the
+    peers, until `done`; each submit runs on its own so a slow reply does not slow the rest."""
+
+    async def submit(index: int) -> None:
+        data = f"bench-{index}".encode()
+        try:
+            at = int(time.time() * 1000)
+            await post_json(status_url(homes[index % len(homes)]), "/submit", data, timeout=5)
+            samples.submitted[mutation_id(data)] = at
+        except ClientError:
+            pass
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        index = 0
+        while not done.is_set():
+            await trio.sleep_until(start + index / rate)
+            nursery.start_soon(submit, index)
+            index += 1
+
+
+async def _until(home: Home, rank: int | None, seconds: float, done: trio.Event) -> None:
+    with trio.move_on_after(seconds if rank is None else float("inf")):
+        while rank is None or _rank(await _status(home)) < rank:
+            await trio.sleep(SAMPLE_EVERY)
+    done.set()
+
+
+async def run_one(
+    peers: int, seconds: float, rounds: int | None, rate: float, difficulty: int, base: Path
+) -> Result:
+    _, homes = generate_testnet(base, peers, base_port=0, difficulty=difficulty)
+    fleet = Fleet(homes)
+    samples = Samples()
+    try:
+        await fleet.start()
+        with trio.fail_after(120):
+            while min([_rank(await _status(home)) for home in homes]) < 2:  # warmed up
+                await trio.sleep(0.2)
+        start_rank = _rank(await _status(homes[0]))
+        cpu_before, started = fleet.cpu(), time.monotonic()
+        done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sample, fleet, samples, start_rank)
+            nursery.start_soon(_submit_load, homes, rate, done, samples)
+            goal = None if rounds is None else start_rank + rounds
+            await _until(homes[0], goal, seconds, done)
+            nursery.cancel_scope.cancel()
+        elapsed = time.monotonic() - started
+        cpu = [after - before for after, before in zip(fleet.cpu(), cpu_before, strict=True)]
+        end_rank = _rank(await _status(homes[0]))
+        statuses = [s for s in [await _status(h) for h in homes] if s is not None]
+        memory = (fleet.memory_mb("VmHWM"), fleet.memory_mb("VmRSS"))
+    finally:
+        fleet.stop()
+    return _measure(homes[0], (start_rank, end_rank), elapsed, cpu, statuses, memory, samples)
+
+
+def _measure(
+    home: Home,
+    ranks: tuple[int, int],
+    elapsed: float,
+    cpu: Sequence[float],
+    statuses: Sequence[dict[str, object]],
+    memory: tuple[float, float],
+    samples: Samples,
+) -> Result:
+    store = Store(home.store_file, home.genesis())
+    try:
+        frames = store.frames(ranks[0], ranks[1] - ranks[0] + 2)
+    finally:
+        store.close()
+    frames = [f for f in frames if f.round <= ranks[1] + 1]
+    measured = frames[: ranks[1] - ranks[0] + 1]
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(measured)]
+    rounds = max(ranks[1] - ranks[0], 1)
+    delays = [
+        later.timestamp - samples.submitted[mutation_id(m)]
+        for frame, later in itertools.pairwise(frames)
+        for m in frame.mutations
+        if mutation_id(m) in samples.submitted
+    ]
+    phases = list(samples.phases.values())
+    return Result(
+        peers=len(cpu),
+        seconds=round(elapsed, 1),
+        rounds=ranks[1] - ranks[0],
+        rounds_per_s=(ranks[1] - ranks[0]) / elapsed,
+        round_p50_ms=_quantile(gaps, 0.5),
+        round_p99_ms=_quantile(gaps, 0.99),
+        hop_p50_ms=_median_of(statuses, "hop_latency_ms"),
+        hop_p99_ms=_median_of(statuses, "hop_latency_p99_ms"),
+        cpu_ms_per_round=statistics.mean(cpu) * 1000 / rounds,
+        cores_used=sum(cpu) / elapsed,
+        phase_p50_ms={p: _quantile([ph.get(p, 0) for ph in phases], 0.5) for p in PHASES},
+        mutations_per_s=sum(len(f.mutations) for f in measured[1:]) / elapsed,
+        submitted_per_s=len(samples.submitted) / elapsed,
+        submit_to_final_p50_s=_quantile(delays, 0.5) / 1000 if delays else None,
+        peak_rss_mb=memory[0],
+        rss_at_1000_mb=samples.rss_at_mark_mb,
+        rss_end_mb=memory[1],
+    )
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    return quantile(values, q) or 0.0
+
+
+def _median_of(statuses: Sequence[dict[str, object]], key: str) -> float:
+    values = [float(str(s[key])) for s in statuses if s.get(key) is not None]
+    return statistics.median(values) if values else 0.0
