@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import (
     Keypair,
@@ -559,3 +560,22 @@ async def test_inbound_gossip_leaves_the_proof_to_the_vote() -> None:
     assert checker.problem(forged, GENESIS.frame()) == "bad proof of work"
     assert await checker.proof_problem(forged) == "bad proof of work"
     assert await checker.proof_problem(good) is None
+
+
+async def test_a_prover_voting_for_its_own_proposal_does_not_verify_its_proof(
+    peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = await peer.providers.prove_next_state(None, Collected.of(1, ()))
+    checked: list[bytes] = []
+
+    async def verify(challenge: bytes, *args: object) -> bool:
+        checked.append(challenge)
+        return True
+
+    monkeypatch.setattr(vdf, "verify_async", verify)
+    _, vote = await peer.providers.decide_and_send_vote({ProverId(ME.public).identity(): own})
+    assert vote.frame == own.id
+    assert checked == []
+    other = proposal(ORDER[0])
+    await peer.providers.decide_and_send_vote({ProverId(ORDER[0].public).identity(): other}, 1)
+    assert len(checked) == 1  # another prover's proof is checked

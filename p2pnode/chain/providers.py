@@ -180,7 +180,9 @@ class ChainProviders:
             signature=b"",
         )
         signature = sign(self.keypair, self.genesis.network, frame_statement(unsigned))
-        return replace(unsigned, signature=signature)
+        proven = replace(unsigned, signature=signature)
+        self.checker.vouch(proven)
+        return proven
 
     # -- liveness ------------------------------------------------------------------------
 
