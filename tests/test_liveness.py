@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 import trio
 import trio.testing
 
@@ -397,3 +398,47 @@ async def test_a_certificate_reaches_every_prover_though_its_signers_are_gone(
         assert lock.lock is not None
         assert final.identity() == lock.lock.frame.identity()
         assert final.attempt() <= 2
+
+
+@pytest.mark.parametrize("provers", [4, 7])
+async def test_only_the_first_f_plus_one_live_provers_prove_in_attempt_0(
+    autojump_clock: trio.testing.MockClock, provers: int
+) -> None:
+    """Proving is the costliest step of a round and one proposal is final: without faults, only
+    the first f+1 provers of the leader order prove, one of them surely honest."""
+    proposers: dict[int, set[str]] = {}
+
+    def observe(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        if isinstance(payload, Frame) and topic is Topic.PROPOSAL:
+            proposers.setdefault(payload.round, set()).add(payload.prover)
+        return False
+
+    async with network(provers) as net:
+        net.bus.drop_rules.append(observe)
+        with trio.fail_after(60):
+            await reached(*net.nodes.values(), rank=6)
+        chain = net["p0"].disk.chain
+    first = provers - quorum(provers) + 1
+    for rank in range(1, 7):
+        order = leader_order(sorted(net.nodes), chain[rank - 1])
+        assert proposers[rank] == set(order[:first]), rank
+
+
+async def test_the_other_provers_prove_once_the_first_ones_fail_to_propose(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The proposals of rank 1's first two provers are lost: in attempt 1 the other two prove
+    their own, and the rank is final with one of theirs."""
+    names = ["p0", "p1", "p2", "p3"]
+    first_two = leader_order(names, GENESIS)[:2]
+
+    def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
+        return isinstance(payload, Frame) and topic is Topic.PROPOSAL and sender in first_two
+
+    async with network() as net:
+        net.bus.drop_rules.append(lost)
+        with trio.fail_after(RECOVERY + TIMEOUTS.attempt):
+            await reached(*net.nodes.values(), rank=1)
+        final = net["p0"].disk.chain[1]
+    assert final.prover not in first_two
+    assert final.attempt() == 1

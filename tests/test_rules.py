@@ -16,6 +16,7 @@ from p2pnode.consensus.rules import (
     choose_vote,
     max_faults,
     priority,
+    proves_first,
 )
 
 
@@ -94,12 +95,12 @@ def test_an_unlocked_prover_follows_the_rotated_leader_order(
     assert (choice.proposer if choice else None) == expected
 
 
-@given(proposals_st, leader_orders)
-def test_the_first_attempt_waits_for_enough_proposals(
-    proposals: dict[str, F], leaders: list[str]
+@given(attempts, proposals_st, leader_orders)
+def test_an_unlocked_prover_waits_for_enough_proposals(
+    attempt: int, proposals: dict[str, F], leaders: list[str]
 ) -> None:
-    """The original's rule: in attempt 0 an unlocked prover waits until enough proposals are in."""
-    assert choose_vote(0, None, None, proposals, leaders, False) is None
+    """Without lock or certified frame at hand, a prover waits until enough proposals are in."""
+    assert choose_vote(attempt, None, None, proposals, leaders, False) is None
 
 
 @given(attempts, bests, proposals_st, leader_orders)
@@ -270,3 +271,12 @@ def test_a_discarded_proposal_is_refused_from_then_on() -> None:
     assert book.add_proposal(1, "c", F("x"), replace=True) is Receipt.INVALID
     book.discard_proposal(1, "b", "other")  # not the frame held: it stays
     assert book.proposals(1) == {"b": F("y")}
+
+
+@given(st.integers(min_value=1, max_value=40).flatmap(lambda n: st.permutations(range(n))))
+def test_exactly_the_first_f_plus_one_provers_prove_in_attempt_0(order: list[int]) -> None:
+    """f+1 provers always include an honest one; none beyond them proves before attempt 1."""
+    leaders = [f"p{i}" for i in order]
+    proving = [p for p in leaders if proves_first(p, leaders)]
+    assert proving == leaders[: max_faults(len(leaders)) + 1]
+    assert not proves_first("stranger", leaders)

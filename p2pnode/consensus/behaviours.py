@@ -23,6 +23,7 @@ from p2pnode.consensus.protocols import (
     VoteT,
 )
 from p2pnode.consensus.round import Round
+from p2pnode.consensus.rules import proves_first
 from p2pnode.consensus.states import Event
 
 if TYPE_CHECKING:
@@ -223,23 +224,40 @@ class Behaviours(Generic[StateT, VoteT, PeerIDT, CollectedT]):
 
     async def _proving(self, epoch: int) -> None:
         rnd = self._round
-        if rnd.proposal is None:
-            collected = rnd.collected
-            if collected is None:
-                return  # nothing collected: wait for the timeout
-            prior = self._active
-            proposal = await self._once(
-                "prove_next_state", lambda: self._leader.prove_next_state(prior, collected), epoch
-            )
+        proposal = rnd.proposal
+        if proposal is None:
+            if (
+                self._attempts
+                and rnd.attempt == 0
+                and not proves_first(self._id_text, rnd.leader_ids())
+            ):
+                self._tracer.trace(f"rank {rnd.target}: not among the first provers: voting")
+                self._post(Event.PUBLISH_TIMEOUT, epoch)
+                return
+            proposal = await self._make_proposal(epoch)
             if proposal is None:
                 return
-            # Journaled before it is published: after a restart this peer re-sends this very
-            # proposal instead of proving a second, different one for the rank.
-            rnd.proposal = proposal
-            self._save_round()
         # Our own proposal is recorded whatever the self-delivery flag says.
-        self._book.add_proposal(rnd.target, self._id_text, rnd.proposal, replace=True)
+        self._book.add_proposal(rnd.target, self._id_text, proposal, replace=True)
         self._post(Event.PROOF_COMPLETE, epoch)
+
+    async def _make_proposal(self, epoch: int) -> StateT | None:
+        """Prove this peer's proposal for the rank and journal it; None if it cannot yet."""
+        rnd = self._round
+        collected = rnd.collected
+        if collected is None:
+            return None  # nothing collected: wait for the timeout
+        prior = self._active
+        proposal = await self._once(
+            "prove_next_state", lambda: self._leader.prove_next_state(prior, collected), epoch
+        )
+        if proposal is None:
+            return None
+        # Journaled before it is published: after a restart this peer re-sends this very
+        # proposal instead of proving a second, different one for the rank.
+        rnd.proposal = proposal
+        self._save_round()
+        return proposal
 
     async def _publishing(self, epoch: int) -> None:
         proposal = self._book.proposals(self._round.target).get(self._id_text)

@@ -64,7 +64,9 @@ def choose_vote(
       is known and Y's frame is at hand (Tendermint's unlock on a newer polka).
     - Not locked: vote the newest certified frame at hand, else the proposal of the
       highest-priority leader (priority rotated by the attempt).
-    - In attempt 0 an unlocked prover waits for enough proposals (the original's rule).
+    - Unlocked and without a certified frame at hand, a prover waits until `enough_proposals`
+      (the engine: the proposal of the attempt's highest-priority live prover is in, or one
+      voting period has passed), so that provers vote alike rather than in arrival order.
     """
     if lock is not None:
         if best is not None and lock.attempt <= best.attempt < attempt:
@@ -78,13 +80,24 @@ def choose_vote(
         certified = _find(proposals, best.frame_id)
         if certified is not None:
             return certified
-    if attempt == 0 and not enough_proposals:
+    if not enough_proposals:
         return None
     for leader in priority(leaders, attempt):
         frame = proposals.get(leader)
         if frame is not None:
             return Choice(leader, frame)
     return None
+
+
+def proves_first(me: str, leaders: Sequence[str]) -> bool:
+    """Whether `me` proves in attempt 0: it is among the first f+1 provers of the leader order.
+
+    At most f provers are faulty (crashed, cut off or Byzantine), so one of the f+1 is honest
+    and proposes; the others prove only if the rank reaches attempt 1. The order alone decides,
+    not who announced liveness: peers that heard different announcements would otherwise
+    prove more than f+1 proposals between them.
+    """
+    return me in leaders[: max_faults(len(leaders)) + 1]
 
 
 def catch_up_attempt(current: int, reach: Mapping[str, int], provers: Sequence[str]) -> int:

@@ -17,7 +17,7 @@ from p2pnode.consensus.protocols import (
     StateT,
     VoteT,
 )
-from p2pnode.consensus.rules import catch_up_attempt, choose_vote, quorum_size
+from p2pnode.consensus.rules import catch_up_attempt, choose_vote, priority, quorum_size
 from p2pnode.consensus.states import Event, State
 
 
@@ -70,33 +70,41 @@ class Voting(Behaviours[StateT, VoteT, PeerIDT, CollectedT]):
     async def _voting_step(self, epoch: int) -> None:
         self._take_events()
         rnd = self._round
+        if self._attempts and rnd.attempt > 0 and rnd.proposal is None:
+            await self._propose_late(epoch)
         if rnd.attempt not in rnd.vote_started:
             candidates = self._candidates()
             if candidates:
                 await self._cast_vote(candidates, epoch)
         await self._check_quorum(epoch)
 
+    async def _propose_late(self, epoch: int) -> None:
+        """A prover that left attempt 0 to the first provers proves once a later one needs it."""
+        proposal = await self._make_proposal(epoch)
+        if proposal is None:
+            return
+        self._book.add_proposal(self._round.target, self._id_text, proposal, replace=True)
+        await self._once("send_proposal", lambda: self._voting.send_proposal(proposal), epoch)
+
     def _candidates(self) -> dict[str, StateT]:
         rnd = self._round
         proposals = self._proposals()
-        enough = len(proposals) >= self._minimum()
         if not self._attempts:
-            return proposals if enough else {}
-        if enough and rnd.attempt == 0:
-            enough = self._top_live_proposed(proposals) or (
-                trio.current_time() >= rnd.opened_at + self._timeouts.voting
-            )
+            return proposals if len(proposals) >= self._minimum() else {}
+        # Only the first f+1 provers prove in attempt 0, and the others only from attempt 1 on:
+        # wait for the attempt's highest-priority live prover, or one `voting` period.
+        enough = bool(proposals) and (
+            self._top_live_proposed(proposals)
+            or trio.current_time() >= rnd.opened_at + self._timeouts.voting
+        )
         choice = choose_vote(rnd.attempt, rnd.lock, rnd.best, proposals, rnd.leader_ids(), enough)
         return {} if choice is None else {choice.proposer: choice.frame}
 
     def _top_live_proposed(self, proposals: Mapping[str, StateT]) -> bool:
-        """Whether the highest-priority prover that announced liveness has its proposal in.
-
-        With attempts, the first vote waits for it (or one `voting` period) so that peers vote
-        for the same proposal instead of splitting on the order proposals arrive in.
-        """
+        """Whether the attempt's highest-priority prover that announced liveness has its
+        proposal in (see `_candidates`)."""
         live = self._book.liveness(self._round.target)
-        for leader in self._round.leader_ids():
+        for leader in priority(self._round.leader_ids(), self._round.attempt):
             if leader in live:
                 return leader in proposals
         return True
