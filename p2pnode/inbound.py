@@ -77,6 +77,7 @@ class Inbound:
         clock: Callable[[], int] | None = None,
         ahead: Callable[[str, int], None] | None = None,
         relay: Callable[[Confirmation], None] | None = None,
+        live: Callable[[Liveness], None] | None = None,
     ) -> None:
         self.genesis = genesis
         self.machine = machine
@@ -90,6 +91,8 @@ class Inbound:
         """Told of a peer that proved, with a certificate, how far it has come: sync asks it."""
         self.relay = relay
         """Told of each valid precommit of the rank being decided, to pass on the newest."""
+        self.live = live
+        """Told of each liveness announcement the engine took."""
         self.hop_delays: deque[int] = deque(maxlen=256)
         """Milliseconds from a proposal's timestamp to its arrival: one gossip hop, as both
         clocks are the same machine's in a local testnet."""
@@ -176,6 +179,8 @@ class Inbound:
         verdict = verdict_of(self.machine.receive_liveness_check(prover, collected))
         if verdict is Verdict.ACCEPT:  # in the engine's window: not a far-future claim
             self.best_rank = max(self.best_rank, message.rank - 1)
+            if self.live is not None:
+                self.live(message)
         return verdict
 
     def _proposal(self, frame: Frame, origin: str) -> Verdict:

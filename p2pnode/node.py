@@ -18,6 +18,7 @@ from p2pnode.chain.messages import Confirmation, Liveness, Message, MutationMsg,
 from p2pnode.chain.providers import ChainProviders
 from p2pnode.chain.types import Collected, Frame, ProverId, Vote
 from p2pnode.chain.validation import FrameChecker
+from p2pnode.chain.warmup import Warmup
 from p2pnode.codec import encode
 from p2pnode.consensus import StateMachine
 from p2pnode.home import Home
@@ -144,6 +145,7 @@ class Node:
         self.machine.add_listener(self.activity)
         self.phases = PhaseClock()
         self.machine.add_listener(self.phases)
+        self.warmup = Warmup(genesis, keypair.public, self.store.tip)
         self.inbound = Inbound(
             genesis,
             self.machine,
@@ -154,6 +156,7 @@ class Node:
             wall_clock_ms,
             self.sync.ahead.note,
             self.providers.sent.heard,
+            self.warmup.on_liveness,
         )
         self.network: Network | None = None
         self._stop = trio.Event()
@@ -204,6 +207,7 @@ class Node:
                     await nursery.start(self._engine)
                     self.machine.start()
                     nursery.start_soon(self._rebroadcast)
+                    nursery.start_soon(self.warmup.run)
                     task_status.started()
                     await self._stop.wait()
                     crashed = self._engine_done.is_set() and not self._stop_requested

@@ -194,6 +194,17 @@ async def verify_async(challenge: bytes, iterations: int, output: bytes, proof: 
     return bool(valid)
 
 
+async def prepare(challenge: bytes) -> None:
+    """Derive the discriminant of `challenge` in a worker thread, ahead of a verification."""
+    _check(challenge, 1)
+    await _run_in_thread(_discriminant_counted, challenge, abandon_on_cancel=True)
+
+
+def _discriminant_counted(challenge: bytes) -> None:
+    with _in_flight.held():
+        _discriminant(challenge)
+
+
 def _verify_counted(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
     with _in_flight.held():
         return verify(challenge, iterations, output, proof)
