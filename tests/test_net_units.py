@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import multiaddr
 import pytest
 import trio
 from libp2p.identity_utils import create_identity_from_seed
@@ -28,7 +29,7 @@ from p2pnode.net import (
     mesh_degrees,
 )
 from p2pnode.net.discovery import Directory, Learned, announcement
-from p2pnode.net.fixes import Guarded, route_libp2p_logging
+from p2pnode.net.fixes import CachedAddrs, Guarded, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.gate import Gate
 from p2pnode.net.guards import check_libp2p_version, message_id
@@ -449,3 +450,22 @@ async def test_the_gate_charges_no_relay_for_passing_on_our_own_message() -> Non
     for _ in range(3):
         assert gate.validate(Topic.CONFIRMATIONS, "relay", "relay", b"precommit") is Verdict.IGNORE
     assert penalised == []
+
+
+def test_a_host_s_addresses_are_rebuilt_at_most_once_per_ttl() -> None:
+    """py-libp2p asks for them on every RPC it sends (its signed peer record)."""
+    now = [0.0]
+    built: list[float] = []
+
+    def build() -> list[multiaddr.Multiaddr]:
+        built.append(now[0])
+        return [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{4000 + len(built)}")]
+
+    addrs = CachedAddrs(build, ttl=1.0, clock=lambda: now[0])
+    assert [addrs() for _ in range(100)][-1] == [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001")]
+    now[0] = 0.99
+    addrs().clear()  # a caller that changes its copy changes nothing here
+    assert addrs() == [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4001")]
+    now[0] = 1.0
+    assert addrs() == [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4002")]
+    assert built == [0.0, 1.0]

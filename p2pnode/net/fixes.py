@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -227,3 +229,32 @@ class Watcher(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         await trio.lowlevel.checkpoint()
+
+
+class CachedAddrs:
+    """A host's `get_addrs`, recomputed at most once per `ttl` seconds.
+
+    py-libp2p 0.8 attaches this peer's signed peer record to every pubsub RPC it sends, and
+    checks the record is current by calling `get_addrs`, which rebuilds every listen address
+    with its /p2p suffix: 7% of a prover's event-loop time. A listen address changes rarely;
+    one that is a second late in a record nobody here reads costs nothing.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[], list[multiaddr.Multiaddr]],
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._compute = compute
+        self._ttl = ttl
+        self._clock = clock
+        self._expires = -math.inf
+        self._addrs: list[multiaddr.Multiaddr] = []
+
+    def __call__(self) -> list[multiaddr.Multiaddr]:
+        now = self._clock()
+        if now >= self._expires:
+            self._addrs = self._compute()
+            self._expires = now + self._ttl
+        return list(self._addrs)

@@ -28,6 +28,7 @@ from p2pnode.net.contracts import MAX_PAYLOAD, MeshDegrees, NetError, Verdict
 from p2pnode.net.fixes import (
     ORIGIN_CACHE_SIZE,
     SUBSCRIPTION_CAPACITY,
+    CachedAddrs,
     Guarded,
     StreamHandler,
     Validator,
@@ -118,6 +119,8 @@ class Stack:
         announce: Sequence[str] = (),
     ) -> None:
         self.host = new_libp2p_host(seed)
+        # This host's own method, replaced on this instance only (see CachedAddrs).
+        self.host.get_addrs = CachedAddrs(self.host.get_addrs)  # type: ignore[method-assign]
         self.peer_id = self.host.get_id().to_base58()
         try:
             self._announce = [with_peer(addr, self.peer_id) for addr in announce]
