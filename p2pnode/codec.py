@@ -10,7 +10,7 @@ import cbor2
 
 from p2pnode import _codec_fields as fields
 from p2pnode._codec_fields import MAX_MUTATIONS, MAX_SIGNERS, MAX_TEXT, CodecError
-from p2pnode.chain.mempool import MAX_MUTATION_SIZE
+from p2pnode.chain.mempool import MAX_FRAME_MUTATION_BYTES, MAX_MUTATION_SIZE, mutation_bytes
 from p2pnode.chain.messages import (
     Confirmation,
     Liveness,
@@ -103,7 +103,7 @@ def _body_value(message: Message) -> list[object]:
         case Confirmation():
             return [fields.frame_value(message.frame), message.sender, message.signature]
         case MutationMsg():
-            return [message.data]
+            return [list(message.mutations)]
         case SyncRequest():
             return [message.start, message.limit]
         case SyncResponse():
@@ -172,8 +172,16 @@ def _confirmation(body: object) -> Confirmation:
 
 
 def _mutation(body: object) -> MutationMsg:
-    (data,) = fields.array(body, "mutation", arity=1)
-    return MutationMsg(fields.byte_string(data, "mutation.data", max_size=MAX_MUTATION_SIZE))
+    (items,) = fields.array(body, "mutation", arity=1)
+    batch = fields.array(items, "mutation.mutations", max_len=MAX_MUTATIONS)
+    if not batch:
+        fields.fail("mutation.mutations: an empty batch")
+    mutations = tuple(
+        fields.byte_string(item, "mutation.mutations", max_size=MAX_MUTATION_SIZE) for item in batch
+    )
+    if mutation_bytes(mutations) > MAX_FRAME_MUTATION_BYTES:
+        fields.fail(f"mutation.mutations: more than {MAX_FRAME_MUTATION_BYTES} bytes")
+    return MutationMsg(mutations)
 
 
 def _sync_request(body: object) -> SyncRequest:

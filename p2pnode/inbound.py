@@ -148,10 +148,11 @@ class Inbound:
         raise RejectedError("unexpected message kind")
 
     def _mutation(self, message: MutationMsg, origin: str) -> Verdict:
-        admitted = self.mempool.add(message.data, origin)
-        if admitted is Admission.ADDED:
+        """A batch is passed on if any of its mutations was new here."""
+        admitted = [self.mempool.add(data, origin) for data in message.mutations]
+        if Admission.ADDED in admitted:
             return Verdict.ACCEPT
-        reason = CROWDED.get(admitted)
+        reason = next((CROWDED[a] for a in admitted if a in CROWDED), None)
         if reason is not None:  # what a flooder meets: counted, to be seen in the status
             return self._ignore(Topic.MUTATIONS, origin, reason)
         return Verdict.IGNORE  # known already: nothing to count

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
 
+from p2pnode.batches import Batcher
 from p2pnode.catchup import SyncService
 from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
@@ -107,6 +109,7 @@ class Node:
         )
         self.checker = FrameChecker(genesis, CertificateChecker(genesis), wall_clock_ms)
         self.outbox = Outbox()
+        self.batcher = Batcher(self.outbox.publish)
         self.sync = SyncService(self.store, self.checker, self.outbox)
         self.providers = ChainProviders(
             genesis,
@@ -175,6 +178,7 @@ class Node:
     def on_finalized(self, state: Frame) -> None:
         self.providers.on_finalized(state)
         self.phases.on_final(state.round)
+        self.batcher.flush_soon()
         now = time.monotonic()
         if self._finalized_at is not None:
             self.metrics.round_duration.observe(now - self._finalized_at)
@@ -208,6 +212,7 @@ class Node:
                     self.machine.start()
                     nursery.start_soon(self._rebroadcast)
                     nursery.start_soon(self.warmup.run)
+                    nursery.start_soon(self.batcher.run)
                     task_status.started()
                     await self._stop.wait()
                     crashed = self._engine_done.is_set() and not self._stop_requested
@@ -258,11 +263,18 @@ class Node:
             last = rank
 
     async def submit(self, data: bytes) -> tuple[str, Admission]:
-        """Add a mutation to the pool and gossip it; returns its id."""
-        admitted = self.mempool.add(data, LOCAL)
-        if admitted is Admission.ADDED:
-            await self.outbox.publish(MutationMsg(data))
-        return mutation_id(data).hex(), admitted
+        """Add a mutation to the pool, to be gossiped with the next batch; returns its id."""
+        return self.submit_many([data])[0]
+
+    def submit_many(self, mutations: Sequence[bytes]) -> list[tuple[str, Admission]]:
+        """Add mutations to the pool, to be gossiped in batches; each one's id and admission."""
+        results = []
+        for data in mutations:
+            admitted = self.mempool.add(data, LOCAL)
+            if admitted is Admission.ADDED:
+                self.batcher.add(data)
+            results.append((mutation_id(data).hex(), admitted))
+        return results
 
     def status(self) -> NodeStatus:
         network, tip = self.network, self.store.tip()

@@ -137,5 +137,5 @@ async def test_requests_are_served_from_the_store(store: Store) -> None:
     sync = service(store, {})
     assert await sync.serve(encode(SyncRequest(1, 10))) == [encode_frame(final_frame())]
     assert await sync.serve(encode(SyncRequest(2, 10))) == []
-    assert await sync.serve(encode(MutationMsg(b"not a request"))) == []
+    assert await sync.serve(encode(MutationMsg((b"not a request",)))) == []
     assert await sync.serve(b"\x00garbage") == []

@@ -17,7 +17,15 @@ from p2pnode.chain import certs, vdf
 from p2pnode.chain.certs import CertificateChecker, statement_of
 from p2pnode.chain.crypto import Keypair, frame_statement, sign
 from p2pnode.chain.genesis import Genesis, GenesisError, frame_challenge, leader_order
-from p2pnode.chain.mempool import MAX_MUTATION_SIZE, MAX_MUTATIONS_PER_FRAME, Admission, Mempool
+from p2pnode.chain.mempool import (
+    MAX_FRAME_MUTATION_BYTES,
+    MAX_MUTATION_SIZE,
+    MAX_MUTATIONS_PER_FRAME,
+    MUTATION_OVERHEAD,
+    Admission,
+    Mempool,
+    mutation_bytes,
+)
 from p2pnode.chain.types import (
     HASH_SIZE,
     Certificate,
@@ -636,24 +644,31 @@ def test_admission_results() -> None:
     assert len(pool) == 3
 
 
-def test_take_is_first_in_first_out_and_keeps_the_mutations() -> None:
+def test_take_is_first_in_first_out_bounded_by_bytes_and_keeps_the_mutations() -> None:
     pool = Mempool()
-    items = [f"mutation-{i}".encode() for i in range(MAX_MUTATIONS_PER_FRAME + 5)]
+    items = [f"{i:04}".encode() * 250 for i in range(60)]  # 1,000 bytes each
     for item in items:
         assert pool.add(item) is Admission.ADDED
-    assert pool.take(3) == tuple(items[:3])
-    assert pool.take() == tuple(items[:MAX_MUTATIONS_PER_FRAME])
+    fits = MAX_FRAME_MUTATION_BYTES // (1000 + MUTATION_OVERHEAD)
+    assert pool.take() == tuple(items[:fits])
+    assert (
+        mutation_bytes(pool.take()) <= MAX_FRAME_MUTATION_BYTES < mutation_bytes(items[: fits + 1])
+    )
+    assert pool.take(3 * 1003) == tuple(items[:3])
+    assert pool.take(3 * 1003 - 1) == tuple(items[:2])
     assert pool.take(0) == ()
-    assert pool.take(1000) == tuple(items)
     assert len(pool) == len(items)
 
 
-@given(st.lists(st.binary(min_size=1, max_size=40), unique=True, max_size=30), st.integers(0, 40))
-def test_take_returns_the_oldest_in_arrival_order(items: list[bytes], limit: int) -> None:
+@given(st.lists(st.binary(min_size=1, max_size=40), unique=True, max_size=30), st.integers(0, 400))
+def test_take_returns_the_oldest_that_fit_in_arrival_order(items: list[bytes], room: int) -> None:
     pool = Mempool()
     for item in items:
         pool.add(item)
-    assert pool.take(limit) == tuple(items[:limit])
+    taken = pool.take(room)
+    assert taken == tuple(items[: len(taken)])
+    assert mutation_bytes(taken) <= room
+    assert len(taken) == len(items) or mutation_bytes(items[: len(taken) + 1]) > room
 
 
 def test_finalized_mutations_leave_and_are_remembered() -> None:

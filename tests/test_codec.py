@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pnode import codec
-from p2pnode.chain.mempool import MAX_MUTATION_SIZE
+from p2pnode.chain.mempool import MAX_FRAME_MUTATION_BYTES, MAX_MUTATION_SIZE
 from p2pnode.chain.types import Certificate, CertKind, Frame, Vote, canonical
 from p2pnode.codec import CodecError, MessageKind
 
@@ -61,7 +61,10 @@ messages: st.SearchStrategy[codec.Message] = st.one_of(
     st.builds(codec.Proposal, bare_frames),
     st.builds(codec.VoteMsg, votes),
     st.builds(codec.Confirmation, certified_frames, keys, signatures),
-    st.builds(codec.MutationMsg, st.binary(max_size=MAX_MUTATION_SIZE)),
+    st.builds(
+        codec.MutationMsg,
+        st.lists(st.binary(max_size=MAX_MUTATION_SIZE), min_size=1, max_size=8).map(tuple),
+    ),
     st.builds(codec.SyncRequest, uints, st.integers(1, codec.MAX_SYNC_FRAMES)),
     st.builds(codec.SyncResponse, st.lists(committed_frames, max_size=3).map(tuple)),
     st.builds(codec.Peers, texts, st.lists(texts, max_size=codec.MAX_ADDRS).map(tuple)),
@@ -90,7 +93,7 @@ SAMPLES: list[codec.Message] = [
     codec.Proposal(frame()),
     codec.VoteMsg(Vote(1, 0, b"f" * 32, b"p" * 32, b"v" * 32, b"s" * 64)),
     codec.Confirmation(frame(COMMIT), b"k" * 32, b"s" * 64),
-    codec.MutationMsg(b"mutation"),
+    codec.MutationMsg((b"mutation", b"another")),
     codec.SyncRequest(0, 10),
     codec.SyncResponse((frame(COMMIT), frame(COMMIT))),
     codec.Peers("12D3KooW", ("/ip4/127.0.0.1/tcp/4001",)),
@@ -162,26 +165,31 @@ def test_decoded_records_keep_certificates_and_signatures() -> None:
     assert vote.signature == b"s" * 64
 
 
+FULL = (b"x" * MAX_MUTATION_SIZE,) * (MAX_FRAME_MUTATION_BYTES // (MAX_MUTATION_SIZE + 3))
+"""As many of the largest mutations as a frame's budget holds."""
+BIGGEST_CERTIFICATE = Certificate(
+    CertKind.VOTES, 2**63 - 1, tuple(range(codec.MAX_SIGNERS)), (b"s" * 64,) * codec.MAX_SIGNERS
+)
+
+
 def test_limits_at_the_edge_are_accepted() -> None:
     most = frame()
     most = replace(most, mutations=(b"x" * MAX_MUTATION_SIZE,) + (b"",) * (codec.MAX_MUTATIONS - 1))
+    smallest = (b"m",) * (MAX_FRAME_MUTATION_BYTES // 4)
     for message in (
         codec.Proposal(most),
-        codec.MutationMsg(b"x" * MAX_MUTATION_SIZE),
+        codec.MutationMsg(FULL),
+        codec.MutationMsg(smallest),
         codec.SyncResponse((frame(COMMIT),) * codec.MAX_SYNC_FRAMES),
         codec.SyncRequest(2**63 - 1, codec.MAX_SYNC_FRAMES),
         codec.Peers("p" * 256, ("a" * 256,) * codec.MAX_ADDRS),
+        codec.Confirmation(frame(BIGGEST_CERTIFICATE), b"k" * 32, b"s" * 64),
+        # A full frame with every prover's signature still fits one gossip message.
         codec.Confirmation(
-            frame(
-                Certificate(
-                    CertKind.VOTES,
-                    2**63 - 1,
-                    tuple(range(codec.MAX_SIGNERS)),
-                    (b"s" * 64,) * codec.MAX_SIGNERS,
-                )
-            ),
-            b"k" * 32,
-            b"s" * 64,
+            replace(frame(BIGGEST_CERTIFICATE), mutations=FULL), b"k" * 32, b"s" * 64
+        ),
+        codec.Confirmation(
+            replace(frame(BIGGEST_CERTIFICATE), mutations=smallest), b"k" * 32, b"s" * 64
         ),
     ):
         data = codec.encode(message)
@@ -226,7 +234,7 @@ def liveness(*body: object) -> bytes:
         canonical(b"bytes"),
         raw(MessageKind.SYNC_REQUEST, [0, 0]),  # limit out of range
         raw(MessageKind.SYNC_REQUEST, [0, codec.MAX_SYNC_FRAMES + 1]),
-        raw(MessageKind.MUTATION, [b"x" * (MAX_MUTATION_SIZE + 1)]),
+        raw(MessageKind.MUTATION, [[b"x" * (MAX_MUTATION_SIZE + 1)]]),
         raw(MessageKind.PEERS, ["p" * 257, []]),
         raw(MessageKind.PEERS, ["p", ["a" * 257]]),
         raw(MessageKind.PEERS, ["p", ["a"] * (codec.MAX_ADDRS + 1)]),
@@ -306,7 +314,7 @@ def test_encode_refuses_what_decode_would_reject() -> None:
         codec.Confirmation(frame(), b"k" * 32, b"s" * 64),
         codec.Confirmation(frame(replace(COMMIT, signers=(2, 0))), b"k" * 32, b"s" * 64),
         codec.Peers("p", ("a",) * 17),
-        codec.MutationMsg(bytearray(b"x")),  # type: ignore[arg-type]
+        codec.MutationMsg((bytearray(b"x"),)),  # type: ignore[arg-type]
     ):
         with pytest.raises(CodecError):
             codec.encode(message)
@@ -547,3 +555,18 @@ def test_bare_encoders_refuse_malformed_records() -> None:
         codec.encode_vote(Vote(1, 0, b"f" * 31, b"p" * 32, b"v" * 32, b"s" * 64))
     with pytest.raises(CodecError):
         codec.decode_frame(codec.encode(codec.Proposal(frame())))
+
+
+@pytest.mark.parametrize(
+    ("batch", "reason"),
+    [
+        ([], "an empty batch"),
+        ([b"x" * MAX_MUTATION_SIZE] * 48, f"more than {MAX_FRAME_MUTATION_BYTES} bytes"),
+        ([b"x" * (MAX_MUTATION_SIZE + 1)], "mutation.mutations"),
+        ([["x"]], "mutation.mutations"),
+        (b"x", "mutation.mutations"),
+    ],
+)
+def test_malformed_mutation_batches_are_rejected(batch: object, reason: str) -> None:
+    with pytest.raises(CodecError, match=reason):
+        codec.decode(raw(MessageKind.MUTATION, [batch]))

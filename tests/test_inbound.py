@@ -324,12 +324,21 @@ def test_a_certified_frame_replaces_another_proposal_of_its_prover(setup: Setup)
 
 
 def test_mutations_are_accepted_once(setup: Setup) -> None:
-    data = encode(MutationMsg(b"transfer 5"))
+    data = encode(MutationMsg((b"transfer 5",)))
     assert setup.judge(Topic.MUTATIONS, OUTSIDER, data) is Verdict.ACCEPT
     assert setup.judge(Topic.MUTATIONS, VOTER, data) is Verdict.IGNORE
-    assert setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg(b""))) is Verdict.IGNORE
+    assert setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg((b"",)))) is Verdict.IGNORE
     assert setup.providers.mempool.take() == (b"transfer 5",)
     assert setup.inbound.reasons == Counter()
+
+
+def test_a_batch_is_passed_on_if_any_of_its_mutations_is_new(setup: Setup) -> None:
+    first = encode(MutationMsg((b"a", b"b")))
+    assert setup.judge(Topic.MUTATIONS, OUTSIDER, first) is Verdict.ACCEPT
+    assert setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg((b"b", b"a")))) is Verdict.IGNORE
+    again = encode(MutationMsg((b"a", b"c", b"b")))
+    assert setup.judge(Topic.MUTATIONS, VOTER, again) is Verdict.ACCEPT
+    assert setup.providers.mempool.take() == (b"a", b"b", b"c")
 
 
 def test_a_flooding_origin_cannot_keep_others_out(tmp_path: Path) -> None:
@@ -337,18 +346,20 @@ def test_a_flooding_origin_cannot_keep_others_out(tmp_path: Path) -> None:
     on; another origin's and a local submit still get in, even into a full pool."""
     setup = build(tmp_path / "flood.sqlite", mempool=Mempool(capacity=4, quota=2))
     try:
-        flood = [encode(MutationMsg(f"flood {i}".encode())) for i in range(5)]
+        flood = [encode(MutationMsg((f"flood {i}".encode(),))) for i in range(5)]
         verdicts = [setup.judge(Topic.MUTATIONS, OUTSIDER, data) for data in flood]
         assert verdicts == [Verdict.ACCEPT] * 2 + [Verdict.IGNORE] * 3
         assert setup.inbound.reasons == Counter(
             {(Topic.MUTATIONS, "origin over its mempool quota"): 3}
         )
         for n, sender in enumerate((VOTER, OTHER, PROPOSER)):  # the last finds the pool full
-            data = encode(MutationMsg(f"honest {n}".encode()))
+            data = encode(MutationMsg((f"honest {n}".encode(),)))
             assert setup.judge(Topic.MUTATIONS, sender, data) is Verdict.ACCEPT
         assert setup.providers.mempool.add(b"local", LOCAL) is Admission.ADDED
         assert setup.providers.mempool.take() == (b"honest 0", b"honest 1", b"honest 2", b"local")
-        assert setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg(b"more"))) is Verdict.IGNORE
+        assert (
+            setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg((b"more",)))) is Verdict.IGNORE
+        )
         assert setup.inbound.reasons[(Topic.MUTATIONS, "mempool full")] == 1
     finally:
         setup.machine.close()

@@ -10,8 +10,20 @@ from dataclasses import dataclass, replace
 from p2pnode.chain.types import digest
 
 MAX_MUTATION_SIZE = 1024
-MAX_MUTATIONS_PER_FRAME = 48
-"""Keeps a frame, and so every gossip message, under one yamux frame (see codec)."""
+MUTATION_OVERHEAD = 3
+"""What one mutation adds to an encoded frame besides its bytes: a CBOR byte-string header."""
+MAX_FRAME_MUTATION_BYTES = 48 * 1024
+"""A frame's mutations, each counted with its overhead, stay within this: with the frame's
+other fields and a certificate of every prover, a confirmation carrying the frame is still one
+gossip message (see codec). Frames are bounded by bytes, not by count."""
+MAX_MUTATIONS_PER_FRAME = MAX_FRAME_MUTATION_BYTES // (1 + MUTATION_OVERHEAD)
+"""The most mutations that fit (one byte each): a bound on the count for decoders."""
+
+
+def mutation_bytes(mutations: Iterable[bytes]) -> int:
+    """What `mutations` take of a frame's or a batch's budget."""
+    return sum(len(m) + MUTATION_OVERHEAD for m in mutations)
+
 
 LOCAL = "local"
 """The origin of mutations submitted to this peer's own status endpoint. Gossip origins are
@@ -122,17 +134,21 @@ class Mempool:
         self._insert(key, Entry(data, origin, self._now()))
         return Admission.ADDED
 
-    def take(self, limit: int = MAX_MUTATIONS_PER_FRAME) -> tuple[bytes, ...]:
-        """The oldest pending mutations, left in the pool until a frame holding them is final."""
+    def take(self, max_bytes: int = MAX_FRAME_MUTATION_BYTES) -> tuple[bytes, ...]:
+        """The oldest pending mutations that fit in `max_bytes` (see `mutation_bytes`), left in
+        the pool until a frame holding them is final."""
         self.expire()
         taken: list[bytes] = []
+        room = max_bytes
         for key, entry in list(self._pending.items()):
-            if len(taken) >= limit:
+            size = len(entry.data) + MUTATION_OVERHEAD
+            if size > room:
                 break
             if self._is_final(key):  # finalized in a frame that arrived by sync
                 self.finalized((entry.data,))
                 continue
             taken.append(entry.data)
+            room -= size
         return tuple(taken)
 
     def finalized(self, mutations: Iterable[bytes]) -> None:

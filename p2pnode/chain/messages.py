@@ -60,8 +60,10 @@ class Confirmation:
 
 @dataclass(frozen=True, slots=True)
 class MutationMsg:
+    """A batch of mutations submitted to one peer, gossiped together."""
+
     KIND: ClassVar[MessageKind] = MessageKind.MUTATION
-    data: bytes
+    mutations: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)

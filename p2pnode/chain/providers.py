@@ -17,7 +17,7 @@ from p2pnode.chain.crypto import (
     vote_statement,
 )
 from p2pnode.chain.genesis import Genesis, frame_challenge, leader_order
-from p2pnode.chain.mempool import MAX_MUTATIONS_PER_FRAME, Mempool
+from p2pnode.chain.mempool import Mempool
 from p2pnode.chain.messages import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.chain.storage import ChainStore, StorageError
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote
@@ -188,7 +188,7 @@ class ChainProviders:
 
     async def collect(self) -> Collected:
         rank = self.store.tip().round + 1
-        return Collected.of(rank, self.mempool.take(MAX_MUTATIONS_PER_FRAME))
+        return Collected.of(rank, self.mempool.take())
 
     async def send_liveness(self, prior: Frame | None, collected: Collected) -> None:
         statement = liveness_statement(collected.round, self.me, collected.root)

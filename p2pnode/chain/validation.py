@@ -9,7 +9,7 @@ from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import frame_statement, verify
 from p2pnode.chain.genesis import Genesis, frame_challenge
-from p2pnode.chain.mempool import MAX_MUTATION_SIZE, MAX_MUTATIONS_PER_FRAME
+from p2pnode.chain.mempool import MAX_FRAME_MUTATION_BYTES, MAX_MUTATION_SIZE, mutation_bytes
 from p2pnode.chain.types import CertKind, Frame, mutations_root
 
 MAX_CLOCK_AHEAD_MS = 30_000
@@ -58,7 +58,7 @@ class FrameChecker:
             return "prover not in the prover set"
         if frame.difficulty != genesis.difficulty:
             return "wrong difficulty"
-        if len(frame.mutations) > MAX_MUTATIONS_PER_FRAME or any(
+        if mutation_bytes(frame.mutations) > MAX_FRAME_MUTATION_BYTES or any(
             not m or len(m) > MAX_MUTATION_SIZE for m in frame.mutations
         ):
             return "mutations out of bounds"
