@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+import cbor2
 import h11
 import trio
 
 from p2pnode.home import Home
+from p2pnode.http import CBOR, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 
 MAX_REPLY = 4 * 1024 * 1024
 
@@ -35,7 +38,13 @@ def _endpoint(url: str) -> tuple[str, int]:
 
 
 async def request(
-    url: str, method: str, path: str, body: bytes = b"", *, timeout: float = 5.0
+    url: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    content_type: str | None = None,
+    timeout: float = 5.0,
 ) -> bytes:
     """One HTTP request; the body of a 2xx reply, else ClientError."""
     host, port = _endpoint(url)
@@ -43,6 +52,8 @@ async def request(
     # The peer answers only a loopback Host; urlsplit drops an IPv6 literal's brackets.
     named = f"[{host}]" if ":" in host else host
     headers = [("host", f"{named}:{port}"), ("content-length", str(len(body)))]
+    if content_type is not None:
+        headers.append(("content-type", content_type))
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
@@ -78,7 +89,17 @@ async def _reply(stream: trio.SocketStream, connection: h11.Connection) -> bytes
 
 
 async def get_json(url: str, path: str, *, timeout: float = 5.0) -> dict[str, object]:
-    reply = await request(url, "GET", path, timeout=timeout)
+    return _json_object(path, await request(url, "GET", path, timeout=timeout))
+
+
+async def post_json(
+    url: str, path: str, body: bytes, *, content_type: str | None = None, timeout: float = 5.0
+) -> dict[str, object]:
+    reply = await request(url, "POST", path, body, content_type=content_type, timeout=timeout)
+    return _json_object(path, reply)
+
+
+def _json_object(path: str, reply: bytes) -> dict[str, object]:
     try:
         value = json.loads(reply)
     except ValueError:
@@ -88,12 +109,15 @@ async def get_json(url: str, path: str, *, timeout: float = 5.0) -> dict[str, ob
     return value
 
 
-async def post_json(url: str, path: str, body: bytes, *, timeout: float = 5.0) -> dict[str, object]:
-    reply = await request(url, "POST", path, body, timeout=timeout)
-    try:
-        value = json.loads(reply)
-    except ValueError:
-        raise ClientError(f"{path} did not answer JSON") from None
-    if not isinstance(value, dict):
-        raise ClientError(f"{path} did not answer a JSON object")
-    return value
+async def submit_batch(
+    url: str, mutations: Sequence[bytes], *, timeout: float = 10.0
+) -> dict[str, object]:
+    """Submit 1 to MAX_SUBMIT_BATCH mutations in one request: {"results": [{"id", "admission"}
+    for each, in order], "added": how many were added}."""
+    body = cbor2.dumps(list(mutations))
+    if not 1 <= len(mutations) <= MAX_SUBMIT_BATCH or len(body) > MAX_SUBMIT_BODY:
+        raise ClientError(
+            f"a batch is 1 to {MAX_SUBMIT_BATCH} mutations in at most {MAX_SUBMIT_BODY} bytes"
+            f" of CBOR, not {len(mutations)} in {len(body)}"
+        )
+    return await post_json(url, "/submit", body, content_type=CBOR, timeout=timeout)

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import cbor2
 import trio
 
 from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
-from p2pnode.chain.mempool import mutation_id
+from p2pnode.chain.mempool import Admission, mutation_id
 from p2pnode.home import Home, HomeError
-from p2pnode.http import Reply, StatusServer, json_reply
+from p2pnode.http import (
+    CBOR,
+    MAX_SUBMIT_BATCH,
+    MAX_SUBMIT_BODY,
+    Limited,
+    Reply,
+    Request,
+    StatusServer,
+    json_reply,
+)
 from p2pnode.net import NetError, fetch_genesis
 from p2pnode.node import Node
 from p2pnode.settings import NodeSettings, split_endpoint
@@ -119,26 +130,66 @@ async def _run_until_stopped(
     nursery.cancel_scope.cancel()
 
 
+class BatchError(ValueError):
+    """A batch submit's body is not a CBOR array of 1 to MAX_SUBMIT_BATCH byte strings."""
+
+
+def decode_batch(body: bytes) -> list[bytes]:
+    """The mutations of a batch submit's body, in order; BatchError says what is wrong."""
+    stream = io.BytesIO(body)
+    try:
+        # The decoder bounds nesting, and allocates no more than the body holds.
+        value = cbor2.CBORDecoder(stream).decode()
+    except Exception as err:  # the decoder and its tag hooks raise several unrelated types
+        raise BatchError(f"the body is not CBOR ({type(err).__name__})") from None
+    if stream.tell() != len(body):
+        raise BatchError("the body is not CBOR: bytes follow its first value")
+    if not isinstance(value, list):
+        raise BatchError(f"the body is not a CBOR array but a {type(value).__name__}")
+    if not value:
+        raise BatchError("the batch is empty")
+    if len(value) > MAX_SUBMIT_BATCH:
+        raise BatchError(f"the batch holds {len(value)} items, more than {MAX_SUBMIT_BATCH}")
+    for index, item in enumerate(value):
+        if not isinstance(item, bytes):
+            raise BatchError(f"item {index} is not a byte string but a {type(item).__name__}")
+    return value
+
+
 def status_server(node: Node) -> StatusServer:
-    async def status(_: bytes) -> Reply:
+    async def status(_: Request) -> Reply:
         return json_reply(node.status().to_json())
 
-    async def metrics(_: bytes) -> Reply:
+    async def metrics(_: Request) -> Reply:
         return Reply(200, node.metrics.exposition(), "text/plain; version=0.0.4")
 
-    async def submit(body: bytes) -> Reply:
-        mutation, admission = await node.submit(body)
-        return json_reply({"id": mutation, "admission": admission.value})
-
-    async def mutation(body: bytes) -> Reply:
+    async def submit(request: Request) -> Reply:
+        """One mutation (the body as it is), or a batch: a CBOR array of byte strings."""
+        if request.content_type != CBOR:
+            mutation, admission = await node.submit(request.body)
+            return json_reply({"id": mutation, "admission": admission.value})
         try:
-            rank = node.store.mutation_rank(bytes.fromhex(body.decode().strip()))
+            batch = decode_batch(request.body)
+        except BatchError as err:
+            return json_reply({"error": str(err)}, 400)
+        results = node.submit_many(batch)
+        return json_reply(
+            {
+                "results": [{"id": key, "admission": admitted.value} for key, admitted in results],
+                "added": sum(admitted is Admission.ADDED for _, admitted in results),
+            }
+        )
+
+    async def mutation(request: Request) -> Reply:
+        try:
+            rank = node.store.mutation_rank(bytes.fromhex(request.body.decode().strip()))
         except (ValueError, UnicodeDecodeError):
             return json_reply({"error": "the body must be a mutation id in hex"}, 400)
         return json_reply({"rank": rank})
 
-    async def frames(body: bytes) -> Reply:
+    async def frames(request: Request) -> Reply:
         """The last 16 final frames (GET), or 16 from the rank in the body (POST)."""
+        body = request.body
         tip = node.store.tip().round
         try:
             start = int(body) if body.strip() else max(1, tip - 15)
@@ -167,7 +218,8 @@ def status_server(node: Node) -> StatusServer:
             ("GET", "/frames"): frames,
             ("POST", "/frames"): frames,
             ("GET", "/metrics"): metrics,
-            ("POST", "/submit"): submit,
+            # Only a batch may be large; one mutation keeps the MAX_BODY bound.
+            ("POST", "/submit"): Limited(submit, MAX_SUBMIT_BODY, CBOR),
             ("POST", "/mutation"): mutation,
         }
     )

@@ -6,7 +6,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +21,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 4096
+"""The largest request body a route takes, unless it declares more (see `Limited`)."""
+MAX_SUBMIT_BODY = 2 * 1024 * 1024
+"""The largest batch of mutations POST /submit takes, in bytes of CBOR."""
+MAX_SUBMIT_BATCH = 10_000
+"""The most mutations one batch submit holds."""
+CBOR = "application/cbor"
+READ_SIZE = 65536
 READ_TIMEOUT = 10.0
+LINGER = 1.0
+"""How long a body over its limit is discarded once its request is answered (see
+`_discard_unread`), at most LINGER_SIZE bytes of it."""
+LINGER_SIZE = 65536
 HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]{1,5})?")
 """A Host header: a name or IPv4 literal, or an IPv6 literal in brackets; maybe a port."""
 
@@ -37,14 +48,41 @@ def json_reply(value: object, status: int = 200) -> Reply:
     return Reply(status, json.dumps(value, separators=(",", ":")).encode())
 
 
-Route = Callable[[bytes], Awaitable[Reply]]
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a route sees of a request: its body and its media type ("" without one), in
+    lower case and without parameters ("application/cbor", not "Application/CBOR; x=1")."""
+
+    body: bytes
+    content_type: str = ""
+
+
+Route = Callable[[Request], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """A route that takes bodies of up to `max_body` bytes, rather than MAX_BODY; only bodies
+    of `content_type` if it is given (other bodies keep the MAX_BODY bound)."""
+
+    route: Route
+    max_body: int
+    content_type: str | None = None
+
+    def limit(self, content_type: str) -> int:
+        if self.content_type is None or content_type == self.content_type:
+            return self.max_body
+        return MAX_BODY
 
 
 class StatusServer:
     """A tiny HTTP/1.1 server (one request per connection) for a few routes."""
 
-    def __init__(self, routes: dict[tuple[str, str], Route]) -> None:
-        self._routes = routes
+    def __init__(self, routes: Mapping[tuple[str, str], Route | Limited]) -> None:
+        self._routes = {
+            key: route if isinstance(route, Limited) else Limited(route, MAX_BODY)
+            for key, route in routes.items()
+        }
         self.port = 0
         self.refused = 0
         """Requests refused for their Host or Origin: a browser page tried to reach the peer."""
@@ -63,18 +101,27 @@ class StatusServer:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
         try:
             with trio.fail_after(READ_TIMEOUT):
-                request, body = await _read_request(stream, connection)
-            route = self._routes.get((request.method.decode(), request.target.decode()))
-            refusal = refusal_of(request, self._origins)
+                head = await _read_head(stream, connection)
+                route = self._routes.get((head.method.decode(), head.target.decode()))
+                refusal = refusal_of(head, self._origins)
+                content_type = media_type(head)
+                limit = MAX_BODY  # a refused or unknown request is answered as such
+                if route is not None and refusal is None:
+                    limit = route.limit(content_type)
+                body = await _read_body(stream, connection, head, limit)
             if refusal is not None:
                 self._count_refusal(refusal)
                 reply = json_reply({"error": refusal}, 403)
             elif route is None:
                 reply = json_reply({"error": "not found"}, 404)
+            elif body is None:
+                reply = json_reply({"error": f"the body is over {limit} bytes"}, 413)
             else:
-                reply = await _answer(route, body)
+                reply = await _answer(route.route, Request(body, content_type))
             await _send(stream, connection, reply)
-        except (h11.RemoteProtocolError, trio.TooSlowError, _TooLargeError):
+            if body is None:
+                await _discard_unread(stream)
+        except (h11.RemoteProtocolError, trio.TooSlowError):
             await _send_quietly(stream, connection, json_reply({"error": "bad request"}, 400))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -107,6 +154,14 @@ def refusal_of(request: h11.Request, origins: frozenset[str]) -> str | None:
     return None
 
 
+def media_type(request: h11.Request) -> str:
+    """The request's Content-Type without its parameters, in lower case; "" without one."""
+    for name, value in request.headers:
+        if name == b"content-type":
+            return value.decode("ascii", "replace").split(";", 1)[0].strip().lower()
+    return ""
+
+
 def is_loopback_host(value: str) -> bool:
     """A Host header naming this machine: localhost or a loopback IP literal, maybe a port."""
     match = HOST.fullmatch(value)
@@ -116,38 +171,73 @@ def is_loopback_host(value: str) -> bool:
     return name.lower() == "localhost" or is_loopback_ip(name)
 
 
-async def _answer(route: Route, body: bytes) -> Reply:
+async def _answer(route: Route, request: Request) -> Reply:
     """A route's reply; its failure is this request's (500), never the server's."""
     try:
-        return await route(body)
+        return await route(request)
     except Exception:
         log.exception("the status endpoint failed on a request")
         return json_reply({"error": "internal error"}, 500)
 
 
-class _TooLargeError(Exception):
-    """The request body exceeds MAX_BODY."""
-
-
-async def _read_request(
-    stream: trio.SocketStream, connection: h11.Connection
-) -> tuple[h11.Request, bytes]:
-    request: h11.Request | None = None
-    body = b""
+async def _read_head(stream: trio.SocketStream, connection: h11.Connection) -> h11.Request:
+    """The request line and headers (at most MAX_BODY bytes of them: h11 bounds them)."""
     while True:
         event = connection.next_event()
         if event is h11.NEED_DATA:
             connection.receive_data(await stream.receive_some(MAX_BODY))
         elif isinstance(event, h11.Request):
-            request = event
+            return event
+        else:  # ConnectionClosed: an h11.Data or an h11.EndOfMessage cannot precede a Request
+            raise h11.RemoteProtocolError("connection closed before the request ended")
+
+
+async def _read_body(
+    stream: trio.SocketStream, connection: h11.Connection, head: h11.Request, limit: int
+) -> bytes | None:
+    """The request's body, or None once it is known to be over `limit` bytes: from its
+    Content-Length before any of it is read, else (chunked) as soon as more than `limit`
+    bytes of it have come; the rest is never read."""
+    for name, value in head.headers:
+        if name == b"content-length" and int(value) > limit:
+            return None
+    if connection.they_are_waiting_for_100_continue:  # curl asks before a large body
+        await stream.send_all(
+            connection.send(h11.InformationalResponse(status_code=100, headers=[]))
+        )
+    body = bytearray()
+    while True:
+        event = connection.next_event()
+        if event is h11.NEED_DATA:
+            # Each read asks for what is left under the limit and one byte, which shows it over.
+            wanted = min(READ_SIZE, max(1, limit + 1 - len(body)))
+            connection.receive_data(await stream.receive_some(wanted))
         elif isinstance(event, h11.Data):
             body += event.data
-            if len(body) > MAX_BODY:
-                raise _TooLargeError
-        elif isinstance(event, h11.EndOfMessage) and request is not None:
-            return request, body
-        elif isinstance(event, h11.ConnectionClosed):
+            if len(body) > limit:
+                return None
+        elif isinstance(event, h11.EndOfMessage):
+            return bytes(body)
+        else:
             raise h11.RemoteProtocolError("connection closed before the request ended")
+
+
+async def _discard_unread(stream: trio.SocketStream) -> None:
+    """After a request is answered before its body has come whole: closing with unread
+    bytes makes the kernel reset the connection, and the client may lose the reply. So end
+    the sending side, then discard what still comes, until the client closes, for at most
+    LINGER seconds and LINGER_SIZE bytes; a client sending more may see the reset."""
+    with (
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        trio.move_on_after(LINGER),
+    ):
+        await stream.send_eof()
+        discarded = 0
+        while discarded < LINGER_SIZE:
+            chunk = await stream.receive_some(READ_SIZE)
+            if not chunk:
+                return
+            discarded += len(chunk)
 
 
 async def _send(stream: trio.SocketStream, connection: h11.Connection, reply: Reply) -> None:

@@ -22,7 +22,7 @@ from p2pnode.dashboard import PeerStatus, Unreachable, fetch, parse_status, peer
 from p2pnode.dashboard import render as views
 from p2pnode.dashboard.live import watch
 from p2pnode.dashboard.model import Reading
-from p2pnode.http import Reply, StatusServer, json_reply
+from p2pnode.http import Reply, Request, StatusServer, json_reply
 
 SAMPLE = Path(__file__).parent / "data" / "status_sample.json"
 SIZES = [(80, 24), (160, 48)]
@@ -523,16 +523,16 @@ async def test_logs_go_to_the_file_while_shown(
 
 
 async def test_fetch_turns_bad_replies_into_unreachable_peers() -> None:
-    async def not_json(_: bytes) -> Reply:
+    async def not_json(_: Request) -> Reply:
         return Reply(200, b"<html>")
 
-    async def a_list(_: bytes) -> Reply:
+    async def a_list(_: Request) -> Reply:
         return json_reply([1, 2])
 
-    async def failing(_: bytes) -> Reply:
+    async def failing(_: Request) -> Reply:
         return json_reply({"error": "boom"}, 500)
 
-    async def partial(_: bytes) -> Reply:
+    async def partial(_: Request) -> Reply:
         return json_reply({"peer_id": ME, "finalized_rank": 3})
 
     with trio.fail_after(10):

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from p2pnode.client import get_json, post_json
-from p2pnode.http import Reply, Route, StatusServer, json_reply
+from p2pnode.http import Reply, Request, Route, StatusServer, json_reply
 from p2pnode.settings import SettingsError, load_settings, split_endpoint
 from tests.test_cli import one_line_error, p2pnode
 
@@ -73,11 +73,11 @@ class Routes:
 
     submitted: list[bytes] = field(default_factory=list)
 
-    async def status(self, _: bytes) -> Reply:
+    async def status(self, _: Request) -> Reply:
         return json_reply({"ok": True})
 
-    async def submit(self, body: bytes) -> Reply:
-        self.submitted.append(body)
+    async def submit(self, request: Request) -> Reply:
+        self.submitted.append(request.body)
         return json_reply({"id": "abc", "admission": "added"})
 
     def table(self) -> dict[tuple[str, str], Route]:

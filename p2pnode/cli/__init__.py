@@ -83,10 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     _target(dashboard, many=True)
     dashboard.set_defaults(run=commands.dashboard)
 
-    submit = sub.add_parser("submit", help="submit a mutation; prints its id")
+    submit = sub.add_parser("submit", help="submit a mutation, or a file of them")
     _target(submit)
-    submit.add_argument("data", help="the mutation (at most 1024 bytes of UTF-8)")
-    submit.add_argument("--wait", action="store_true", help="wait until a frame holds it")
+    what = submit.add_mutually_exclusive_group(required=True)
+    what.add_argument("data", nargs="?", help="the mutation (at most 1024 bytes of UTF-8)")
+    what.add_argument(
+        "--file",
+        metavar="PATH",
+        help="submit a mutation per line of PATH (- reads stdin), in batches; prints a summary",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="wait until a frame holds it (not with --file)"
+    )
     submit.set_defaults(run=commands.submit)
 
     frames = sub.add_parser("frames", help="final frames and their mutations")
