@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from p2pnode.chain.mempool import mutation_id
-from p2pnode.client import ClientError, get_json, post_json, status_url
+from p2pnode.client import ClientError, get_json, status_url, submit_batch
 from p2pnode.home import Home
 from p2pnode.phases import Phase
 from p2pnode.status import quantile
@@ -162,26 +162,41 @@ async def _sample(fleet: Fleet, samples: Samples, start_rank: int) -> None:
         await trio.sleep(SAMPLE_EVERY)
 
 
-async def _submit_load(homes: list[Home], rate: float, done: trio.Event, samples: Samples) -> None:
-    """Submit `rate` distinct mutations per second on a fixed schedule, round robin over the
-    peers, until `done`; each submit runs on its own so a slow reply does not slow the rest."""
+MUTATION_SIZE = 100
+BATCHES_PER_SECOND = 10
 
-    async def submit(index: int) -> None:
-        data = f"bench-{index}".encode()
+
+def mutation(index: int) -> bytes:
+    """The benchmark's `index`th mutation: 100 distinct bytes."""
+    return f"bench {index:012d} ".encode().ljust(MUTATION_SIZE, b".")
+
+
+async def _submit_load(
+    homes: list[Home], rate: float, done: trio.Event, samples: Samples
+) -> None:
+    """Submit `rate` distinct mutations per second on a fixed schedule, in ten batches a second
+    round robin over the peers, until `done`; each batch is sent on its own, so a slow reply
+    does not slow the schedule."""
+
+    async def submit(peer: int, batch: list[bytes]) -> None:
         try:
             at = int(time.time() * 1000)
-            await post_json(status_url(homes[index % len(homes)]), "/submit", data, timeout=5)
-            samples.submitted[mutation_id(data)] = at
+            await submit_batch(status_url(homes[peer % len(homes)]), batch, timeout=10)
         except ClientError:
-            pass
+            return
+        for data in batch:
+            samples.submitted[mutation_id(data)] = at
 
-    start = trio.current_time()
+    start, sent = trio.current_time(), 0
     async with trio.open_nursery() as nursery:
-        index = 0
+        tick = 0
         while not done.is_set():
-            await trio.sleep_until(start + index / rate)
-            nursery.start_soon(submit, index)
-            index += 1
+            await trio.sleep_until(start + tick / BATCHES_PER_SECOND)
+            due = int(rate * (tick + 1) / BATCHES_PER_SECOND)
+            if due > sent:
+                nursery.start_soon(submit, tick, [mutation(i) for i in range(sent, due)])
+                sent = due
+            tick += 1
 
 
 async def _until(home: Home, rank: int | None, seconds: float, done: trio.Event) -> None:
