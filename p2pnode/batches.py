@@ -9,8 +9,10 @@ import trio
 from p2pnode.chain.mempool import MAX_FRAME_MUTATION_BYTES, MUTATION_OVERHEAD
 from p2pnode.chain.messages import MutationMsg
 
-FLUSH_EVERY = 1.0
-"""Seconds a submit waits at most for its batch to leave while no round ends (a stall)."""
+FLUSH_EVERY = 5.0
+"""Seconds a submit waits at most for its batch to leave while no round ends here. Only rounds
+include mutations, so a batch sent sooner helps no one; a stall sends one now and then anyway,
+in case this peer is the one lagging."""
 
 
 class Batcher:

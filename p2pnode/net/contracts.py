@@ -81,14 +81,24 @@ class MeshDegrees:
 
 
 def mesh_degrees(expected_peers: int) -> MeshDegrees:
-    """Degrees that keep every member of a small prover set in every peer's mesh.
+    """Degrees that keep a small prover set whole in every peer's mesh, and a larger one sparse.
 
     With N-1 > D_high py-libp2p's heartbeat prunes carry no backoff and the mesh collapses into
-    GRAFT/PRUNE churn, and a peer with an empty mesh sends its own messages to
-    nobody (§4-G); D_high >= N-1 avoids both. D_low = min(6, N-1) grafts every peer on subscribe.
+    GRAFT/PRUNE churn, and a peer with an empty mesh sends its own messages to nobody (§4-G):
+    D_high >= N-1 avoids both, as nothing is ever pruned. Up to seven peers, D_low = D = N-1
+    grafts every peer on subscribe. Beyond, a whole mesh makes every peer receive every message
+    once from each of the others, and those copies outgrow the work itself (at ten provers on
+    two cores, rounds stalled); D_low = 3 and D = 4 leave each peer 4 to 8 mesh members, still
+    never pruned, and the heartbeat's gossip (IHAVE) to the others covers any gap.
     """
     others = max(1, expected_peers - 1)
-    return MeshDegrees(low=min(6, others), target=min(8, others), high=max(12, others))
+    if others > SMALL_MESH:
+        return MeshDegrees(low=3, target=4, high=max(12, others))
+    return MeshDegrees(low=others, target=others, high=12)
+
+
+SMALL_MESH = 6
+"""The most other peers every peer keeps in its mesh."""
 
 
 @dataclass(frozen=True, slots=True)
