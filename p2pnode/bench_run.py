@@ -171,9 +171,7 @@ def mutation(index: int) -> bytes:
     return f"bench {index:012d} ".encode().ljust(MUTATION_SIZE, b".")
 
 
-async def _submit_load(
-    homes: list[Home], rate: float, done: trio.Event, samples: Samples
-) -> None:
+async def _submit_load(homes: list[Home], rate: float, done: trio.Event, samples: Samples) -> None:
     """Submit `rate` distinct mutations per second on a fixed schedule, in ten batches a second
     round robin over the peers, until `done`; each batch is sent on its own, so a slow reply
     does not slow the schedule."""
