@@ -38,8 +38,11 @@ class Batcher:
         self._due = trio.Event()
 
     def add(self, data: bytes) -> None:
+        size = len(data) + MUTATION_OVERHEAD
+        if size > self._max_bytes:  # the mempool admits none so large; no batch could hold it
+            raise ValueError(f"a {len(data)}-byte mutation does not fit in a batch")
         self._pending.append(data)
-        self._bytes += len(data) + MUTATION_OVERHEAD
+        self._bytes += size
         if self._bytes >= self._max_bytes:
             self._due.set()
 

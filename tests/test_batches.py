@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -66,3 +67,11 @@ async def test_a_full_batch_leaves_at_once_split_within_the_budget(
     assert [m for batch in sent.batches for m in batch] == items
     assert all(mutation_bytes(batch) <= 100 for batch in sent.batches)
     assert len(batcher) == 0
+
+
+def test_a_mutation_no_batch_could_hold_is_refused() -> None:
+    batcher = Batcher(Sent().publish, max_bytes=10)
+    with pytest.raises(ValueError, match="does not fit"):
+        batcher.add(b"x" * 8)
+    batcher.add(b"x" * 7)
+    assert len(batcher) == 1
