@@ -98,7 +98,8 @@ def test_user_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) 
 def solo(tmp_path: Path) -> Path:
     """A home of a one-prover network, able to finalize alone."""
     home = tmp_path / "solo"
-    assert p2pnode("init", "--home", str(home), "--network", "solo", "--difficulty", "100")
+    made = p2pnode("init", "--home", str(home), "--network", "solo", "--difficulty", "100")
+    assert made.returncode == 0, made.stderr
     return home
 
 
