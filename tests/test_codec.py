@@ -282,26 +282,32 @@ def test_malformed_certificates_are_rejected(certificate: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("index", "value"),
+    ("index", "value", "reason"),
     [
-        (1, b"p" * 31),  # parent
-        (2, b"k" * 33),  # prover
-        (4, b""),  # root
-        (5, [b"m"] * (codec.MAX_MUTATIONS + 1)),
-        (5, [b"m" * (MAX_MUTATION_SIZE + 1)]),
-        (5, [["m"]]),
-        (5, b"m"),
-        (7, b"o" * 99),  # output
-        (8, b"q" * 101),  # proof
-        (9, b"s" * 63),  # signature
-        (10, 0),  # certificate slot
+        (1, b"p" * 31, "frame.parent: expected 32 bytes, got 31"),
+        (2, b"k" * 33, "frame.prover: expected 32 bytes, got 33"),
+        (4, b"", "frame.root: expected 32 bytes, got 0"),
+        (5, [b"m"] * (codec.MAX_MUTATIONS + 1), "frame.mutations: 12289 elements exceeds"),
+        (5, [b"m" * (MAX_MUTATION_SIZE + 1)], "frame.mutations: 1025 bytes exceeds 1024"),
+        (5, [["m"]], "frame.mutations: expected a byte string"),
+        (5, b"m", "frame.mutations: expected an array"),
+        (7, b"o" * 99, "frame.output: expected 100 bytes, got 99"),
+        (8, b"q" * 101, "frame.proof: expected 100 bytes, got 101"),
+        (9, b"s" * 63, "frame.signature: expected 64 bytes, got 63"),
+        (10, 0, "frame.cert: expected an array"),
     ],
 )
-def test_malformed_frames_are_rejected(index: int, value: object) -> None:
+def test_malformed_frames_are_rejected_for_the_field_at_fault(
+    index: int, value: object, reason: str
+) -> None:
     fields = frame_value(frame())
     fields[index] = value
-    rejects(raw(MessageKind.PROPOSAL, [fields]))
-    rejects(raw(MessageKind.PROPOSAL, [fields[:-1]]))
+    assert reason in rejects(raw(MessageKind.PROPOSAL, [fields]))
+
+
+def test_a_frame_without_its_last_field_is_rejected_for_its_arity() -> None:
+    shorter = raw(MessageKind.PROPOSAL, [frame_value(frame())[:-1]])
+    assert "proposal.frame: expected 11 elements, got 10" in rejects(shorter)
 
 
 def test_encode_refuses_what_decode_would_reject() -> None:
