@@ -204,53 +204,127 @@ def liveness(*body: object) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "reason"),
     [
-        liveness(1, b"k" * 32, b"r" * 32),  # arity
-        liveness(1, b"k" * 32, b"r" * 32, b"s" * 64, 0),
-        liveness(-1, b"k" * 32, b"r" * 32, b"s" * 64),  # negative
-        liveness(2**63, b"k" * 32, b"r" * 32, b"s" * 64),  # too large
-        liveness(2**64, b"k" * 32, b"r" * 32, b"s" * 64),  # a bignum (tag 2)
-        liveness(True, b"k" * 32, b"r" * 32, b"s" * 64),  # a bool is no int
-        liveness(1.0, b"k" * 32, b"r" * 32, b"s" * 64),  # no floats
-        liveness(None, b"k" * 32, b"r" * 32, b"s" * 64),
-        liveness(1, b"k" * 31, b"r" * 32, b"s" * 64),  # key size
-        liveness(1, b"k" * 32, b"r" * 33, b"s" * 64),  # hash size
-        liveness(1, b"k" * 32, b"r" * 32, b"s" * 65),  # signature size
-        liveness(1, "k" * 32, b"r" * 32, b"s" * 64),  # text is no bytes
-        liveness(1, [b"k" * 32], b"r" * 32, b"s" * 64),
-        raw(MessageKind.LIVENESS, {"rank": 1}),  # no maps
-        raw(MessageKind.LIVENESS, [1, {}, b"r" * 32, b"s" * 64]),
-        raw(MessageKind.SYNC_REQUEST, [4, 8], version=2),  # version
-        raw(MessageKind.SYNC_REQUEST, [4, 8], version=True),
-        raw(0, [4, 8]),  # unknown kinds
-        raw(8, [4, b"f" * 32]),  # reserved numbers
-        raw(10, [b"{}"]),
-        raw(11, [4, 8]),
-        raw(2**63 - 1, [4, 8]),
-        canonical([1, MessageKind.SYNC_REQUEST]),  # envelope arity
-        canonical([1, MessageKind.SYNC_REQUEST, [4, 8], None]),
-        canonical({"version": 1}),
-        canonical(b"bytes"),
-        raw(MessageKind.SYNC_REQUEST, [0, 0]),  # limit out of range
-        raw(MessageKind.SYNC_REQUEST, [0, codec.MAX_SYNC_FRAMES + 1]),
-        raw(MessageKind.MUTATION, [[b"x" * (MAX_MUTATION_SIZE + 1)]]),
-        raw(MessageKind.PEERS, ["p" * 257, []]),
-        raw(MessageKind.PEERS, ["p", ["a" * 257]]),
-        raw(MessageKind.PEERS, ["p", ["a"] * (codec.MAX_ADDRS + 1)]),
-        raw(MessageKind.PEERS, ["p", [["a"]]]),
-        raw(MessageKind.SYNC_RESPONSE, [[frame_value(frame(COMMIT))] * 65]),
-        raw(MessageKind.SYNC_RESPONSE, [[frame_value(frame())]]),  # no certificate
-        raw(  # a vote certificate does not make a frame final
-            MessageKind.SYNC_RESPONSE,
-            [[frame_value(frame(replace(COMMIT, kind=CertKind.VOTES)))]],
+        # arity
+        (liveness(1, b"k" * 32, b"r" * 32), "liveness: expected 4 elements, got 3"),
+        (liveness(1, b"k" * 32, b"r" * 32, b"s" * 64, 0), "liveness: expected 4 elements, got 5"),
+        # negative
+        (
+            liveness(-1, b"k" * 32, b"r" * 32, b"s" * 64),
+            "liveness.rank: expected an integer in [0, 2**63)",
         ),
-        raw(MessageKind.PROPOSAL, [frame_value(frame(COMMIT))]),  # proposals are bare
-        raw(MessageKind.CONFIRMATION, [frame_value(frame()), b"k" * 32, b"s" * 64]),
+        # too large
+        (
+            liveness(2**63, b"k" * 32, b"r" * 32, b"s" * 64),
+            "liveness.rank: expected an integer in [0, 2**63)",
+        ),
+        # a bignum is refused for its CBOR tag (2), before any integer bound
+        (
+            liveness(2**64, b"k" * 32, b"r" * 32, b"s" * 64),
+            "malformed CBOR: error decoding semantic tag 2",
+        ),
+        # a bool is no int
+        (
+            liveness(True, b"k" * 32, b"r" * 32, b"s" * 64),
+            "liveness.rank: expected an integer in [0, 2**63)",
+        ),
+        # no floats
+        (
+            liveness(1.0, b"k" * 32, b"r" * 32, b"s" * 64),
+            "liveness.rank: expected an integer in [0, 2**63)",
+        ),
+        (
+            liveness(None, b"k" * 32, b"r" * 32, b"s" * 64),
+            "liveness.rank: expected an integer in [0, 2**63)",
+        ),
+        # key size
+        (
+            liveness(1, b"k" * 31, b"r" * 32, b"s" * 64),
+            "liveness.prover: expected 32 bytes, got 31",
+        ),
+        # hash size
+        (liveness(1, b"k" * 32, b"r" * 33, b"s" * 64), "liveness.root: expected 32 bytes, got 33"),
+        # signature size
+        (
+            liveness(1, b"k" * 32, b"r" * 32, b"s" * 65),
+            "liveness.signature: expected 64 bytes, got 65",
+        ),
+        # text is no bytes
+        (liveness(1, "k" * 32, b"r" * 32, b"s" * 64), "liveness.prover: expected a byte string"),
+        (liveness(1, [b"k" * 32], b"r" * 32, b"s" * 64), "liveness.prover: expected a byte string"),
+        # no maps
+        (raw(MessageKind.LIVENESS, {"rank": 1}), "liveness: expected an array"),
+        (
+            raw(MessageKind.LIVENESS, [1, {}, b"r" * 32, b"s" * 64]),
+            "liveness.prover: expected a byte string",
+        ),
+        # version
+        (raw(MessageKind.SYNC_REQUEST, [4, 8], version=2), "envelope.version: expected 1"),
+        (raw(MessageKind.SYNC_REQUEST, [4, 8], version=True), "envelope.version: expected 1"),
+        # unknown kinds
+        (raw(0, [4, 8]), "envelope.kind: unknown message kind 0"),
+        # reserved numbers
+        (raw(8, [4, b"f" * 32]), "envelope.kind: unknown message kind 8"),
+        (raw(10, [b"{}"]), "envelope.kind: unknown message kind 10"),
+        (raw(11, [4, 8]), "envelope.kind: unknown message kind 11"),
+        (raw(2**63 - 1, [4, 8]), "envelope.kind: unknown message kind 9223372036854775807"),
+        # envelope arity
+        (canonical([1, MessageKind.SYNC_REQUEST]), "envelope: expected 3 elements, got 2"),
+        (
+            canonical([1, MessageKind.SYNC_REQUEST, [4, 8], None]),
+            "envelope: expected 3 elements, got 4",
+        ),
+        (canonical({"version": 1}), "envelope: expected an array"),
+        (canonical(b"bytes"), "envelope: expected an array"),
+        # limit out of range
+        (raw(MessageKind.SYNC_REQUEST, [0, 0]), "sync_request.limit: 0 is not in [1, 64]"),
+        (
+            raw(MessageKind.SYNC_REQUEST, [0, codec.MAX_SYNC_FRAMES + 1]),
+            "sync_request.limit: 65 is not in [1, 64]",
+        ),
+        (
+            raw(MessageKind.MUTATION, [[b"x" * (MAX_MUTATION_SIZE + 1)]]),
+            "mutation.mutations: 1025 bytes exceeds 1024",
+        ),
+        (raw(MessageKind.PEERS, ["p" * 257, []]), "peers.peer_id: 257 characters exceeds 256"),
+        (raw(MessageKind.PEERS, ["p", ["a" * 257]]), "peers.addrs: 257 characters exceeds 256"),
+        (
+            raw(MessageKind.PEERS, ["p", ["a"] * (codec.MAX_ADDRS + 1)]),
+            "peers.addrs: 17 elements exceeds 16",
+        ),
+        (raw(MessageKind.PEERS, ["p", [["a"]]]), "peers.addrs: expected a text string"),
+        (
+            raw(MessageKind.SYNC_RESPONSE, [[frame_value(frame(COMMIT))] * 65]),
+            "sync_response.frames: 65 elements exceeds 64",
+        ),
+        # no certificate
+        (
+            raw(MessageKind.SYNC_RESPONSE, [[frame_value(frame())]]),
+            "sync_response.frame: a synced frame carries its commit certificate",
+        ),
+        (
+            raw(  # a vote certificate does not make a frame final
+                MessageKind.SYNC_RESPONSE,
+                [[frame_value(frame(replace(COMMIT, kind=CertKind.VOTES)))]],
+            ),
+            "sync_response.frame: a synced frame carries its commit certificate",
+        ),
+        # proposals are bare
+        (
+            raw(MessageKind.PROPOSAL, [frame_value(frame(COMMIT))]),
+            "proposal.frame: a proposal carries no certificate",
+        ),
+        (
+            raw(MessageKind.CONFIRMATION, [frame_value(frame()), b"k" * 32, b"s" * 64]),
+            "confirmation.frame: a confirmation carries a certificate",
+        ),
     ],
 )
-def test_out_of_bounds_or_mistyped_bodies_are_rejected(data: bytes) -> None:
-    rejects(data)
+def test_out_of_bounds_or_mistyped_bodies_are_rejected_for_their_reason(
+    data: bytes, reason: str
+) -> None:
+    assert rejects(data) == reason
 
 
 def confirmation_with(certificate: object) -> bytes:
