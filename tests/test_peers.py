@@ -93,6 +93,7 @@ async def test_a_killed_prover_restarts_and_catches_up(tmp_path: Path) -> None:
                 assert not any("equivocating" in reason for reason in rejected), rejected
             chains = [await chain(peer) for peer in [revived, *others]]
             common = set.intersection(*(set(c) for c in chains))
+            assert common  # the revived peer holds ranks the others hold: compared, not vacuous
             assert all(len({c[r] for c in chains}) == 1 for r in common)
 
 
