@@ -9,8 +9,10 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from contextlib import closing
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -28,6 +30,18 @@ def p2pnode(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def first_lines(stream: IO[str], count: int, timeout: float = 60) -> list[str]:
+    """The next `count` lines of a child's output; fails, instead of hanging, if they never come."""
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(stream.readline() for _ in range(count)), daemon=True
+    )
+    reader.start()
+    reader.join(timeout)
+    assert not reader.is_alive(), f"only {len(lines)} of {count} lines within {timeout} s"
+    return lines
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -143,7 +157,7 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline() for _ in range(3)]
+        lines = first_lines(process.stdout, 3)
         assert lines[0].startswith("peer id: 12D3KooW")
         assert lines[1].startswith("listening on /ip4/127.0.0.1/tcp/")
         url = (solo / "status.url").read_text().strip()
