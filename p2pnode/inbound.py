@@ -148,13 +148,19 @@ class Inbound:
         raise RejectedError("unexpected message kind")
 
     def _mutation(self, message: MutationMsg, origin: str) -> Verdict:
-        """A batch is passed on if any of its mutations was new here."""
-        admitted = [self.mempool.add(data, origin) for data in message.mutations]
-        if Admission.ADDED in admitted:
+        """A batch is passed on if any of its mutations was new here. The first one refused
+        for want of room ends it: the rest would meet the same refusal, each at some cost."""
+        added, crowded = False, None
+        for data in message.mutations:
+            admitted = self.mempool.add(data, origin)
+            added |= admitted is Admission.ADDED
+            crowded = CROWDED.get(admitted)
+            if crowded is not None:
+                break
+        if added:
             return Verdict.ACCEPT
-        reason = next((CROWDED[a] for a in admitted if a in CROWDED), None)
-        if reason is not None:  # what a flooder meets: counted, to be seen in the status
-            return self._ignore(Topic.MUTATIONS, origin, reason)
+        if crowded is not None:  # what a flooder meets: counted, to be seen in the status
+            return self._ignore(Topic.MUTATIONS, origin, crowded)
         return Verdict.IGNORE  # known already: nothing to count
 
     def _sender(self, key: bytes, origin: str) -> ProverId:

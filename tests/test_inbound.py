@@ -18,7 +18,13 @@ from p2pnode.chain.crypto import (
     sign,
     vote_statement,
 )
-from p2pnode.chain.mempool import LOCAL, MAX_MUTATION_SIZE, Admission, Mempool
+from p2pnode.chain.mempool import (
+    LOCAL,
+    MAX_FRAME_MUTATION_BYTES,
+    MAX_MUTATION_SIZE,
+    Admission,
+    Mempool,
+)
 from p2pnode.chain.messages import (
     Confirmation,
     Liveness,
@@ -702,6 +708,32 @@ def test_a_confirmation_of_a_final_rank_is_ignored(tmp_path: Path) -> None:
         assert setup.inbound.reasons == Counter()
         view = setup.machine.round_view()
         assert (view.proposals, view.confirmations) == ({}, {})
+    finally:
+        setup.machine.close()
+        setup.store.close()
+
+
+def test_a_batch_costs_no_more_than_its_sender_s_quota(tmp_path: Path) -> None:
+    """One gossip message may hold some 12,000 tiny mutations, each new one costing a lookup in
+    the store. An origin over its quota stops costing anything: the rest of its batch is not
+    looked at, and a later batch of it is refused at its first mutation."""
+    looked_up: list[bytes] = []
+
+    def is_final(key: bytes) -> bool:
+        looked_up.append(key)
+        return False
+
+    setup = build(tmp_path / "batch.sqlite", mempool=Mempool(quota=3, is_final=is_final))
+    try:
+        flood = tuple(i.to_bytes(2, "big") for i in range(MAX_FRAME_MUTATION_BYTES // 5))
+        assert setup.judge(Topic.MUTATIONS, OUTSIDER, encode(MutationMsg(flood))) is Verdict.ACCEPT
+        assert len(looked_up) == 3
+        again = encode(MutationMsg(flood[3:]))
+        assert setup.judge(Topic.MUTATIONS, OUTSIDER, again) is Verdict.IGNORE
+        assert len(looked_up) == 3
+        assert setup.inbound.reasons == Counter(
+            {(Topic.MUTATIONS, "origin over its mempool quota"): 1}
+        )
     finally:
         setup.machine.close()
         setup.store.close()

@@ -128,10 +128,11 @@ class Mempool:
             if origin == LOCAL and held.origin != LOCAL:
                 self._adopt(key, held)
             return Admission.DUPLICATE
-        if key in self._done or self._is_final(key):
-            return Admission.DUPLICATE
+        # The quota before the store: an origin over it costs no lookup at all.
         if origin != LOCAL and self.held_by(origin) >= self._quota:
             return Admission.OVER_QUOTA
+        if key in self._done or self._is_final(key):
+            return Admission.DUPLICATE
         if len(self._pending) >= self._capacity:
             victim = self._victim(origin)
             if victim is None:
