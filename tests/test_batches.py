@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -22,11 +25,19 @@ class Sent:
         self.changed = trio.Event()
 
 
-async def test_a_batch_leaves_when_a_round_ends(autojump_clock: trio.testing.MockClock) -> None:
+@asynccontextmanager
+async def running(max_bytes: int, every: float) -> AsyncIterator[tuple[Batcher, Sent]]:
+    """A batcher at work, and what it sent; stopped on leaving."""
     sent = Sent()
-    batcher = Batcher(sent.publish, max_bytes=1000, every=5.0)
+    batcher = Batcher(sent.publish, max_bytes=max_bytes, every=every)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(batcher.run)
+        yield batcher, sent
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_leaves_when_a_round_ends(autojump_clock: trio.testing.MockClock) -> None:
+    async with running(max_bytes=1000, every=5.0) as (batcher, sent):
         batcher.add(b"a")
         batcher.add(b"b")
         await trio.sleep(4.9)
@@ -35,35 +46,26 @@ async def test_a_batch_leaves_when_a_round_ends(autojump_clock: trio.testing.Moc
         await sent.changed.wait()
         assert sent.batches == [(b"a", b"b")]
         assert trio.current_time() < 5.0
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_stall_still_sends_after_a_while(autojump_clock: trio.testing.MockClock) -> None:
-    sent = Sent()
-    batcher = Batcher(sent.publish, max_bytes=1000, every=5.0)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run)
+    async with running(max_bytes=1000, every=5.0) as (batcher, sent):
         batcher.add(b"a")
         await sent.changed.wait()
         assert sent.batches == [(b"a",)]
         assert trio.current_time() == 5.0
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_full_batch_leaves_at_once_split_within_the_budget(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    sent = Sent()
-    batcher = Batcher(sent.publish, max_bytes=100, every=60.0)
     items = [bytes([i]) * 27 for i in range(7)]  # 30 bytes each with the overhead
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.run)
+    async with running(max_bytes=100, every=60.0) as (batcher, sent):
         for item in items:
             batcher.add(item)
         with trio.fail_after(1):
             while sum(map(len, sent.batches)) < len(items):
                 await sent.changed.wait()
-        nursery.cancel_scope.cancel()
     assert [m for batch in sent.batches for m in batch] == items
     assert all(mutation_bytes(batch) <= 100 for batch in sent.batches)
     assert len(batcher) == 0
