@@ -15,6 +15,7 @@ import trio
 from libp2p.identity_utils import create_identity_from_seed
 from libp2p.network.connection import swarm_connection
 from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
 from p2pnode.chain.types import canonical
 from p2pnode.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
@@ -32,7 +33,7 @@ from p2pnode.net.discovery import Directory, Learned, announcement
 from p2pnode.net.fixes import CachedAddrs, Guarded, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.gate import Gate
-from p2pnode.net.guards import check_libp2p_version, message_id
+from p2pnode.net.guards import GuardedGossipSub, check_libp2p_version, message_id
 from p2pnode.net.penalty import Buckets, Limited, Penalties
 
 
@@ -249,6 +250,33 @@ def test_mesh_degrees_keep_small_prover_sets_whole_and_larger_ones_sparse(
     assert (degrees.low, degrees.target, degrees.high) == (low, target, high)
     assert degrees.low <= degrees.target <= degrees.high
     assert degrees.high >= peers - 1  # nothing is ever pruned: no GRAFT/PRUNE churn
+
+
+def test_a_sparse_mesh_stays_sparse_over_heartbeats() -> None:
+    """py-libp2p's opportunistic grafting added two peers per heartbeat, and nothing prunes
+    below D_high = N-1: at 16 peers every mesh held all 15 others after a few seconds."""
+    degrees = mesh_degrees(16)
+    router = GuardedGossipSub(
+        protocols=[PROTOCOL_ID_V11],
+        degree=degrees.target,
+        degree_low=degrees.low,
+        degree_high=degrees.high,
+        heartbeat_interval=1,
+    )
+    others = [ID(b"peer %d" % index) for index in range(15)]
+
+    class _Pubsub:
+        def __init__(self) -> None:
+            self.peer_topics = {"votes": set(others)}
+
+    router.pubsub = _Pubsub()  # type: ignore[assignment]
+    router.peer_protocol = dict.fromkeys(others, PROTOCOL_ID_V11)
+    router.mesh = {"votes": set(others[: degrees.target])}
+    for _ in range(10):
+        grafts, prunes = router.mesh_heartbeat()
+        assert not grafts
+        assert not prunes
+    assert len(router.mesh["votes"]) == degrees.target
 
 
 def test_config_refuses_bad_values() -> None:

@@ -7,6 +7,7 @@ import enum
 import hashlib
 import importlib.metadata
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -201,6 +202,23 @@ class GuardedGossipSub(GossipSub):
     """
 
     topics: frozenset[str] = frozenset()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_libp2p_version()
+        super().__init__(*args, **kwargs)
+
+    def _perform_opportunistic_grafting(
+        self, topic: str, peers_to_graft: defaultdict[ID, list[str]]
+    ) -> int:
+        """Never graft beyond D_low on a heartbeat.
+
+        py-libp2p grafts up to two more peers per topic on every heartbeat whenever their score
+        reaches the mesh median (go-libp2p: every 60 heartbeats, and only when the median is
+        low). A sparse mesh is never pruned (D_high >= N-1), so at 16 provers every mesh filled
+        to all 15 others within seconds, and every peer received each message 15 times. The
+        prover set is known and every connection gated, so the score has nothing to add here.
+        """
+        return 0
 
     async def handle_rpc(self, rpc: rpc_pb2.RPC, sender_peer_id: ID) -> None:
         control, ours = rpc.control, self.topics
