@@ -139,8 +139,13 @@ class NetConfig:
     genesis: bytes | None = None
     """Served on GENESIS_PROTOCOL when set."""
     max_genesis_size: int = 1024 * KIB
-    announce_interval: float = 2.0
-    """How often this peer announces its addresses on the PEERS topic."""
+    announce_interval: float = 30.0
+    """How often this peer announces its addresses on the PEERS topic while its peers stay the
+    same; any change in them brings an announcement within 0.1 s. Every announcement reaches
+    every peer: at 16 provers a 2 s interval made them 40% of all the gossip a peer judged."""
+    dial_grace: float = 4.0
+    """How long the peer with the larger id waits before it dials a newly learned peer itself
+    (the smaller id dials first; see `Directory`)."""
     dial_timeout: float = 5.0
     stall_timeout: float = 5.0
     """A connection whose sent data stays unacknowledged this long is ended and dialled again,
@@ -170,6 +175,7 @@ class NetConfig:
         positive = {
             "heartbeat": self.heartbeat,
             "announce_interval": self.announce_interval,
+            "dial_grace": self.dial_grace,
             "dial_timeout": self.dial_timeout,
             "stall_timeout": self.stall_timeout,
             "redial": min(self.redial),

@@ -74,7 +74,7 @@ class Network:
         self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
         self._directory = Directory(
             stack.peer_id,
-            grace=2 * config.announce_interval,
+            grace=config.dial_grace,
             forget_after=_FORGET_AFTER,
             max_peers=mesh_degrees(config.expected_peers).high,
             max_known=config.max_known_peers,
@@ -260,7 +260,7 @@ class Network:
                 target, trio.current_time()
             ):
                 delay = first
-                await trio.sleep(self._config.announce_interval)
+                await trio.sleep(_HOUSEKEEPING)
                 continue
             try:
                 with trio.fail_after(self._config.dial_timeout):
