@@ -28,6 +28,7 @@ from p2pnode.inbound import Inbound
 from p2pnode.metrics import Metrics
 from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
 from p2pnode.phases import PhaseClock
+from p2pnode.resend import ResendClock
 from p2pnode.settings import NodeSettings
 from p2pnode.status import Activity, NodeStatus, RoundSummary, quantile
 from p2pnode.store import Store
@@ -164,6 +165,7 @@ class Node:
         self.network: Network | None = None
         self._stop = trio.Event()
         self._new_peer = trio.Event()
+        self._resend: ResendClock | None = None
         self._stop_requested = False
         self._engine_done = trio.Event()
         self._finalized_at: float | None = None
@@ -179,6 +181,8 @@ class Node:
         self.providers.on_finalized(state)
         self.phases.on_final(state.round)
         self.batcher.flush_soon()
+        if self._resend is not None:
+            self._resend.progressed(trio.current_time())
         now = time.monotonic()
         if self._finalized_at is not None:
             self.metrics.round_duration.observe(now - self._finalized_at)
@@ -249,18 +253,18 @@ class Node:
         """Gossip is best effort: while a round stalls, send this peer's latest messages again
         (from the first period on, so a restarted peer re-announces what it stored), and at
         once to a peer that (re)connects, which may have missed them all."""
-        last = self.store.tip().round
+        self._resend = clock = ResendClock(self.settings.rebroadcast, trio.current_time())
         while self.role == "prover":  # a follower sends nothing
             self._new_peer = trio.Event()
-            with trio.move_on_after(self.settings.rebroadcast):
+            with trio.move_on_at(clock.due()):
                 await self._new_peer.wait()
             if self._new_peer.is_set():
                 await trio.sleep(_SETTLE)  # its subscriptions, so the mesh takes it in
-            rank = self.store.tip().round
-            if rank == last:
-                for message in self.providers.sent.at(rank + 1):
-                    await self.outbox.publish(message)
-            last = rank
+            elif trio.current_time() < clock.due():
+                continue  # the rank moved on meanwhile
+            clock.resent(trio.current_time())
+            for message in self.providers.sent.at(self.store.tip().round + 1):
+                await self.outbox.publish(message)
 
     async def submit(self, data: bytes) -> tuple[str, Admission]:
         """Add a mutation to the pool, to be gossiped with the next batch; returns its id."""

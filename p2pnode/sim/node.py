@@ -11,6 +11,7 @@ import trio
 from trio_typing import TaskStatus
 
 from p2pnode.consensus import EquivocationError, Limits, Receipt, StateMachine, Timeouts
+from p2pnode.resend import ResendClock
 from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.conducts import Conduct, Misbehaviour
 from p2pnode.sim.model import Collected, Confirmation, Frame, Peer, Vote
@@ -193,16 +194,19 @@ class SimNode:
             self.bus.publish(self.name, topic, payload)
 
     async def _rebroadcast(self) -> None:
-        """Gossip is best effort: while the round stalls, send the latest messages again."""
-        last = self.finalized_rank()
+        """Gossip is best effort: while the round stalls, send the latest messages again, on
+        the real peer's schedule (a period after the last progress, longer for slow rounds)."""
+        clock = ResendClock(self.config.rebroadcast / self.skew.rate, trio.current_time())
+        if self.machine is not None:
+            self.machine.add_finality_listener(_Progress(clock))
         while True:
-            await trio.sleep(self.config.rebroadcast / self.skew.rate)
-            rank = self.finalized_rank()
+            await trio.sleep_until(clock.due())
             self._sample()
-            if rank != last or self.providers is None:
-                last = rank
-                continue
-            for topic, payload in self.providers.sent.at(rank + 1):
+            now = trio.current_time()
+            if self.providers is None or now < clock.due():
+                continue  # the rank moved on meanwhile
+            clock.resent(now)
+            for topic, payload in self.providers.sent.at(self.finalized_rank() + 1):
                 self._publish(topic, payload)
 
     def serve(self, start: int, limit: int) -> list[Frame]:
@@ -312,6 +316,16 @@ class SimNode:
     def _sample(self) -> None:
         if self.machine is not None:
             self.peak_stored = max(self.peak_stored, self.machine.stored_messages())
+
+
+class _Progress:
+    """Tells the re-send clock of each final frame, when it becomes final."""
+
+    def __init__(self, clock: ResendClock) -> None:
+        self._clock = clock
+
+    def on_finalized(self, state: Frame) -> None:
+        self._clock.progressed(trio.current_time())
 
 
 class _Alone:
