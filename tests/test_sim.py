@@ -59,6 +59,16 @@ def test_a_seed_reproduces_exactly() -> None:
     assert first == again
 
 
+def test_a_run_leaves_trio_s_scheduler_as_it_found_it() -> None:
+    """The simulator seeds trio's scheduler for its own run only: the tests after it in the
+    process must not run under the last seed's deterministic scheduling."""
+    from trio._core import _run
+
+    before = (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r.getstate())
+    run(scenario("calm"), 4, 0, echo=True)
+    assert (_run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r.getstate()) == before
+
+
 def test_an_engine_that_stopped_by_itself_fails_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """A crashed provider stops an engine; the run must count as failed even if others go on."""
     outcome = run(scenario("calm"), 4, 0, echo=True)

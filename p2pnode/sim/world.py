@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import math
 import random
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import trio
@@ -81,18 +84,34 @@ def memory_bound(limits: Limits, senders: int) -> int:
     return limits.ranks_ahead * per_rank * senders
 
 
-def _reproducible_scheduling(seed: int) -> None:
-    """Make trio's choice among runnable tasks a function of `seed` alone.
+@contextlib.contextmanager
+def _reproducible_scheduling(seed: int) -> Iterator[None]:
+    """Make trio's choice among runnable tasks a function of `seed` alone, inside the block.
 
     trio shuffles each batch of runnable tasks; by default the batch's order before the
     shuffle follows wake-ups that can depend on object addresses, so a seed's run could differ
     between processes. With deterministic scheduling (what trio's hypothesis plugin turns on)
     the batch is first sorted by task creation order, then shuffled by the seeded generator.
+    Both are trio internals, so they are checked first and restored after: the rest of the
+    process schedules as it did before.
     """
     from trio._core import _run
 
+    version = importlib.metadata.version("trio")
+    if not (
+        version.startswith("0.")
+        and isinstance(getattr(_run, "_ALLOW_DETERMINISTIC_SCHEDULING", None), bool)
+        and isinstance(getattr(_run, "_r", None), random.Random)
+    ):
+        raise RuntimeError(f"trio {version} has no seedable scheduler the simulator knows")
+    allowed, state = _run._ALLOW_DETERMINISTIC_SCHEDULING, _run._r.getstate()
     _run._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
     _run._r.seed(seed)
+    try:
+        yield
+    finally:
+        _run._ALLOW_DETERMINISTIC_SCHEDULING = allowed  # type: ignore[misc]
+        _run._r.setstate(state)
 
 
 def _seed_of(*parts: object) -> int:
@@ -113,11 +132,11 @@ def run(
     without it the flag is on. `minimum_provers` defaults to the quorum, n - f.
     """
     seed_value = _seed_of(scenario.name, provers, seed, echo)
-    _reproducible_scheduling(seed_value)
     clock = trio.testing.MockClock(autojump_threshold=0)
     minimum = quorum(provers) if minimum_provers is None else minimum_provers
     rng = random.Random(seed_value)
-    return trio.run(_play, scenario, provers, seed, echo, minimum, rng, clock=clock)
+    with _reproducible_scheduling(seed_value):
+        return trio.run(_play, scenario, provers, seed, echo, minimum, rng, clock=clock)
 
 
 class Directory:
