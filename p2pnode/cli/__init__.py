@@ -28,14 +28,20 @@ def _target(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pnode.cli import commands, testnet
-
     parser = OneLineParser(
         prog="p2pnode",
         description="A peer of a round-based BFT consensus network over libp2p gossipsub.",
     )
     parser.add_argument("--version", action="version", version=f"p2pnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    _peer_commands(sub)
+    _client_commands(sub)
+    return parser
+
+
+def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
+    """Commands that make or run peers."""
+    from p2pnode.cli import commands, testnet
 
     init = sub.add_parser("init", help="create a peer home: key, config and maybe a genesis")
     init.add_argument("--home", required=True, help="the folder to create")
@@ -74,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--generate-only", action="store_true", help="write the homes and exit")
     net.set_defaults(run=testnet.testnet)
 
+    ident = sub.add_parser("id", help="a home's peer id and multiaddrs")
+    ident.add_argument("--home", required=True)
+    ident.set_defaults(run=commands.ident)
+
+
+def _client_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
+    """Commands that ask running peers, and one that needs no peer at all."""
+    from p2pnode.cli import commands, states
+
     status = sub.add_parser("status", help="a running peer's status")
     _target(status)
     status.add_argument("--json", action="store_true", help="the status as one JSON object")
@@ -102,10 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("--from", dest="start", type=int, help="from this rank (default: last 16)")
     frames.set_defaults(run=commands.frames)
 
-    ident = sub.add_parser("id", help="a home's peer id and multiaddrs")
-    ident.add_argument("--home", required=True)
-    ident.set_defaults(run=commands.ident)
-    return parser
+    machine = sub.add_parser("states", help="the consensus engine's transition table")
+    machine.add_argument("--mermaid", action="store_true", help="as a Mermaid state diagram")
+    machine.set_defaults(run=states.states)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
