@@ -188,15 +188,14 @@ def status_server(node: Node) -> StatusServer:
         return json_reply({"rank": rank})
 
     async def frames(request: Request) -> Reply:
-        """The last 16 final frames (GET), or 16 from the rank in the body (POST)."""
-        body = request.body
-        tip = node.store.tip().round
+        """16 final frames from the rank `from` (GET /frames?from=N), or the last 16."""
+        given = request.query.get("from")
         try:
-            start = int(body) if body.strip() else max(1, tip - 15)
+            start = max(1, node.store.tip().round - 15) if given is None else int(given)
         except ValueError:
             start = -1
         if not 0 <= start < 2**63:
-            return json_reply({"error": "the body must be a rank"}, 400)
+            return json_reply({"error": "from must be a rank"}, 400)
         listed = node.store.frames(start, 16)
         return json_reply(
             {
@@ -216,7 +215,6 @@ def status_server(node: Node) -> StatusServer:
         {
             ("GET", "/status"): status,
             ("GET", "/frames"): frames,
-            ("POST", "/frames"): frames,
             ("GET", "/metrics"): metrics,
             # Only a batch may be large; one mutation keeps the MAX_BODY bound.
             ("POST", "/submit"): Limited(submit, MAX_SUBMIT_BODY, CBOR),

@@ -6,8 +6,9 @@ import contextlib
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import h11
@@ -42,6 +43,8 @@ class Reply:
     status: int
     body: bytes
     content_type: str = "application/json"
+    allow: tuple[str, ...] = ()
+    """The methods the path takes, sent as `Allow` (with a 405)."""
 
 
 def json_reply(value: object, status: int = 200) -> Reply:
@@ -55,6 +58,8 @@ class Request:
 
     body: bytes
     content_type: str = ""
+    query: Mapping[str, str] = field(default_factory=dict)
+    """The query string's parameters (the last value of a repeated one)."""
 
 
 Route = Callable[[Request], Awaitable[Reply]]
@@ -97,12 +102,16 @@ class StatusServer:
         task_status.started(self.port)
         await trio.serve_listeners(self._handle, listeners)
 
+    def _allowed(self, path: str) -> tuple[str, ...]:
+        return tuple(sorted(method for method, known in self._routes if known == path))
+
     async def _handle(self, stream: trio.SocketStream) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
         try:
             with trio.fail_after(READ_TIMEOUT):
                 head = await _read_head(stream, connection)
-                route = self._routes.get((head.method.decode(), head.target.decode()))
+                path, _, query = head.target.decode("ascii", "replace").partition("?")
+                route = self._routes.get((head.method.decode("ascii", "replace"), path))
                 refusal = refusal_of(head, self._origins)
                 content_type = media_type(head)
                 limit = MAX_BODY  # a refused or unknown request is answered as such
@@ -112,12 +121,15 @@ class StatusServer:
             if refusal is not None:
                 self._count_refusal(refusal)
                 reply = json_reply({"error": refusal}, 403)
+            elif route is None and (allowed := self._allowed(path)):
+                reply = replace(json_reply({"error": "method not allowed"}, 405), allow=allowed)
             elif route is None:
                 reply = json_reply({"error": "not found"}, 404)
             elif body is None:
                 reply = json_reply({"error": f"the body is over {limit} bytes"}, 413)
             else:
-                reply = await _answer(route.route, Request(body, content_type))
+                parameters = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+                reply = await _answer(route.route, Request(body, content_type, parameters))
             await _send(stream, connection, reply)
             if body is None:
                 await _discard_unread(stream)
@@ -246,6 +258,8 @@ async def _send(stream: trio.SocketStream, connection: h11.Connection, reply: Re
         ("content-length", str(len(reply.body))),
         ("connection", "close"),
     ]
+    if reply.allow:
+        headers.append(("allow", ", ".join(reply.allow)))
     for event in (
         h11.Response(status_code=reply.status, headers=headers),
         h11.Data(data=reply.body),

@@ -72,8 +72,10 @@ class Routes:
     """A status endpoint's routes that remember what reached them."""
 
     submitted: list[bytes] = field(default_factory=list)
+    queries: list[dict[str, str]] = field(default_factory=list)
 
-    async def status(self, _: Request) -> Reply:
+    async def status(self, request: Request) -> Reply:
+        self.queries.append(dict(request.query))
         return json_reply({"ok": True})
 
     async def submit(self, request: Request) -> Reply:
@@ -95,15 +97,20 @@ async def endpoint(host: str = "127.0.0.1") -> AsyncIterator[tuple[StatusServer,
             nursery.cancel_scope.cancel()
 
 
-async def raw(server: StatusServer, request: bytes, host: str = "127.0.0.1") -> int:
-    """Send `request` as it is; the reply's status code."""
+async def raw_reply(server: StatusServer, request: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send `request` as it is; the whole reply."""
     stream = await trio.open_tcp_stream(host, server.port)
     async with stream:
         await stream.send_all(request)
         reply = b""
         while chunk := await stream.receive_some(65536):
             reply += chunk
-    return int(reply.split(b" ", 2)[1])
+    return reply
+
+
+async def raw(server: StatusServer, request: bytes, host: str = "127.0.0.1") -> int:
+    """Send `request` as it is; the reply's status code."""
+    return int((await raw_reply(server, request, host)).split(b" ", 2)[1])
 
 
 def post_submit(host: str | None, *headers: str) -> bytes:
@@ -113,8 +120,10 @@ def post_submit(host: str | None, *headers: str) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def get_status(host: str | None, *headers: str, version: str = "1.1") -> bytes:
-    lines = [f"GET /status HTTP/{version}"]
+def get_status(
+    host: str | None, *headers: str, version: str = "1.1", target: str = "/status"
+) -> bytes:
+    lines = [f"GET {target} HTTP/{version}"]
     lines += [f"Host: {host}"] if host is not None else []
     return "\r\n".join([*lines, *headers, "", ""]).encode()
 
@@ -206,3 +215,22 @@ async def test_p2pnodes_own_client_reaches_an_ipv6_endpoint() -> None:
         assert await get_json(f"http://[::1]:{server.port}", "/status") == {"ok": True}
         request = get_status(f"[::1]:{server.port}", f"Origin: http://[::1]:{server.port}")
         assert await raw(server, request, "::1") == 200
+
+
+# --- routing --------------------------------------------------------------------------------
+
+
+async def test_a_query_string_is_handed_to_the_route_not_matched_as_part_of_the_path() -> None:
+    async with endpoint() as (server, routes):
+        assert await raw(server, get_status("127.0.0.1", target="/status?from=7&x=")) == 200
+        assert routes.queries == [{"from": "7", "x": ""}]
+        assert await raw(server, get_status("127.0.0.1", target="/nowhere?from=7")) == 404
+
+
+async def test_a_known_path_asked_with_another_method_is_405_with_the_allowed_ones() -> None:
+    async with endpoint() as (server, routes):
+        reply = await raw_reply(server, get_status("127.0.0.1", target="/submit"))
+        head = reply.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 405 ")
+        assert b"\r\nallow: post" in head
+        assert routes.submitted == []

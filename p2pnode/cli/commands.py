@@ -299,10 +299,8 @@ async def _wait_final(url: str, mutation: str) -> int | None:
 def frames(args: argparse.Namespace) -> int:
     if args.start is not None and args.start < 1:
         raise UsageError("--from must be a rank of 1 or more")
-    if args.start is None:
-        reply = trio.run(get_json, url_from(args), "/frames")
-    else:
-        reply = trio.run(post_json, url_from(args), "/frames", str(args.start).encode())
+    path = "/frames" if args.start is None else f"/frames?from={args.start}"
+    reply = trio.run(get_json, url_from(args), path)
     listed = reply.get("frames")
     for frame in listed if isinstance(listed, list) else []:
         mutations = frame.get("mutations") or []
