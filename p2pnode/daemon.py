@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import cbor2
@@ -34,13 +35,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def log_to(home: Home, level: int = logging.INFO) -> None:
-    """Send the peer's logs to its home's log file (the terminal may hold a dashboard)."""
+@contextlib.contextmanager
+def log_to(home: Home, level: int = logging.INFO) -> Iterator[None]:
+    """Inside the block, send the process's logs to the home's log file only (the terminal may
+    hold a dashboard); the root logger's handlers and level are restored after it."""
     handler = logging.FileHandler(home.log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    handlers, previous = list(root.handlers), root.level
     root.handlers[:] = [handler]
     root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(previous)
+        handler.close()
 
 
 async def ensure_genesis(home: Home, settings: NodeSettings, say: Callable[[str], None]) -> Genesis:

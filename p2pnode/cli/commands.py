@@ -99,17 +99,15 @@ def run(args: argparse.Namespace) -> int:
     home = Home(Path(args.home))
     home.keypair()  # a clear error before anything starts
     settings = _run_settings(args, home)
-    log_to(home)
-    if not args.dashboard:
-        trio.run(serve, home, settings, _say)
-        return 0
 
     async def show(node: Node, url: str) -> None:
         # The dashboard is its own process: rendering never runs in the peer's event loop.
         command = [sys.executable, "-m", "p2pnode", "dashboard", "--url", url]
         await trio.run_process(command, check=False, stdin=None)
 
-    trio.run(serve, home, settings, _say, show)  # its lines stay above the dashboard
+    with log_to(home):
+        # With a dashboard, the peer's lines stay above it.
+        trio.run(serve, home, settings, _say, *([show] if args.dashboard else []))
     return 0
 
 
