@@ -13,8 +13,8 @@ from p2pnode.chain.crypto import Keypair, liveness_statement, sign, vote_stateme
 from p2pnode.chain.types import Certificate, CertKind, Collected, Frame, Vote, digest
 from p2pnode.codec import Confirmation, Liveness, Proposal, VoteMsg, encode
 from p2pnode.net import NetConfig, Topic, Verdict, open_network
-from p2pnode.testnet import generate_testnet, peer_address
-from tests.peers import Peer, cluster, free_port_block, ranks, wait_for
+from p2pnode.testnet import generate_testnet
+from tests.peers import Peer, cluster, ranks, start_on_free_ports, wait_for
 
 DIFFICULTY = 300
 
@@ -115,13 +115,12 @@ def bad_messages(
 async def test_hostile_messages_are_rejected_and_counted(tmp_path: Path) -> None:
     with trio.fail_after(180):
         insider, outsider = Keypair.generate(), Keypair.generate()
-        base = free_port_block(4)
         genesis, homes = generate_testnet(
-            tmp_path, 4, base_port=base, difficulty=DIFFICULTY, other_provers=[insider]
+            tmp_path, 4, difficulty=DIFFICULTY, other_provers=[insider]
         )
-        bootstrap = peer_address(base, homes[0].keypair())
         async with cluster() as group, AsyncExitStack() as stack:
-            peers: list[Peer] = [await group.start(home) for home in homes]
+            peers: list[Peer] = await start_on_free_ports(group, homes)
+            bootstrap = peers[0].addrs()[0]
             await wait_for(lambda: _at_least(peers, 3), timeout=90, what="rank 3")
             hostiles = [
                 await stack.enter_async_context(

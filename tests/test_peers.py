@@ -9,7 +9,15 @@ import trio
 
 from p2pnode.home import create_home, write_config
 from p2pnode.testnet import generate_testnet
-from tests.peers import Cluster, Peer, chain, cluster, free_port_block, ranks, wait_for
+from tests.peers import (
+    Cluster,
+    Peer,
+    chain,
+    cluster,
+    ranks,
+    start_on_free_ports,
+    wait_for,
+)
 
 DIFFICULTY = 300
 
@@ -19,9 +27,8 @@ async def finalized_at_least(peers: list[Peer], rank: int) -> bool:
 
 
 async def start_testnet(tmp_path: Path, group: Cluster, count: int = 4) -> list[Peer]:
-    base = free_port_block(count)
-    _, homes = generate_testnet(tmp_path, count, base_port=base, difficulty=DIFFICULTY)
-    return [await group.start(home) for home in homes]
+    _, homes = generate_testnet(tmp_path, count, difficulty=DIFFICULTY)
+    return await start_on_free_ports(group, homes)
 
 
 async def test_four_provers_finalize_one_chain(tmp_path: Path) -> None:
@@ -43,10 +50,7 @@ async def test_a_follower_joins_by_one_multiaddr_and_follows(tmp_path: Path) -> 
             provers = await start_testnet(tmp_path / "net", group)
             await wait_for(lambda: finalized_at_least(provers, 5), timeout=90, what="rank 5")
             home, _ = create_home(tmp_path / "follower")
-            port = free_port_block(1)
-            bootstrap = (await provers[0].status())["peer_id"]
-            address = f"/ip4/127.0.0.1/tcp/{_port_of(provers[0])}/p2p/{bootstrap}"
-            write_config(home, [f"/ip4/127.0.0.1/tcp/{port}"], [address])
+            write_config(home, ["/ip4/127.0.0.1/tcp/0"], provers[0].addrs()[:1])
             follower = await group.start(home)
             status = await follower.status()
             assert status["role"] == "follower"
@@ -59,11 +63,6 @@ async def test_a_follower_joins_by_one_multiaddr_and_follows(tmp_path: Path) -> 
             assert len(common) >= 3
             assert all(theirs[r] == mine[r] for r in common)
             assert home.genesis_file.exists(), "the genesis was fetched and kept"
-
-
-def _port_of(peer: Peer) -> int:
-    listen = peer.home.config_file.read_text().split('listen = ["', 1)[1].split('"', 1)[0]
-    return int(listen.rsplit("/", 1)[1])
 
 
 async def test_a_killed_prover_restarts_and_catches_up(tmp_path: Path) -> None:
@@ -79,7 +78,9 @@ async def test_a_killed_prover_restarts_and_catches_up(tmp_path: Path) -> None:
             await wait_for(
                 lambda: finalized_at_least(others, reached + 5), timeout=90, what="three provers"
             )
-            revived = await group.start(victim.home)
+            # Back on a port the system picks: the others learn it from its announcement.
+            rejoin = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", peers[0].addrs()[0]]
+            revived = await group.start(victim.home, *rejoin)
             target = max(await ranks(others)) + 2
             await wait_for(
                 lambda: finalized_at_least([revived, *others], target),
@@ -106,14 +107,16 @@ async def test_both_self_delivery_modes_finalize_and_count_own_messages_once(
     provers a round needs (a message counted twice would make three), and four finalize."""
     with trio.fail_after(150):
         async with cluster() as group:
-            base = free_port_block(4)
             extra = "" if echo else "echo = false\n"
-            _, homes = generate_testnet(
-                tmp_path, 4, base_port=base, difficulty=DIFFICULTY, extra_config=extra
-            )
-            pair = [await group.start(home) for home in homes[:2]]
+            _, homes = generate_testnet(tmp_path, 4, difficulty=DIFFICULTY, extra_config=extra)
+            pair = await start_on_free_ports(group, homes[:2])
             await wait_for(lambda: _both_live(pair), timeout=60, what="two live provers")
-            await trio.sleep(5)  # an observation window: nothing may happen in it
+            # Every liveness that could count twice is judged (own echo included), and each
+            # engine has moved (a liveness timeout) since: a double count would show by now.
+            judged = 2 if echo else 1
+            await wait_for(lambda: _judged(pair, judged), timeout=30, what="liveness judged")
+            marks = [int(str((await peer.status())["transitions"])) for peer in pair]
+            await wait_for(lambda: _moved_on(pair, marks), timeout=30, what="a later transition")
             for peer in pair:
                 status = await peer.status()
                 assert status["finalized_rank"] == 0
@@ -121,10 +124,27 @@ async def test_both_self_delivery_modes_finalize_and_count_own_messages_once(
                 round_ = status["round"]
                 assert isinstance(round_, dict)
                 assert len(round_["live"]) == 2
-            others = [await group.start(home) for home in homes[2:]]
+            bootstrap = pair[0].addrs()[:1]
+            listen = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", *bootstrap]
+            others = [await group.start(home, *listen) for home in homes[2:]]
             await wait_for(
                 lambda: finalized_at_least([*pair, *others], 3), timeout=90, what="rank 3"
             )
+
+
+async def _judged(peers: list[Peer], liveness: int) -> bool:
+    for peer in peers:
+        counters = (await peer.status())["counters"]
+        if not isinstance(counters, dict) or counters["liveness"]["accept"] < liveness:
+            return False
+    return True
+
+
+async def _moved_on(peers: list[Peer], marks: list[int]) -> bool:
+    for peer, mark in zip(peers, marks, strict=True):
+        if int(str((await peer.status())["transitions"])) <= mark:
+            return False
+    return True
 
 
 async def _both_live(peers: list[Peer]) -> bool:
