@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2pnode.bench_run import HOPS_PER_ROUND, PHASES, Result, run_one
+from p2pnode.chain.genesis import DEFAULT_DIFFICULTY
 
 
 def table(results: list[Result]) -> Table:
@@ -77,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds", type=int, help="measure until this many rounds are final instead (a soak)"
     )
     parser.add_argument("--rate", type=float, default=20.0, help="mutations submitted per second")
-    parser.add_argument("--difficulty", type=int, default=1000, help="VDF iterations per frame")
+    parser.add_argument(
+        "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0 or args.difficulty < 1:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import trio
 
+from p2pnode.chain.genesis import wall_clock_ms
 from p2pnode.chain.mempool import mutation_id
 from p2pnode.client import ClientError, get_json, status_url, submit_batch
 from p2pnode.home import Home
@@ -178,7 +179,7 @@ async def _submit_load(homes: list[Home], rate: float, done: trio.Event, samples
 
     async def submit(peer: int, batch: list[bytes]) -> None:
         try:
-            at = int(time.time() * 1000)
+            at = wall_clock_ms()
             await submit_batch(status_url(homes[peer % len(homes)]), batch, timeout=10)
         except ClientError:
             return

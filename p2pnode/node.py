@@ -14,7 +14,7 @@ from p2pnode.catchup import SyncService
 from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import Keypair
-from p2pnode.chain.genesis import Genesis
+from p2pnode.chain.genesis import Genesis, wall_clock_ms
 from p2pnode.chain.mempool import LOCAL, Admission, Mempool, mutation_id
 from p2pnode.chain.messages import Confirmation, Liveness, Message, MutationMsg, Proposal, VoteMsg
 from p2pnode.chain.providers import ChainProviders
@@ -55,10 +55,6 @@ class NodeError(Exception):
 
 _SETTLE = 0.25
 """After a peer connects, how long the re-broadcast waits for its pubsub streams and mesh."""
-
-
-def wall_clock_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Outbox:

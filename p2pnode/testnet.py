@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from p2pnode.chain.crypto import Keypair
-from p2pnode.chain.genesis import Genesis
+from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, Genesis, wall_clock_ms
 from p2pnode.home import Home, create_home, write_config
-
-DEFAULT_DIFFICULTY = 1000
 
 
 def peer_address(port: int, keypair: Keypair) -> str:
@@ -33,7 +30,7 @@ def generate_testnet(
     """
     keypairs = [Keypair.generate() for _ in range(peers)]
     provers = [k.prover for k in [*keypairs, *other_provers]]
-    genesis = Genesis.create(network, provers, difficulty, int(time.time() * 1000))
+    genesis = Genesis.create(network, provers, difficulty, wall_clock_ms())
     bootstrap = [peer_address(base_port, keypairs[0])]
     homes = []
     for index, keypair in enumerate(keypairs):

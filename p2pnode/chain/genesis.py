@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ MAX_PROVERS = 64
 MAX_GENESIS_SIZE = 64 * 1024
 """Bytes a genesis may take, fetched or read from a file: 64 provers need under 4 KiB."""
 MAX_TIMESTAMP = 2**63 - 1
+DEFAULT_DIFFICULTY = 1000
+"""VDF iterations per frame of a new network unless its creator says otherwise."""
 """The codec's largest integer: a frame's timestamp must encode."""
 _PEER_ID_MAX = 64  # an ed25519 peer id is 52 base58 characters; longer ones are not decoded
 _FIELDS = frozenset({"version", "network", "provers", "difficulty", "timestamp"})
@@ -220,3 +223,8 @@ def frame_challenge(
     """The VDF challenge of a frame: bound to its network, place in the chain, prover and body."""
     material = b"".join([genesis.network.encode(), rank.to_bytes(8, "big"), parent, prover, root])
     return hashlib.sha256(material).digest()[:HASH_SIZE]
+
+
+def wall_clock_ms() -> int:
+    """This machine's wall clock in ms since the epoch, as frames and the genesis record it."""
+    return int(time.time() * 1000)

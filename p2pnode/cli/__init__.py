@@ -41,13 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     """Commands that make or run peers."""
+    from p2pnode.chain.genesis import DEFAULT_DIFFICULTY
     from p2pnode.cli import commands, testnet
 
     init = sub.add_parser("init", help="create a peer home: key, config and maybe a genesis")
     init.add_argument("--home", required=True, help="the folder to create")
     init.add_argument("--network", help="start a new network of this name with this peer")
     init.add_argument("--listen", help="multiaddr to listen on (default: a free loopback port)")
-    init.add_argument("--difficulty", type=int, default=1000, help="VDF iterations per frame")
+    init.add_argument(
+        "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
+    )
     init.set_defaults(run=commands.init)
 
     run = sub.add_parser("run", help="run a peer until Ctrl-C")
@@ -75,7 +78,9 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     net.add_argument("--peers", type=int, required=True, help="how many provers")
     net.add_argument("--out", default="testnet", help="where the homes go (default ./testnet)")
     net.add_argument("--base-port", type=int, default=4001, help="peer I listens on base+I")
-    net.add_argument("--difficulty", type=int, default=1000, help="VDF iterations per frame")
+    net.add_argument(
+        "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
+    )
     net.add_argument("--no-dashboard", action="store_true", help="print a line per peer instead")
     net.add_argument("--generate-only", action="store_true", help="write the homes and exit")
     net.set_defaults(run=testnet.testnet)

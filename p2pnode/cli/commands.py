@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import replace
@@ -21,7 +20,7 @@ import trio
 
 from p2pnode.addresses import AddressError, interface_ips, shared
 from p2pnode.chain.crypto import Keypair
-from p2pnode.chain.genesis import Genesis
+from p2pnode.chain.genesis import Genesis, wall_clock_ms
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE
 from p2pnode.cli.errors import UsageError
 from p2pnode.client import ClientError, get_json, post_json, status_url, submit_batch
@@ -62,16 +61,12 @@ def init(args: argparse.Namespace) -> int:
     for address in _shared([listen], peer):
         print(f"address: {address}")
     if args.network is not None:
-        genesis = Genesis.create(args.network, [keypair.prover], args.difficulty, _now_ms())
+        genesis = Genesis.create(args.network, [keypair.prover], args.difficulty, wall_clock_ms())
         genesis.save(home.genesis_file)
         print(f"network {genesis.network}, genesis sha256 {genesis.hash().hex()}")
     else:
         print("no genesis: `p2pnode run --bootstrap MULTIADDR` fetches it from a peer")
     return 0
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _run_settings(args: argparse.Namespace, home: Home) -> NodeSettings:
