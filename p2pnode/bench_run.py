@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from p2pnode.chain.mempool import mutation_id
 from p2pnode.client import ClientError, get_json, status_url, submit_batch
 from p2pnode.home import Home
 from p2pnode.phases import Phase
+from p2pnode.processes import serving, spawn, stop_all
 from p2pnode.status import quantile
 from p2pnode.store import Store
 from p2pnode.testnet import generate_testnet
@@ -112,21 +111,9 @@ class Fleet:
             await self._start(home, ["--bootstrap", addrs[0]])
 
     async def _start(self, home: Home, extra: list[str]) -> dict[str, object]:
-        home.status_url_file.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path)]
-        self.processes.append(
-            subprocess.Popen(
-                [*command, "--listen", "/ip4/127.0.0.1/tcp/0", *extra],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        self.processes.append(spawn(home, "--listen", "/ip4/127.0.0.1/tcp/0", *extra))
         with trio.fail_after(60):
-            while (status := await _status(home)) is None:
-                if self.processes[-1].poll() is not None:
-                    raise RuntimeError(f"{home.path.name} exited on start")
-                await trio.sleep(0.1)
-        return status
+            return await serving(home, self.processes[-1])
 
     def cpu(self) -> list[float]:
         return [_cpu_seconds(p.pid) for p in self.processes]
@@ -136,15 +123,7 @@ class Fleet:
         return max(_memory_mb(p.pid, key) for p in self.processes)
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(self.processes)
 
 
 async def _sample(fleet: Fleet, samples: Samples, start_rank: int) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.client import ClientError, get_json, status_url
+from p2pnode.client import get_json, status_url
 from p2pnode.home import Home
+from p2pnode.processes import serving
 
 POLL = 0.25
 """How often tests look at another process's status (it cannot be awaited from here)."""
@@ -81,7 +82,8 @@ class Cluster:
             )
         peer = Peer(home, process, log)
         self.peers.append(peer)
-        await wait_for(lambda: _answers(peer), timeout=60, what=f"{home.path.name} to start")
+        with trio.fail_after(60):
+            await serving(home, process, log)
         return peer
 
     async def kill(self, peer: Peer) -> None:
@@ -120,17 +122,6 @@ async def cluster() -> AsyncIterator[Cluster]:
     finally:
         with trio.CancelScope(shield=True):
             await started.stop_all()
-
-
-async def _answers(peer: Peer) -> bool:
-    if peer.process.returncode is not None:
-        output = peer.log.read_text(errors="replace")[-2000:]
-        raise AssertionError(f"{peer.home.path.name} exited {peer.process.returncode}:\n{output}")
-    try:
-        await peer.status()
-    except ClientError:
-        return False
-    return True
 
 
 async def wait_for(check: Callable[[], object], *, timeout: float, what: str) -> None:

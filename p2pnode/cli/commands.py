@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import closing
@@ -27,8 +24,6 @@ from p2pnode.client import ClientError, get_json, post_json, status_url, submit_
 from p2pnode.home import Home, create_home, write_config
 from p2pnode.http import MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.settings import NodeSettings, node_settings
-
-PR_SET_PDEATHSIG = 1
 
 
 def check_multiaddr(value: str, *, with_peer: bool) -> str:
@@ -301,26 +296,3 @@ def frames(args: argparse.Namespace) -> int:
         for mutation in mutations:
             print(f"              {mutation}")
     return 0
-
-
-def spawn_peer(home: Home, log: Path) -> subprocess.Popen[bytes]:
-    """A peer process of its own session: a terminal's Ctrl-C reaches only its parent, which
-    stops every peer in order; and should the parent die, the peer is told to stop too."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_stop_with_parent,  # noqa: PLW1509 - only async-signal-safe calls
-        )
-
-
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the parent's own stop still applies
-        pass

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import trio
 
-from p2pnode.cli.commands import spawn_peer
 from p2pnode.cli.errors import UsageError
 from p2pnode.client import ClientError, get_json, status_url
 from p2pnode.home import KEY_FILE, Home
+from p2pnode.processes import PeerExitedError, serving, spawn, stop_all
 from p2pnode.testnet import generate_testnet
 
 STOP_TIMEOUT = 15.0
@@ -38,11 +37,11 @@ def testnet(args: argparse.Namespace) -> int:
         for home in homes:
             print(f"  p2pnode run --home {home.path}")
         return 0
-    processes = [spawn_peer(home, home.path / "process.log") for home in _fresh(homes)]
+    processes = [spawn(home, log=_log(home), own_session=True) for home in _fresh(homes)]
     try:
         trio.run(_watch_until_stopped, homes, processes, not args.no_dashboard)
     finally:
-        stop_all(processes)
+        stop_all(processes, STOP_TIMEOUT)
     print(f"stopped {len(processes)} peers; their logs are in {out}/peer*/node.log")
     return 0
 
@@ -91,23 +90,19 @@ async def _stop_on_signal(
         return
 
 
+def _log(home: Home) -> Path:
+    return home.path / "process.log"
+
+
 async def _started(homes: list[Home], processes: list[subprocess.Popen[bytes]]) -> list[str]:
     """Each peer's status url, once every peer answers; a peer that dies is reported."""
-    urls: list[str] = []
     with trio.move_on_after(START_TIMEOUT):
         for home, process in zip(homes, processes, strict=True):
-            while True:
-                if process.poll() is not None:
-                    tail = (home.path / "process.log").read_text(errors="replace")[-300:]
-                    raise UsageError(f"{home.path.name} exited: {tail.strip()}")
-                try:
-                    url = status_url(home)
-                    await get_json(url, "/status", timeout=1)
-                    urls.append(url)
-                    break
-                except ClientError:
-                    await trio.sleep(0.2)
-        return urls
+            try:
+                await serving(home, process, _log(home))
+            except PeerExitedError as err:
+                raise UsageError(str(err)) from None
+        return [status_url(home) for home in homes]
     raise UsageError(f"the peers did not start within {START_TIMEOUT:.0f} s")
 
 
@@ -126,17 +121,3 @@ async def _print_lines(urls: list[str], stop: trio.Event) -> None:
                 print(f"{url}: {err}", flush=True)
         with trio.move_on_after(2):
             await stop.wait()
-
-
-def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every peer (each stops gracefully), then SIGKILL any that outlive the timeout."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

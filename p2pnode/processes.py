@@ -1,0 +1,97 @@
+"""Peer processes on this machine: start `p2pnode run`, wait until it serves, stop them all."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Protocol
+
+import trio
+
+from p2pnode.client import ClientError, get_json, status_url
+from p2pnode.home import Home
+
+PR_SET_PDEATHSIG = 1
+POLL = 0.1
+"""How often a starting peer's status is asked for (another process: nothing to await)."""
+
+
+class PeerExitedError(Exception):
+    """A peer process ended before its status answered; the message ends with its log's tail."""
+
+
+def spawn(
+    home: Home, *args: str, log: Path | None = None, own_session: bool = False
+) -> subprocess.Popen[bytes]:
+    """`p2pnode run --home HOME ARGS…`, its output appended to `log` (or dropped).
+
+    `own_session`: a terminal's Ctrl-C then reaches only this parent, which stops every peer
+    in order; and should the parent die, the peer is told to stop too.
+    """
+    home.status_url_file.unlink(missing_ok=True)  # a stale one would answer for a dead peer
+    command = [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path), *args]
+    if log is None:
+        return _popen(command, subprocess.DEVNULL, own_session)
+    with log.open("ab") as out:
+        return _popen(command, out, own_session)
+
+
+def _popen(command: list[str], out: IO[bytes] | int, own_session: bool) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=own_session,
+        preexec_fn=_stop_with_parent if own_session else None,  # noqa: PLW1509 - signal-safe
+    )
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's own stop still applies
+        pass
+
+
+class Polled(Protocol):
+    """A child process as `subprocess.Popen` and `trio.Process` both show it."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+
+async def serving(home: Home, process: Polled, log: Path | None = None) -> dict[str, object]:
+    """The peer's first status, once it answers (the caller bounds the wait); `PeerExitedError`
+    if the process ends first."""
+    while True:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:].strip() if log is not None else ""
+            raise PeerExitedError(f"{home.path.name} exited with {process.returncode}: {tail}")
+        try:
+            return await get_json(status_url(home), "/status", timeout=1)
+        except ClientError:
+            await trio.sleep(POLL)
+
+
+def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """SIGTERM every peer (each stops gracefully), then SIGKILL any that outlive `timeout`."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
