@@ -73,6 +73,7 @@ def busy() -> dict[str, Any]:
         voted=True,
         confirmations={"0": [PROVERS[3]]},
     )
+    del data["round"]["votes_for"]  # as an older peer: vote ids only, no frame per voter
     data["counters"]["votes"]["reject"] = 2
     data["rejected"] = {"votes: bad signature": 2}
     return data
@@ -220,7 +221,8 @@ def test_peer_view_shows_the_essentials(width: int, height: int) -> None:
     at = own.index("*")
     assert own[at + 1] == "✓"  # live
     assert own[at + 2].startswith("9f7609a0")  # the frame it proposed
-    assert own[at + 3 : at + 7] == ["·", "·", "·", "1"]  # no vote, confirmation, equivocation yet
+    # No vote for its proposal yet, no vote, confirmation or equivocation of its own; one win.
+    assert own[at + 3 : at + 8] == ["0", "·", "·", "·", "1"]
     words = " ".join(text.split())
     assert ("confirms 23 2 0" if width < 120 else "confirmations 23 2 0") in words
     assert "proposals 19 7 0" in words
