@@ -14,9 +14,11 @@ records each call.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trio
@@ -33,6 +35,7 @@ from p2pnode.consensus import (
     StateMachine,
     Timeouts,
 )
+from tests import test_original_suite
 from tests.mocks import (
     BACK_TO_COLLECTING,
     BOOT,
@@ -1095,7 +1098,7 @@ async def test_later_confirmation_after_a_stale_sync_induces_sync_again(
         h.sm.close()
 
 
-# -- 12. an unexpected provider exception stops the machine ------------------------------------
+# -- 10 (continued). an unexpected provider exception stops the machine ----------------------------
 
 
 @pytest.mark.parametrize(
@@ -1132,3 +1135,14 @@ async def test_unexpected_provider_exception_stops_the_machine(
     assert len(h.tracer.errors) == 1
     assert h.tracer.errors[0][1] is error
     assert h.sm.get_active_state() == GENESIS
+
+
+def test_the_readme_shows_a_test_for_each_of_the_twelve_defects() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| [^|]+ \| (.*`test_.*) \|$", readme, re.MULTILINE)
+    assert [int(number) for number, _ in rows] == list(range(1, 13))
+    known = set(globals()) | set(vars(test_original_suite))
+    for _, shown in rows:
+        names = re.findall(r"`(test_\w+)`", shown)
+        assert names
+        assert all(name in known for name in names), names
