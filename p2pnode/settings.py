@@ -6,10 +6,10 @@ import ipaddress
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin, get_type_hints
 
 import multiaddr
 
@@ -54,18 +54,25 @@ class NodeSettings:
     )
 
 
+def _kind(annotation: Any) -> type:
+    """The TOML value type of a NodeSettings field: list, bool, float or str."""
+    if get_origin(annotation) is tuple:
+        return list
+    if annotation is bool or annotation is float:
+        return annotation
+    return str
+
+
+def _node_fields() -> dict[str, type]:
+    """Every [node] setting and its value type, from NodeSettings' fields."""
+    hints = get_type_hints(NodeSettings)
+    return {f.name: _kind(hints[f.name]) for f in fields(NodeSettings) if f.name != "engine"}
+
+
 def setting_paths() -> dict[str, type]:
     """Every setting as 'section.key' (or 'consensus.timeouts.key') and its value type."""
-    paths: dict[str, type] = {
-        "node.listen": list,
-        "node.bootstrap": list,
-        "node.announce": list,
-        "node.echo": bool,
-        "node.rebroadcast": float,
-        "node.status": str,
-        "node.genesis_sha256": str,
-        "consensus.minimum_provers": int,
-    }
+    paths = {f"node.{name}": kind for name, kind in _node_fields().items()}
+    paths["consensus.minimum_provers"] = int
     for kind, section in ((Timeouts, "timeouts"), (Limits, "limits")):
         for item in fields(kind):
             paths[f"consensus.{section}.{item.name}"] = float if kind is Timeouts else int
@@ -265,39 +272,54 @@ def _genesis_sha256(node: Mapping[str, Any]) -> str | None:
     return value.lower() if value is not None else None
 
 
+def _echo(node: Mapping[str, Any], default: bool) -> bool:
+    echo = node.get("echo", default)
+    if not isinstance(echo, bool):
+        raise SettingsError("node.echo must be true or false")
+    return echo
+
+
+def _rebroadcast(node: Mapping[str, Any], default: float) -> float:
+    value = node.get("rebroadcast", default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value > 0 and math.isfinite(value))
+    ):
+        raise SettingsError("node.rebroadcast must be a positive number of seconds")
+    return float(value)
+
+
+def _status(node: Mapping[str, Any], default: str) -> str:
+    status = node.get("status", default)
+    if not isinstance(status, str) or not _is_loopback_endpoint(status):
+        raise SettingsError(
+            "node.status must be a loopback IP and port, e.g. 127.0.0.1:8080 or [::1]:8080"
+        )
+    return status
+
+
+_CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
+    "listen": lambda node, default: _addresses(node, "listen", default),
+    "bootstrap": lambda node, default: _addresses(node, "bootstrap", default),
+    "announce": lambda node, default: _announce(node),
+    "echo": _echo,
+    "rebroadcast": _rebroadcast,
+    "status": _status,
+    "genesis_sha256": lambda node, default: _genesis_sha256(node),
+}
+"""How each [node] setting is read and checked, given the section and the field's default."""
+
+
 def node_settings(document: Mapping[str, Any]) -> NodeSettings:
     """A whole settings document, checked: every problem is reported by the setting's name."""
     unknown = sorted(set(document) - {"node", "consensus"})
     if unknown:
         raise SettingsError(f"unknown section [{unknown[0]}]")
     defaults = NodeSettings()
-    known = {"listen", "bootstrap", "announce", "echo", "rebroadcast", "status", "genesis_sha256"}
-    node = _table(document, "node", known)
-    echo = node.get("echo", defaults.echo)
-    if not isinstance(echo, bool):
-        raise SettingsError("node.echo must be true or false")
-    rebroadcast = node.get("rebroadcast", defaults.rebroadcast)
-    if (
-        isinstance(rebroadcast, bool)
-        or not isinstance(rebroadcast, int | float)
-        or not (rebroadcast > 0 and math.isfinite(rebroadcast))
-    ):
-        raise SettingsError("node.rebroadcast must be a positive number of seconds")
-    status = node.get("status", defaults.status)
-    if not isinstance(status, str) or not _is_loopback_endpoint(status):
-        raise SettingsError(
-            "node.status must be a loopback IP and port, e.g. 127.0.0.1:8080 or [::1]:8080"
-        )
-    return NodeSettings(
-        listen=_addresses(node, "listen", defaults.listen),
-        bootstrap=_addresses(node, "bootstrap", defaults.bootstrap),
-        announce=_announce(node),
-        echo=echo,
-        rebroadcast=float(rebroadcast),
-        status=status,
-        genesis_sha256=_genesis_sha256(node),
-        engine=engine_settings(document),
-    )
+    node = _table(document, "node", set(_node_fields()))
+    values = {name: _CHECKS[name](node, getattr(defaults, name)) for name in _node_fields()}
+    return NodeSettings(**values, engine=engine_settings(document))
 
 
 def load_settings(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from p2pnode import settings as settings_module
 from p2pnode.consensus import Limits, Timeouts
 from p2pnode.settings import (
     NodeSettings,
@@ -94,6 +96,21 @@ def test_every_setting_has_an_environment_name() -> None:
     assert "P2PNODE_NODE_LISTEN" in names
     assert "P2PNODE_CONSENSUS_LIMITS_RANKS_AHEAD" in names
     assert len(names) == len(setting_paths())
+
+
+def test_every_node_setting_is_a_field_with_a_type_and_a_check() -> None:
+    """The [node] settings come from NodeSettings' fields: a new field is a new setting, with
+    its environment name, its --set path and the check that reads it."""
+    paths = setting_paths()
+    node = {path.split(".", 1)[1] for path in paths if path.startswith("node.")}
+    assert node == {f.name for f in fields(NodeSettings)} - {"engine"}
+    assert node == set(settings_module._CHECKS)
+    assert (paths["node.echo"], paths["node.rebroadcast"], paths["node.listen"]) == (
+        bool,
+        float,
+        list,
+    )
+    assert paths["node.genesis_sha256"] is str
 
 
 def test_the_default_file_documents_every_setting() -> None:
