@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
+
 from p2pnode.chain.crypto import Keypair, load_keypair, save_keypair
 from p2pnode.chain.genesis import Genesis, GenesisError
 from p2pnode.settings import NodeSettings, SettingsError, load_settings
@@ -80,22 +82,17 @@ class Home:
             raise HomeError(str(err)) from None
 
 
-def write_config(home: Home, listen: list[str], bootstrap: list[str], extra: str = "") -> None:
-    lines = [
-        "# p2pnode peer settings; see config/default.toml for every setting and its default.",
-        "[node]",
-        f"listen = {_toml_list(listen)}",
-        f"bootstrap = {_toml_list(bootstrap)}",
-    ]
-    home.config_file.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
-
-
-def _toml_list(values: list[str]) -> str:
-    return (
-        "["
-        + ", ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-        + "]"
-    )
+def write_config(
+    home: Home,
+    listen: list[str],
+    bootstrap: list[str],
+    extra: Mapping[str, object] | None = None,
+) -> None:
+    """The home's config.toml: where the peer listens, whom it joins, and `extra` [node]
+    settings (e.g. {"echo": False})."""
+    node = {"listen": listen, "bootstrap": bootstrap, **(extra or {})}
+    header = "# p2pnode peer settings; see config/default.toml for every setting and its default.\n"
+    home.config_file.write_text(header + tomli_w.dumps({"node": node}), encoding="utf-8")
 
 
 def create_home(path: Path, keypair: Keypair | None = None) -> tuple[Home, Keypair]:

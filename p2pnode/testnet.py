@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from p2pnode.chain.crypto import Keypair
@@ -21,7 +21,7 @@ def generate_testnet(
     network: str = "testnet",
     base_port: int = 4001,
     difficulty: int = DEFAULT_DIFFICULTY,
-    extra_config: str = "",
+    extra_config: Mapping[str, object] | None = None,
     other_provers: Sequence[Keypair] = (),
 ) -> tuple[Genesis, list[Home]]:
     """Write `peers` homes under `out` (peer0, peer1, ...); every peer bootstraps from peer0.

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,9 @@ def test_the_run_flag_beats_the_environment_and_is_checked(
 # -- p2pnode id -----------------------------------------------------------------------------
 
 
-def new_home(path: Path, listen: str, extra: str = "") -> tuple[Home, str]:
+def new_home(
+    path: Path, listen: str, extra: Mapping[str, object] | None = None
+) -> tuple[Home, str]:
     home, keypair = create_home(path)
     write_config(home, [listen], [], extra)
     return home, keypair.prover.identity()
@@ -190,7 +193,7 @@ def test_id_with_a_wildcard_listen_prints_the_host_addresses_loopback_last(
 def test_id_prints_exactly_the_announced_addresses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    announce = 'announce = ["/ip4/203.0.113.7/tcp/4001"]\n'
+    announce = {"announce": ["/ip4/203.0.113.7/tcp/4001"]}
     home, peer = new_home(tmp_path / "a", "/ip4/0.0.0.0/tcp/4001", announce)
     assert printed(capsys, "id", "--home", str(home.path)) == [
         f"/ip4/203.0.113.7/tcp/4001/p2p/{peer}"
@@ -290,7 +293,7 @@ async def write_homes(out: Path, links: list[Link]) -> list[Home]:
     assert routable[0].startswith(f"/ip4/{links[0].address}/tcp/{FIXED_PORT}/p2p/"), shown
     for home in homes[1:-1]:
         write_config(home, ["/ip4/0.0.0.0/tcp/0"], routable[:1])
-    announce = f'announce = ["/ip4/{links[-1].address}/tcp/{FIXED_PORT}"]\n'
+    announce = {"announce": [f"/ip4/{links[-1].address}/tcp/{FIXED_PORT}"]}
     write_config(homes[-1], [f"/ip4/0.0.0.0/tcp/{FIXED_PORT}"], routable[:1], announce)
     return homes
 

@@ -107,7 +107,7 @@ async def test_both_self_delivery_modes_finalize_and_count_own_messages_once(
     provers a round needs (a message counted twice would make three), and four finalize."""
     with trio.fail_after(150):
         async with cluster() as group:
-            extra = "" if echo else "echo = false\n"
+            extra = {} if echo else {"echo": False}
             _, homes = generate_testnet(tmp_path, 4, difficulty=DIFFICULTY, extra_config=extra)
             pair = await start_on_free_ports(group, homes[:2])
             await wait_for(lambda: _both_live(pair), timeout=60, what="two live provers")
