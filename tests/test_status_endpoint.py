@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pnode.cli import main
 from p2pnode.client import get_json, post_json
 from p2pnode.http import Reply, Request, Route, StatusServer, json_reply
 from p2pnode.settings import SettingsError, load_settings, split_endpoint
@@ -234,3 +235,19 @@ async def test_a_known_path_asked_with_another_method_is_405_with_the_allowed_on
         assert head.startswith(b"http/1.1 405 ")
         assert b"\r\nallow: post" in head
         assert routes.submitted == []
+
+
+async def test_the_cli_shows_what_it_could_not_read_of_an_unexpected_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A status without the expected fields (another version, another program) is shown with
+    placeholders and the names of the fields it lacked, through the dashboard's reading."""
+    async with endpoint() as (server, _):
+        url = f"http://127.0.0.1:{server.port}"
+        code = await trio.to_thread.run_sync(main, ["status", "--url", url])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("peer ")
+    unread = next(line for line in lines if line.startswith("unread"))
+    assert "peer_id" in unread
+    assert "finalized_rank" in unread

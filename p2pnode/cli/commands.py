@@ -139,25 +139,25 @@ def urls_from(args: argparse.Namespace) -> list[str]:
 
 
 def status(args: argparse.Namespace) -> int:
-    reply = trio.run(get_json, url_from(args), "/status")
+    from p2pnode.dashboard.model import parse_status
+
+    url = url_from(args)
+    reply = trio.run(get_json, url, "/status")
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
-    round_ = reply.get("round")
-    rank = round_.get("rank") if isinstance(round_, dict) else "?"
+    seen = parse_status(reply, url)  # the dashboard's typed reading of the same reply
     lines = [
-        f"peer      {reply.get('peer_id')} ({reply.get('role')} of {reply.get('network')})",
-        f"state     {reply.get('state')} for {reply.get('state_time')} s, deciding rank {rank}",
-        f"final     rank {reply.get('finalized_rank')}  {reply.get('finalized_id')}",
-        f"sync      {reply.get('sync')} (best peer rank {reply.get('best_peer_rank')})",
-        f"peers     {_count(reply.get('peers'))}",
+        f"peer      {seen.peer_id} ({seen.role} of {seen.network})",
+        f"state     {seen.state} for {seen.state_time} s, deciding rank {seen.round.rank}",
+        f"final     rank {seen.finalized_rank}  {seen.finalized_id}",
+        f"sync      {seen.sync} (best peer rank {seen.best_peer_rank})",
+        f"peers     {len(seen.peers)}",
     ]
+    if seen.problems:
+        lines.append(f"unread    {', '.join(seen.problems)}")
     print("\n".join(lines))
     return 0
-
-
-def _count(value: object) -> int:
-    return len(value) if isinstance(value, list) else 0
 
 
 def dashboard(args: argparse.Namespace) -> int:
