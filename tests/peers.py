@@ -14,9 +14,9 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.client import get_json, status_url
-from p2pnode.home import Home
-from p2pnode.processes import serving
+from p2pnode.api.client import get_json, status_url
+from p2pnode.local.processes import serving
+from p2pnode.peer.home import Home
 
 POLL = 0.25
 """How often tests look at another process's status (it cannot be awaited from here)."""

@@ -19,6 +19,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerstore import create_signed_peer_record
 from libp2p.pubsub.pb import rpc_pb2
 
+from p2pnode.local.homes import generate_testnet
 from p2pnode.net import (
     MAX_PAYLOAD,
     NetError,
@@ -34,7 +35,6 @@ from p2pnode.net.framing import frame, read_uvarint
 from p2pnode.net.guards import MAX_IWANT, Malformed, bounded_iwant
 from p2pnode.net.penalty import Limited
 from p2pnode.net.stack import dial, open_stream
-from p2pnode.testnet import generate_testnet
 from tests.attacker import Attacker, attacker, publish
 from tests.fuzz_rpcs import RpcFuzzer
 from tests.peers import Peer, chain, cluster, ranks, start_on_free_ports, wait_for

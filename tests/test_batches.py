@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from p2pnode.batches import Batcher
 from p2pnode.chain.mempool import mutation_bytes
 from p2pnode.chain.messages import MutationMsg
+from p2pnode.peer.batches import Batcher
 
 
 class Sent:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.bench_run import PHASES, mutation
+from benchmarks.bench_run import PHASES, mutation
 
 
 def test_the_benchmark_s_mutations_are_distinct_and_100_bytes() -> None:
@@ -20,7 +20,7 @@ def test_the_benchmark_s_mutations_are_distinct_and_100_bytes() -> None:
 
 async def test_a_short_run_writes_every_figure_per_peer_count(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    command = [sys.executable, "-m", "p2pnode.bench", "--peers", "4", "--rounds", "4"]
+    command = [sys.executable, "-m", "benchmarks.bench", "--peers", "4", "--rounds", "4"]
     with trio.fail_after(240):
         done = await trio.run_process(
             [*command, "--rate", "200", "--json", str(out)],
@@ -44,7 +44,7 @@ async def test_a_short_run_writes_every_figure_per_peer_count(tmp_path: Path) ->
 
 def test_bad_arguments_are_one_line_errors() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "p2pnode.bench", "--rounds", "0"],
+        [sys.executable, "-m", "benchmarks.bench", "--rounds", "0"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.catchup import BATCH, PeersAhead, SyncService
 from p2pnode.chain.messages import MutationMsg, SyncRequest
 from p2pnode.chain.types import CertKind, Frame
 from p2pnode.chain.validation import FrameChecker
-from p2pnode.codec import decode, encode, encode_frame
 from p2pnode.consensus import ProviderError
-from p2pnode.store import Store
+from p2pnode.peer.catchup import BATCH, PeersAhead, SyncService
+from p2pnode.peer.store import Store
+from p2pnode.wire.codec import decode, encode, encode_frame
 from tests import chainkit
 from tests.chainkit import T0
 

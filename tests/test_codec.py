@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pnode import codec
 from p2pnode.chain.mempool import MAX_FRAME_MUTATION_BYTES, MAX_MUTATION_SIZE
 from p2pnode.chain.types import Certificate, CertKind, Frame, Vote, canonical
-from p2pnode.codec import CodecError, MessageKind
+from p2pnode.wire import codec
+from p2pnode.wire.codec import CodecError, MessageKind
 
 uints = st.integers(min_value=0, max_value=2**63 - 1)
 small = st.integers(min_value=0, max_value=2**20)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from p2pnode.daemon import log_to
-from p2pnode.home import Home
+from p2pnode.cli.daemon import log_to
+from p2pnode.peer.home import Home
 
 
 def test_a_peer_s_log_goes_to_its_home_and_the_root_logger_is_restored_after(

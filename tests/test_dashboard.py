@@ -17,11 +17,11 @@ import trio
 import trio.testing
 from rich.console import Console, RenderableType
 
+from p2pnode.api.server import Reply, Request, StatusServer, json_reply
 from p2pnode.dashboard import PeerStatus, Unreachable, fetch, parse_status, peer_view
 from p2pnode.dashboard import render as views
 from p2pnode.dashboard.live import watch
 from p2pnode.dashboard.model import Reading
-from p2pnode.http import Reply, Request, StatusServer, json_reply
 
 SAMPLE = Path(__file__).parent / "data" / "status_sample.json"
 SIZES = [(80, 24), (160, 48)]

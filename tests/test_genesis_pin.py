@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError
-from p2pnode.daemon import ensure_genesis
-from p2pnode.home import Home, HomeError
+from p2pnode.cli.daemon import ensure_genesis
 from p2pnode.net import NetConfig, Topic, Verdict, open_network
-from p2pnode.settings import NodeSettings, SettingsError, load_settings
+from p2pnode.peer.home import Home, HomeError
+from p2pnode.peer.settings import NodeSettings, SettingsError, load_settings
 from tests.test_cli import one_line_error, p2pnode
 
 KEYS = [Keypair.from_seed(bytes([i]) * 32) for i in range(1, 4)]

@@ -11,9 +11,9 @@ import trio
 
 from p2pnode.chain.crypto import Keypair, liveness_statement, sign, vote_statement
 from p2pnode.chain.types import Certificate, CertKind, Collected, Frame, Vote, digest
-from p2pnode.codec import Confirmation, Liveness, Proposal, VoteMsg, encode
+from p2pnode.local.homes import generate_testnet
 from p2pnode.net import NetConfig, Topic, Verdict, open_network
-from p2pnode.testnet import generate_testnet
+from p2pnode.wire.codec import Confirmation, Liveness, Proposal, VoteMsg, encode
 from tests.peers import Peer, cluster, ranks, start_on_free_ports, wait_for
 
 DIFFICULTY = 300

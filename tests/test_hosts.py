@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 import trio
 
-from p2pnode.addresses import AddressError, _ipv6, expand, interface_ips, shared, with_peer
 from p2pnode.chaos.cluster import Cluster
 from p2pnode.chaos.cluster import Peer as ClusterPeer
 from p2pnode.chaos.netns import Fabric, Link, ip
 from p2pnode.cli import build_parser, commands, main
 from p2pnode.dashboard import parse_status, peer_view
-from p2pnode.home import Home, create_home, write_config
+from p2pnode.local.homes import generate_testnet
 from p2pnode.net import NetConfig, Topic, Verdict, decode_record, open_network
-from p2pnode.settings import SettingsError, load_settings, node_settings
-from p2pnode.testnet import generate_testnet
+from p2pnode.net.addresses import AddressError, _ipv6, expand, interface_ips, shared, with_peer
+from p2pnode.peer.home import Home, create_home, write_config
+from p2pnode.peer.settings import SettingsError, load_settings, node_settings
 from tests.peers import wait_for
 from tests.test_dashboard import render, sample
 
@@ -109,7 +109,7 @@ def test_addresses_of_an_interface_that_is_down_are_left_out() -> None:
 
 
 def _interface_ips_in(namespace: str) -> list[str]:
-    code = "import json, p2pnode.addresses as a; print(json.dumps(a.interface_ips()))"
+    code = "import json, p2pnode.net.addresses as a; print(json.dumps(a.interface_ips()))"
     command = ["ip", "netns", "exec", namespace, sys.executable, "-c", code]
     found = json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
     assert isinstance(found, list)

@@ -45,11 +45,11 @@ from p2pnode.chain.types import (
     mutations_root,
 )
 from p2pnode.chain.validation import AHEAD_OF_CLOCK, MAX_CLOCK_AHEAD_MS, FrameChecker
-from p2pnode.codec import VERSION, encode
 from p2pnode.consensus import Receipt, StateMachine
-from p2pnode.inbound import Inbound, verdict_of
 from p2pnode.net import Topic, Verdict
-from p2pnode.store import Store
+from p2pnode.peer.inbound import Inbound, verdict_of
+from p2pnode.peer.store import Store
+from p2pnode.wire.codec import VERSION, encode
 from tests import chainkit
 from tests.chainkit import DIFFICULTY, T0, FakeSync, Recorder
 

@@ -18,7 +18,6 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
 from p2pnode.chain.types import canonical
-from p2pnode.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
 from p2pnode.net import (
     NetConfig,
     NetError,
@@ -35,6 +34,7 @@ from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.gate import Gate
 from p2pnode.net.guards import GuardedGossipSub, check_libp2p_version, message_id
 from p2pnode.net.penalty import Buckets, Limited, Penalties
+from p2pnode.wire.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
 
 
 def _peer_id(name: bytes) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pnode.home import create_home, write_config
-from p2pnode.testnet import generate_testnet
+from p2pnode.local.homes import generate_testnet
+from p2pnode.peer.home import create_home, write_config
 from tests.peers import (
     Cluster,
     Peer,

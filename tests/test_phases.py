@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from p2pnode.consensus import Event, State
-from p2pnode.phases import Phase, PhaseClock
+from p2pnode.peer.phases import Phase, PhaseClock
 
 
 class Ticks:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pnode.home import Home
-from p2pnode.processes import PeerExitedError, serving, spawn, stop_all
+from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
+from p2pnode.peer.home import Home
 
 
 async def test_a_peer_that_exits_on_start_is_reported_with_its_last_words(tmp_path: Path) -> None:

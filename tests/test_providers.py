@@ -41,7 +41,7 @@ from p2pnode.consensus import (
     ProviderError,
     RoundRecord,
 )
-from p2pnode.store import Store
+from p2pnode.peer.store import Store
 from tests import chainkit
 from tests.chainkit import DIFFICULTY, T0, FakeSync, Recorder
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2pnode.resend import MAX_STRETCH, ResendClock
+from p2pnode.peer.resend import MAX_STRETCH, ResendClock
 
 
 def test_fast_rounds_keep_the_configured_period_from_the_last_progress() -> None:

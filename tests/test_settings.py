@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode import settings as settings_module
 from p2pnode.consensus import Limits, Timeouts
-from p2pnode.settings import (
+from p2pnode.peer import settings as settings_module
+from p2pnode.peer.settings import (
     NodeSettings,
     SettingsError,
     engine_settings,

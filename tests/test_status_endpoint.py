@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pnode.api.client import get_json, post_json
+from p2pnode.api.server import Reply, Request, Route, StatusServer, json_reply
 from p2pnode.cli import main
-from p2pnode.client import get_json, post_json
-from p2pnode.http import Reply, Request, Route, StatusServer, json_reply
-from p2pnode.settings import SettingsError, load_settings, split_endpoint
+from p2pnode.peer.settings import SettingsError, load_settings, split_endpoint
 from tests.test_cli import one_line_error, p2pnode
 
 BOUND = 10.0

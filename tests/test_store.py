@@ -21,9 +21,9 @@ from p2pnode.chain.types import (
     mutations_root,
 )
 from p2pnode.chain.vdf import FORM_SIZE
-from p2pnode.codec import encode_frame
 from p2pnode.consensus import Lock, RoundRecord
-from p2pnode.store import Store, StoreError
+from p2pnode.peer.store import Store, StoreError
+from p2pnode.wire.codec import encode_frame
 
 NETWORK = "store-test"
 T0 = 1_700_000_000_000

@@ -15,12 +15,12 @@ import cbor2
 import pytest
 import trio
 
+from p2pnode.api.client import ClientError, post_json, submit_batch
+from p2pnode.api.server import CBOR, MAX_BODY, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Admission, mutation_id
 from p2pnode.cli.commands import batches
-from p2pnode.client import ClientError, post_json, submit_batch
-from p2pnode.daemon import status_server
-from p2pnode.http import CBOR, MAX_BODY, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
-from p2pnode.node import Node
+from p2pnode.cli.daemon import status_server
+from p2pnode.peer.node import Node
 
 
 def admission_of(mutation: bytes) -> Admission:

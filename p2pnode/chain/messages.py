@@ -1,4 +1,4 @@
-"""The messages peers exchange, as plain records; `p2pnode.codec` puts them on the wire."""
+"""The messages peers exchange, as plain records; `p2pnode.wire.codec` puts them on the wire."""
 
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import trio
 
+from p2pnode.api.client import ClientError, status_url
 from p2pnode.chaos import nsclient, stores
 from p2pnode.chaos.netns import Fabric, Link
-from p2pnode.client import ClientError, status_url
-from p2pnode.home import Home, write_config
-from p2pnode.testnet import generate_testnet
+from p2pnode.local.homes import generate_testnet
+from p2pnode.peer.home import Home, write_config
 
 LISTEN_PORT = 4001
 """Every peer listens on its own namespace's address, so one fixed port serves all and a

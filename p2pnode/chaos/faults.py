@@ -10,10 +10,10 @@ from typing import TypeVar
 
 import trio
 
+from p2pnode.api.client import ClientError
 from p2pnode.chaos import checks, stores
 from p2pnode.chaos.checks import Check
 from p2pnode.chaos.cluster import POLL, Cluster, Peer
-from p2pnode.client import ClientError
 
 RESUME_BOUND = 10.0
 """Seconds from the end of a pause or a partition until every peer finalized a new rank."""

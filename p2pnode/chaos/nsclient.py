@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from p2pnode.api.client import MAX_REPLY, ClientError
 from p2pnode.chaos.netns import namespace_socket
-from p2pnode.client import MAX_REPLY, ClientError
 
 
 async def get_json(

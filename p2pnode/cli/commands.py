@@ -15,15 +15,15 @@ from pathlib import Path
 import multiaddr
 import trio
 
-from p2pnode.addresses import AddressError, interface_ips, shared
+from p2pnode.api.client import ClientError, get_json, post_json, status_url, submit_batch
+from p2pnode.api.server import MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import Genesis, wall_clock_ms
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE
 from p2pnode.cli.errors import UsageError
-from p2pnode.client import ClientError, get_json, post_json, status_url, submit_batch
-from p2pnode.home import Home, create_home, write_config
-from p2pnode.http import MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
-from p2pnode.settings import NodeSettings, node_settings
+from p2pnode.net.addresses import AddressError, interface_ips, shared
+from p2pnode.peer.home import Home, create_home, write_config
+from p2pnode.peer.settings import NodeSettings, node_settings
 
 
 def check_multiaddr(value: str, *, with_peer: bool) -> str:
@@ -83,8 +83,8 @@ def _run_settings(args: argparse.Namespace, home: Home) -> NodeSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p2pnode.daemon import log_to, serve
-    from p2pnode.node import Node
+    from p2pnode.cli.daemon import log_to, serve
+    from p2pnode.peer.node import Node
 
     home = Home(Path(args.home))
     home.keypair()  # a clear error before anything starts

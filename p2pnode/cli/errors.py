@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from p2pnode.api.client import ClientError
 from p2pnode.chain.genesis import GenesisError
-from p2pnode.client import ClientError
-from p2pnode.home import HomeError
 from p2pnode.net import NetError
-from p2pnode.node import NodeError
-from p2pnode.settings import SettingsError
-from p2pnode.store import StoreError
+from p2pnode.peer.home import HomeError
+from p2pnode.peer.node import NodeError
+from p2pnode.peer.settings import SettingsError
+from p2pnode.peer.store import StoreError
 
 
 class UsageError(Exception):

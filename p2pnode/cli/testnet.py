@@ -9,11 +9,11 @@ from pathlib import Path
 
 import trio
 
+from p2pnode.api.client import ClientError, get_json, status_url
 from p2pnode.cli.errors import UsageError
-from p2pnode.client import ClientError, get_json, status_url
-from p2pnode.home import KEY_FILE, Home
-from p2pnode.processes import PeerExitedError, serving, spawn, stop_all
-from p2pnode.testnet import generate_testnet
+from p2pnode.local.homes import generate_testnet
+from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
+from p2pnode.peer.home import KEY_FILE, Home
 
 STOP_TIMEOUT = 15.0
 START_TIMEOUT = 60.0

@@ -14,7 +14,7 @@ import trio
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from p2pnode.client import ClientError, get_json
+from p2pnode.api.client import ClientError, get_json
 from p2pnode.dashboard.model import PeerStatus, Reading, Unreachable, parse_status
 from p2pnode.dashboard.render import peer_view, testnet_view
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from p2pnode.consensus.rules import max_faults
-from p2pnode.phases import Phase, RoundPhases
-from p2pnode.status import RoundSummary, sync_state
+from p2pnode.peer.phases import Phase, RoundPhases
+from p2pnode.peer.status import RoundSummary, sync_state
 
 UNKNOWN = "?"
 SYNC_STATES = ("synced", "catching up", "stalled")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import multiaddr
 
-from p2pnode.codec import MAX_ADDRS, MAX_TEXT, CodecError, MessageKind, Peers, decode, encode
+from p2pnode.wire.codec import MAX_ADDRS, MAX_TEXT, CodecError, MessageKind, Peers, decode, encode
 
 MAX_RECORD_SIZE = 4096
 

@@ -23,7 +23,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pnode.addresses import AddressError, interface_ips, shared, with_peer
+from p2pnode.net.addresses import AddressError, interface_ips, shared, with_peer
 from p2pnode.net.contracts import MAX_PAYLOAD, MeshDegrees, NetError, Verdict
 from p2pnode.net.fixes import (
     ORIGIN_CACHE_SIZE,

@@ -11,7 +11,7 @@ import trio
 from trio_typing import TaskStatus
 
 from p2pnode.consensus import EquivocationError, Limits, Receipt, StateMachine, Timeouts
-from p2pnode.resend import ResendClock
+from p2pnode.peer.resend import ResendClock
 from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.conducts import Conduct, Misbehaviour
 from p2pnode.sim.model import Collected, Confirmation, Frame, Peer, Vote

@@ -8,8 +8,6 @@ from typing import Literal, NoReturn, overload
 
 import cbor2
 
-from p2pnode import _codec_fields as fields
-from p2pnode._codec_fields import MAX_MUTATIONS, MAX_SIGNERS, MAX_TEXT, CodecError
 from p2pnode.chain.mempool import MAX_FRAME_MUTATION_BYTES, MAX_MUTATION_SIZE, mutation_bytes
 from p2pnode.chain.messages import (
     Confirmation,
@@ -32,6 +30,8 @@ from p2pnode.chain.types import (
     Vote,
     canonical,
 )
+from p2pnode.wire import fields
+from p2pnode.wire.fields import MAX_MUTATIONS, MAX_SIGNERS, MAX_TEXT, CodecError
 
 # The records are re-exported: a user of the wire format needs them with encode and decode.
 __all__ = [

@@ -10,8 +10,8 @@ import cbor2
 import httpx
 import trio
 
-from p2pnode.home import Home
-from p2pnode.http import CBOR, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
+from p2pnode.api.server import CBOR, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
+from p2pnode.peer.home import Home
 
 MAX_REPLY = 4 * 1024 * 1024
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import h11
 import trio
 
-from p2pnode.settings import is_loopback_ip
+from p2pnode.net.addresses import is_loopback_ip
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from p2pnode.batches import Batcher
-from p2pnode.catchup import SyncService
 from p2pnode.chain import vdf
 from p2pnode.chain.certs import CertificateChecker
 from p2pnode.chain.crypto import Keypair
@@ -21,17 +19,19 @@ from p2pnode.chain.providers import ChainProviders
 from p2pnode.chain.types import Collected, Frame, ProverId, Vote
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.chain.warmup import Warmup
-from p2pnode.codec import encode
 from p2pnode.consensus import StateMachine
-from p2pnode.home import Home
-from p2pnode.inbound import Inbound
-from p2pnode.metrics import Metrics
 from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
-from p2pnode.phases import PhaseClock
-from p2pnode.resend import ResendClock
-from p2pnode.settings import NodeSettings
-from p2pnode.status import Activity, NodeStatus, RoundSummary, quantile
-from p2pnode.store import Store
+from p2pnode.peer.batches import Batcher
+from p2pnode.peer.catchup import SyncService
+from p2pnode.peer.home import Home
+from p2pnode.peer.inbound import Inbound
+from p2pnode.peer.metrics import Metrics
+from p2pnode.peer.phases import PhaseClock
+from p2pnode.peer.resend import ResendClock
+from p2pnode.peer.settings import NodeSettings
+from p2pnode.peer.status import Activity, NodeStatus, RoundSummary, quantile
+from p2pnode.peer.store import Store
+from p2pnode.wire.codec import encode
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus

@@ -13,8 +13,8 @@ from typing import IO, Protocol
 
 import trio
 
-from p2pnode.client import ClientError, get_json, status_url
-from p2pnode.home import Home
+from p2pnode.api.client import ClientError, get_json, status_url
+from p2pnode.peer.home import Home
 
 PR_SET_PDEATHSIG = 1
 POLL = 0.1

@@ -11,7 +11,7 @@ import tomli_w
 
 from p2pnode.chain.crypto import Keypair, load_keypair, save_keypair
 from p2pnode.chain.genesis import Genesis, GenesisError
-from p2pnode.settings import NodeSettings, SettingsError, load_settings
+from p2pnode.peer.settings import NodeSettings, SettingsError, load_settings
 
 KEY_FILE = "identity.key"
 GENESIS_FILE = "genesis.json"

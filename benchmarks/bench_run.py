@@ -13,15 +13,15 @@ from pathlib import Path
 
 import trio
 
+from p2pnode.api.client import ClientError, get_json, status_url, submit_batch
 from p2pnode.chain.genesis import wall_clock_ms
 from p2pnode.chain.mempool import mutation_id
-from p2pnode.client import ClientError, get_json, status_url, submit_batch
-from p2pnode.home import Home
-from p2pnode.phases import Phase
-from p2pnode.processes import serving, spawn, stop_all
-from p2pnode.status import quantile
-from p2pnode.store import Store
-from p2pnode.testnet import generate_testnet
+from p2pnode.local.homes import generate_testnet
+from p2pnode.local.processes import serving, spawn, stop_all
+from p2pnode.peer.home import Home
+from p2pnode.peer.phases import Phase
+from p2pnode.peer.status import quantile
+from p2pnode.peer.store import Store
 
 HOPS_PER_ROUND = 4
 """The critical path of a round: liveness, proposal, vote, confirmation."""

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from p2pnode.consensus import Event, RoundView, State
-from p2pnode.phases import RoundPhases
+from p2pnode.peer.phases import RoundPhases
 
 STALLED_AFTER = 30.0
 """Seconds without a final frame after which a peer calls itself stalled."""

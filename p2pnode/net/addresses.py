@@ -152,3 +152,15 @@ def _is_up(sock: socket.socket, interface: str) -> bool:
 
 def _name(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def is_loopback_ip(host: str) -> bool:
+    """An IP literal of this machine: 127.0.0.0/8 or ::1. A name is never one (DNS could
+    answer anything for it)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        return address == ipaddress.IPv6Address("::1") and address.scope_id is None
+    return address in ipaddress.IPv4Network("127.0.0.0/8")

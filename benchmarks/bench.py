@@ -14,7 +14,7 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from p2pnode.bench_run import HOPS_PER_ROUND, PHASES, Result, run_one
+from benchmarks.bench_run import HOPS_PER_ROUND, PHASES, Result, run_one
 from p2pnode.chain.genesis import DEFAULT_DIFFICULTY
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import tomllib
@@ -13,8 +12,8 @@ from typing import Any, get_origin, get_type_hints
 
 import multiaddr
 
-from p2pnode.addresses import is_wildcard
 from p2pnode.consensus import Limits, Timeouts
+from p2pnode.net.addresses import is_loopback_ip, is_wildcard
 
 ENV_PREFIX = "P2PNODE_"
 
@@ -230,18 +229,6 @@ def _announce(node: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 PORT = re.compile(r"[0-9]{1,5}")
-
-
-def is_loopback_ip(host: str) -> bool:
-    """An IP literal of this machine: 127.0.0.0/8 or ::1. A name is never one (DNS could
-    answer anything for it)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address):
-        return address == ipaddress.IPv6Address("::1") and address.scope_id is None
-    return address in ipaddress.IPv4Network("127.0.0.0/8")
 
 
 def split_endpoint(value: str) -> tuple[str, int]:

@@ -12,10 +12,7 @@ from typing import TYPE_CHECKING
 import cbor2
 import trio
 
-from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
-from p2pnode.chain.mempool import Admission, mutation_id
-from p2pnode.home import Home, HomeError
-from p2pnode.http import (
+from p2pnode.api.server import (
     CBOR,
     MAX_SUBMIT_BATCH,
     MAX_SUBMIT_BODY,
@@ -25,9 +22,12 @@ from p2pnode.http import (
     StatusServer,
     json_reply,
 )
+from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
+from p2pnode.chain.mempool import Admission, mutation_id
 from p2pnode.net import NetError, fetch_genesis
-from p2pnode.node import Node
-from p2pnode.settings import NodeSettings, split_endpoint
+from p2pnode.peer.home import Home, HomeError
+from p2pnode.peer.node import Node
+from p2pnode.peer.settings import NodeSettings, split_endpoint
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus

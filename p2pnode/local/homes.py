@@ -7,7 +7,7 @@ from pathlib import Path
 
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, Genesis, wall_clock_ms
-from p2pnode.home import Home, create_home, write_config
+from p2pnode.peer.home import Home, create_home, write_config
 
 
 def peer_address(port: int, keypair: Keypair) -> str:

@@ -27,9 +27,9 @@ from p2pnode.chain.messages import (
 from p2pnode.chain.providers import Precommits
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote, peer_id_text
 from p2pnode.chain.validation import AHEAD_OF_CLOCK, FrameChecker
-from p2pnode.codec import CodecError, decode
 from p2pnode.consensus import EquivocationError, Receipt, StateMachine
 from p2pnode.net import Topic, Verdict
+from p2pnode.wire.codec import CodecError, decode
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import cbor2
 from p2pnode.chain.genesis import Genesis
 from p2pnode.chain.storage import StorageError
 from p2pnode.chain.types import Frame, Vote, canonical, digest
-from p2pnode.codec import CodecError, decode_frame, decode_vote, encode_frame, encode_vote
 from p2pnode.consensus import Lock, RoundRecord
+from p2pnode.wire.codec import CodecError, decode_frame, decode_vote, encode_frame, encode_vote
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);

@@ -1,0 +1,1 @@
+"""Benchmarks of p2pnode: peers as processes under load (`scripts/bench`)."""

@@ -1,0 +1,1 @@
+"""The peer's local HTTP API: the loopback server and its client."""

@@ -1,0 +1,1 @@
+"""Peers on this machine: testnet homes, and peer processes to start and stop."""

@@ -1,0 +1,1 @@
+"""The running peer: its node, daemon, store, settings and status."""

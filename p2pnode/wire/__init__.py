@@ -1,0 +1,1 @@
+"""The wire format: p2pnode's messages as canonical CBOR, strictly decoded."""
