@@ -80,17 +80,18 @@ async def _body(reply: httpx.Response) -> bytes:
 
 
 async def get_json(url: str, path: str, *, timeout: float = 5.0) -> dict[str, object]:
-    return _json_object(path, await request(url, "GET", path, timeout=timeout))
+    return json_object(path, await request(url, "GET", path, timeout=timeout))
 
 
 async def post_json(
     url: str, path: str, body: bytes, *, content_type: str | None = None, timeout: float = 5.0
 ) -> dict[str, object]:
     reply = await request(url, "POST", path, body, content_type=content_type, timeout=timeout)
-    return _json_object(path, reply)
+    return json_object(path, reply)
 
 
-def _json_object(path: str, reply: bytes) -> dict[str, object]:
+def json_object(path: str, reply: bytes) -> dict[str, object]:
+    """The reply to `path` as a JSON object, else ClientError."""
     try:
         value = json.loads(reply)
     except ValueError:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import urlsplit
 
 import h11
 import trio
 
-from p2pnode.api.client import MAX_REPLY, ClientError
+from p2pnode.api.client import MAX_REPLY, ClientError, json_object
 from p2pnode.chaos.netns import namespace_socket
 
 
@@ -26,13 +25,7 @@ async def get_json(
         raise ClientError(f"{url} in {namespace}: no reply within {timeout:g} s") from None
     except (OSError, trio.BrokenResourceError, h11.ProtocolError) as err:
         raise ClientError(f"{url} in {namespace}: {err or type(err).__name__}") from None
-    try:
-        value = json.loads(body)
-    except ValueError:
-        raise ClientError(f"{path} did not answer JSON") from None
-    if not isinstance(value, dict):
-        raise ClientError(f"{path} did not answer a JSON object")
-    return value
+    return json_object(path, body)
 
 
 async def _get(namespace: str, host: str, port: int, path: str) -> bytes:
