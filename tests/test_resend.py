@@ -42,3 +42,12 @@ def test_a_stalled_rank_is_resent_once_per_period() -> None:
     assert clock.due() == 4.0
     clock.resent(4.0)
     assert clock.due() == 6.0
+
+
+def test_peers_that_reconnect_again_and_again_bring_one_re_send_per_half_period() -> None:
+    clock = ResendClock(2.0, now=0.0)
+    assert clock.may_resend_for_a_newcomer(0.1)
+    clock.resent(0.1)
+    assert not clock.may_resend_for_a_newcomer(0.5)
+    assert not clock.may_resend_for_a_newcomer(1.09)
+    assert clock.may_resend_for_a_newcomer(1.1)

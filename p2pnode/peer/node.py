@@ -256,6 +256,8 @@ class Node:
                 await self._new_peer.wait()
             if self._new_peer.is_set():
                 await trio.sleep(_SETTLE)  # its subscriptions, so the mesh takes it in
+                if not clock.may_resend_for_a_newcomer(trio.current_time()):
+                    continue
             elif trio.current_time() < clock.due():
                 continue  # the rank moved on meanwhile
             clock.resent(trio.current_time())

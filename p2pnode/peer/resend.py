@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 
@@ -29,6 +30,7 @@ class ResendClock:
         self._rounds: deque[float] = deque(maxlen=ROUNDS_KEPT)
         self._progress_at = now
         self._since = now
+        self._resent_at = -math.inf
 
     def period(self) -> float:
         typical = statistics.median(self._rounds) if self._rounds else 0.0
@@ -44,4 +46,9 @@ class ResendClock:
         self._progress_at = self._since = now
 
     def resent(self, now: float) -> None:
-        self._since = now
+        self._since = self._resent_at = now
+
+    def may_resend_for_a_newcomer(self, now: float) -> bool:
+        """At most one re-send per half configured period for peers that (re)connect: a
+        stranger connecting again and again must not make every prover gossip again and again."""
+        return now - self._resent_at >= self._configured / 2
