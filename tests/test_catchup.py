@@ -11,7 +11,7 @@ from p2pnode.chain.messages import MutationMsg, SyncRequest
 from p2pnode.chain.types import CertKind, Frame
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.consensus import ProviderError
-from p2pnode.peer.catchup import BATCH, PeersAhead, SyncService
+from p2pnode.peer.catchup import BATCH, CatchUp, PeersAhead
 from p2pnode.peer.store import Store
 from p2pnode.wire.codec import decode, encode, encode_frame
 from tests import chainkit
@@ -55,8 +55,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
     made.close()
 
 
-def service(store: Store, answers: dict[str, list[bytes] | Exception]) -> SyncService:
-    return SyncService(store, FrameChecker(GENESIS), Fetcher(answers))
+def service(store: Store, answers: dict[str, list[bytes] | Exception]) -> CatchUp:
+    return CatchUp(store, FrameChecker(GENESIS), Fetcher(answers))
 
 
 async def test_a_peer_s_final_frames_are_checked_and_stored(store: Store) -> None:

@@ -58,8 +58,9 @@ class PeersAhead:
         return -self._ranks[peer]
 
 
-class SyncService:
-    """Serves this peer's final frames; brings its store up to the best peer's."""
+class CatchUp:
+    """The peer's SyncProvider: serves its final frames over the sync streams (`net/sync.py`)
+    and brings its store up to the best peer's."""
 
     def __init__(
         self, store: Store, checker: FrameChecker, fetcher: Fetcher, *, timeout: float = 5.0

@@ -22,7 +22,7 @@ from p2pnode.chain.warmup import Warmup
 from p2pnode.consensus import StateMachine
 from p2pnode.net import NetConfig, NetError, Network, Topic, Verdict, open_network
 from p2pnode.peer.batches import Batcher
-from p2pnode.peer.catchup import SyncService
+from p2pnode.peer.catchup import CatchUp
 from p2pnode.peer.home import Home
 from p2pnode.peer.inbound import Inbound
 from p2pnode.peer.metrics import Metrics
@@ -107,7 +107,7 @@ class Node:
         self.checker = FrameChecker(genesis, CertificateChecker(genesis), wall_clock_ms)
         self.outbox = Outbox()
         self.batcher = Batcher(self.outbox.publish)
-        self.sync = SyncService(self.store, self.checker, self.outbox)
+        self.sync = CatchUp(self.store, self.checker, self.outbox)
         self.providers = ChainProviders(
             genesis,
             keypair,
