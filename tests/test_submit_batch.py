@@ -83,17 +83,18 @@ def post(
     *,
     length: int | None = None,
     headers: Sequence[str] = (),
+    method: str = "POST",
 ) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
     lines += [f"Content-Type: {content_type}"] if content_type is not None else []
     lines += [f"Content-Length: {len(body) if length is None else length}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def chunked(path: str, size: int, content_type: str = CBOR) -> bytes:
+def chunked(path: str, size: int, content_type: str = CBOR, method: str = "POST") -> bytes:
     """A chunked request whose one chunk is `size` bytes, all of them sent, and no end: a
     server that waits for more of the body sees the connection end instead."""
-    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}"]
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}"]
     head = "\r\n".join([*lines, "Transfer-Encoding: chunked", "", f"{size:x}", ""])
     return head.encode() + b"x" * size
 
@@ -197,14 +198,15 @@ async def test_a_batch_over_its_limit_is_refused_unread() -> None:
 async def test_other_routes_keep_their_small_body_limit(content_type: str | None) -> None:
     over = f"the body is over {MAX_BODY} bytes"
     async with peer() as (node, port):
+        route = f"/mutation?id={'00' * 32}"
         for request in (
-            post("/mutation", b"", content_type, length=MAX_BODY + 1),
-            chunked("/mutation", MAX_BODY + 1, content_type or "text/plain"),
+            post(route, b"", content_type, length=MAX_BODY + 1, method="GET"),
+            chunked(route, MAX_BODY + 1, content_type or "text/plain", method="GET"),
         ):
             assert await send(port, request) == (413, {"error": over})
         assert node.store.asked == []
         # At the limit, the route answers itself.
-        status, _ = await send(port, post("/mutation", b"0" * MAX_BODY, content_type))
+        status, _ = await send(port, post(route, b"0" * MAX_BODY, content_type, method="GET"))
         assert (status, len(node.store.asked)) == (200, 1)
 
 
@@ -342,3 +344,14 @@ async def test_submit_one_mutation_still_works() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode() == f"mutation {mutation_id(b'hello').hex()} (added)\n"
     assert node.singles == [b"hello"]
+
+
+async def test_a_mutation_is_looked_up_by_its_id_in_the_query() -> None:
+    async with peer() as (node, port):
+        wanted = f"/mutation?id={'ab' * 32}"
+        assert await send(port, post(wanted, b"", None, method="GET")) == (200, {"rank": None})
+        assert node.store.asked == [bytes.fromhex("ab" * 32)]
+        for bad in ("/mutation", "/mutation?id=xyz"):
+            reply = await send(port, post(bad, b"", None, method="GET"))
+            assert reply == (400, {"error": "id must be a mutation id in hex"})
+        assert (await send(port, post(wanted, b"", None)))[0] == 405

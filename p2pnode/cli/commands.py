@@ -277,7 +277,7 @@ async def _wait_final(url: str, mutation: str) -> int | None:
     """The rank that holds the mutation, once final; None if it is not within WAIT_FINAL."""
     deadline = trio.current_time() + WAIT_FINAL
     while trio.current_time() < deadline:
-        reply = await post_json(url, "/mutation", mutation.encode())
+        reply = await get_json(url, f"/mutation?id={mutation}")
         if isinstance(reply.get("rank"), int):
             return int(str(reply["rank"]))
         await trio.sleep(0.5)  # another process's state: polled, it cannot be awaited

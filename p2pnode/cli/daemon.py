@@ -191,10 +191,11 @@ def status_server(node: Node) -> StatusServer:
         )
 
     async def mutation(request: Request) -> Reply:
+        """The rank of the final frame that holds a mutation (GET /mutation?id=HEX), or null."""
         try:
-            rank = node.store.mutation_rank(bytes.fromhex(request.body.decode().strip()))
-        except (ValueError, UnicodeDecodeError):
-            return json_reply({"error": "the body must be a mutation id in hex"}, 400)
+            rank = node.store.mutation_rank(bytes.fromhex(request.query.get("id", "")))
+        except ValueError:
+            return json_reply({"error": "id must be a mutation id in hex"}, 400)
         return json_reply({"rank": rank})
 
     async def frames(request: Request) -> Reply:
@@ -228,7 +229,7 @@ def status_server(node: Node) -> StatusServer:
             ("GET", "/metrics"): metrics,
             # Only a batch may be large; one mutation keeps the MAX_BODY bound.
             ("POST", "/submit"): Limited(submit, MAX_SUBMIT_BODY, CBOR),
-            ("POST", "/mutation"): mutation,
+            ("GET", "/mutation"): mutation,
         }
     )
 
