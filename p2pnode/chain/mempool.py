@@ -62,6 +62,10 @@ class Admission(enum.Enum):
     EMPTY = "empty"
 
 
+MUTATION_ID_SIZE = 32
+"""Bytes of a mutation id: the sha256 of the mutation."""
+
+
 def mutation_id(data: bytes) -> bytes:
     return digest(data)
 

@@ -23,7 +23,7 @@ from p2pnode.api.server import (
     json_reply,
 )
 from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
-from p2pnode.chain.mempool import Admission, mutation_id
+from p2pnode.chain.mempool import MUTATION_ID_SIZE, Admission, mutation_id
 from p2pnode.net import NetError, fetch_genesis
 from p2pnode.peer.home import Home, HomeError
 from p2pnode.peer.node import Node
@@ -193,10 +193,12 @@ def status_server(node: Node) -> StatusServer:
     async def mutation(request: Request) -> Reply:
         """The rank of the final frame that holds a mutation (GET /mutation?id=HEX), or null."""
         try:
-            rank = node.store.mutation_rank(bytes.fromhex(request.query.get("id", "")))
+            key = bytes.fromhex(request.query.get("id", ""))
         except ValueError:
+            key = b""
+        if len(key) != MUTATION_ID_SIZE:
             return json_reply({"error": "id must be a mutation id in hex"}, 400)
-        return json_reply({"rank": rank})
+        return json_reply({"rank": node.store.mutation_rank(key)})
 
     async def frames(request: Request) -> Reply:
         """16 final frames from the rank `from` (GET /frames?from=N), or the last 16."""
