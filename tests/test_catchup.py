@@ -62,7 +62,11 @@ def service(store: Store, answers: dict[str, list[bytes] | Exception]) -> CatchU
 async def test_a_peer_s_final_frames_are_checked_and_stored(store: Store) -> None:
     sync = service(store, {"peer": [encode_frame(final_frame())]})
     assert await sync.synchronize(None) == final_frame()
-    assert store.tip() == final_frame()
+    # Frames compare without their certificate: the stored one must keep it.
+    stored = store.tip()
+    assert stored == final_frame()
+    assert stored.certificate is not None
+    assert stored.certificate == final_frame().certificate
     assert (sync.best_peer_rank, sync.rejected) == (1, 0)
     assert isinstance(sync.fetcher, Fetcher)
     assert sync.fetcher.asked == [("peer", SyncRequest(1, BATCH))]
