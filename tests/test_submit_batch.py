@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import cbor2
@@ -18,6 +19,7 @@ import trio
 from p2pnode.api.client import ClientError, post_json, submit_batch
 from p2pnode.api.server import CBOR, MAX_BODY, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Admission, mutation_id
+from p2pnode.chain.types import Frame
 from p2pnode.cli.commands import batches
 from p2pnode.cli.daemon import status_server
 from p2pnode.peer.node import Node
@@ -39,9 +41,18 @@ def admission_of(mutation: bytes) -> Admission:
 class FakeStore:
     asked: list[bytes] = field(default_factory=list)
 
+    listed: list[tuple[int, int]] = field(default_factory=list)
+
     def mutation_rank(self, mutation: bytes) -> int | None:
         self.asked.append(mutation)
         return None
+
+    def tip(self) -> SimpleNamespace:
+        return SimpleNamespace(round=40)
+
+    def frames(self, start: int, limit: int) -> list[Frame]:
+        self.listed.append((start, limit))
+        return []
 
 
 @dataclass
@@ -355,3 +366,15 @@ async def test_a_mutation_is_looked_up_by_its_id_in_the_query() -> None:
             reply = await send(port, post(bad, b"", None, method="GET"))
             assert reply == (400, {"error": "id must be a mutation id in hex"})
         assert (await send(port, post(wanted, b"", None)))[0] == 405
+
+
+async def test_frames_are_listed_from_the_rank_in_the_query_and_a_bad_rank_is_named() -> None:
+    async with peer() as (node, port):
+        for query in ("", "?from=7"):
+            reply = await send(port, post(f"/frames{query}", b"", None, method="GET"))
+            assert reply == (200, {"frames": []})
+        assert node.store.listed == [(25, 16), (7, 16)]
+        for bad in ("abc", "-1", "", str(2**63)):
+            reply = await send(port, post(f"/frames?from={bad}", b"", None, method="GET"))
+            assert reply == (400, {"error": "from must be a rank"})
+        assert len(node.store.listed) == 2
