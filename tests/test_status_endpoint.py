@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pnode.api.client import get_json, post_json
+from p2pnode.api.client import ClientError, get_json, post_json
 from p2pnode.api.server import Reply, Request, Route, StatusServer, json_reply
 from p2pnode.cli import main
 from p2pnode.peer.settings import SettingsError, load_settings, split_endpoint
@@ -251,3 +251,9 @@ async def test_the_cli_shows_what_it_could_not_read_of_an_unexpected_status(
     unread = next(line for line in lines if line.startswith("unread"))
     assert "peer_id" in unread
     assert "finalized_rank" in unread
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:1", "http://127.0.0.1", "127.0.0.1:8080"])
+async def test_the_client_speaks_only_to_an_http_host_and_port(url: str) -> None:
+    with pytest.raises(ClientError, match="not an http://host:port url"):
+        await get_json(url, "/status")

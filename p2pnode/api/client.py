@@ -30,11 +30,10 @@ def status_url(home: Home) -> str:
         ) from None
 
 
-def _endpoint(url: str) -> tuple[str, int]:
+def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname is None or parts.port is None:
         raise ClientError(f"not an http://host:port url: {url!r}")
-    return parts.hostname, parts.port
 
 
 async def request(
@@ -47,11 +46,11 @@ async def request(
     timeout: float = 5.0,
 ) -> bytes:
     """One HTTP request; the body of a 2xx reply, else ClientError."""
-    _endpoint(url)
+    _check_url(url)
     headers = {} if content_type is None else {"content-type": content_type}
     try:
         # trust_env=False: a proxy from the environment must not carry loopback requests.
-        # verify=False: only plain http:// is spoken (see _endpoint); loading the default
+        # verify=False: only plain http:// is spoken (see _check_url); loading the default
         # CA bundle for nothing cost 42 ms per client, and a dashboard polls several a second.
         client = httpx.AsyncClient(base_url=url, timeout=timeout, trust_env=False, verify=False)
         with trio.fail_after(timeout):
