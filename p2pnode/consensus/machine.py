@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic
 
 import trio
 
-from p2pnode.consensus.book import MessageBook, Receipt
+from p2pnode.consensus import behaviours, voting
+from p2pnode.consensus.book import Receipt
 from p2pnode.consensus.config import Limits, Timeouts
+from p2pnode.consensus.context import Context
 from p2pnode.consensus.protocols import (
     CollectedT,
     CommitVotingProvider,
@@ -28,15 +30,29 @@ from p2pnode.consensus.protocols import (
     VotingProvider,
     attempt_of,
 )
-from p2pnode.consensus.round import Round
 from p2pnode.consensus.states import COMMIT_WATCH_STATES, RECEIVE_EVENTS, Event, Guard, State
 from p2pnode.consensus.table import Transition, candidates
 from p2pnode.consensus.view import RoundView, view_of
-from p2pnode.consensus.voting import Voting
 
 if TYPE_CHECKING:
     # libp2p installs trio-typing, whose stubs shadow trio's own annotations.
     from trio_typing import TaskStatus
+
+
+Evaluation = Callable[[Context[Any, Any, Any, Any], int], Awaitable[None]]
+
+# What each state does while it lasts (states that only wait for a timeout or an event idle).
+EVALUATIONS: dict[State, Evaluation] = {
+    State.LOADING: behaviours.loading,
+    State.COLLECTING: behaviours.collecting,
+    State.LIVENESS_CHECK: behaviours.liveness_check,
+    State.PROVING: behaviours.proving,
+    State.PUBLISHING: behaviours.publishing,
+    State.VOTING: voting.voting,
+    State.FINALIZING: voting.finalizing,
+    State.VERIFYING: voting.verifying,
+    State.STOPPING: behaviours.stopping,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +61,7 @@ class _Envelope:
     epoch: int | None  # the state entry the event belongs to; None for external events
 
 
-class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
+class StateMachine(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     """The round-based consensus engine (a port of a Go state machine).
 
     Run it with `await nursery.start(machine.run)`. Every other method is synchronous and never
@@ -68,25 +84,23 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
         limits: Limits | None = None,
         journal: RoundJournal[StateT] | None = None,
     ) -> None:
-        self._peer = id
-        self._id_text = id.identity()
-        self._active = initial_state
-        self._emit = bool(emit_receive_events_on_sends)
-        self._minimum_provers = minimum_provers
-        self._sync = sync_provider
-        self._voting = voting_provider
-        self._leader = leader_provider
-        self._liveness = liveness_provider
         self._tracer = trace_logger if trace_logger is not None else NullTracer()
-        self._timeouts = timeouts if timeouts is not None else Timeouts()
-        self._limits = limits if limits is not None else Limits()
-        self._journal = journal
-        self._attempts = isinstance(voting_provider, CommitVotingProvider)
-        self._book = MessageBook(self._limits)
-        if initial_state is not None:
-            self._book.prune_through(initial_state.rank())
-        self._record = journal.load() if journal is not None else None
-        self._round = Round.resume(self._book.floor + 1, self._record)
+        self._ctx: Context[StateT, VoteT, PeerIDT, CollectedT] = Context(
+            id_text=id.identity(),
+            active=initial_state,
+            emit=bool(emit_receive_events_on_sends),
+            attempts=isinstance(voting_provider, CommitVotingProvider),
+            minimum_provers=minimum_provers,
+            sync=sync_provider,
+            voting=voting_provider,
+            leader=leader_provider,
+            liveness=liveness_provider,
+            tracer=self._tracer,
+            timeouts=timeouts if timeouts is not None else Timeouts(),
+            limits=limits if limits is not None else Limits(),
+            journal=journal,
+            post=self._post,
+        )
 
         self._state = State.STOPPED
         self._epoch = 0
@@ -98,15 +112,8 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
         self._scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._listeners: list[TransitionListener] = []
-        self._finality_listeners: list[FinalityListener[StateT]] = []
         self._closed = False
         self._stopped_running = False
-        self._loop_events: set[Event] = set()
-        self._dirty = False
-        self._poke = trio.Event()
-        self._sync_hint = trio.Event()
-        self._commit_hint = trio.Event()
-        self._deadline_moved = trio.Event()
 
     # -- public API ----------------------------------------------------------------------
 
@@ -166,47 +173,48 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
 
     def get_active_state(self) -> StateT | None:
         """The latest state this peer holds as final."""
-        return self._active
+        return self._ctx.active
 
     def add_listener(self, listener: TransitionListener) -> None:
         self._listeners.append(listener)
 
     def add_finality_listener(self, listener: FinalityListener[StateT]) -> None:
-        self._finality_listeners.append(listener)
+        self._ctx.finality_listeners.append(listener)
 
     def current_votes(self) -> Mapping[str, VoteT]:
         """The votes of the current attempt of the round being decided, by voter."""
-        return self._book.votes(self._round.target, self._round.attempt)
+        return self._ctx.book.votes(self._ctx.round.target, self._ctx.round.attempt)
 
     def round_view(self) -> RoundView:
         """A read-only snapshot of the current round, for status pages and tests."""
-        return view_of(self._state, self._active, self._round, self._book, self._minimum())
+        ctx = self._ctx
+        return view_of(self._state, ctx.active, ctx.round, ctx.book, ctx.minimum())
 
     @property
     def uses_attempts(self) -> bool:
         """Whether the voting provider runs attempts within a rank."""
-        return self._attempts
+        return self._ctx.attempts
 
     def stored_messages(self) -> int:
         """How many messages the engine holds (bounded by its `Limits`)."""
-        return self._book.size()
+        return self._ctx.book.size()
 
     # -- receiving -----------------------------------------------------------------------
 
     def _screen(self, rank: int, sender: str) -> Receipt | None:
         if self._closed:
             return Receipt.CLOSED
-        leaders = self._round.leader_ids()
-        if rank == self._round.target and leaders and sender not in leaders:
+        leaders = self._ctx.round.leader_ids()
+        if rank == self._ctx.round.target and leaders and sender not in leaders:
             return Receipt.NOT_A_PROVER
-        return self._book.rank_receipt(rank)
+        return self._ctx.book.rank_receipt(rank)
 
     def _screen_commit(self, rank: int) -> Receipt | None:
-        return Receipt.CLOSED if self._closed else self._book.rank_receipt(rank)
+        return Receipt.CLOSED if self._closed else self._ctx.book.rank_receipt(rank)
 
     def receive_liveness_check(self, peer: PeerIDT, collected: CollectedT) -> Receipt:
         rank, sender = collected.rank(), peer.identity()
-        receipt = self._screen(rank, sender) or self._book.add_liveness(rank, sender, collected)
+        receipt = self._screen(rank, sender) or self._ctx.book.add_liveness(rank, sender, collected)
         if receipt.stored:
             self._post(Event.LIVENESS_CHECK_RECEIVED)
         return receipt
@@ -221,7 +229,7 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
         the certified one to a quorum), so this peer can vote for it in later attempts.
         """
         rank, sender = proposal.rank(), peer.identity()
-        receipt = self._screen(rank, sender) or self._book.add_proposal(
+        receipt = self._screen(rank, sender) or self._ctx.book.add_proposal(
             rank, sender, proposal, replace=certified
         )
         if receipt.stored:
@@ -231,11 +239,11 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
     def receive_vote(self, proposer: PeerIDT, voter: PeerIDT, vote: VoteT) -> Receipt:
         """Store a vote; raises `EquivocationError` if the voter already voted differently."""
         rank, sender = vote.rank(), voter.identity()
-        attempt = attempt_of(vote) if self._attempts else 0
+        attempt = attempt_of(vote) if self._ctx.attempts else 0
         receipt = self._screen(rank, sender)
         if receipt is None:
-            self._book.note_reach(rank, sender, attempt)
-            receipt = self._book.add_vote(rank, attempt, sender, vote)
+            self._ctx.book.note_reach(rank, sender, attempt)
+            receipt = self._ctx.book.add_vote(rank, attempt, sender, vote)
         if receipt.stored:
             self._post(Event.VOTE_RECEIVED)
         return receipt
@@ -248,13 +256,14 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
         attempt and from any sender (anyone may relay one), and it is checked once."""
         rank, sender = confirmation.rank(), peer.identity()
         if commit:
-            receipt = self._screen_commit(rank) or self._book.add_commit(rank, sender, confirmation)
+            book = self._ctx.book
+            receipt = self._screen_commit(rank) or book.add_commit(rank, sender, confirmation)
         else:
             receipt = self._screen(rank, sender) or self._add_precommit(sender, confirmation)
         if receipt.stored or receipt is Receipt.TOO_FAR_AHEAD:
             # It carries a certificate, so a later rank is really that far on: catch up.
-            self._sync_hint.set()
-            if rank > self._round.target:
+            self._ctx.sync_hint.set()
+            if rank > self._ctx.round.target:
                 self._behind()
         if receipt.stored:
             self._post(Event.CONFIRMATION_RECEIVED)
@@ -262,15 +271,15 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
 
     def _add_precommit(self, sender: str, confirmation: StateT) -> Receipt:
         rank = confirmation.rank()
-        attempt = attempt_of(confirmation) if self._attempts else 0
-        self._book.note_reach(rank, sender, attempt)
-        self._book.note_certificate(rank, attempt, confirmation.identity())
-        return self._book.add_confirmation(rank, attempt, sender, confirmation)
+        attempt = attempt_of(confirmation) if self._ctx.attempts else 0
+        self._ctx.book.note_reach(rank, sender, attempt)
+        self._ctx.book.note_certificate(rank, attempt, confirmation.identity())
+        return self._ctx.book.add_confirmation(rank, attempt, sender, confirmation)
 
     def _behind(self) -> None:
         """A later rank is already confirmed: this peer missed a round, so it syncs."""
-        if self._state in COMMIT_WATCH_STATES and not self._round.sync_requested:
-            self._round.sync_requested = True
+        if self._state in COMMIT_WATCH_STATES and not self._ctx.round.sync_requested:
+            self._ctx.round.sync_requested = True
             self._post(Event.INDUCE_SYNC)
 
     # -- the event loop ------------------------------------------------------------------
@@ -318,19 +327,18 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
             case Guard.COMMITTED:
                 # Only the commit watcher's own (state-tagged) event carries the commit; a
                 # receipt is always handled as a self-loop first, whatever the task order.
-                return envelope.epoch is not None and self._round.committed is not None
+                return envelope.epoch is not None and self._ctx.round.committed is not None
 
     def _change(self, transition: Transition, *, enter: bool) -> None:
         source, target, event = transition.source, transition.target, transition.event
         self._transition_count += 1
         if transition.is_self_loop:
-            self._loop_events.add(event)
+            self._ctx.loop_events.add(event)
             if event is Event.CONFIRMATION_RECEIVED:
                 # The watcher looks only after the receipt is handled: one order, every run.
-                self._commit_hint.set()
+                self._ctx.commit_hint.set()
             self._refresh()
-            self._dirty = True
-            self._poke.set()
+            self._ctx.wake()
         else:
             if self._scope is not None:
                 self._scope.cancel()
@@ -338,7 +346,7 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
             self._state = target
             self._epoch += 1
             self._entered_at = self._now()
-            self._loop_events = set()
+            self._ctx.loop_events = set()
         self._tracer.trace(f"{source} -> {target} [{event}]")
         self._notify(source, target, event)
         if transition.is_self_loop or not enter:
@@ -362,16 +370,16 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
             return None
 
     def _refresh(self) -> None:
-        if self._attempts and self._state in (State.VOTING, State.FINALIZING):
-            self._refresh_attempt()
+        if self._ctx.attempts and self._state in (State.VOTING, State.FINALIZING):
+            voting.refresh_attempt(self._ctx)
 
     # -- the life of a state -------------------------------------------------------------
 
     def _enter(self, state: State) -> None:
         assert self._nursery is not None, "transitions happen only inside run()"
-        if state is State.VOTING and self._attempts:
-            self._round.open_attempt(trio.current_time(), self._timeouts)
-            self._refresh_attempt()
+        if state is State.VOTING and self._ctx.attempts:
+            self._ctx.round.open_attempt(trio.current_time(), self._ctx.timeouts)
+            voting.refresh_attempt(self._ctx)
         self._scope = scope = trio.CancelScope()
         self._nursery.start_soon(self._live, state, self._epoch, scope)
 
@@ -381,9 +389,9 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
                 tasks.start_soon(self._guarded, self._timer, state, epoch)
                 tasks.start_soon(self._guarded, self._evaluate, state, epoch)
                 if state in COMMIT_WATCH_STATES:
-                    tasks.start_soon(self._guarded, self._watch_commits, epoch)
-                if self._attempts and state in (State.VOTING, State.FINALIZING):
-                    tasks.start_soon(self._guarded, self._attempt_timer, epoch)
+                    tasks.start_soon(self._guarded, voting.watch_commits, self._ctx, epoch)
+                if self._ctx.attempts and state in (State.VOTING, State.FINALIZING):
+                    tasks.start_soon(self._guarded, voting.attempt_timer, self._ctx, epoch)
 
     async def _guarded(self, work: Callable[..., object], *args: object) -> None:
         """Run a state's task; an unexpected exception from a provider stops the machine."""
@@ -405,7 +413,7 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
 
     async def _timer(self, state: State, epoch: int) -> None:
         """Raise the state's timeout event, counted from entry, and again each period after."""
-        spec = self._timeouts.of(state)
+        spec = self._ctx.timeouts.of(state)
         entered = self._entered_at
         if spec is None or entered is None:
             return
@@ -417,32 +425,12 @@ class StateMachine(Voting[StateT, VoteT, PeerIDT, CollectedT]):
             periods += 1
 
     async def _evaluate(self, state: State, epoch: int) -> None:
-        evaluation = self._evaluation(state)
+        """Run the state's behaviour, and again after each self-loop event (see `Context.wake`)."""
+        evaluation = EVALUATIONS.get(state, behaviours.idle)
+        ctx = self._ctx
         while True:
-            self._dirty = False
-            await evaluation(epoch)
-            while not self._dirty:
-                self._poke = trio.Event()
-                await self._poke.wait()
-
-    # -- helpers for the behaviours ------------------------------------------------------
-
-    def _minimum(self) -> int:
-        value = self._minimum_provers
-        return int(value() if callable(value) else value)
-
-    def _adopt(self, state: StateT) -> bool:
-        """Take `state` as the latest final state if it is newer; never go back."""
-        if self._active is not None and state.rank() <= self._active.rank():
-            if state.rank() == self._active.rank() and state.identity() != self._active.identity():
-                self._tracer.error(f"conflicting state offered at final rank {state.rank()}", None)
-            return False
-        # Kept first (a store, say), adopted after: a listener that fails stops the machine
-        # before it moves past a state it could not keep.
-        for listener in list(self._finality_listeners):
-            listener.on_finalized(state)
-        self._active = state
-        self._book.prune_through(state.rank())
-        self._round = Round.resume(state.rank() + 1, self._record)
-        self._tracer.trace(f"final rank {state.rank()}: {state.identity()}")
-        return True
+            ctx.dirty = False
+            await evaluation(ctx, epoch)
+            while not ctx.dirty:
+                ctx.poke = trio.Event()
+                await ctx.poke.wait()
