@@ -13,14 +13,14 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.api.client import ClientError, get_json, status_url, submit_batch
+from p2pnode.api.client import ClientError, get_status, status_url, submit_batch
 from p2pnode.chain.genesis import wall_clock_ms
 from p2pnode.chain.mempool import mutation_id
 from p2pnode.local.homes import generate_testnet
 from p2pnode.local.processes import serving, spawn, stop_all
 from p2pnode.peer.home import Home
-from p2pnode.peer.phases import Phase
-from p2pnode.peer.status import quantile
+from p2pnode.peer.phases import Phase, RoundPhases
+from p2pnode.peer.status import PeerStatus, quantile
 from p2pnode.peer.store import Store
 
 HOPS_PER_ROUND = 4
@@ -64,7 +64,7 @@ class Result:
 class Samples:
     """What the sampler saw while the load ran."""
 
-    phases: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    phases: dict[tuple[str, int], RoundPhases] = field(default_factory=dict)
     hops: list[tuple[float, float]] = field(default_factory=list)
     rss_at_mark_mb: float | None = None
     submitted: dict[bytes, int] = field(default_factory=dict)
@@ -83,15 +83,15 @@ def _memory_mb(pid: int, key: str) -> float:
     return 0.0
 
 
-async def _status(home: Home) -> dict[str, object] | None:
+async def _status(home: Home) -> PeerStatus | None:
     try:
-        return await get_json(status_url(home), "/status", timeout=5)
+        return await get_status(status_url(home), timeout=5)
     except ClientError:
         return None
 
 
-def _rank(status: dict[str, object] | None) -> int:
-    return -1 if status is None else int(str(status["finalized_rank"]))
+def _rank(status: PeerStatus | None) -> int:
+    return -1 if status is None else status.finalized_rank
 
 
 class Fleet:
@@ -103,14 +103,13 @@ class Fleet:
 
     async def start(self) -> None:
         first = await self._start(self.homes[0], [])
-        listed = first.get("addrs")
-        addrs = [a for a in listed if "/ip4/127.0.0.1/" in a] if isinstance(listed, list) else []
+        addrs = [a for a in first.addrs if "/ip4/127.0.0.1/" in a]
         if not addrs:
             raise RuntimeError("the first peer shows no loopback address")
         for home in self.homes[1:]:
             await self._start(home, ["--bootstrap", addrs[0]])
 
-    async def _start(self, home: Home, extra: list[str]) -> dict[str, object]:
+    async def _start(self, home: Home, extra: list[str]) -> PeerStatus:
         self.processes.append(spawn(home, "--listen", "/ip4/127.0.0.1/tcp/0", *extra))
         with trio.fail_after(60):
             return await serving(home, self.processes[-1])
@@ -133,9 +132,9 @@ async def _sample(fleet: Fleet, samples: Samples, start_rank: int) -> None:
         for index, status in enumerate(statuses):
             if status is None:
                 continue
-            for row in status.get("recent_rounds", []):  # type: ignore[attr-defined]
-                if row.get("phases") and row["rank"] > start_rank:
-                    samples.phases[(str(index), int(row["rank"]))] = row["phases"]
+            for row in status.recent_rounds:
+                if row.phases is not None and row.rank > start_rank:
+                    samples.phases[(str(index), row.rank)] = row.phases
         rank = _rank(statuses[0])
         if samples.rss_at_mark_mb is None and rank - start_rank >= SOAK_MARK:
             samples.rss_at_mark_mb = fleet.memory_mb("VmRSS")
@@ -219,7 +218,7 @@ def _measure(
     ranks: tuple[int, int],
     elapsed: float,
     cpu: Sequence[float],
-    statuses: Sequence[dict[str, object]],
+    statuses: Sequence[PeerStatus],
     memory: tuple[float, float],
     samples: Samples,
 ) -> Result:
@@ -246,11 +245,11 @@ def _measure(
         rounds_per_s=(ranks[1] - ranks[0]) / elapsed,
         round_p50_ms=_quantile(gaps, 0.5),
         round_p99_ms=_quantile(gaps, 0.99),
-        hop_p50_ms=_median_of(statuses, "hop_latency_ms"),
-        hop_p99_ms=_median_of(statuses, "hop_latency_p99_ms"),
+        hop_p50_ms=_median_of([s.hop_latency_ms for s in statuses]),
+        hop_p99_ms=_median_of([s.hop_latency_p99_ms for s in statuses]),
         cpu_ms_per_round=statistics.mean(cpu) * 1000 / rounds,
         cores_used=sum(cpu) / elapsed,
-        phase_p50_ms={p: _quantile([ph.get(p, 0) for ph in phases], 0.5) for p in PHASES},
+        phase_p50_ms={p: _quantile([ph.millis[Phase(p)] for ph in phases], 0.5) for p in PHASES},
         mutations_per_s=sum(len(f.mutations) for f in measured[1:]) / elapsed,
         submitted_per_s=len(samples.submitted) / elapsed,
         submit_to_final_p50_s=_quantile(delays, 0.5) / 1000 if delays else None,
@@ -264,6 +263,6 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return quantile(values, q) or 0.0
 
 
-def _median_of(statuses: Sequence[dict[str, object]], key: str) -> float:
-    values = [float(str(s[key])) for s in statuses if s.get(key) is not None]
-    return statistics.median(values) if values else 0.0
+def _median_of(values: Sequence[float | None]) -> float:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else 0.0

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.api.client import get_json, status_url
+from p2pnode.api.client import get_status, status_url
 from p2pnode.local.processes import serving
 from p2pnode.peer.home import Home
+from p2pnode.peer.status import PeerStatus
 
 POLL = 0.25
 """How often tests look at another process's status (it cannot be awaited from here)."""
@@ -54,8 +55,11 @@ class Peer:
     def pid(self) -> int:
         return self.process.pid
 
-    async def status(self) -> dict[str, object]:
-        return await get_json(status_url(self.home), "/status")
+    async def status(self) -> PeerStatus:
+        """The peer's status, read whole (a field the reader could not use fails the test)."""
+        status = await get_status(status_url(self.home))
+        assert status.problems == (), status.problems
+        return status
 
     def addrs(self) -> list[str]:
         """The multiaddrs the peer printed it listens on (read back, so port 0 works)."""
@@ -138,11 +142,9 @@ async def wait_for(check: Callable[[], object], *, timeout: float, what: str) ->
 
 
 async def ranks(peers: list[Peer]) -> list[int]:
-    return [int(str((await peer.status())["finalized_rank"])) for peer in peers]
+    return [(await peer.status()).finalized_rank for peer in peers]
 
 
 async def chain(peer: Peer) -> dict[int, str]:
     """The peer's last 64 final frames, rank → id."""
-    recent = (await peer.status())["recent"]
-    assert isinstance(recent, list)
-    return {int(rank): str(frame_id) for rank, frame_id in recent}
+    return dict((await peer.status()).recent)

@@ -259,8 +259,7 @@ async def _finalized(peers: list[Peer], rank: int) -> bool:
 
 async def _malformed_everywhere(peers: list[Peer]) -> bool:
     for peer in peers:
-        malformed = (await peer.status())["malformed"]
-        assert isinstance(malformed, dict)
+        malformed = dict((await peer.status()).malformed)
         if malformed.get(Malformed.ORIGIN.value, 0) < 2:
             return False
     return True

@@ -4,7 +4,6 @@ namespaces joined by a bridge, split in two and joined again."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -18,6 +17,8 @@ from p2pnode.chaos.checks import Check
 from p2pnode.chaos.faults import RESUME_BOUND, Event, Fault
 from p2pnode.chaos.netns import Fabric, Link, ip, namespace_socket, namespaces
 from p2pnode.chaos.stores import Signed
+from p2pnode.peer.status_read import parse_status
+from tests.status_sample import SAMPLE
 
 A, B, C = b"\xaa" * 32, b"\xbb" * 32, b"\xcc" * 32
 
@@ -124,15 +125,16 @@ def test_a_peer_that_needed_sigkill_fails_the_clean_stop() -> None:
 
 
 def test_a_peer_status_is_described_in_one_line() -> None:
-    sample = json.loads((Path(__file__).parent / "data" / "status_sample.json").read_text())
-    line = checks.describe("peer3", sample)
+    line = checks.describe("peer3", SAMPLE)
     assert "\n" not in line
-    assert line.startswith(f"peer3: {sample['state']} for {sample['state_time']} s")
-    assert "rank 7 attempt 0: 4 live, 2 proposals, 0 votes (quorum" in line
-    assert "lock none" in line
-    assert checks.describe("peer1", {}).startswith("peer1: None")
-    split = {"round": {"votes_for": {"a": "aaaa1111ff", "b": "bbbb2222ff", "c": "aaaa1111ff"}}}
+    assert line.startswith(f"peer3: {SAMPLE.state} for {SAMPLE.state_time} s")
+    assert "rank 7 attempt 0: 4 live, 2 proposals, 0 votes (quorum 3), lock none; 3 peers" in line
+    assert "unread" not in line
+    assert checks.describe("peer1", parse_status({})).startswith("peer1: ? for 0.0 s")
+    votes = {"a": "aaaa1111ff", "b": "bbbb2222ff", "c": "aaaa1111ff"}
+    split = parse_status({"round": {"votes_for": votes}})
     assert "3 votes: 2 for aaaa1111, 1 for bbbb2222 (quorum" in checks.describe("peer2", split)
+    assert "; unread finalized_rank, " in checks.describe("peer2", split)
 
 
 # -- the verdict ----------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import socket
 import sys
@@ -18,21 +17,19 @@ import trio.testing
 from rich.console import Console, RenderableType
 
 from p2pnode.api.server import Reply, Request, StatusServer, json_reply
-from p2pnode.dashboard import PeerStatus, Unreachable, fetch, parse_status, peer_view
+from p2pnode.dashboard import Unreachable, fetch, peer_view
 from p2pnode.dashboard import render as views
 from p2pnode.dashboard.live import watch
 from p2pnode.dashboard.model import Reading
+from p2pnode.peer.status import PeerStatus
+from p2pnode.peer.status_read import parse_status
+from tests.status_sample import ME, PROVERS, sample_json
 
-SAMPLE = Path(__file__).parent / "data" / "status_sample.json"
 SIZES = [(80, 24), (160, 48)]
-PROVERS: list[str] = json.loads(SAMPLE.read_text())["provers"]
-ME = "12D3KooWJsTQoZuDA3mWGHkxo867cMEf3QTAkodxp39bG9KTNA2R"
 NOW = 1795825820.0
 
 
-def sample() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(SAMPLE.read_text())
-    return data
+sample = sample_json
 
 
 def frame_id(rank: int) -> str:

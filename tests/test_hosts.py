@@ -19,12 +19,14 @@ from p2pnode.chaos.cluster import Cluster
 from p2pnode.chaos.cluster import Peer as ClusterPeer
 from p2pnode.chaos.netns import Fabric, Link, ip
 from p2pnode.cli import build_parser, commands, main
-from p2pnode.dashboard import parse_status, peer_view
+from p2pnode.dashboard import peer_view
 from p2pnode.local.homes import generate_testnet
 from p2pnode.net import NetConfig, Topic, Verdict, decode_record, open_network
 from p2pnode.net.addresses import AddressError, _ipv6, expand, interface_ips, shared, with_peer
 from p2pnode.peer.home import Home, create_home, write_config
 from p2pnode.peer.settings import SettingsError, load_settings, node_settings
+from p2pnode.peer.status import PeerStatus
+from p2pnode.peer.status_read import parse_status
 from tests.peers import wait_for
 from tests.test_dashboard import render, sample
 
@@ -327,11 +329,9 @@ async def _settled(cluster: Cluster) -> bool:
     for peer in cluster.peers:
         status = await cluster.status(peer)
         _check_shared(peer, status, announces=peer is cluster.peers[-1])
-        recent = status["recent"]
-        assert isinstance(recent, list)
-        chains.append({int(rank): str(frame) for rank, frame in recent})
-        peers = status["peers"]
-        if not isinstance(peers, list) or len(peers) < len(cluster.peers) - 1:
+        assert status.problems == (), status.problems
+        chains.append(dict(status.recent))
+        if len(status.peers) < len(cluster.peers) - 1:
             return False
     if min(len(chain) for chain in chains) < RANKS:
         return False
@@ -340,15 +340,14 @@ async def _settled(cluster: Cluster) -> bool:
     return len(shared_ranks) >= RANKS
 
 
-def _check_shared(peer: ClusterPeer, status: dict[str, object], *, announces: bool) -> None:
-    addrs = status["addrs"]
-    assert isinstance(addrs, list), status
+def _check_shared(peer: ClusterPeer, status: PeerStatus, *, announces: bool) -> None:
+    addrs = status.addrs
     if announces:
-        assert addrs == [f"/ip4/{peer.link.address}/tcp/{FIXED_PORT}/p2p/{status['peer_id']}"]
+        assert addrs == (f"/ip4/{peer.link.address}/tcp/{FIXED_PORT}/p2p/{status.peer_id}",)
         return
-    assert str(addrs[0]).startswith(f"/ip4/{peer.link.address}/tcp/"), addrs
-    assert str(addrs[-1]).startswith("/ip4/127.0.0.1/tcp/"), addrs
-    assert not [a for a in addrs if "/0.0.0.0/" in str(a) or "/tcp/0/" in str(a)], addrs
+    assert addrs[0].startswith(f"/ip4/{peer.link.address}/tcp/"), addrs
+    assert addrs[-1].startswith("/ip4/127.0.0.1/tcp/"), addrs
+    assert not [a for a in addrs if "/0.0.0.0/" in a or "/tcp/0/" in a], addrs
 
 
 def _check_output(peer: ClusterPeer, *, announces: bool) -> None:

@@ -53,7 +53,7 @@ async def test_a_follower_joins_by_one_multiaddr_and_follows(tmp_path: Path) -> 
             write_config(home, ["/ip4/127.0.0.1/tcp/0"], provers[0].addrs()[:1])
             follower = await group.start(home)
             status = await follower.status()
-            assert status["role"] == "follower"
+            assert status.role == "follower"
             target = max(await ranks(provers)) + 3
             await wait_for(
                 lambda: finalized_at_least([follower], target), timeout=90, what="the follower"
@@ -88,10 +88,8 @@ async def test_a_killed_prover_restarts_and_catches_up(tmp_path: Path) -> None:
                 what="the restarted prover to catch up",
             )
             for peer in [revived, *others]:
-                status = await peer.status()
-                rejected = status["rejected"]
-                assert isinstance(rejected, dict)
-                assert not any("equivocating" in reason for reason in rejected), rejected
+                rejected = (await peer.status()).rejected
+                assert not any("equivocating" in reason for reason, _ in rejected), rejected
             chains = [await chain(peer) for peer in [revived, *others]]
             common = set.intersection(*(set(c) for c in chains))
             assert common  # the revived peer holds ranks the others hold: compared, not vacuous
@@ -115,15 +113,13 @@ async def test_both_self_delivery_modes_finalize_and_count_own_messages_once(
             # engine has moved (a liveness timeout) since: a double count would show by now.
             judged = 2 if echo else 1
             await wait_for(lambda: _judged(pair, judged), timeout=30, what="liveness judged")
-            marks = [int(str((await peer.status())["transitions"])) for peer in pair]
+            marks = [(await peer.status()).transitions for peer in pair]
             await wait_for(lambda: _moved_on(pair, marks), timeout=30, what="a later transition")
             for peer in pair:
                 status = await peer.status()
-                assert status["finalized_rank"] == 0
-                assert status["state"] == "liveness_check"
-                round_ = status["round"]
-                assert isinstance(round_, dict)
-                assert len(round_["live"]) == 2
+                assert status.finalized_rank == 0
+                assert status.state == "liveness_check"
+                assert len(status.round.live) == 2
             bootstrap = pair[0].addrs()[:1]
             listen = ["--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", *bootstrap]
             others = [await group.start(home, *listen) for home in homes[2:]]
@@ -134,22 +130,21 @@ async def test_both_self_delivery_modes_finalize_and_count_own_messages_once(
 
 async def _judged(peers: list[Peer], liveness: int) -> bool:
     for peer in peers:
-        counters = (await peer.status())["counters"]
-        if not isinstance(counters, dict) or counters["liveness"]["accept"] < liveness:
+        counters = {row.topic: row for row in (await peer.status()).counters}
+        if "liveness" not in counters or counters["liveness"].accept < liveness:
             return False
     return True
 
 
 async def _moved_on(peers: list[Peer], marks: list[int]) -> bool:
     for peer, mark in zip(peers, marks, strict=True):
-        if int(str((await peer.status())["transitions"])) <= mark:
+        if (await peer.status()).transitions <= mark:
             return False
     return True
 
 
 async def _both_live(peers: list[Peer]) -> bool:
     for peer in peers:
-        round_ = (await peer.status())["round"]
-        if not isinstance(round_, dict) or len(round_["live"]) < 2:
+        if len((await peer.status()).round.live) < 2:
             return False
     return True

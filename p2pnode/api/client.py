@@ -12,6 +12,8 @@ import trio
 
 from p2pnode.api.server import CBOR, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.peer.home import Home
+from p2pnode.peer.status import PeerStatus
+from p2pnode.peer.status_read import parse_status
 
 MAX_REPLY = 4 * 1024 * 1024
 
@@ -80,6 +82,11 @@ async def _body(reply: httpx.Response) -> bytes:
 
 async def get_json(url: str, path: str, *, timeout: float = 5.0) -> dict[str, object]:
     return json_object(path, await request(url, "GET", path, timeout=timeout))
+
+
+async def get_status(url: str, *, timeout: float = 5.0) -> PeerStatus:
+    """The peer's status record, read defensively (see `parse_status`)."""
+    return parse_status(await get_json(url, "/status", timeout=timeout), url)
 
 
 async def post_json(

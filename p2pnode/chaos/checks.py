@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from p2pnode.chaos.stores import Signed
+from p2pnode.peer.status import PeerStatus
 
 SHOWN = 3
 """Offending items named in a failed check's detail; the rest are counted."""
@@ -94,33 +95,28 @@ def resumed(
     return Check(name, True, f"{what}: {seconds:.1f} s")
 
 
-def describe(peer: str, status: Mapping[str, object]) -> str:
+def describe(peer: str, status: PeerStatus) -> str:
     """One line of a peer's status: where its round stands."""
-    round_ = status.get("round")
-    view: Mapping[str, object] = round_ if isinstance(round_, dict) else {}
-    lock = view.get("locked_on")
-    held = f"{str(lock)[:8]} since attempt {view.get('lock_attempt')}" if lock else "none"
+    view = status.round
+    lock = view.locked_on
+    held = f"{lock[:8]} since attempt {view.lock_attempt}" if lock else "none"
+    unread = f"; unread {', '.join(status.problems)}" if status.problems else ""
     return (
-        f"{peer}: {status.get('state')} for {status.get('state_time')} s, final "
-        f"{status.get('finalized_rank')}, rank {view.get('rank')} attempt {view.get('attempt')}: "
-        f"{_size(view.get('live'))} live, {_size(view.get('proposals'))} proposals, "
-        f"{_tally(view.get('votes_for'))} (quorum {view.get('quorum')}), lock {held}; "
-        f"{_size(status.get('peers'))} peers"
+        f"{peer}: {status.state} for {status.state_time} s, final "
+        f"{status.finalized_rank}, rank {view.rank} attempt {view.attempt}: "
+        f"{len(view.live)} live, {len(view.proposals)} proposals, "
+        f"{_tally(view.votes_for or ())} (quorum {view.quorum}), lock {held}; "
+        f"{len(status.peers)} peers{unread}"
     )
 
 
-def _tally(votes_for: object) -> str:
+def _tally(votes_for: Iterable[tuple[str, str]]) -> str:
     """The votes of the current attempt by frame: "3 votes: 2 for 0aaeae08, 1 for 56fe6262"."""
-    listed = list(votes_for.values()) if isinstance(votes_for, dict) else []
-    frames = Counter(str(frame)[:8] for frame in listed)
+    frames = Counter(frame[:8] for _, frame in votes_for)
     total = sum(frames.values())
     if not total:
         return "0 votes"
     return f"{total} votes: " + ", ".join(f"{n} for {f}" for f, n in frames.most_common())
-
-
-def _size(value: object) -> int:
-    return len(value) if isinstance(value, list | dict) else 0
 
 
 def no_progress_without_quorum(before: int, after: int) -> Check:

@@ -18,6 +18,8 @@ from p2pnode.chaos import nsclient, stores
 from p2pnode.chaos.netns import Fabric, Link
 from p2pnode.local.homes import generate_testnet
 from p2pnode.peer.home import Home, write_config
+from p2pnode.peer.status import PeerStatus
+from p2pnode.peer.status_read import parse_status
 
 LISTEN_PORT = 4001
 """Every peer listens on its own namespace's address, so one fixed port serves all and a
@@ -110,9 +112,10 @@ class Cluster:
                 await trio.sleep(POLL)
         return f"no status within {timeout:g} s"
 
-    async def status(self, peer: Peer, *, timeout: float = 3.0) -> dict[str, object]:
+    async def status(self, peer: Peer, *, timeout: float = 3.0) -> PeerStatus:
         url = status_url(peer.home)
-        return await nsclient.get_json(peer.link.namespace, url, "/status", timeout=timeout)
+        reply = await nsclient.get_json(peer.link.namespace, url, "/status", timeout=timeout)
+        return parse_status(reply, url)
 
     def kill(self, peer: Peer) -> None:
         """kill -9: no shutdown at all (it works on a stopped process too)."""

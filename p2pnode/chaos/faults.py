@@ -226,8 +226,7 @@ async def _finalized(cluster: Cluster, peer: Peer) -> int:
         status = await cluster.status(peer)
     except ClientError:
         return rank
-    reported = status.get("finalized_rank")
-    return max(rank, reported) if isinstance(reported, int) else rank
+    return max(rank, status.finalized_rank)
 
 
 async def pause_phase(run: Run, seconds: float = PAUSE_SECONDS) -> None:

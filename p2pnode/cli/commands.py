@@ -139,7 +139,7 @@ def urls_from(args: argparse.Namespace) -> list[str]:
 
 
 def status(args: argparse.Namespace) -> int:
-    from p2pnode.dashboard.model import parse_status
+    from p2pnode.peer.status_read import parse_status
 
     url = url_from(args)
     reply = trio.run(get_json, url, "/status")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.api.client import ClientError, get_json, status_url
+from p2pnode.api.client import ClientError, get_status, status_url
 from p2pnode.cli.errors import UsageError
 from p2pnode.local.homes import generate_testnet
 from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
@@ -111,10 +111,10 @@ async def _print_lines(urls: list[str], stop: trio.Event) -> None:
     while not stop.is_set():
         for url in urls:
             try:
-                status = await get_json(url, "/status", timeout=1)
+                status = await get_status(url, timeout=1)
                 print(
-                    f"{str(status.get('peer_id'))[-8:]}  rank {status.get('finalized_rank'):>6}"
-                    f"  {status.get('state')}  {status.get('sync')}",
+                    f"{status.peer_id[-8:]}  rank {status.finalized_rank:>6}"
+                    f"  {status.state}  {status.sync}",
                     flush=True,
                 )
             except ClientError as err:

@@ -9,8 +9,8 @@ from rich.text import Text
 
 from p2pnode.dashboard import fmt, layout, parts
 from p2pnode.dashboard.layout import Block, Cell
-from p2pnode.dashboard.model import PeerStatus, Reading, Unreachable
-from p2pnode.peer.status import RoundSummary
+from p2pnode.dashboard.model import Reading, Unreachable
+from p2pnode.peer.status import PeerStatus, RoundSummary
 
 LABEL_WIDTH = 12
 COLUMN_WIDTH = 15

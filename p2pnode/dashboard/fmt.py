@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from p2pnode.dashboard.model import PeerStatus, Unreachable
-from p2pnode.peer.status import STALLED_AFTER
+from p2pnode.dashboard.model import Unreachable
+from p2pnode.peer.status import STALLED_AFTER, PeerStatus
 
 ELLIPSIS = "…"
 NONE = "—"

@@ -14,9 +14,10 @@ import trio
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from p2pnode.api.client import ClientError, get_json
-from p2pnode.dashboard.model import PeerStatus, Reading, Unreachable, parse_status
+from p2pnode.api.client import ClientError, get_status
+from p2pnode.dashboard.model import Reading, Unreachable
 from p2pnode.dashboard.render import peer_view, testnet_view
+from p2pnode.peer.status import PeerStatus
 
 MIN_TIMEOUT = 1.0
 """A peer busy proving may answer late; sooner than this it is not yet unreachable."""
@@ -27,13 +28,12 @@ async def fetch(url: str, timeout: float) -> Reading:
     try:
         # Our own deadline: the client's timeout error carries no message to show.
         with trio.fail_after(timeout):
-            data = await get_json(url, "/status", timeout=2 * timeout)
+            return await get_status(url, timeout=2 * timeout)
     except trio.TooSlowError:
         return Unreachable(url, f"no reply within {timeout:g}s")
     except (ClientError, trio.BrokenResourceError) as err:
         # The client wraps most failures, but a connection reset mid-request escapes it.
         return Unreachable(url, _reason(url, err))
-    return parse_status(data, url)
 
 
 class Reader(Protocol):

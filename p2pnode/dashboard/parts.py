@@ -10,9 +10,8 @@ from rich.text import Text
 
 from p2pnode.dashboard import fmt, layout
 from p2pnode.dashboard.layout import Block, Cell
-from p2pnode.dashboard.model import ErrorRow, PeerStatus, TransitionRow
 from p2pnode.peer.phases import Phase
-from p2pnode.peer.status import RoundSummary
+from p2pnode.peer.status import ErrorRow, PeerStatus, RoundSummary, TransitionRow
 
 
 def flow(parts: Sequence[Text], width: int) -> Block:

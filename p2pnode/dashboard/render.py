@@ -10,7 +10,8 @@ from rich.text import Text
 
 from p2pnode.dashboard import fleet, fmt, layout, parts
 from p2pnode.dashboard.layout import Block
-from p2pnode.dashboard.model import PeerStatus, Reading, Unreachable
+from p2pnode.dashboard.model import Reading, Unreachable
+from p2pnode.peer.status import PeerStatus
 
 WIDE = 120
 """From this width on, blocks stand side by side at full detail."""

@@ -13,8 +13,9 @@ from typing import IO, Protocol
 
 import trio
 
-from p2pnode.api.client import ClientError, get_json, status_url
+from p2pnode.api.client import ClientError, get_status, status_url
 from p2pnode.peer.home import Home
+from p2pnode.peer.status import PeerStatus
 
 PR_SET_PDEATHSIG = 1
 POLL = 0.1
@@ -70,7 +71,7 @@ class Polled(Protocol):
     def poll(self) -> int | None: ...
 
 
-async def serving(home: Home, process: Polled, log: Path | None = None) -> dict[str, object]:
+async def serving(home: Home, process: Polled, log: Path | None = None) -> PeerStatus:
     """The peer's first status, once it answers (the caller bounds the wait); `PeerExitedError`
     if the process ends first."""
     while True:
@@ -78,7 +79,7 @@ async def serving(home: Home, process: Polled, log: Path | None = None) -> dict[
             tail = log.read_text(errors="replace")[-2000:].strip() if log is not None else ""
             raise PeerExitedError(f"{home.path.name} exited with {process.returncode}: {tail}")
         try:
-            return await get_json(status_url(home), "/status", timeout=1)
+            return await get_status(status_url(home), timeout=1)
         except ClientError:
             await trio.sleep(POLL)
 

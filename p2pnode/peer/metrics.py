@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from p2pnode.consensus import State
-from p2pnode.peer.status import NodeStatus
+from p2pnode.peer.status import PeerStatus
 
 ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -17,7 +17,7 @@ ROUND_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 class StatusCollector(Collector):
     """Turns a status snapshot into metric families at every scrape."""
 
-    def __init__(self, status: Callable[[], NodeStatus]) -> None:
+    def __init__(self, status: Callable[[], PeerStatus]) -> None:
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
@@ -35,15 +35,19 @@ class StatusCollector(Collector):
         )
         yield GaugeMetricFamily("p2p_peers", "Connected peers", value=len(status.peers))
         mesh = GaugeMetricFamily("p2p_mesh_peers", "Gossip mesh size per topic", labels=["topic"])
-        for topic, size in sorted(status.mesh.items()):
+        for topic, size in sorted(status.mesh):
             mesh.add_metric([topic], size)
         yield mesh
         messages = CounterMetricFamily(
             "p2p_messages", "Gossip messages by topic and verdict", labels=["topic", "verdict"]
         )
-        for topic, verdicts in sorted(status.counters.items()):
-            for verdict, count in sorted(verdicts.items()):
-                messages.add_metric([topic, verdict], count)
+        for row in status.counters:
+            for verdict, count in (
+                ("accept", row.accept),
+                ("ignore", row.ignore),
+                ("reject", row.reject),
+            ):
+                messages.add_metric([row.topic, verdict], count)
         yield messages
         yield GaugeMetricFamily("mempool_mutations", "Pending mutations", value=status.mempool)
 
@@ -51,7 +55,7 @@ class StatusCollector(Collector):
 class Metrics:
     """A peer's registry: its status collector and the round-duration histogram."""
 
-    def __init__(self, status: Callable[[], NodeStatus]) -> None:
+    def __init__(self, status: Callable[[], PeerStatus]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(StatusCollector(status))
         self.round_duration = Histogram(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import trio
 
@@ -29,7 +29,15 @@ from p2pnode.peer.metrics import Metrics
 from p2pnode.peer.phases import PhaseClock
 from p2pnode.peer.resend import ResendClock
 from p2pnode.peer.settings import NodeSettings
-from p2pnode.peer.status import Activity, NodeStatus, RoundSummary, quantile
+from p2pnode.peer.status import (
+    Activity,
+    CurrentRound,
+    PeerStatus,
+    RoundSummary,
+    Verdicts,
+    quantile,
+    sync_state,
+)
 from p2pnode.peer.store import Store
 from p2pnode.wire.codec import encode
 
@@ -278,51 +286,37 @@ class Node:
             results.append((mutation_id(data).hex(), admitted))
         return results
 
-    def status(self) -> NodeStatus:
+    def status(self) -> PeerStatus:
         network, tip = self.network, self.store.tip()
-        counters: dict[str, dict[str, int]] = {}
-        if network is not None:
-            for (topic, verdict), count in sorted(
-                network.counters().items(), key=lambda kv: (kv[0][0].value, kv[0][1].value)
-            ):
-                counters.setdefault(topic.value, {v.value: 0 for v in Verdict})[verdict.value] = (
-                    count
-                )
         since = None if self._finalized_at is None else time.monotonic() - self._finalized_at
-        return NodeStatus(
+        best = max(self.sync.best_peer_rank, self.inbound.best_rank, tip.round)
+        votes_for = {v: vote.frame.hex() for v, vote in self.machine.current_votes().items()}
+        return PeerStatus(
             peer_id=self.keypair.prover.identity(),
             network=self.genesis.network,
             role=self.role,
             state=str(self.machine.get_state()),
-            state_time=self.machine.get_state_time(),
+            state_time=round(self.machine.get_state_time(), 3),
             finalized_rank=tip.round,
             finalized_id=tip.identity(),
-            recent=self.store.recent(64),
-            peers=[] if network is None else network.peers(),
-            mesh={} if network is None else {t.value: n for t, n in network.mesh_sizes().items()},
-            counters=counters,
-            rejected={f"{t.value}: {why}": n for (t, why), n in self.inbound.reasons.items()},
-            best_peer_rank=max(self.sync.best_peer_rank, self.inbound.best_rank, tip.round),
-            sync_rejected=self.sync.rejected,
+            best_peer_rank=best,
+            sync=sync_state(tip.round, best, since),
             since_finalized=since,
             mempool=len(self.mempool),
-            round=self.machine.round_view(),
             transitions=self.machine.get_transition_count(),
             hop_latency_ms=quantile(self.inbound.hop_delays, 0.5),
             hop_latency_p99_ms=quantile(self.inbound.hop_delays, 0.99),
-            provers=[p.identity() for p in self.genesis.provers],
-            recent_rounds=self.recent_rounds(16),
-            activity=self.activity,
-            votes_for={v: vote.frame.hex() for v, vote in self.machine.current_votes().items()},
-            quorum=self.genesis.quorum,
-            malformed={}
-            if network is None
-            else {why.value: n for why, n in network.malformed().items() if n},
-            banned=[] if network is None else network.banned(),
-            limited={}
-            if network is None
-            else {why.value: n for why, n in network.limited().items() if n},
-            addrs=[] if network is None else network.addrs(),
+            provers=tuple(p.identity() for p in self.genesis.provers),
+            recent_rounds=tuple(self.recent_rounds(16)),
+            transition_log=tuple(self.activity.transitions),
+            errors=tuple(self.activity.errors),
+            round=CurrentRound.of(self.machine.round_view(), votes_for, self.genesis.quorum),
+            recent=tuple(self.store.recent(64)),
+            sync_rejected=self.sync.rejected,
+            rejected=tuple(
+                (f"{t.value}: {why}", n) for (t, why), n in self.inbound.reasons.items()
+            ),
+            **_network_status(network),
         )
 
     def recent_rounds(self, count: int) -> list[RoundSummary]:
@@ -356,3 +350,38 @@ class Node:
                 )
             )
         return summaries
+
+
+_VERDICTS = (Verdict.ACCEPT, Verdict.IGNORE, Verdict.REJECT)
+"""In the order of `Verdicts`' fields."""
+
+
+class _NetworkStatus(TypedDict):
+    peers: tuple[str, ...]
+    mesh: tuple[tuple[str, int], ...]
+    counters: tuple[Verdicts, ...]
+    malformed: tuple[tuple[str, int], ...]
+    banned: tuple[str, ...]
+    limited: tuple[tuple[str, int], ...]
+    addrs: tuple[str, ...]
+
+
+def _network_status(network: Network | None) -> _NetworkStatus:
+    """The status fields the running network fills in (empty while it is not running)."""
+    if network is None:
+        return _NetworkStatus(
+            peers=(), mesh=(), counters=(), malformed=(), banned=(), limited=(), addrs=()
+        )
+    counts = network.counters()
+    return _NetworkStatus(
+        peers=tuple(network.peers()),
+        mesh=tuple((t.value, n) for t, n in network.mesh_sizes().items()),
+        counters=tuple(
+            Verdicts(topic.value, *(counts.get((topic, v), 0) for v in _VERDICTS))
+            for topic in sorted({topic for topic, _ in counts}, key=lambda t: t.value)
+        ),
+        malformed=tuple((why.value, n) for why, n in network.malformed().items() if n),
+        banned=tuple(network.banned()),
+        limited=tuple((why.value, n) for why, n in network.limited().items() if n),
+        addrs=tuple(network.addrs()),
+    )

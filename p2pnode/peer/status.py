@@ -1,10 +1,10 @@
-"""A peer's status snapshot: what the CLI, the dashboard and the status endpoint show."""
+"""A peer's status: one typed record, served as JSON and read back by the CLI and dashboard."""
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from p2pnode.consensus import Event, RoundView, State
@@ -12,6 +12,7 @@ from p2pnode.peer.phases import RoundPhases
 
 STALLED_AFTER = 30.0
 """Seconds without a final frame after which a peer calls itself stalled."""
+SYNC_STATES = ("synced", "catching up", "stalled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,21 +43,45 @@ class RoundSummary:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """How many gossip messages of one topic the peer accepted, ignored and rejected."""
+
+    topic: str
+    accept: int
+    ignore: int
+    reject: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRow:
+    """One state change of the engine; `at` is the peer's wall clock."""
+
+    at: float | None
+    source: str
+    target: str
+    event: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRow:
+    at: float | None
+    message: str
+
+
 @dataclass
 class Activity:
     """Recent transitions and errors of a peer (wall-clock seconds), for the dashboard."""
 
-    transitions: deque[tuple[float, str, str, str]] = field(
-        default_factory=lambda: deque(maxlen=32)
-    )
-    errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=32))
+    transitions: deque[TransitionRow] = field(default_factory=lambda: deque(maxlen=32))
+    errors: deque[ErrorRow] = field(default_factory=lambda: deque(maxlen=32))
 
     def on_transition(self, from_: State, to: State, event: Event) -> None:
         if from_ is not to:  # self-loops (a vote received while voting...) would drown the log
-            self.transitions.append((time.time(), from_.value, to.value, event.value))
+            self.transitions.append(TransitionRow(time.time(), from_.value, to.value, event.value))
 
     def error(self, message: str) -> None:
-        self.errors.append((time.time(), message))
+        self.errors.append(ErrorRow(time.time(), message))
 
 
 def quantile(values: Iterable[float], q: float) -> float | None:
@@ -75,8 +100,93 @@ def sync_state(own: int, best: int, since_finalized: float | None) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """A snapshot for the CLI, the dashboard and the status endpoint."""
+class CurrentRound:
+    """The rank the peer is deciding, as far as its status tells."""
+
+    rank: int
+    attempt: int
+    minimum_provers: int
+    quorum: int
+    provers: tuple[str, ...]
+    live: tuple[str, ...]
+    proposals: tuple[tuple[str, str], ...]
+    """Proposer and proposed frame id."""
+    votes: tuple[tuple[str, str], ...]
+    """Voter and vote id; equal ids are votes for the same frame in the same attempt."""
+    votes_for: tuple[tuple[str, str], ...] | None
+    """Voter and voted frame id (None from a peer whose status does not say)."""
+    confirmations: tuple[tuple[int, tuple[str, ...]], ...]
+    """Attempt and the senders of its confirmations, by attempt."""
+    voted: bool
+    locked_on: str | None
+    lock_attempt: int | None
+    equivocators: tuple[str, ...]
+
+    @classmethod
+    def of(cls, view: RoundView, votes_for: Mapping[str, str], quorum: int) -> CurrentRound:
+        return cls(
+            rank=view.target_rank,
+            attempt=view.attempt,
+            minimum_provers=view.minimum_provers,
+            quorum=quorum,
+            provers=view.provers,
+            live=view.live,
+            proposals=tuple(view.proposals.items()),
+            votes=tuple(view.votes.items()),
+            votes_for=tuple(votes_for.items()),
+            confirmations=tuple(sorted(view.confirmations.items())),
+            voted=view.voted,
+            locked_on=view.locked_on,
+            lock_attempt=view.lock_attempt,
+            equivocators=view.equivocators,
+        )
+
+    @property
+    def vote_groups(self) -> tuple[int, ...]:
+        """Votes per distinct voted frame, largest first (which frame needs `votes_for`)."""
+        return tuple(sorted(Counter(v for _, v in self.votes).values(), reverse=True))
+
+    @property
+    def has_quorum(self) -> bool:
+        return bool(self.vote_groups) and self.vote_groups[0] >= self.quorum
+
+    def votes_on(self, frame_id: str) -> int | None:
+        """Votes for one proposed frame, or None when the status does not say."""
+        if self.votes_for is None:
+            return None
+        return sum(1 for _, voted in self.votes_for if voted == frame_id)
+
+    @property
+    def voters(self) -> frozenset[str]:
+        return frozenset(v for v, _ in self.votes)
+
+    @property
+    def confirmers(self) -> frozenset[str]:
+        return frozenset(s for _, senders in self.confirmations for s in senders)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "rank": self.rank,
+            "attempt": self.attempt,
+            "minimum_provers": self.minimum_provers,
+            "quorum": self.quorum,
+            "provers": list(self.provers),
+            "live": list(self.live),
+            "proposals": dict(self.proposals),
+            "votes": dict(self.votes),
+            "votes_for": None if self.votes_for is None else dict(self.votes_for),
+            "confirmations": {str(a): list(s) for a, s in self.confirmations},
+            "voted": self.voted,
+            "locked_on": self.locked_on,
+            "lock_attempt": self.lock_attempt,
+            "equivocators": list(self.equivocators),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """A peer's status: built by the peer, served by `GET /status` as `to_json()`, and read
+    back by `p2pnode.peer.status_read.parse_status` (the CLI, the dashboard, the tools)."""
 
     peer_id: str
     network: str
@@ -85,84 +195,80 @@ class NodeStatus:
     state_time: float
     finalized_rank: int
     finalized_id: str
-    recent: list[tuple[int, str]]
-    peers: list[str]
-    mesh: dict[str, int]
-    counters: dict[str, dict[str, int]]
-    rejected: dict[str, int]
     best_peer_rank: int
-    sync_rejected: int
-    """Frames peers sent while this peer caught up that failed to decode or to check."""
+    sync: str
+    """One of `SYNC_STATES`."""
     since_finalized: float | None
+    peers: tuple[str, ...]
+    mesh: tuple[tuple[str, int], ...]
+    """Topic and the size of this peer's mesh in it."""
+    counters: tuple[Verdicts, ...]
+    rejected: tuple[tuple[str, int], ...]
+    """'topic: reason' and how many messages were rejected for it."""
     mempool: int
-    round: RoundView
     transitions: int
     hop_latency_ms: float | None
     """Median delay of proposals from their prover to this peer (one gossip hop)."""
-    hop_latency_p99_ms: float | None
-    provers: list[str]
-    recent_rounds: list[RoundSummary]
-    activity: Activity
-    votes_for: dict[str, str]
-    """Voter → the frame id it voted for, in the current attempt."""
-    quorum: int
-    malformed: dict[str, int] = field(default_factory=dict)
-    """RPCs and messages dropped before judging, per reason; their senders were penalised."""
-    banned: list[str] = field(default_factory=list)
-    limited: dict[str, int] = field(default_factory=dict)
-    """Requests and messages refused for going over a per-peer rate, per limit."""
-    addrs: list[str] = field(default_factory=list)
+    provers: tuple[str, ...]
+    recent_rounds: tuple[RoundSummary, ...]
+    """Newest first."""
+    transition_log: tuple[TransitionRow, ...]
+    errors: tuple[ErrorRow, ...]
+    round: CurrentRound
+    addrs: tuple[str, ...] = ()
     """The multiaddrs other peers are told to dial, the one to try first first."""
+    hop_latency_p99_ms: float | None = None
+    recent: tuple[tuple[int, str], ...] = ()
+    """Rank and id of the latest final frames, newest first."""
+    sync_rejected: int = 0
+    """Frames peers sent while this peer caught up that failed to decode or to check."""
+    malformed: tuple[tuple[str, int], ...] = ()
+    """RPCs and messages dropped before judging, per reason; their senders were penalised."""
+    banned: tuple[str, ...] = ()
+    limited: tuple[tuple[str, int], ...] = ()
+    """Requests and messages refused for going over a per-peer rate, per limit."""
+    url: str = ""
+    """Where a reader fetched it (not served)."""
+    problems: tuple[str, ...] = ()
+    """Fields a reader found missing or ill-typed (not served; see `parse_status`)."""
 
     @property
-    def sync(self) -> str:
-        return sync_state(self.finalized_rank, self.best_peer_rank, self.since_finalized)
+    def rejects(self) -> int:
+        return sum(v.reject for v in self.counters)
 
     def to_json(self) -> dict[str, object]:
-        view = self.round
         return {
             "peer_id": self.peer_id,
-            "addrs": self.addrs,
+            "addrs": list(self.addrs),
             "network": self.network,
             "role": self.role,
             "state": self.state,
-            "state_time": round(self.state_time, 3),
+            "state_time": self.state_time,
             "finalized_rank": self.finalized_rank,
             "finalized_id": self.finalized_id,
             "recent": [[rank, frame_id] for rank, frame_id in self.recent],
-            "peers": self.peers,
-            "mesh": self.mesh,
-            "counters": self.counters,
-            "rejected": self.rejected,
+            "peers": list(self.peers),
+            "mesh": dict(self.mesh),
+            "counters": {v.topic: _verdicts_json(v) for v in self.counters},
+            "rejected": dict(self.rejected),
             "best_peer_rank": self.best_peer_rank,
             "sync_rejected": self.sync_rejected,
-            "malformed": self.malformed,
-            "banned": self.banned,
-            "limited": self.limited,
+            "malformed": dict(self.malformed),
+            "banned": list(self.banned),
+            "limited": dict(self.limited),
             "since_finalized": self.since_finalized,
             "mempool": self.mempool,
             "transitions": self.transitions,
             "hop_latency_ms": self.hop_latency_ms,
             "hop_latency_p99_ms": self.hop_latency_p99_ms,
             "sync": self.sync,
-            "provers": self.provers,
+            "provers": list(self.provers),
             "recent_rounds": [r.to_json() for r in self.recent_rounds],
-            "transition_log": [list(t) for t in self.activity.transitions],
-            "errors": [list(e) for e in self.activity.errors],
-            "round": {
-                "rank": view.target_rank,
-                "attempt": view.attempt,
-                "minimum_provers": view.minimum_provers,
-                "provers": list(view.provers),
-                "live": list(view.live),
-                "proposals": dict(view.proposals),
-                "votes": dict(view.votes),
-                "confirmations": {str(a): list(s) for a, s in view.confirmations.items()},
-                "voted": view.voted,
-                "locked_on": view.locked_on,
-                "lock_attempt": view.lock_attempt,
-                "votes_for": self.votes_for,
-                "quorum": self.quorum,
-                "equivocators": list(view.equivocators),
-            },
+            "transition_log": [[t.at, t.source, t.target, t.event] for t in self.transition_log],
+            "errors": [[e.at, e.message] for e in self.errors],
+            "round": self.round.to_json(),
         }
+
+
+def _verdicts_json(verdicts: Verdicts) -> dict[str, int]:
+    return {"accept": verdicts.accept, "ignore": verdicts.ignore, "reject": verdicts.reject}
