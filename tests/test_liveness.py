@@ -131,7 +131,7 @@ async def test_a_commit_is_taken_from_a_peer_whose_precommit_is_held(
         if recipient != "p2":
             return False
         if isinstance(payload, Vote):
-            return payload.round == 1 and payload.attempt_no == 0
+            return payload.round == 1 and payload.attempt == 0
         held = precommit(payload)
         return held is not None and held.signer == "p3"
 
@@ -156,7 +156,7 @@ async def test_a_lock_is_released_by_a_certificate_far_older_than_the_attempt(
     Y for ever."""
 
     def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
-        if isinstance(payload, Vote) and payload.round == 1 and payload.attempt_no == 0:
+        if isinstance(payload, Vote) and payload.round == 1 and payload.attempt == 0:
             return recipient != "p0"  # a vote certificate at p0 only
         held = precommit(payload)
         return held is not None and held.signer == "p3"  # no commit of Y without p3
@@ -249,7 +249,7 @@ async def test_a_proposal_with_a_bad_proof_is_dropped_and_another_voted_in_the_s
             await reached(*honest, rank=1)
         final = honest[0].disk.chain[1]
         assert final.prover != top
-        assert final.attempt() == 0
+        assert final.attempt == 0
 
 
 async def test_provers_resume_promptly_after_a_long_loss_of_quorum(
@@ -377,7 +377,7 @@ async def test_a_certificate_reaches_every_prover_though_its_signers_are_gone(
     p0 passes the precommit on, so all three vote the certified frame within two attempts."""
 
     def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
-        if isinstance(payload, Vote) and payload.round == 1 and payload.attempt_no == 0:
+        if isinstance(payload, Vote) and payload.round == 1 and payload.attempt == 0:
             return recipient != "p3"
         # p3's own sending only: a copy that another peer passes on is not lost.
         return precommit(payload) is not None and sender == "p3" and recipient != "p0"
@@ -397,7 +397,7 @@ async def test_a_certificate_reaches_every_prover_though_its_signers_are_gone(
         assert lock is not None
         assert lock.lock is not None
         assert final.identity() == lock.lock.frame.identity()
-        assert final.attempt() <= 2
+        assert final.attempt <= 2
 
 
 @pytest.mark.parametrize("provers", [4, 7])
@@ -441,4 +441,4 @@ async def test_the_other_provers_prove_once_the_first_ones_fail_to_propose(
             await reached(*net.nodes.values(), rank=1)
         final = net["p0"].disk.chain[1]
     assert final.prover not in first_two
-    assert final.attempt() == 1
+    assert final.attempt == 1

@@ -192,7 +192,7 @@ async def test_the_vote_is_stored_before_it_is_published(peer: Peer) -> None:
 
     def check(message: Message) -> None:
         assert isinstance(message, VoteMsg)
-        stored_when_published.append(peer.store.vote(message.vote.round, message.vote.attempt_no))
+        stored_when_published.append(peer.store.vote(message.vote.round, message.vote.attempt))
 
     peer.publisher.check = check
     proposer, vote = await peer.providers.decide_and_send_vote(keyed(frame_y(), frame_x()))
@@ -212,7 +212,7 @@ async def test_the_leader_priority_rotates_with_the_attempt(peer: Peer) -> None:
     chosen = {}
     for attempt in (0, 1, 2, 4, 5):
         _, vote = await peer.providers.decide_and_send_vote(proposals, attempt)
-        assert vote.attempt_no == attempt
+        assert vote.attempt == attempt
         chosen[attempt] = vote.frame
     x, y = frame_x().id, frame_y().id
     # Attempt a puts ORDER[a % 4] first; with only X and Y at hand the first of them wins.

@@ -64,9 +64,7 @@ class Sent:
     def voted(self, message: VoteMsg) -> None:
         vote = message.vote
         kept = [
-            m
-            for m in self.votes
-            if m.vote.round == vote.round and m.vote.attempt_no < vote.attempt_no
+            m for m in self.votes if m.vote.round == vote.round and m.vote.attempt < vote.attempt
         ]
         self.votes = (*kept[-1:], message)
 
@@ -260,7 +258,7 @@ class ChainProviders:
             raise ProviderError("no certified frame at hand")
         votes = [v for v in proposal_votes.values() if v.frame == frame_id]
         signatures = {v.voter: v.signature for v in votes}
-        certificate = certs.build(self.genesis, CertKind.VOTES, votes[0].attempt_no, signatures)
+        certificate = certs.build(self.genesis, CertKind.VOTES, votes[0].attempt, signatures)
         return frame.bare().with_certificate(certificate), ProverId(frame.prover)
 
     async def send_confirmation(self, finalized: Frame) -> None:

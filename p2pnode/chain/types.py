@@ -166,7 +166,9 @@ class Frame:
     def clone(self) -> Frame:
         return self
 
+    @property
     def attempt(self) -> int:
+        """The attempt its certificate is from (0 without one)."""
         return self.certificate.attempt if self.certificate is not None else 0
 
     def bare(self) -> Frame:
@@ -181,7 +183,7 @@ class Vote:
     """A prover's vote for a frame in one attempt of a rank; equal votes say the same thing."""
 
     round: int
-    attempt_no: int
+    attempt: int
     frame: bytes
     proposer: bytes
     voter: bytes
@@ -196,8 +198,5 @@ class Vote:
     def clone(self) -> Vote:
         return self
 
-    def attempt(self) -> int:
-        return self.attempt_no
-
     def statement(self) -> list[object]:
-        return ["vote", self.round, self.attempt_no, self.frame]
+        return ["vote", self.round, self.attempt, self.frame]

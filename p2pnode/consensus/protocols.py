@@ -71,7 +71,7 @@ class CommitVotingProvider(Protocol[StateT, VoteT, PeerIDT_co]):
 
     Having `is_commit` and `finalize_commit` switches the engine to attempts: the vote is the
     prevote, the confirmation is the precommit carrying the vote certificate, and a rank is final
-    on a commit certificate. Votes and confirmations then expose `attempt() -> int`.
+    on a commit certificate. Votes and confirmations then have an `attempt: int` attribute.
     """
 
     async def send_proposal(self, proposal: StateT) -> None: ...
@@ -176,9 +176,6 @@ class NullTracer:
 
 
 def attempt_of(item: object) -> int:
-    """The attempt a vote or confirmation belongs to: `attempt()` when it has one, else 0."""
-    method = getattr(item, "attempt", None)
-    if method is None:
-        return 0
-    value = method() if callable(method) else method
+    """The attempt a vote or confirmation belongs to: its `attempt`, else 0."""
+    value = getattr(item, "attempt", 0)
     return value if isinstance(value, int) and value >= 0 else 0

@@ -213,7 +213,7 @@ class Inbound:
         if not self.genesis.is_prover(vote.proposer):
             raise RejectedError("vote for a non-prover's frame")
         self._signed(
-            vote.voter, vote_statement(vote.round, vote.attempt_no, vote.frame), vote.signature
+            vote.voter, vote_statement(vote.round, vote.attempt, vote.frame), vote.signature
         )
         return verdict_of(self.machine.receive_vote(ProverId(vote.proposer), voter, vote))
 

@@ -344,7 +344,7 @@ class Node:
                     prover=ProverId(frame.prover).identity(),
                     mutations=len(frame.mutations),
                     signers=0 if certificate is None else len(certificate.signers),
-                    attempt=frame.attempt(),
+                    attempt=frame.attempt,
                     duration_ms=0 if parent is None else frame.timestamp - parent.timestamp,
                     phases=self.phases.of(rank),
                 )

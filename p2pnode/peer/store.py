@@ -158,7 +158,7 @@ class Store:
 
     def save_vote(self, vote: Vote) -> None:
         """Durably record a vote; a second, different vote for one rank and attempt is refused."""
-        held = self.vote(vote.round, vote.attempt_no)
+        held = self.vote(vote.round, vote.attempt)
         if held is not None:
             if held != vote:
                 raise StoreError(f"a different vote is stored for rank {vote.round}")
@@ -167,9 +167,9 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO votes VALUES (?, ?, ?)",
-                (vote.round, vote.attempt_no, encode_vote(vote)),
+                (vote.round, vote.attempt, encode_vote(vote)),
             )
-            self._log_signed("vote", vote.round, vote.attempt_no, vote.frame)
+            self._log_signed("vote", vote.round, vote.attempt, vote.frame)
 
     def save_precommit(self, rank: int, attempt: int, frame_id: bytes) -> None:
         """Durably log a precommit this peer is about to publish (signing it again, for the same

@@ -222,7 +222,7 @@ class Completions:
     def _key(peer: str, payload: object) -> tuple[tuple[str, str, int, int, str], str] | None:
         match payload:
             case Vote():
-                return (peer, "vote", payload.round, payload.attempt_no, payload.frame_id), (
+                return (peer, "vote", payload.round, payload.attempt, payload.frame_id), (
                     payload.voter
                 )
             case Confirmation() if not payload.frame.final:

@@ -120,7 +120,7 @@ class Misbehaviour:
             twin = replace(vote, proposer=other[0], frame_id=other[1])
         else:
             return False
-        self.registry.sign(("vote", twin.round, twin.attempt_no, twin.frame_id, self.name))
+        self.registry.sign(("vote", twin.round, twin.attempt, twin.frame_id, self.name))
         half, rest = self.halves()
         self.bus.publish(self.name, Topic.VOTE, vote, to=rest)
         self.bus.publish(self.name, Topic.VOTE, twin, to=half)
@@ -191,4 +191,4 @@ _FUZZED = (
 
 
 def _older(frame: Frame, view: RoundView) -> bool:
-    return frame.round < view.target_rank or frame.attempt() < view.attempt
+    return frame.round < view.target_rank or frame.attempt < view.attempt

@@ -86,6 +86,7 @@ class Frame:
     def clone(self) -> Frame:
         return self
 
+    @property
     def attempt(self) -> int:
         return max(self.cert_attempt, 0)
 
@@ -116,22 +117,19 @@ class Vote:
     """A prover's vote for a frame in one attempt of a rank."""
 
     round: int
-    attempt_no: int
+    attempt: int
     frame_id: str
     proposer: str
     voter: str
 
     def identity(self) -> str:
-        return digest("vote", self.round, self.attempt_no, self.frame_id, self.voter)
+        return digest("vote", self.round, self.attempt, self.frame_id, self.voter)
 
     def rank(self) -> int:
         return self.round
 
     def clone(self) -> Vote:
         return self
-
-    def attempt(self) -> int:
-        return self.attempt_no
 
 
 def quorum(provers: int) -> int:

@@ -126,7 +126,7 @@ class Sent:
             self.relay = message
 
     def voted(self, vote: Vote) -> None:
-        kept = [v for v in self.votes if v.round == vote.round and v.attempt_no < vote.attempt_no]
+        kept = [v for v in self.votes if v.round == vote.round and v.attempt < vote.attempt]
         self.votes = (*kept[-1:], vote)
 
     @classmethod
@@ -137,7 +137,7 @@ class Sent:
         sent = cls(commit=Confirmation(tip, name) if tip.final else None)
         rank = tip.round + 1
         for vote in sorted(
-            (vote for (r, _), vote in disk.votes.items() if r == rank), key=lambda v: v.attempt_no
+            (vote for (r, _), vote in disk.votes.items() if r == rank), key=lambda v: v.attempt
         ):
             sent.voted(vote)
         record = disk.record
@@ -330,7 +330,7 @@ class Reference:
         frame = next((f for f in proposals.values() if f.identity() == frame_id), None)
         if frame_id is None or frame is None:
             raise ProviderError("no certified frame at hand")
-        attempt = next(iter(proposal_votes.values())).attempt_no
+        attempt = next(iter(proposal_votes.values())).attempt
         return frame.body().certified(attempt, by_frame[frame_id], final=False), Peer(frame.prover)
 
     async def send_confirmation(self, finalized: Frame) -> None:

@@ -94,7 +94,7 @@ def _body_value(message: Message) -> list[object]:
             vote = message.vote
             return [
                 vote.round,
-                vote.attempt_no,
+                vote.attempt,
                 vote.frame,
                 vote.proposer,
                 vote.voter,
@@ -150,7 +150,7 @@ def _vote(body: object) -> VoteMsg:
     return VoteMsg(
         Vote(
             round=fields.uint(round_, "vote.round"),
-            attempt_no=fields.uint(attempt, "vote.attempt"),
+            attempt=fields.uint(attempt, "vote.attempt"),
             frame=fields.byte_string(frame, "vote.frame", size=HASH_SIZE),
             proposer=fields.byte_string(proposer, "vote.proposer", size=KEY_SIZE),
             voter=fields.byte_string(voter, "vote.voter", size=KEY_SIZE),
