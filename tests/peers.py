@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,28 +20,6 @@ from p2pnode.peer.status import PeerStatus
 
 POLL = 0.25
 """How often tests look at another process's status (it cannot be awaited from here)."""
-
-
-def free_port_block(count: int) -> int:
-    """A base port such that base .. base+count-1 are free on 127.0.0.1 right now."""
-    for _ in range(200):
-        with closing(socket.socket()) as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count >= 65535:
-            continue
-        if all(_free(base + offset) for offset in range(count)):
-            return base
-    raise RuntimeError("no block of free ports found")
-
-
-def _free(port: int) -> bool:
-    with closing(socket.socket()) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass

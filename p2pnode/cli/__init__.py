@@ -77,7 +77,12 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     net = sub.add_parser("testnet", help="start N local provers and show them live")
     net.add_argument("--peers", type=int, required=True, help="how many provers")
     net.add_argument("--out", default="testnet", help="where the homes go (default ./testnet)")
-    net.add_argument("--base-port", type=int, default=4001, help="peer I listens on base+I")
+    net.add_argument(
+        "--base-port",
+        type=int,
+        default=4001,
+        help="peer I listens on base+I (0: ports the system picks)",
+    )
     net.add_argument(
         "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
     )

@@ -14,6 +14,7 @@ from p2pnode.cli.errors import UsageError
 from p2pnode.local.homes import generate_testnet
 from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
 from p2pnode.peer.home import KEY_FILE, Home
+from p2pnode.peer.status import PeerStatus
 
 STOP_TIMEOUT = 15.0
 START_TIMEOUT = 60.0
@@ -22,8 +23,12 @@ START_TIMEOUT = 60.0
 def testnet(args: argparse.Namespace) -> int:
     if not 1 <= args.peers <= 16:
         raise UsageError("--peers must be between 1 and 16")
-    if not 1024 <= args.base_port <= 65535 - args.peers:
-        raise UsageError(f"--base-port must leave {args.peers} ports below 65536, from 1024")
+    if args.base_port != 0 and not 1024 <= args.base_port <= 65535 - args.peers:
+        raise UsageError(
+            f"--base-port must be 0 or leave {args.peers} ports below 65536, from 1024"
+        )
+    if args.base_port == 0 and args.generate_only:
+        raise UsageError("--generate-only needs a --base-port: the homes must name their ports")
     out = Path(args.out)
     homes = _existing(out, args.peers)
     if homes is None:
@@ -37,9 +42,9 @@ def testnet(args: argparse.Namespace) -> int:
         for home in homes:
             print(f"  p2pnode run --home {home.path}")
         return 0
-    processes = [spawn(home, log=_log(home), own_session=True) for home in _fresh(homes)]
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        trio.run(_watch_until_stopped, homes, processes, not args.no_dashboard)
+        trio.run(_watch_until_stopped, _fresh(homes), processes, not args.no_dashboard)
     finally:
         stop_all(processes, STOP_TIMEOUT)
     print(f"stopped {len(processes)} peers; their logs are in {out}/peer*/node.log")
@@ -95,15 +100,31 @@ def _log(home: Home) -> Path:
 
 
 async def _started(homes: list[Home], processes: list[subprocess.Popen[bytes]]) -> list[str]:
-    """Each peer's status url, once every peer answers; a peer that dies is reported."""
+    """Start peer0, then the others with peer0's address (read back from its status, so a
+    port the system picked works); each peer's status url once every one answers."""
     with trio.move_on_after(START_TIMEOUT):
-        for home, process in zip(homes, processes, strict=True):
-            try:
-                await serving(home, process, _log(home))
-            except PeerExitedError as err:
-                raise UsageError(str(err)) from None
+        first = await _start(homes[0], processes)
+        joins = [a for a in first.addrs if "/ip4/127.0.0.1/" in a][:1]
+        if not joins:
+            raise UsageError(f"{homes[0].path.name} shows no loopback address to join")
+        for home in homes[1:]:
+            processes.append(spawn(home, "--bootstrap", joins[0], log=_log(home), own_session=True))
+        for home, process in zip(homes[1:], processes[1:], strict=True):
+            await _serving(home, process)
         return [status_url(home) for home in homes]
     raise UsageError(f"the peers did not start within {START_TIMEOUT:.0f} s")
+
+
+async def _start(home: Home, processes: list[subprocess.Popen[bytes]]) -> PeerStatus:
+    processes.append(spawn(home, log=_log(home), own_session=True))
+    return await _serving(home, processes[-1])
+
+
+async def _serving(home: Home, process: subprocess.Popen[bytes]) -> PeerStatus:
+    try:
+        return await serving(home, process, _log(home))
+    except PeerExitedError as err:
+        raise UsageError(str(err)) from None
 
 
 async def _print_lines(urls: list[str], stop: trio.Event) -> None:

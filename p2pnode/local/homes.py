@@ -26,17 +26,19 @@ def generate_testnet(
 ) -> tuple[Genesis, list[Home]]:
     """Write `peers` homes under `out` (peer0, peer1, ...); every peer bootstraps from peer0.
 
+    Peer I listens on `base_port` + I; with `base_port` 0 each listens on a port the system
+    picks, and the homes name no bootstrap peer (whoever starts them passes peer0's address).
     `other_provers` join the prover set without a home (run elsewhere, or not at all).
     """
     keypairs = [Keypair.generate() for _ in range(peers)]
     provers = [k.prover for k in [*keypairs, *other_provers]]
     genesis = Genesis.create(network, provers, difficulty, wall_clock_ms())
-    bootstrap = [peer_address(base_port, keypairs[0])]
+    bootstrap = [peer_address(base_port, keypairs[0])] if base_port else []
     homes = []
     for index, keypair in enumerate(keypairs):
         home, _ = create_home(out / f"peer{index}", keypair)
         genesis.save(home.genesis_file)
-        listen = [f"/ip4/127.0.0.1/tcp/{base_port + index}"]
+        listen = [f"/ip4/127.0.0.1/tcp/{base_port + index if base_port else 0}"]
         write_config(home, listen, [] if index == 0 else bootstrap, extra_config)
         homes.append(home)
     return genesis, homes
