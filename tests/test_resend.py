@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from p2pnode.peer.resend import MAX_STRETCH, ResendClock
+import itertools
+
+import trio
+import trio.testing
+
+from p2pnode.peer.resend import MAX_STRETCH, SETTLE, ResendClock, Resender
 
 
 def test_fast_rounds_keep_the_configured_period_from_the_last_progress() -> None:
@@ -51,3 +56,60 @@ def test_peers_that_reconnect_again_and_again_bring_one_re_send_per_half_period(
     assert not clock.may_resend_for_a_newcomer(0.5)
     assert not clock.may_resend_for_a_newcomer(1.09)
     assert clock.may_resend_for_a_newcomer(1.1)
+
+
+class Sends:
+    """The virtual times a `Resender` sent at."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    async def send(self) -> None:
+        self.times.append(trio.current_time())
+
+
+async def run_for(resender: Resender, seconds: float, *, every: float | None = None) -> None:
+    """Run `resender` for `seconds`; with `every`, a stranger reconnects at that interval."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resender.run)
+        if every is not None:
+            for _ in range(int(seconds / every)):
+                await trio.sleep(every)
+                resender.newcomer()
+        else:
+            await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stalled_prover_resends_once_a_period_and_not_while_ranks_advance(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sends = Sends()
+    resender = Resender(ResendClock(2.0, trio.current_time()), sends.send)
+    await run_for(resender, 7.0)
+    assert sends.times == [2.0, 4.0, 6.0]
+
+    async def advancing() -> None:
+        await trio.sleep(0.5)  # off the re-send times, so that no two wake-ups tie
+        for _ in range(20):
+            resender.clock.progressed(trio.current_time())
+            await trio.sleep(1.0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resender.run)
+        await advancing()
+        nursery.cancel_scope.cancel()
+    assert sends.times == [2.0, 4.0, 6.0]
+
+
+async def test_a_stranger_reconnecting_in_a_loop_gets_one_resend_per_half_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every 0.1 s for 60 s: without the bound that would be a re-send every `SETTLE`."""
+    sends = Sends()
+    resender = Resender(ResendClock(2.0, trio.current_time()), sends.send)
+    await run_for(resender, 60.0, every=0.1)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sends.times)]
+    assert sends.times[0] == 0.1 + SETTLE  # the first newcomer is served at once
+    assert min(gaps) >= 1.0
+    assert len(sends.times) <= 60

@@ -27,7 +27,7 @@ from p2pnode.peer.home import Home
 from p2pnode.peer.inbound import Inbound
 from p2pnode.peer.metrics import Metrics
 from p2pnode.peer.phases import PhaseClock
-from p2pnode.peer.resend import ResendClock
+from p2pnode.peer.resend import ResendClock, Resender
 from p2pnode.peer.settings import NodeSettings
 from p2pnode.peer.status import (
     Activity,
@@ -59,10 +59,6 @@ TOPICS: dict[type, Topic] = {
 
 class NodeError(Exception):
     """The peer cannot go on; the message says why, in one line."""
-
-
-_SETTLE = 0.25
-"""After a peer connects, how long the re-broadcast waits for its pubsub streams and mesh."""
 
 
 class Outbox:
@@ -168,8 +164,7 @@ class Node:
         )
         self.network: Network | None = None
         self._stop = trio.Event()
-        self._new_peer = trio.Event()
-        self._resend: ResendClock | None = None
+        self._resender: Resender | None = None
         self._stop_requested = False
         self._engine_done = trio.Event()
         self._finalized_at: float | None = None
@@ -185,8 +180,8 @@ class Node:
         self.providers.on_finalized(state)
         self.phases.on_final(state.round)
         self.batcher.flush_soon()
-        if self._resend is not None:
-            self._resend.progressed(trio.current_time())
+        if self._resender is not None:
+            self._resender.clock.progressed(trio.current_time())
         now = time.monotonic()
         if self._finalized_at is not None:
             self.metrics.round_duration.observe(now - self._finalized_at)
@@ -208,17 +203,22 @@ class Node:
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         crashed = False
+        clock = ResendClock(self.settings.rebroadcast, trio.current_time())
+        self._resender = resender = Resender(clock, self._send_latest)
         try:
             async with open_network(self.net_config(), self.inbound, self.sync) as network:
                 if not network.addrs():
                     raise NodeError(f"could not listen on {', '.join(self.settings.listen)}")
                 self.network = network
                 self.outbox.network = network
-                network.on_new_peer(lambda peer: self._new_peer.set())
+                network.on_new_peer(lambda peer: resender.newcomer())
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._engine)
                     self.machine.start()
-                    nursery.start_soon(self._rebroadcast)
+                    if self.role == "prover":  # a follower sends nothing
+                        # Gossip is best effort: from the first period on, so a restarted
+                        # peer re-announces what it stored.
+                        nursery.start_soon(resender.run)
                     nursery.start_soon(self.warmup.run)
                     nursery.start_soon(self.batcher.run)
                     task_status.started()
@@ -253,24 +253,10 @@ class Node:
             self._engine_done.set()
             self._stop.set()
 
-    async def _rebroadcast(self) -> None:
-        """Gossip is best effort: while a round stalls, send this peer's latest messages again
-        (from the first period on, so a restarted peer re-announces what it stored), and at
-        once to a peer that (re)connects, which may have missed them all."""
-        self._resend = clock = ResendClock(self.settings.rebroadcast, trio.current_time())
-        while self.role == "prover":  # a follower sends nothing
-            self._new_peer = trio.Event()
-            with trio.move_on_at(clock.due()):
-                await self._new_peer.wait()
-            if self._new_peer.is_set():
-                await trio.sleep(_SETTLE)  # its subscriptions, so the mesh takes it in
-                if not clock.may_resend_for_a_newcomer(trio.current_time()):
-                    continue
-            elif trio.current_time() < clock.due():
-                continue  # the rank moved on meanwhile
-            clock.resent(trio.current_time())
-            for message in self.providers.sent.at(self.store.tip().round + 1):
-                await self.outbox.publish(message)
+    async def _send_latest(self) -> None:
+        """This peer's messages for the rank being decided, again."""
+        for message in self.providers.sent.at(self.store.tip().round + 1):
+            await self.outbox.publish(message)
 
     async def submit(self, data: bytes) -> tuple[str, Admission]:
         """Add a mutation to the pool, to be gossiped with the next batch; returns its id."""

@@ -5,9 +5,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Awaitable, Callable
+
+import trio
 
 ROUNDS_KEPT = 16
 """How many recent round durations make the typical round."""
+
+SETTLE = 0.25
+"""After a peer connects, how long a re-send waits for its pubsub streams and mesh."""
 
 MAX_STRETCH = 2
 """The period never grows beyond this many times the configured one (the default first attempt
@@ -52,3 +58,33 @@ class ResendClock:
         """At most one re-send per half configured period for peers that (re)connect: a
         stranger connecting again and again must not make every prover gossip again and again."""
         return now - self._resent_at >= self._configured / 2
+
+
+class Resender:
+    """A prover's re-send loop: `send` once its rank has stalled for a period (`ResendClock`),
+    and when a peer (re)connects, which may have missed everything, at most once per half
+    configured period however often peers connect."""
+
+    def __init__(self, clock: ResendClock, send: Callable[[], Awaitable[None]]) -> None:
+        self.clock = clock
+        self._send = send
+        self._newcomer = trio.Event()
+
+    def newcomer(self) -> None:
+        """A peer connected (or connected again)."""
+        self._newcomer.set()
+
+    async def run(self) -> None:
+        clock = self.clock
+        while True:
+            self._newcomer = trio.Event()
+            with trio.move_on_at(clock.due()):
+                await self._newcomer.wait()
+            if self._newcomer.is_set():
+                await trio.sleep(SETTLE)
+                if not clock.may_resend_for_a_newcomer(trio.current_time()):
+                    continue
+            elif trio.current_time() < clock.due():
+                continue  # the rank moved on meanwhile
+            clock.resent(trio.current_time())
+            await self._send()
