@@ -1,12 +1,18 @@
-"""Starting peer processes: a peer that cannot start is reported with what it said."""
+"""Starting peer processes: a peer that cannot start is reported with what it said, and one
+started in its own session ends with the process that started it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 import trio
 
+from p2pnode.local.homes import generate_testnet
 from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
 from p2pnode.peer.home import Home
 
@@ -20,3 +26,40 @@ async def test_a_peer_that_exits_on_start_is_reported_with_its_last_words(tmp_pa
     finally:
         stop_all([process])
     assert process.returncode == 1
+
+
+PARENT = """
+import signal, sys, trio
+from pathlib import Path
+from p2pnode.local.processes import serving, spawn
+from p2pnode.peer.home import Home
+home = Home(Path(sys.argv[1]))
+peer = spawn(home, "--listen", "/ip4/127.0.0.1/tcp/0", own_session=True,
+             on_parent_death=signal.SIGKILL, inside=["nice", "-n", "0"])
+trio.run(serving, home, peer)
+print(peer.pid, flush=True)
+"""
+
+
+async def test_a_peer_in_its_own_session_dies_with_the_process_that_started_it(
+    tmp_path: Path,
+) -> None:
+    """The parent starts a peer through `nice` (which execs it), waits until it serves, and
+    exits without stopping it: the peer gets the death signal it was given."""
+    _, [home] = generate_testnet(tmp_path / "net", 1, difficulty=200)
+    with trio.fail_after(60):
+        parent = await trio.run_process(
+            [sys.executable, "-c", PARENT, str(home.path)], capture_stdout=True
+        )
+    pid = int(parent.stdout)
+    try:
+        exited = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return  # already gone
+    try:
+        with trio.fail_after(30):
+            await trio.lowlevel.wait_readable(exited)
+    finally:
+        os.close(exited)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # only if the test failed: it must not outlive it

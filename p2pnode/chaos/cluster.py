@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from p2pnode.api.client import ClientError, status_url
 from p2pnode.chaos import nsclient, stores
 from p2pnode.chaos.netns import Fabric, Link
 from p2pnode.local.homes import generate_testnet
+from p2pnode.local.processes import spawn
 from p2pnode.peer.home import Home, write_config
 from p2pnode.peer.status import PeerStatus
 from p2pnode.peer.status_read import parse_status
@@ -29,8 +28,6 @@ STOP_TIMEOUT = 10.0
 POLL = 0.1
 """How often the harness looks at the peers (other processes: they can only be polled)."""
 TAIL_LINES = 12
-PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only calls it
 
 
 class ClusterError(Exception):
@@ -81,21 +78,15 @@ class Cluster:
 
     def spawn(self, peer: Peer) -> None:
         """Start `p2pnode run --home DIR` inside the peer's namespace."""
-        peer.home.status_url_file.unlink(missing_ok=True)  # a new url means a started peer
-        command = ["ip", "netns", "exec", peer.link.namespace]  # execs: the pid is the peer's
-        command += [sys.executable, "-m", "p2pnode", "run", "--home", str(peer.home.path)]
-        with peer.output.open("ab") as out:
-            # Popen runs in this (the main) thread: the death signal follows the thread that
-            # forked, and a worker thread could end while the peer runs.
-            peer.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal's Ctrl-C reaches the harness alone
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only async-signal-safe calls
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
+        peer.process = spawn(
+            peer.home,
+            log=peer.output,
+            own_session=True,  # a terminal's Ctrl-C reaches the harness alone
+            # SIGKILL should the harness die without cleaning up: a SIGTERM would wait for
+            # ever in a peer it had stopped.
+            on_parent_death=signal.SIGKILL,
+            inside=["ip", "netns", "exec", peer.link.namespace],
+        )
         peer.paused = False
 
     async def wait_started(self, peer: Peer, timeout: float) -> str | None:
@@ -183,9 +174,3 @@ def _rank(peer: Peer) -> int:
         return stores.final_rank(peer.home.store_file)
     except stores.StoreReadError:
         return -1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL should the harness die without cleaning up (a
-    SIGTERM would wait for ever in a peer it had stopped)."""
-    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import functools
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -26,40 +28,63 @@ class PeerExitedError(Exception):
     """A peer process ended before its status answered; the message ends with its log's tail."""
 
 
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+# Loaded in the parent: a child forked from a threaded parent may only make plain calls
+# between fork and exec, and loading a library takes locks another thread may have held.
+_LIBC = _libc()
+
+
 def spawn(
-    home: Home, *args: str, log: Path | None = None, own_session: bool = False
+    home: Home,
+    *args: str,
+    log: Path | None = None,
+    own_session: bool = False,
+    on_parent_death: signal.Signals = signal.SIGTERM,
+    inside: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """`p2pnode run --home HOME ARGS…`, its output appended to `log` (or dropped).
 
     `own_session`: a terminal's Ctrl-C then reaches only this parent, which stops every peer
-    in order; and should the parent die, the peer is told to stop too.
+    in order; and should the parent die, the peer gets `on_parent_death`. `inside` is a
+    command that execs the peer (`ip netns exec NAME`), so the process is still the peer.
     """
     home.status_url_file.unlink(missing_ok=True)  # a stale one would answer for a dead peer
-    command = [sys.executable, "-m", "p2pnode", "run", "--home", str(home.path), *args]
+    command = [*inside, sys.executable, "-m", "p2pnode", "run", "--home", str(home.path), *args]
+    death = functools.partial(_signal_on_parent_death, on_parent_death) if own_session else None
     if log is None:
-        return _popen(command, subprocess.DEVNULL, own_session)
+        return _popen(command, subprocess.DEVNULL, own_session, death)
     with log.open("ab") as out:
-        return _popen(command, out, own_session)
+        return _popen(command, out, own_session, death)
 
 
-def _popen(command: list[str], out: IO[bytes] | int, own_session: bool) -> subprocess.Popen[bytes]:
+def _popen(
+    command: list[str],
+    out: IO[bytes] | int,
+    own_session: bool,
+    before_exec: Callable[[], None] | None,
+) -> subprocess.Popen[bytes]:
+    # Popen must run in the thread that stays: the death signal follows the thread that forked.
     return subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=own_session,
-        preexec_fn=_stop_with_parent if own_session else None,  # noqa: PLW1509 - signal-safe
+        preexec_fn=before_exec,  # noqa: PLW1509 - one prctl call
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its log is read as it is written
     )
 
 
-def _stop_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux's PR_SET_PDEATHSIG)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the parent's own stop still applies
-        pass
+def _signal_on_parent_death(signum: signal.Signals) -> None:
+    """In the child, before exec: `signum` when the parent dies (Linux's PR_SET_PDEATHSIG)."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signum)
 
 
 class Polled(Protocol):
