@@ -473,7 +473,7 @@ def test_the_hand_made_payloads_are_built_on_the_canonical_one() -> None:
 def test_nesting_beyond_the_deepest_message_is_rejected() -> None:
     # A sync response uses all six levels: a seventh anywhere is refused by the parser itself.
     response = codec.encode(codec.SyncResponse((frame(COMMIT),)))
-    assert codec.decode(response)
+    assert codec.decode(response) == codec.SyncResponse((frame(COMMIT),))
     assert "depth" in rejects(b"\x81" * 7 + b"\x00")
 
 

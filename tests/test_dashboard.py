@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -379,10 +378,7 @@ async def serve(nursery: trio.Nursery, routes: dict[tuple[str, str], Any]) -> st
 
 
 def closed_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return "http://127.0.0.1:1"  # a privileged port nobody here listens on
 
 
 def recorder(terminal: bool = False, width: int = 80, height: int = 24) -> Console:
@@ -544,6 +540,7 @@ async def test_fetch_turns_bad_replies_into_unreachable_peers() -> None:
     assert isinstance(closed, Unreachable)
     assert closed.reason == "cannot connect"
     assert isinstance(nonsense, Unreachable)
+    assert "not an http://host:port url" in nonsense.reason
 
 
 def with_phases(data: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 
 from p2pnode.net import (
     MAX_PAYLOAD,
@@ -25,6 +26,9 @@ from p2pnode.net import (
     open_network,
 )
 from p2pnode.net.fixes import tcp_socket
+from p2pnode.net.framing import read_uvarint
+from p2pnode.net.guards import Malformed
+from p2pnode.net.penalty import Limited
 from p2pnode.net.stack import client_host, dial, open_stream
 
 GOSSIP = [topic for topic in Topic if topic is not Topic.PEERS]
@@ -104,8 +108,9 @@ async def test_peers_that_know_only_the_first_mesh_fully_and_judge_each_message_
                 for index, network in enumerate(networks)
                 for topic in GOSSIP
             )
+            # A duplicate judged by then fails the count (the seen and verdict caches that
+            # stop them are tested on their own in test_net_units).
             await until(lambda: all(len(judge.gossip()) >= len(expected) for judge in judges))
-            await trio.sleep(0.3)  # room for a duplicate to show up
             for network, judge in zip(networks, judges, strict=True):
                 assert Counter(judge.gossip()) == expected, "every message, own too, once"
                 counts = network.counters()
@@ -116,10 +121,12 @@ async def test_peers_that_know_only_the_first_mesh_fully_and_judge_each_message_
                 )
 
 
-async def test_every_connection_bounds_its_unacknowledged_data() -> None:
-    """Each connection, dialled or accepted, ends once sent data stays unacknowledged for
-    `stall_timeout`: else a path that fails and returns waits out TCP's backed-off
-    retransmissions (20-30 s after a 30 s outage) with nothing crossing."""
+async def test_every_connection_sets_tcp_user_timeout_to_the_stall_timeout() -> None:
+    """Each connection, dialled or accepted, has TCP_USER_TIMEOUT set to `stall_timeout`, so
+    it ends once sent data stays unacknowledged that long: else a path that fails and returns
+    waits out TCP's backed-off retransmissions (20-30 s after a 30 s outage) with nothing
+    crossing. (That the kernel honours the option is its business; the chaos runner's
+    partitions show the effect end to end.)"""
     with trio.fail_after(10):
         async with AsyncExitStack() as stack:
             networks = await start(stack, [Recorder(), Recorder()], stall_timeout=3.5)
@@ -149,8 +156,8 @@ async def test_without_echo_own_messages_are_published_but_not_judged() -> None:
             await until(lambda: fully_meshed(networks))
             for index, network in enumerate(networks):
                 await network.publish(Topic.VOTES, b"vote %d" % index)
+            # Our own message would have been judged inside `publish`, before it returned.
             await until(lambda: all(len(judge.gossip()) >= 2 for judge in judges))
-            await trio.sleep(0.3)
             for index, (network, judge) in enumerate(zip(networks, judges, strict=True)):
                 others = {(Topic.VOTES, n.peer_id, b"vote %d" % i) for i, n in enumerate(networks)}
                 others.discard((Topic.VOTES, network.peer_id, b"vote %d" % index))
@@ -170,7 +177,6 @@ async def test_an_own_message_the_judge_rejects_is_not_published() -> None:
             for payload in (b"reject mine", b"ignore mine", b"fine"):
                 await networks[0].publish(Topic.LIVENESS, payload)
             await until(lambda: len(reader.gossip()) == 2)
-            await trio.sleep(0.3)
             assert sorted(data for _, _, data in reader.gossip()) == [b"fine", b"ignore mine"]
             counts = networks[0].counters()
             assert [counts[(Topic.LIVENESS, v)] for v in Verdict] == [1, 1, 1]
@@ -202,8 +208,7 @@ async def test_ignored_and_rejected_messages_are_counted_and_not_forwarded(
             counts = hub.counters
             await until(lambda: counts()[(Topic.PROPOSALS, Verdict.REJECT)] == 2)
             await until(lambda: counts()[(Topic.PROPOSALS, Verdict.IGNORE)] == 1)
-            await until(lambda: [d for _, _, d in c.gossip()] != [] and len(c.gossip()) == 2)
-            await trio.sleep(0.3)
+            await until(lambda: len(c.gossip()) == 2)
             assert sorted(data for _, _, data in c.gossip()) == [b"ok 1", b"ok 2"]
             assert counts()[(Topic.PROPOSALS, Verdict.ACCEPT)] == 2
             assert counts()[(Topic.PEERS, Verdict.IGNORE)] > 0
@@ -223,19 +228,21 @@ async def test_a_peer_that_keeps_sending_rejected_messages_is_disconnected_and_r
             await until(lambda: spammer.peer_id not in victim.peers())
             assert victim.banned() == [spammer.peer_id]
             assert victim.counters()[(Topic.VOTES, Verdict.REJECT)] == 3
+            assert victim.limited()[Limited.BANNED] == 0
 
-            # The spammer's bootstrap loop redials: the victim ignores it and drops it again.
+            # The spammer dials again: the connection is counted, dropped, and nothing it
+            # published in between was judged.
             def from_spammer() -> int:
                 return sum(origin == spammer.peer_id for _, origin, _ in judges[1].calls)
 
             judged = from_spammer()
-            for index in range(5):
+            await dial(spammer._stack.host, victim.addrs()[:1])
+            for index in range(3):
                 await spammer.publish(Topic.VOTES, b"fine %d" % index)
-                await trio.sleep(0.25)
+            await until(lambda: victim.limited()[Limited.BANNED] >= 1)
+            await until(lambda: spammer.peer_id not in victim.peers())
             assert from_spammer() == judged
             assert sum(victim.mesh_sizes().values()) == 0
-            # Each redial is accepted by TCP and then dropped; it ends disconnected.
-            await until(lambda: spammer.peer_id not in victim.peers())
             assert victim.banned() == [spammer.peer_id]
 
 
@@ -283,7 +290,6 @@ async def test_republished_bytes_reach_only_the_peers_that_ignored_them_before()
             for payload in (b"too early", b"on time"):
                 await networks[0].publish(Topic.VOTES, payload)
             await until(lambda: judged(reader, b"too early") == 2)
-            await trio.sleep(0.3)
             assert judged(reader, b"on time") == 1, "seen already: not judged again"
             assert judged(author, b"too early") == judged(author, b"on time") == 1
             counts = networks[1].counters()
@@ -324,11 +330,9 @@ async def test_sync_requests_round_trip_and_fail_with_net_error() -> None:
             assert await client.request(echo, b"", timeout=5) == [b" 0", b" 1", b" 2"]
             assert len(await client.request(many, b"q", timeout=5)) == 64, "capped by the server"
             assert await client.request(big, b"q", timeout=5) == [b"small"], "cut at oversize"
-            started = trio.current_time()
-            with pytest.raises(NetError, match="timed out"):
+            with pytest.raises(NetError, match=r"timed out after 0\.5 s"):
                 await client.request(stuck, b"q", timeout=0.5)
-            assert trio.current_time() - started < 2
-            with pytest.raises(NetError):
+            with pytest.raises(NetError, match=f"sync request to {client.peer_id} failed"):
                 await peers[0].request(client.peer_id, b"q", timeout=5)  # serves nothing
             with pytest.raises(NetError, match="exceeds"):
                 await client.request(echo, b"x" * (256 * 1024 + 1), timeout=5)
@@ -350,22 +354,26 @@ async def test_the_genesis_is_fetched_before_knowing_the_network() -> None:
             bare = await stack.enter_async_context(open_network(config(1), Recorder()))
             address = holder.addrs()[0]
             assert await fetch_genesis(address, timeout=5) == b"the genesis"
-            with pytest.raises(NetError):
+            with pytest.raises(NetError, match=r"genesis from .* failed"):
                 await fetch_genesis(bare.addrs()[0], timeout=5)  # has none
             gone = address.replace(address.split("/")[4], "1")  # port 1: nobody listens
-            with pytest.raises(NetError):
+            with pytest.raises(NetError, match=r"genesis from .* failed"):
                 await fetch_genesis(gone, timeout=3)
-            with pytest.raises(NetError):
+            with pytest.raises(NetError, match="bad multiaddr"):
                 await fetch_genesis("/not/a/multiaddr", timeout=3)
 
 
 async def test_closing_while_every_peer_publishes_raises_nothing() -> None:
+    closed = trio.Event()
+    after_close = [0] * 4
+
     async def chatter(network: Network, index: int) -> None:
         count = 0
         while True:
             for topic in GOSSIP:
                 await network.publish(topic, b"chatter %d %d" % (index, count))
                 count += 1
+                after_close[index] += closed.is_set()
             await trio.sleep(0.005)
 
     with trio.fail_after(10):
@@ -377,8 +385,9 @@ async def test_closing_while_every_peer_publishes_raises_nothing() -> None:
                 for index, network in enumerate(networks):
                     publishers.start_soon(chatter, network, index)
                 await until(lambda: all(len(judge.gossip()) > 40 for judge in judges))
-            # Every network is closed now, and the publishers are still calling publish.
-            await trio.sleep(0.1)
+            # Every network is closed now: each publisher calls publish on it again.
+            closed.set()
+            await until(lambda: min(after_close) > 0)
             publishers.cancel_scope.cancel()
 
 
@@ -394,6 +403,10 @@ async def test_an_undecodable_rpc_costs_its_stream_not_the_peer() -> None:
                 peer = await dial(attacker, networks[0].addrs()[:1])
                 stream = await open_stream(attacker, peer, "/meshsub/1.1.0")
                 await stream.write(b"\x05\xff\xff\xff\xff\xff")  # a length, then junk
-                await trio.sleep(0.5)
+                with pytest.raises((StreamEOF, StreamReset)):  # the peer drops the stream
+                    await read_uvarint(stream, 64)
+                assert networks[0].malformed()[Malformed.UNDECODABLE] == 1
+                # The connection lives on: a new stream on it is accepted.
+                await open_stream(attacker, peer, "/meshsub/1.1.0")
             await networks[1].publish(Topic.VOTES, b"after the junk")
             await until(lambda: any(data == b"after the junk" for _, _, data in first.calls))

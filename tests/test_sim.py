@@ -260,7 +260,8 @@ async def test_sync_takes_only_frames_with_a_commit_certificate(
     sync.note_ahead("p1", 1)  # asked first: it claims rank 1
     assert await sync.synchronize(disk.tip()) == final
     assert servers.asked == ["p1", "p2"]
-    with pytest.raises(ProviderError):  # nothing valid anywhere, and no peer answered well
+    # Nothing valid anywhere, and no peer answered well.
+    with pytest.raises(ProviderError, match="no peer could be synchronized from"):
         await Reference(
             "p3", Disk(), _reachable("p3", "p1"), registry, Servers({"p1": [voted]})
         ).synchronize(None)

@@ -62,7 +62,7 @@ def peers_alive(out: Path) -> list[int]:
                 command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if str(out).encode() in command and b"run" in command:
+            if str(out).encode() in command and b"\x00run\x00" in command:
                 found.append(int(entry.name))
     return found
 
@@ -79,7 +79,7 @@ def test_testnet_shows_ranks_advancing_and_ctrl_c_leaves_nothing(tmp_path: Path)
             seen += [int(rank) for rank in FINAL.findall(read_screen(master, 2))]
         assert len(set(seen)) >= 3, f"the final rank did not advance on screen: {seen}"
         assert max(seen) >= 3
-        assert peers_alive(out), "four peer processes run behind the dashboard"
+        assert len(peers_alive(out)) == 4, "four peer processes run behind the dashboard"
         os.write(master, b"\x03")  # Ctrl-C
         tail = read_screen(master, 1)
         status = wait_exit(pid, timeout=30)

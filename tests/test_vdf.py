@@ -99,19 +99,21 @@ def test_mistyped_arguments_are_invalid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("challenge", "iterations", "error"),
+    ("challenge", "iterations", "error", "reason"),
     [
-        (b"\x01", 10, ValueError),  # a 1-byte challenge would hang chiavdf
-        (bytes(31), 10, ValueError),
-        (bytes(33), 10, ValueError),
-        (CHALLENGE, 0, ValueError),
-        (CHALLENGE, -1, ValueError),
-        (CHALLENGE, 2**63, ValueError),
-        (CHALLENGE, True, TypeError),
+        (b"\x01", 10, ValueError, "32-byte hash"),  # a 1-byte challenge would hang chiavdf
+        (bytes(31), 10, ValueError, "32-byte hash"),
+        (bytes(33), 10, ValueError, "32-byte hash"),
+        (CHALLENGE, 0, ValueError, r"must be in \[1, .*not 0"),
+        (CHALLENGE, -1, ValueError, r"must be in \[1, .*not -1"),
+        (CHALLENGE, 2**63, ValueError, r"must be in \[1, .*not 9223372036854775808"),
+        (CHALLENGE, True, TypeError, "must be an int"),
     ],
 )
-def test_prove_refuses_bad_arguments(challenge: bytes, iterations: int, error: type) -> None:
-    with pytest.raises(error):
+def test_prove_refuses_bad_arguments(
+    challenge: bytes, iterations: int, error: type, reason: str
+) -> None:
+    with pytest.raises(error, match=reason):
         vdf.prove(challenge, iterations)
 
 

@@ -205,6 +205,7 @@ class Network:
     def _on_connected(self, peer: str) -> None:
         now = trio.current_time()
         if self._penalties.is_banned(peer, now):
+            self._gate.over_rate(Limited.BANNED)
             self._kick(peer)
             return
         self._directory.heard_of(peer, now)

@@ -7,11 +7,12 @@ from collections import deque
 
 
 class Limited(enum.Enum):
-    """What a peer was refused for going over its rate."""
+    """What a peer was refused for going over its rate (or, banned for it, coming back)."""
 
     SYNC = "sync requests over rate"
     IGNORES = "ignored messages over rate"
     RECORDS = "announcements of new peers over rate"
+    BANNED = "connections of banned peers"
 
 
 class Penalties:
