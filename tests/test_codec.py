@@ -333,26 +333,32 @@ def confirmation_with(certificate: object) -> bytes:
     return raw(MessageKind.CONFIRMATION, [value, b"k" * 32, b"s" * 64])
 
 
+CERT = "confirmation.frame.cert"
+
+
 @pytest.mark.parametrize(
-    "certificate",
+    ("certificate", "reason"),
     [
-        [2, 0, [0, 2], [b"a" * 64]],  # counts differ
-        [2, 0, [], []],  # nobody signed
-        [2, 0, [2, 0], [b"a" * 64, b"b" * 64]],  # not ascending
-        [2, 0, [1, 1], [b"a" * 64, b"b" * 64]],  # a signer twice
-        [3, 0, [0], [b"a" * 64]],  # unknown kind
-        [0, 0, [0], [b"a" * 64]],
-        [2, -1, [0], [b"a" * 64]],
-        [2, 0, [0], [b"a" * 63]],
-        [2, 0, [-1], [b"a" * 64]],
-        [2, 0, [0], [b"a" * 64], None],
-        [2, 0, list(range(1025)), [b"a" * 64] * 1025],  # too many
-        [2, 0, 0, b"a" * 64],
-        b"certificate",
+        ([2, 0, [0, 2], [b"a" * 64]], f"{CERT}: 2 signers but 1 signatures"),
+        ([2, 0, [], []], f"{CERT}: no signers"),
+        ([2, 0, [2, 0], [b"a" * 64, b"b" * 64]], f"{CERT}.signers: not strictly ascending"),
+        ([2, 0, [1, 1], [b"a" * 64, b"b" * 64]], f"{CERT}.signers: not strictly ascending"),
+        ([3, 0, [0], [b"a" * 64]], f"{CERT}.kind: unknown certificate kind 3"),
+        ([0, 0, [0], [b"a" * 64]], f"{CERT}.kind: unknown certificate kind 0"),
+        ([2, -1, [0], [b"a" * 64]], f"{CERT}.attempt: expected an integer in [0, 2**63)"),
+        ([2, 0, [0], [b"a" * 63]], f"{CERT}.signatures: expected 64 bytes, got 63"),
+        ([2, 0, [-1], [b"a" * 64]], f"{CERT}.signers: expected an integer in [0, 2**63)"),
+        ([2, 0, [0], [b"a" * 64], None], f"{CERT}: expected 4 elements, got 5"),
+        # Too many signers, in a payload small enough to reach the bound.
+        ([2, 0, list(range(1025)), [b"a" * 64]], f"{CERT}.signers: 1025 elements exceeds 64"),
+        ([2, 0, 0, b"a" * 64], f"{CERT}.signers: expected an array"),
+        (b"certificate", f"{CERT}: expected an array"),
     ],
 )
-def test_malformed_certificates_are_rejected(certificate: object) -> None:
-    rejects(confirmation_with(certificate))
+def test_malformed_certificates_are_rejected_for_their_reason(
+    certificate: object, reason: str
+) -> None:
+    assert rejects(confirmation_with(certificate)) == reason
 
 
 @pytest.mark.parametrize(
@@ -384,20 +390,32 @@ def test_a_frame_without_its_last_field_is_rejected_for_its_arity() -> None:
     assert "proposal.frame: expected 11 elements, got 10" in rejects(shorter)
 
 
-def test_encode_refuses_what_decode_would_reject() -> None:
-    for message in (
-        codec.Liveness(1, b"k" * 31, b"r" * 32, b"s" * 64),
-        codec.Liveness(-1, b"k" * 32, b"r" * 32, b"s" * 64),
-        codec.Liveness(True, b"k" * 32, b"r" * 32, b"s" * 64),
-        codec.SyncRequest(0, 0),
-        codec.Proposal(frame(COMMIT)),
-        codec.Confirmation(frame(), b"k" * 32, b"s" * 64),
-        codec.Confirmation(frame(replace(COMMIT, signers=(2, 0))), b"k" * 32, b"s" * 64),
-        codec.Peers("p", ("a",) * 17),
-        codec.MutationMsg((bytearray(b"x"),)),  # type: ignore[arg-type]
-    ):
-        with pytest.raises(CodecError):
-            codec.encode(message)
+RANK = r"liveness.rank: expected an integer in \[0, 2\*\*63\)"
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (codec.Liveness(1, b"k" * 31, b"r" * 32, b"s" * 64), "prover: expected 32 bytes, got 31"),
+        (codec.Liveness(-1, b"k" * 32, b"r" * 32, b"s" * 64), RANK),
+        (codec.Liveness(True, b"k" * 32, b"r" * 32, b"s" * 64), RANK),
+        (codec.SyncRequest(0, 0), r"sync_request.limit: 0 is not in \[1, 64\]"),
+        (codec.Proposal(frame(COMMIT)), "a proposal carries no certificate"),
+        (codec.Confirmation(frame(), b"k" * 32, b"s" * 64), "a confirmation carries a cert"),
+        (
+            codec.Confirmation(frame(replace(COMMIT, signers=(2, 0))), b"k" * 32, b"s" * 64),
+            "cert.signers: not strictly ascending",
+        ),
+        (codec.Peers("p", ("a",) * 17), "peers.addrs: 17 elements exceeds 16"),
+        (
+            codec.MutationMsg((bytearray(b"x"),)),  # type: ignore[arg-type]
+            "mutation.mutations: expected a byte string",
+        ),
+    ],
+)
+def test_encode_refuses_what_decode_would_reject(message: codec.Message, reason: str) -> None:
+    with pytest.raises(CodecError, match=reason):
+        codec.encode(message)
 
 
 def test_oversized_payloads_are_rejected_before_decoding() -> None:
@@ -414,7 +432,7 @@ def test_oversized_payloads_are_rejected_before_decoding() -> None:
 def test_non_bytes_payloads_are_rejected() -> None:
     data = codec.encode(SAMPLES[0])
     for payload in (bytearray(data), memoryview(data), data.hex()):
-        rejects(payload)  # type: ignore[arg-type]
+        assert rejects(payload) == "a payload is a byte string"  # type: ignore[arg-type]
 
 
 # --- CBOR strictness ------------------------------------------------------------------------
@@ -427,42 +445,65 @@ AFTER_KEY = LIVE[len(HEAD) + 1 + 2 + 32 :]
 """The root and the signature, after the rank (one byte) and the key (a two-byte head)."""
 
 
+CANONICAL = "not the canonical encoding"
+MALFORMED = "malformed CBOR: "
+NOT_A_RANK = "liveness.rank: expected an integer in [0, 2**63)"
+SHORT = MALFORMED + "premature end of stream"
+INDEFINITE = "encountered indefinite length but it has been disabled"
+
+
 @pytest.mark.parametrize(
-    "data",
+    ("data", "reason"),
     [
-        LIVE + b"\x00",  # trailing bytes
-        LIVE[:-1],  # truncated
-        b"",
-        b"\xd9\xd9\xf7" + LIVE,  # self-described CBOR (tag 55799)
-        b"\xc0" + LIVE,  # tags 0, 1, 24, 42 around the envelope
-        b"\xc1" + LIVE,
-        b"\xd8\x18" + LIVE,
-        b"\xd8\x2a" + LIVE,
-        b"\xd8\x1c" + LIVE,  # shareable value
-        b"\x98\x03" + LIVE[1:],  # long-form array length
-        b"\x9f" + LIVE[1:] + b"\xff",  # indefinite-length array
-        b"\x83\x18\x01" + LIVE[2:],  # long-form integer
-        b"\x83\x01\x18\x01" + LIVE[3:],
-        HEAD + b"\x04\x59\x00\x20" + KEY + AFTER_KEY,  # long-form byte string length
-        HEAD + b"\x04\x5f\x58\x20" + KEY + b"\xff" + AFTER_KEY,  # indefinite byte string
-        HEAD + b"\xc2\x41\x04\x58\x20" + KEY + AFTER_KEY,  # bignum for a small int
-        HEAD + b"\xf9\x44\x00\x58\x20" + KEY + AFTER_KEY,  # half-float 4.0
-        HEAD + b"\xf7\x58\x20" + KEY + AFTER_KEY,  # undefined
-        HEAD + b"\xf0\x58\x20" + KEY + AFTER_KEY,  # simple value 16
-        HEAD + b"\x24\x58\x20" + KEY + AFTER_KEY,  # negative integer
-        b"\x83\x01\x09\x82\x61\xff\x80",  # invalid UTF-8
-        b"\x83\x01\x09\x82\x7f\x61a\xff\x80",  # indefinite text string
-        b"\x9b" + b"\xff" * 8,  # absurd declared lengths
-        b"\x5b\x7f" + b"\xff" * 7,
-        b"\x83\x01\x05\x81\x5b\x00\x00\x00\x01\x00\x00\x00\x00",
-        b"\x81" * 100_000,  # deep nesting
-        b"\x83\x01\x09\x82\x61p\x81" + b"\x81" * 10 + b"\x80",
-        b"\xff",
-        b"\x1c",  # reserved additional information
+        (LIVE + b"\x00", CANONICAL),  # trailing bytes
+        (LIVE[:-1], SHORT),  # truncated
+        (b"", SHORT),
+        (b"\xd9\xd9\xf7" + LIVE, MALFORMED + "error decoding semantic tag 55799"),  # self-described
+        (b"\xc0" + LIVE, MALFORMED + "error decoding semantic tag 0"),  # tags around the envelope
+        (b"\xc1" + LIVE, MALFORMED + "error decoding semantic tag 1"),
+        (b"\xd8\x18" + LIVE, MALFORMED + "error decoding semantic tag 24"),
+        (b"\xd8\x2a" + LIVE, MALFORMED + "error decoding semantic tag 42"),
+        (b"\xd8\x1c" + LIVE, MALFORMED + "error decoding semantic tag 28"),  # shareable value
+        (b"\x98\x03" + LIVE[1:], CANONICAL),  # long-form array length
+        (b"\x9f" + LIVE[1:] + b"\xff", MALFORMED + "error decoding array: " + INDEFINITE),
+        (b"\x83\x18\x01" + LIVE[2:], CANONICAL),  # long-form integer
+        (b"\x83\x01\x18\x01" + LIVE[3:], CANONICAL),
+        (HEAD + b"\x04\x59\x00\x20" + KEY + AFTER_KEY, CANONICAL),  # long-form byte string length
+        (
+            HEAD + b"\x04\x5f\x58\x20" + KEY + b"\xff" + AFTER_KEY,
+            MALFORMED + "error decoding byte string: " + INDEFINITE,
+        ),
+        # A bignum for a small int: refused for its tag, as every tag is.
+        (
+            HEAD + b"\xc2\x41\x04\x58\x20" + KEY + AFTER_KEY,
+            MALFORMED + "error decoding semantic tag 2",
+        ),
+        # Plain CBOR values the schema refuses where an integer belongs.
+        (HEAD + b"\xf9\x44\x00\x58\x20" + KEY + AFTER_KEY, NOT_A_RANK),  # half-float 4.0
+        (HEAD + b"\xf7\x58\x20" + KEY + AFTER_KEY, NOT_A_RANK),  # undefined
+        (HEAD + b"\xf0\x58\x20" + KEY + AFTER_KEY, NOT_A_RANK),  # simple value 16
+        (HEAD + b"\x24\x58\x20" + KEY + AFTER_KEY, NOT_A_RANK),  # negative integer
+        (b"\x83\x01\x09\x82\x61\xff\x80", MALFORMED + "error decoding text string"),  # bad UTF-8
+        (
+            b"\x83\x01\x09\x82\x7f\x61a\xff\x80",
+            MALFORMED + "error decoding text string: " + INDEFINITE,
+        ),
+        (b"\x9b" + b"\xff" * 8, SHORT),  # absurd declared lengths
+        (b"\x5b\x7f" + b"\xff" * 7, SHORT),
+        (b"\x83\x01\x05\x81\x5b\x00\x00\x00\x01\x00\x00\x00\x00", SHORT),
+        (b"\x81" * 100_000, "payload of 100000 bytes exceeds 57344"),  # deep nesting, and big
+        (
+            b"\x83\x01\x09\x82\x61p\x81" + b"\x81" * 10 + b"\x80",
+            MALFORMED + "maximum container nesting depth (6) exceeded",
+        ),
+        (b"\xff", MALFORMED + "break code encountered where a data item was expected"),
+        (b"\x1c", MALFORMED + "error decoding unsigned integer: unknown unsigned integer subtype"),
     ],
 )
-def test_non_canonical_or_non_plain_cbor_is_rejected(data: bytes) -> None:
-    rejects(data)
+def test_non_canonical_or_non_plain_cbor_is_rejected_for_its_reason(
+    data: bytes, reason: str
+) -> None:
+    assert rejects(data).startswith(reason)
 
 
 def test_the_hand_made_payloads_are_built_on_the_canonical_one() -> None:
@@ -601,7 +642,7 @@ def test_bare_frames_round_trip_and_only_canonically(value: Frame, tail: bytes) 
     assert decoded.certificate == value.certificate
     assert codec.encode_frame(decoded) == data
     if tail:
-        with pytest.raises(CodecError):
+        with pytest.raises(CodecError, match="not the canonical encoding"):
             codec.decode_frame(data + tail)
 
 
@@ -629,11 +670,11 @@ def test_mutated_bare_records_raise_nothing_but_codec_errors(
 
 
 def test_bare_encoders_refuse_malformed_records() -> None:
-    with pytest.raises(CodecError):
+    with pytest.raises(CodecError, match=r"frame\.signature: expected 64 bytes, got 0"):
         codec.encode_frame(replace(frame(), signature=b""))
-    with pytest.raises(CodecError):
+    with pytest.raises(CodecError, match=r"vote\.frame: expected 32 bytes, got 31"):
         codec.encode_vote(Vote(1, 0, b"f" * 31, b"p" * 32, b"v" * 32, b"s" * 64))
-    with pytest.raises(CodecError):
+    with pytest.raises(CodecError, match="frame: expected 11 elements, got 3"):
         codec.decode_frame(codec.encode(codec.Proposal(frame())))
 
 
