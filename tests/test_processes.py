@@ -4,9 +4,11 @@ started in its own session ends with the process that started it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ async def test_a_peer_that_exits_on_start_is_reported_with_its_last_words(tmp_pa
 
 PARENT = """
 import signal, sys, trio
+from collections.abc import Iterator
 from pathlib import Path
 from p2pnode.local.processes import serving, spawn
 from p2pnode.peer.home import Home
@@ -41,25 +44,42 @@ print(peer.pid, flush=True)
 """
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Make this process the one orphaned descendants are handed to (so it can reap them and
+    read how they ended), and give the role back after."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, os.strerror(ctypes.get_errno())
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0)
+
+
 async def test_a_peer_in_its_own_session_dies_with_the_process_that_started_it(
     tmp_path: Path,
 ) -> None:
     """The parent starts a peer through `nice` (which execs it), waits until it serves, and
-    exits without stopping it: the peer gets the death signal it was given."""
+    exits without stopping it: the peer, handed to this process, ends by the death signal it
+    was given (SIGKILL here)."""
     _, [home] = generate_testnet(tmp_path / "net", 1, difficulty=200)
-    with trio.fail_after(60):
-        parent = await trio.run_process(
-            [sys.executable, "-c", PARENT, str(home.path)], capture_stdout=True
-        )
-    pid = int(parent.stdout)
-    try:
-        exited = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return  # already gone
-    try:
-        with trio.fail_after(30):
-            await trio.lowlevel.wait_readable(exited)
-    finally:
-        os.close(exited)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)  # only if the test failed: it must not outlive it
+    with adopting_orphans():
+        with trio.fail_after(60):
+            parent = await trio.run_process(
+                [sys.executable, "-c", PARENT, str(home.path)], capture_stdout=True
+            )
+        pid = int(parent.stdout)
+        exited = os.pidfd_open(pid)  # an unreaped child: this works even once it has ended
+        try:
+            with trio.fail_after(30):
+                await trio.lowlevel.wait_readable(exited)
+        finally:
+            os.close(exited)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # only if the test failed: it must not outlive it
+            _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
