@@ -272,7 +272,7 @@ def _record_of(keys: KeyPair, evil: Attacker, topic: str) -> rpc_pb2.Message:
     return evil.message(topic, data, signer=keys)
 
 
-async def test_a_flood_of_made_up_peers_fills_neither_the_directory_nor_the_dial_slots() -> None:
+async def test_a_flood_of_made_up_peers_is_rate_limited_and_fills_not_the_directory() -> None:
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:
             networks, judge = await _victims(stack)

@@ -341,31 +341,39 @@ class Until:
 async def test_a_prover_that_moved_on_still_shows_its_vote_of_the_attempt_before(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """One prover is down, so the other three are the quorum. In a long first attempt the
-    `mover` misses the top proposal and votes its own frame, the other two vote the top one,
-    and the mover's vote does not reach them while it is in that attempt. The mover holds all
-    three votes, sees the split and moves on after the grace period; the other two hold two.
-    Unless the mover re-sends its vote of the attempt it left, not only of the one it is in,
-    they wait out their long attempt."""
+    """One prover is down, so the other three are the quorum, in a long first attempt. The
+    `mover` misses the first copy of the top proposal (so it votes late), and none of its
+    votes reaches the others while it is in that attempt. The mover holds all three votes, so
+    it cuts the attempt short and moves on; the other two hold two. Unless the mover re-sends
+    its vote of the attempt it left, not only of the one it is in, they wait out their long
+    attempt."""
     long = Timeouts(attempt=60.0, attempt_max=60.0)
     names = ["p0", "p1", "p2", "p3"]
     top, mover, *rest = leader_order(names, GENESIS)
     down = rest[-1]
     seen: set[str] = set()
+    sent: list[tuple[int, int]] = []
+    """The mover's votes as sent: their attempt, and the mover's attempt then."""
 
     def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
         if isinstance(payload, Frame) and payload.prover == top and recipient == mover:
             first = recipient not in seen  # the first copy only: the mover votes without it
             seen.add(recipient)
             return first
-        in_first_attempt = net[mover].machine.round_view().attempt == 0  # type: ignore[union-attr]
-        return isinstance(payload, Vote) and sender == mover and in_first_attempt
+        now = net[mover].machine.round_view().attempt  # type: ignore[union-attr]
+        if isinstance(payload, Vote) and sender == mover:
+            sent.append((payload.attempt, now))
+        return isinstance(payload, Vote) and sender == mover and now == 0
 
     async with network(timeouts=long, down=(down,)) as net:
         net.bus.drop_rules.append(lost)
         up = [net[name] for name in names if name != down]
         with trio.fail_after(15):
             await reached(*up, rank=1)
+    # As staged: the mover's vote of attempt 0 was lost while it was in attempt 0, and it was
+    # sent again once the mover was in a later attempt.
+    assert (0, 0) in sent
+    assert any(attempt == 0 and then >= 1 for attempt, then in sent)
 
 
 async def test_a_certificate_reaches_every_prover_though_its_signers_are_gone(
