@@ -386,6 +386,8 @@ async def test_junk_on_any_protocol_stream_costs_only_that_stream(protocol: str)
                 stream = await open_stream(evil.host, peer, protocol)
                 await stream.write(junk)
                 await stream.close()
+            # Each junk stream cost only itself: the connection still takes new streams.
+            await open_stream(evil.host, peer, protocol)
             await _still_delivers(networks, judge, b"after junk on " + protocol.encode())
 
 
