@@ -14,6 +14,7 @@ import trio.testing
 from p2pnode.consensus import Event, Limits, RoundRecord, Timeouts
 from p2pnode.consensus.behaviours import liveness_check, proving
 from p2pnode.consensus.context import Context
+from p2pnode.consensus.protocols import attempt_of
 from p2pnode.consensus.voting import verifying
 from tests.mocks import (
     GENESIS,
@@ -124,3 +125,20 @@ async def test_verifying_never_goes_back_to_an_older_frame(
     assert ctx.active == final
     assert ctx.round.next_state is None
     assert posted[-1] == (Event.VERIFICATION_DONE, EPOCH)
+
+
+@dataclass(frozen=True)
+class Attempted:
+    attempt: object
+
+
+class AttemptMethod:
+    def attempt(self) -> int:
+        return 3
+
+
+def test_an_attempt_is_read_from_an_attribute_or_a_method_and_anything_else_is_0() -> None:
+    assert attempt_of(Attempted(2)) == 2
+    assert attempt_of(AttemptMethod()) == 3
+    assert [attempt_of(Attempted(v)) for v in (True, -1, "1", None)] == [0, 0, 0, 0]
+    assert attempt_of(object()) == 0

@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 
+from p2pnode.api.client import ClientError, json_object
 from p2pnode.api.server import Reply, Request, StatusServer, json_reply
 from p2pnode.dashboard import Unreachable, fetch, peer_view
 from p2pnode.dashboard import render as views
@@ -567,3 +570,48 @@ def test_the_wide_rounds_table_shows_where_each_round_went() -> None:
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["24"], ["23"])]
     assert rows[0][at + 1 : at + 5] == ["11ms", "222ms", "33ms", "44ms"]
     assert rows[1][at + 1 : at + 5] == ["—"] * 4
+
+
+EXTREMES = st.sampled_from([10**400, -(10**400), 2**63, float("nan"), float("inf"), -1])
+HOSTILE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | EXTREMES,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=4) | st.sampled_from(["²", "9" * 25, "-1"]), inner)
+    ),
+    max_leaves=12,
+)
+TOP_KEYS = sorted(sample_json())
+ROUND_KEYS = sorted(sample_json()["round"])
+
+
+@settings(max_examples=60)
+@example(top={"since_finalized": 10**400, "state_time": float("nan")}, inner={})
+@example(top={"hop_latency_ms": float("inf")}, inner={"confirmations": {"²": [], "9" * 5000: []}})
+@example(
+    top={"transition_log": [[float("nan"), "a", "b", "c"]], "errors": [[10**400, "x"]]}, inner={}
+)
+@given(
+    top=st.dictionaries(st.sampled_from(TOP_KEYS), HOSTILE, max_size=6),
+    inner=st.dictionaries(st.sampled_from(ROUND_KEYS), HOSTILE, max_size=4),
+)
+def test_any_json_in_any_field_breaks_neither_the_reader_nor_the_views(
+    top: dict[str, Any], inner: dict[str, Any]
+) -> None:
+    """A peer of another version, or a broken one, may send anything in any field."""
+    data = sample_json()
+    data["round"].update(inner)
+    data.update(top)
+    status = parse_status(data, "http://127.0.0.1:1")
+    for width, height in SIZES:
+        render(peer_view(status, width, height, now=NOW), width, height)
+        render(views.testnet_view([status, status], width, height, now=NOW), width, height)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"state_time": NaN}', b'{"since_finalized": -Infinity}', b"[" * 100_000 + b"]" * 100_000],
+)
+def test_a_reply_that_is_not_json_though_python_would_parse_it_is_refused(body: bytes) -> None:
+    with pytest.raises(ClientError, match="/status did not answer JSON"):
+        json_object("/status", body)

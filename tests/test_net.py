@@ -230,18 +230,10 @@ async def test_a_peer_that_keeps_sending_rejected_messages_is_disconnected_and_r
             assert victim.counters()[(Topic.VOTES, Verdict.REJECT)] == 3
             assert victim.limited()[Limited.BANNED] == 0
 
-            # The spammer dials again: the connection is counted, dropped, and nothing it
-            # published in between was judged.
-            def from_spammer() -> int:
-                return sum(origin == spammer.peer_id for _, origin, _ in judges[1].calls)
-
-            judged = from_spammer()
+            # The spammer dials again: the connection is counted and dropped.
             await dial(spammer._stack.host, victim.addrs()[:1])
-            for index in range(3):
-                await spammer.publish(Topic.VOTES, b"fine %d" % index)
             await until(lambda: victim.limited()[Limited.BANNED] >= 1)
             await until(lambda: spammer.peer_id not in victim.peers())
-            assert from_spammer() == judged
             assert sum(victim.mesh_sizes().values()) == 0
             assert victim.banned() == [spammer.peer_id]
 

@@ -113,3 +113,24 @@ async def test_a_stranger_reconnecting_in_a_loop_gets_one_resend_per_half_period
     assert sends.times[0] == 0.1 + SETTLE  # the first newcomer is served at once
     assert min(gaps) >= 1.0
     assert len(sends.times) <= 60
+
+
+async def test_a_peer_that_connects_during_a_slow_resend_is_served_after_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: list[float] = []
+
+    async def slow_send() -> None:
+        times.append(trio.current_time())
+        await trio.sleep(1.0)  # publish waiting on a slow peer's queue
+
+    resender = Resender(ResendClock(2.0, trio.current_time()), slow_send)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(resender.run)
+        await trio.sleep(0.1)
+        resender.newcomer()
+        await trio.sleep(0.4)  # into the send that newcomer started
+        resender.newcomer()
+        await trio.sleep(3.0)
+        nursery.cancel_scope.cancel()
+    assert times[:2] == [0.1 + SETTLE, 0.1 + SETTLE + 1.0 + SETTLE]

@@ -99,12 +99,17 @@ async def post_json(
 def json_object(path: str, reply: bytes) -> dict[str, object]:
     """The reply to `path` as a JSON object, else ClientError."""
     try:
-        value = json.loads(reply)
-    except ValueError:
+        value = json.loads(reply, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise ClientError(f"{path} did not answer JSON") from None
     if not isinstance(value, dict):
         raise ClientError(f"{path} did not answer a JSON object")
     return value
+
+
+def _no_constant(name: str) -> object:
+    """NaN and the infinities are not JSON, though Python's parser takes them."""
+    raise ValueError(f"{name} is not JSON")
 
 
 async def submit_batch(

@@ -37,7 +37,7 @@ def testnet(args: argparse.Namespace) -> int:
         )
         print(f"created {args.peers} prover homes in {out}")
     else:
-        print(f"reusing the {args.peers} prover homes in {out}")
+        print(f"reusing the {args.peers} prover homes in {out} (with the ports they name)")
     if args.generate_only:
         for home in homes:
             print(f"  p2pnode run --home {home.path}")
@@ -104,9 +104,10 @@ async def _started(homes: list[Home], processes: list[subprocess.Popen[bytes]]) 
     port the system picked works); each peer's status url once every one answers."""
     with trio.move_on_after(START_TIMEOUT):
         first = await _start(homes[0], processes)
-        joins = [a for a in first.addrs if "/ip4/127.0.0.1/" in a][:1]
+        # Loopback first; a home that announces another address is joined there.
+        joins = [a for a in first.addrs if "/ip4/127.0.0.1/" in a] or list(first.addrs)
         if not joins:
-            raise UsageError(f"{homes[0].path.name} shows no loopback address to join")
+            raise UsageError(f"{homes[0].path.name} shows no address to join")
         for home in homes[1:]:
             processes.append(spawn(home, "--bootstrap", joins[0], log=_log(home), own_session=True))
         for home, process in zip(homes[1:], processes[1:], strict=True):

@@ -28,7 +28,7 @@ async def loading(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) 
         ctx.adopt(synced)
     # Synced: a later confirmation that shows this peer still behind may ask again.
     ctx.round.sync_requested = False
-    await _learn_leaders(ctx, epoch)
+    ctx.round.set_leaders(await _next_leaders(ctx, epoch))
     if ctx.id_text in ctx.round.leader_ids():
         ctx.post(Event.SYNC_COMPLETE, epoch)
         return
@@ -39,12 +39,15 @@ async def loading(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) 
         await hint.wait()
 
 
-async def _learn_leaders(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> None:
+async def _next_leaders(
+    ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int
+) -> list[PeerIDT]:
+    """The provers of the rank after the final state (none while that keeps failing)."""
     prior = ctx.active
     leaders = await ctx.retrying(
         "get_next_leaders", lambda: ctx.leader.get_next_leaders(prior), epoch
     )
-    ctx.round.set_leaders(leaders or [])
+    return leaders or []
 
 
 async def _collect(
@@ -73,7 +76,7 @@ async def _announce(
 
 async def collecting(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> None:
     collected = await _collect(ctx, epoch)
-    await _learn_leaders(ctx, epoch)
+    ctx.round.set_leaders(await _next_leaders(ctx, epoch))
     if ctx.id_text not in ctx.round.leader_ids():
         ctx.tracer.trace(f"not a prover of rank {ctx.round.target}: following")
         ctx.post(Event.INDUCE_SYNC, epoch)
@@ -84,10 +87,11 @@ async def collecting(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: in
 
 
 async def liveness_check(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> None:
+    rnd = ctx.round
     events = ctx.take_events()
-    if len(ctx.round.leaders) < ctx.minimum():
-        await _learn_leaders(ctx, epoch)
-    announced = ctx.round.collected is not None
+    if len(rnd.leaders) < ctx.minimum():
+        rnd.set_leaders(await _next_leaders(ctx, epoch))
+    announced = rnd.collected is not None
     collected = await _collect(ctx, epoch)
     if len(ctx.listed(ctx.book.liveness(ctx.round.target))) >= ctx.minimum():
         ctx.post(Event.PROVER_SIGNAL, epoch)

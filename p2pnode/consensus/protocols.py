@@ -71,7 +71,8 @@ class CommitVotingProvider(Protocol[StateT, VoteT, PeerIDT_co]):
 
     Having `is_commit` and `finalize_commit` switches the engine to attempts: the vote is the
     prevote, the confirmation is the precommit carrying the vote certificate, and a rank is final
-    on a commit certificate. Votes and confirmations then have an `attempt: int` attribute.
+    on a commit certificate. Votes and confirmations then have an `attempt: int` attribute
+    (or an `attempt()` method).
     """
 
     async def send_proposal(self, proposal: StateT) -> None: ...
@@ -176,6 +177,10 @@ class NullTracer:
 
 
 def attempt_of(item: object) -> int:
-    """The attempt a vote or confirmation belongs to: its `attempt`, else 0."""
+    """The attempt a vote or confirmation belongs to: its `attempt` (an attribute, or a method
+    returning it), else 0."""
     value = getattr(item, "attempt", 0)
-    return value if isinstance(value, int) and value >= 0 else 0
+    if callable(value):
+        value = value()
+    valid = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if valid else 0

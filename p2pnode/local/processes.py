@@ -28,16 +28,18 @@ class PeerExitedError(Exception):
     """A peer process ended before its status answered; the message ends with its log's tail."""
 
 
-def _libc() -> ctypes.CDLL | None:
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, or None where there is none (not Linux)."""
     try:
-        return ctypes.CDLL(None, use_errno=True)
+        return getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
     except OSError:
         return None
 
 
-# Loaded in the parent: a child forked from a threaded parent may only make plain calls
-# between fork and exec, and loading a library takes locks another thread may have held.
-_LIBC = _libc()
+# Looked up in the parent: a child forked from a threaded parent may only make plain calls
+# between fork and exec, and loading or looking up a symbol takes locks another thread may
+# have held.
+_PRCTL = _prctl()
 
 
 def spawn(
@@ -56,7 +58,9 @@ def spawn(
     """
     home.status_url_file.unlink(missing_ok=True)  # a stale one would answer for a dead peer
     command = [*inside, sys.executable, "-m", "p2pnode", "run", "--home", str(home.path), *args]
-    death = functools.partial(_signal_on_parent_death, on_parent_death) if own_session else None
+    death = None
+    if own_session and _PRCTL is not None:
+        death = functools.partial(_PRCTL, PR_SET_PDEATHSIG, on_parent_death)
     if log is None:
         return _popen(command, subprocess.DEVNULL, own_session, death)
     with log.open("ab") as out:
@@ -67,7 +71,7 @@ def _popen(
     command: list[str],
     out: IO[bytes] | int,
     own_session: bool,
-    before_exec: Callable[[], None] | None,
+    before_exec: Callable[[], object] | None,
 ) -> subprocess.Popen[bytes]:
     # Popen must run in the thread that stays: the death signal follows the thread that forked.
     return subprocess.Popen(
@@ -79,12 +83,6 @@ def _popen(
         preexec_fn=before_exec,  # noqa: PLW1509 - one prctl call
         env={**os.environ, "PYTHONUNBUFFERED": "1"},  # its log is read as it is written
     )
-
-
-def _signal_on_parent_death(signum: signal.Signals) -> None:
-    """In the child, before exec: `signum` when the parent dies (Linux's PR_SET_PDEATHSIG)."""
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signum)
 
 
 class Polled(Protocol):

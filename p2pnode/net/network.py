@@ -134,7 +134,7 @@ class Network:
         return len(self._directory)
 
     def limited(self) -> dict[Limited, int]:
-        """What was refused for going over a per-peer rate, per limit (every limit present)."""
+        """What was refused by a per-peer rate or a ban, per limit (every limit present)."""
         return dict(self._gate.limited)
 
     def banned(self) -> list[str]:

@@ -77,10 +77,12 @@ class Resender:
     async def run(self) -> None:
         clock = self.clock
         while True:
-            self._newcomer = trio.Event()
             with trio.move_on_at(clock.due()):
                 await self._newcomer.wait()
             if self._newcomer.is_set():
+                # Taken only now: a peer that connects while a re-send is under way (publish
+                # may wait on a slow peer) is served after it, not forgotten.
+                self._newcomer = trio.Event()
                 await trio.sleep(SETTLE)
                 if not clock.may_resend_for_a_newcomer(trio.current_time()):
                     continue

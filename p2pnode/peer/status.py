@@ -226,7 +226,7 @@ class PeerStatus:
     """RPCs and messages dropped before judging, per reason; their senders were penalised."""
     banned: tuple[str, ...] = ()
     limited: tuple[tuple[str, int], ...] = ()
-    """Requests and messages refused for going over a per-peer rate, per limit."""
+    """Requests, messages and connections refused by a per-peer rate or a ban, per limit."""
     url: str = ""
     """Where a reader fetched it (not served)."""
     problems: tuple[str, ...] = ()

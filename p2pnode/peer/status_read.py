@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from p2pnode.consensus.rules import max_faults
@@ -44,11 +45,10 @@ class _Fields:
 
     def number(self, key: str) -> float | None:
         value = self.data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if value is not None or key not in self.data:
+        number = _finite(value)
+        if number is None and (value is not None or key not in self.data):
             self._bad(key)
-        return None
+        return number
 
     def text(self, key: str, default: str = UNKNOWN) -> str:
         value = self.data.get(key)
@@ -207,10 +207,20 @@ def _phases(rank: int, value: object) -> RoundPhases | None:
     return RoundPhases(rank, {phase: int(str(m)) for phase, m in millis.items()})
 
 
+def _finite(value: object) -> float | None:
+    """`value` as a finite float; None for anything else (NaN, infinities, an int too large
+    for a float, which JSON allows and a dashboard cannot show)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _stamp(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
+    return _finite(value)
 
 
 def _transitions(items: list[object]) -> list[TransitionRow]:
@@ -259,6 +269,12 @@ def _round(r: _Fields, provers: tuple[str, ...]) -> CurrentRound:
 def _confirmations(value: Mapping[str, object]) -> tuple[tuple[int, tuple[str, ...]], ...]:
     rows = []
     for attempt, senders in value.items():
-        if attempt.isdigit() and isinstance(senders, list):
+        # ASCII digits only ("²" is a digit to str.isdigit), and few enough for an int.
+        if (
+            attempt.isascii()
+            and attempt.isdigit()
+            and len(attempt) <= 19
+            and isinstance(senders, list)
+        ):
             rows.append((int(attempt), tuple(s for s in senders if isinstance(s, str))))
     return tuple(sorted(rows))
