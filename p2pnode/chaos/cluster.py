@@ -11,11 +11,11 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.api.client import ClientError, status_url
+from p2pnode.api.client import status_url
 from p2pnode.chaos import nsclient, stores
 from p2pnode.chaos.netns import Fabric, Link
 from p2pnode.local.homes import generate_testnet
-from p2pnode.local.processes import spawn
+from p2pnode.local.processes import PeerExitedError, serving, spawn
 from p2pnode.peer.home import Home, write_config
 from p2pnode.peer.status import PeerStatus
 from p2pnode.peer.status_read import parse_status
@@ -91,17 +91,15 @@ class Cluster:
 
     async def wait_started(self, peer: Peer, timeout: float) -> str | None:
         """None once the peer answers its status endpoint; else what went wrong."""
-        deadline = trio.current_time() + timeout
-        while trio.current_time() < deadline:
-            code = peer.process.poll() if peer.process else None
-            if code is not None:
-                return f"exited with {code} while starting"
+        process = peer.process
+        if process is None:
+            return "not started"
+        with trio.move_on_after(timeout) as waiting:
             try:
-                await self.status(peer, timeout=1)
-                return None
-            except ClientError:
-                await trio.sleep(POLL)
-        return f"no status within {timeout:g} s"
+                await serving(peer.home, process, read=lambda: self.status(peer, timeout=1))
+            except PeerExitedError:
+                return f"exited with {process.returncode} while starting"
+        return f"no status within {timeout:g} s" if waiting.cancelled_caught else None
 
     async def status(self, peer: Peer, *, timeout: float = 3.0) -> PeerStatus:
         url = status_url(peer.home)

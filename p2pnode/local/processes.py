@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -94,15 +94,22 @@ class Polled(Protocol):
     def poll(self) -> int | None: ...
 
 
-async def serving(home: Home, process: Polled, log: Path | None = None) -> PeerStatus:
+async def serving(
+    home: Home,
+    process: Polled,
+    log: Path | None = None,
+    *,
+    read: Callable[[], Awaitable[PeerStatus]] | None = None,
+) -> PeerStatus:
     """The peer's first status, once it answers (the caller bounds the wait); `PeerExitedError`
-    if the process ends first."""
+    if the process ends first. `read` asks for the status (by default over loopback)."""
+    ask = read if read is not None else lambda: get_status(status_url(home), timeout=1)
     while True:
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:].strip() if log is not None else ""
             raise PeerExitedError(f"{home.path.name} exited with {process.returncode}: {tail}")
         try:
-            return await get_status(status_url(home), timeout=1)
+            return await ask()
         except ClientError:
             await trio.sleep(POLL)
 
