@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from p2pnode.consensus import Event, State, StateMachine
+from p2pnode.consensus import Event, RoundRecord, State, StateMachine
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,24 @@ class TraceRecorder:
 
     def error(self, message: str, err: BaseException | None) -> None:
         self.errors.append((message, err))
+
+
+@dataclass
+class MemoryJournal:
+    """A `RoundJournal` in memory; `save` is logged in the script's call log."""
+
+    stored: RoundRecord[MockState] | None = None
+    saved: list[RoundRecord[MockState]] = field(default_factory=list)
+    log: list[str] | None = None
+
+    def load(self) -> RoundRecord[MockState] | None:
+        return self.stored
+
+    def save(self, record: RoundRecord[MockState]) -> None:
+        self.saved.append(record)
+        self.stored = record
+        if self.log is not None:
+            self.log.append("save")
 
 
 # -- the cast and the road of the scenarios -------------------------------------------------

@@ -6,18 +6,20 @@ tests hand one a context whose `post` records, and check what it posted and what
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import trio
 import trio.testing
 
-from p2pnode.consensus import Event, Limits, RoundRecord, Timeouts
+from p2pnode.consensus import Event, Limits, Timeouts
 from p2pnode.consensus.behaviours import liveness_check, proving
 from p2pnode.consensus.context import Context
-from p2pnode.consensus.protocols import attempt_of
+from p2pnode.consensus.protocols import NullTracer, attempt_of
 from p2pnode.consensus.voting import verifying
 from tests.mocks import (
     GENESIS,
+    MemoryJournal,
     MockCollected,
     MockLeader,
     MockLiveness,
@@ -31,28 +33,15 @@ from tests.mocks import (
 EPOCH = 7
 
 
-@dataclass
-class Journal:
-    log: list[object]
-    saved: list[RoundRecord[MockState]] = field(default_factory=list)
-
-    def load(self) -> RoundRecord[MockState] | None:
-        return None
-
-    def save(self, record: RoundRecord[MockState]) -> None:
-        self.saved.append(record)
-        self.log.append("save")
-
-
 Ctx = Context[MockState, MockVote, MockPeer, MockCollected]
 
 
 def context(
-    posted: list[object],
+    posted: list[Any],
     *,
     leaders: list[str],
     minimum: int = 2,
-    journal: Journal | None = None,
+    journal: MemoryJournal | None = None,
 ) -> Ctx:
     return Context(
         id_text="a",
@@ -64,7 +53,7 @@ def context(
         voting=MockVoting("a"),
         leader=MockLeader(leaders, prove_delay=0.25),
         liveness=MockLiveness(),
-        tracer=_Silent(),
+        tracer=NullTracer(),
         timeouts=Timeouts(),
         limits=Limits(),
         journal=journal,
@@ -72,19 +61,11 @@ def context(
     )
 
 
-class _Silent:
-    def trace(self, message: str) -> None:
-        pass
-
-    def error(self, message: str, err: BaseException | None) -> None:
-        pass
-
-
 async def test_proving_journals_the_proposal_before_it_reports_the_proof(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    log: list[object] = []
-    journal = Journal(log)
+    log: list[str] = []  # the journal's saves, and (with the context's posts) what it posted
+    journal = MemoryJournal(log=log)
     ctx = context(log, leaders=["a", "b"], journal=journal)
     ctx.round.collected = MockCollected(1)
 

@@ -61,6 +61,7 @@ from tests.mocks import (
     VOTING_TIMEOUT,
     E,
     Machine,
+    MemoryJournal,
     MockCollected,
     MockLeader,
     MockLiveness,
@@ -213,24 +214,6 @@ class ScriptedLiveness(MockLiveness):
     async def send_liveness(self, prior: MockState | None, collected: MockCollected) -> None:
         await self.script.enter("send_liveness")
         await super().send_liveness(prior, collected)
-
-
-@dataclass
-class MemoryJournal:
-    """A `RoundJournal` in memory; `save` is logged in the script's call log."""
-
-    stored: RoundRecord[MockState] | None = None
-    saved: list[RoundRecord[MockState]] = field(default_factory=list)
-    log: list[str] | None = None
-
-    def load(self) -> RoundRecord[MockState] | None:
-        return self.stored
-
-    def save(self, record: RoundRecord[MockState]) -> None:
-        self.saved.append(record)
-        self.stored = record
-        if self.log is not None:
-            self.log.append("save")
 
 
 @dataclass
