@@ -72,12 +72,12 @@ async def request(
 
 
 async def _body(reply: httpx.Response) -> bytes:
-    data = b""
+    data = bytearray()
     async for chunk in reply.aiter_bytes():
         data += chunk
         if len(data) > MAX_REPLY:
             raise ClientError("reply too large")
-    return data
+    return bytes(data)
 
 
 async def get_json(url: str, path: str, *, timeout: float = 5.0) -> dict[str, object]:

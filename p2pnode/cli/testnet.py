@@ -44,7 +44,7 @@ def testnet(args: argparse.Namespace) -> int:
         return 0
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        trio.run(_watch_until_stopped, _fresh(homes), processes, not args.no_dashboard)
+        trio.run(_watch_until_stopped, homes, processes, not args.no_dashboard)
     finally:
         stop_all(processes, STOP_TIMEOUT)
     print(f"stopped {len(processes)} peers; their logs are in {out}/peer*/node.log")
@@ -59,12 +59,6 @@ def _existing(out: Path, peers: int) -> list[Home] | None:
     complete = all((home.path / KEY_FILE).exists() and home.has_genesis() for home in homes)
     if not complete or (out / f"peer{peers}").exists():
         raise UsageError(f"{out} holds something else than a {peers}-peer testnet; use --out")
-    return homes
-
-
-def _fresh(homes: list[Home]) -> list[Home]:
-    for home in homes:
-        home.status_url_file.unlink(missing_ok=True)  # so a new url means a started peer
     return homes
 
 

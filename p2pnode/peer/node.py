@@ -168,8 +168,8 @@ class Node:
         self._stop_requested = False
         self._engine_done = trio.Event()
         self._finalized_at: float | None = None
-        self._recent_key: tuple[int, int] | None = None
-        self._recent: list[RoundSummary] = []
+        self._history_at: int | None = None
+        self._history: tuple[tuple[RoundSummary, ...], tuple[tuple[int, str], ...]] = ((), ())
         self.metrics = Metrics(self.status)
 
     @property
@@ -277,6 +277,7 @@ class Node:
         since = None if self._finalized_at is None else time.monotonic() - self._finalized_at
         best = max(self.sync.best_peer_rank, self.inbound.best_rank, tip.round)
         votes_for = {v: vote.frame.hex() for v, vote in self.machine.current_votes().items()}
+        rounds, recent = self._recent_history()
         return PeerStatus(
             peer_id=self.keypair.prover.identity(),
             network=self.genesis.network,
@@ -293,11 +294,11 @@ class Node:
             hop_latency_ms=quantile(self.inbound.hop_delays, 0.5),
             hop_latency_p99_ms=quantile(self.inbound.hop_delays, 0.99),
             provers=tuple(p.identity() for p in self.genesis.provers),
-            recent_rounds=tuple(self.recent_rounds(16)),
+            recent_rounds=rounds,
             transition_log=tuple(self.activity.transitions),
             errors=tuple(self.activity.errors),
             round=CurrentRound.of(self.machine.round_view(), votes_for, self.genesis.quorum),
-            recent=tuple(self.store.recent(64)),
+            recent=recent,
             sync_rejected=self.sync.rejected,
             rejected=tuple(
                 (f"{t.value}: {why}", n) for (t, why), n in self.inbound.reasons.items()
@@ -305,14 +306,16 @@ class Node:
             **_network_status(network),
         )
 
-    def recent_rounds(self, count: int) -> list[RoundSummary]:
-        """The last `count` final frames, newest first (decoded again only when the tip moves:
-        the dashboard asks several times a second)."""
-        key = (self.store.tip().round, count)
-        if self._recent_key != key:
-            self._recent = self._summaries(count)
-            self._recent_key = key
-        return self._recent
+    def _recent_history(
+        self,
+    ) -> tuple[tuple[RoundSummary, ...], tuple[tuple[int, str], ...]]:
+        """The last 16 final frames summarised and the last 64 as (rank, id), newest first:
+        read and decoded again only when the tip moves (dashboards ask several times a second)."""
+        tip = self.store.tip().round
+        if self._history_at != tip:
+            self._history = (tuple(self._summaries(16)), tuple(self.store.recent(64)))
+            self._history_at = tip
+        return self._history
 
     def _summaries(self, count: int) -> list[RoundSummary]:
         tip = self.store.tip().round

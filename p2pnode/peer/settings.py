@@ -42,7 +42,8 @@ class NodeSettings:
     """py-libp2p delivers a peer's own publications back to it; False suppresses that and has
     the engine count its own messages instead."""
     rebroadcast: float = 2.0
-    """Seconds between re-sends of this peer's latest messages while a round stalls."""
+    """Seconds after its last progress that a stalled prover re-sends its latest messages:
+    twice the typical round when that is longer, but never more than twice this."""
     status: str = "127.0.0.1:0"
     """Loopback host:port of the status endpoint (JSON status, metrics, submits); port 0 picks
     a free port, written to the home's status.url."""

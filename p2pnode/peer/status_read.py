@@ -219,16 +219,12 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _stamp(value: object) -> float | None:
-    return _finite(value)
-
-
 def _transitions(items: list[object]) -> list[TransitionRow]:
     rows = []
     for item in items:
         if isinstance(item, list) and len(item) >= 4:
             source, target, event = (str(v) for v in item[1:4])
-            rows.append(TransitionRow(_stamp(item[0]), source, target, event))
+            rows.append(TransitionRow(_finite(item[0]), source, target, event))
     return rows
 
 
@@ -236,7 +232,7 @@ def _errors(items: list[object]) -> list[ErrorRow]:
     rows = []
     for item in items:
         if isinstance(item, list) and len(item) >= 2:
-            rows.append(ErrorRow(_stamp(item[0]), str(item[1])))
+            rows.append(ErrorRow(_finite(item[0]), str(item[1])))
         elif isinstance(item, str):
             rows.append(ErrorRow(None, item))
     return rows
