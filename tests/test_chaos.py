@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,11 @@ from rich.console import Console
 
 from p2pnode.chaos import checks, cli, report, stores
 from p2pnode.chaos.checks import Check
+from p2pnode.chaos.cluster import Cluster, write_homes
 from p2pnode.chaos.faults import RESUME_BOUND, Event, Fault
 from p2pnode.chaos.netns import Fabric, Link, ip, namespace_socket, namespaces
 from p2pnode.chaos.stores import Signed
+from p2pnode.peer.home import KEY_FILE
 from p2pnode.peer.status_read import parse_status
 from tests.status_sample import SAMPLE
 
@@ -312,3 +316,26 @@ async def test_namespaces_talk_split_two_ways_join_and_are_removed() -> None:
     assert errors == []
     assert not made & namespaces()
     assert fabric.created == []
+
+
+async def test_a_peer_that_cannot_start_or_never_serves_is_named_for_it(tmp_path: Path) -> None:
+    """`wait_started` reports a peer that exits while starting (no key here) by its exit code,
+    and one that runs but never answers by the time it waited."""
+    fabric = Fabric(f"p2pw{os.getpid()}")
+    cluster: Cluster | None = None
+    try:
+        with trio.fail_after(60):
+            links = fabric.build(1)
+            cluster = Cluster(fabric, await write_homes(tmp_path, links))
+            [peer] = cluster.peers
+            (peer.home.path / KEY_FILE).unlink()
+            cluster.spawn(peer)
+            assert await cluster.wait_started(peer, 30) == "exited with 1 while starting"
+            # Runs, serves nothing: the harness's stop ends it.
+            peer.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            assert await cluster.wait_started(peer, 0.5) == "no status within 0.5 s"
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        errors = fabric.remove()
+    assert errors == []
