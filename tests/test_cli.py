@@ -201,6 +201,42 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
     assert "Traceback" not in (process.stderr.read() if process.stderr else "")
 
 
+def test_a_second_run_of_a_home_or_on_a_taken_port_is_one_line_and_leaves_the_peer_be(
+    solo: Path, tmp_path: Path
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2pnode", "run", "--home", str(solo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        listening = first_lines(process.stdout, 2)[1].split()[-1]
+        url = (solo / "status.url").read_text()
+        one_line_error(
+            p2pnode("run", "--home", str(solo)),
+            str(solo),
+            f"in use by another p2pnode run (pid {process.pid})",
+        )
+        other = tmp_path / "other"
+        made = p2pnode("init", "--home", str(other), "--network", "other", "--difficulty", "100")
+        assert made.returncode == 0, made.stderr
+        port = listening.split("/p2p/")[0]
+        one_line_error(
+            p2pnode("run", "--home", str(other), "--listen", port),
+            f"cannot listen on {port}",
+            "in use",
+        )
+        assert process.poll() is None
+        assert (solo / "status.url").read_text() == url
+        status = json.loads(p2pnode("status", "--url", url.strip(), "--json").stdout)
+        assert status["addrs"] == [listening]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+
+
 def test_testnet_generate_only_writes_homes_that_run_by_hand(tmp_path: Path) -> None:
     out = tmp_path / "net"
     result = p2pnode("testnet", "--peers", "3", "--out", str(out), "--generate-only")

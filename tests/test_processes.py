@@ -16,7 +16,7 @@ import trio
 
 from p2pnode.local.homes import generate_testnet
 from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
-from p2pnode.peer.home import Home
+from p2pnode.peer.home import Home, HomeError
 
 
 async def test_a_peer_that_exits_on_start_is_reported_with_its_last_words(tmp_path: Path) -> None:
@@ -28,6 +28,32 @@ async def test_a_peer_that_exits_on_start_is_reported_with_its_last_words(tmp_pa
     finally:
         stop_all([process])
     assert process.returncode == 1
+
+
+async def test_a_home_held_by_a_peer_refuses_a_second_and_keeps_its_status_url(
+    tmp_path: Path,
+) -> None:
+    home = generate_testnet(tmp_path, 1, base_port=0, difficulty=100)[1][0]
+    home.status_url_file.write_text("http://127.0.0.1:1\n")
+    assert not home.in_use()
+    with home.locked():
+        assert home.in_use()
+        with (
+            pytest.raises(HomeError, match=rf"in use by another p2pnode run \(pid {os.getpid()}\)"),
+            home.locked(),
+        ):
+            pass
+        log = tmp_path / "second.log"
+        process = spawn(home, log=log)
+        try:
+            with trio.fail_after(60), pytest.raises(PeerExitedError, match="in use"):
+                await serving(home, process, log)
+        finally:
+            stop_all([process])
+        assert home.status_url_file.read_text() == "http://127.0.0.1:1\n", "the holder's own"
+    assert not home.in_use(), "released when its holder leaves"
+    spawn(home, "--help").wait()
+    assert not home.status_url_file.exists(), "a stale one goes"
 
 
 PARENT = """

@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         command = [sys.executable, "-m", "p2pnode", "dashboard", "--url", url]
         await trio.run_process(command, check=False, stdin=None)
 
-    with log_to(home):
+    # The lock first: a second run of a home changes nothing of it, its log included.
+    with home.locked(), log_to(home):
         # With a dashboard, the peer's lines stay above it.
         trio.run(serve, home, settings, _say, *([show] if args.dashboard else []))
     return 0

@@ -56,7 +56,8 @@ def spawn(
     in order; and should the parent die, the peer gets `on_parent_death`. `inside` is a
     command that execs the peer (`ip netns exec NAME`), so the process is still the peer.
     """
-    home.status_url_file.unlink(missing_ok=True)  # a stale one would answer for a dead peer
+    if not home.in_use():  # a running peer's is its own; it refuses this second run
+        home.status_url_file.unlink(missing_ok=True)  # a stale one would answer for a dead peer
     command = [*inside, sys.executable, "-m", "p2pnode", "run", "--home", str(home.path), *args]
     death = None
     if own_session and _PRCTL is not None:

@@ -154,6 +154,22 @@ def _name(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
+def why_unbound(addr: str) -> str:
+    """Why a TCP listen address could not be bound, asked of the kernel after py-libp2p failed
+    to listen on it (py-libp2p logs the reason but reports only a missing listener)."""
+    ip, parts = _ip(addr), addr.split("/")
+    if ip is None or len(parts) < 5 or parts[3] != "tcp" or not parts[4].isdigit():
+        return "not an /ip4 or /ip6 TCP address"
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((str(ip), int(parts[4])))
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+    return "py-libp2p could not listen there (see the log)"
+
+
 def is_loopback_ip(host: str) -> bool:
     """An IP literal of this machine: 127.0.0.0/8 or ::1. A name is never one (DNS could
     answer anything for it)."""

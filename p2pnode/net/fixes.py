@@ -7,7 +7,7 @@ import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -16,8 +16,10 @@ import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.network.connection import swarm_connection
 from libp2p.pubsub.pubsub import ValidationCache, ValidationResult
+from libp2p.transport.tcp import tcp as tcp_module
 
 from p2pnode.net.contracts import NetError, Verdict
+from p2pnode.net.patches import Patch
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +260,23 @@ class CachedAddrs:
             self._addrs = self._compute()
             self._expires = now + self._ttl
         return list(self._addrs)
+
+
+def _reuse_address_only(sock: trio.socket.SocketType) -> None:
+    """SO_REUSEADDR (a restarted peer binds its port at once), never SO_REUSEPORT."""
+    with suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+
+_EXCLUSIVE = Patch(tcp_module, "_set_reuse_flags", _reuse_address_only)
+
+
+def exclusive_listeners() -> AbstractContextManager[None]:
+    """While held, py-libp2p's TCP listeners bind without SO_REUSEPORT.
+
+    py-libp2p 0.8 sets it on every listener (for hole punching, which p2pnode does not do): a
+    second process then listens on the same address and port with no error, and the kernel
+    spreads the connections between the two, so dials land on whichever. Without it, a port
+    that another process holds is refused at bind, as an operator expects.
+    """
+    return _EXCLUSIVE.held()

@@ -23,7 +23,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pnode.net.addresses import AddressError, interface_ips, shared, with_peer
+from p2pnode.net.addresses import AddressError, interface_ips, shared, why_unbound, with_peer
 from p2pnode.net.contracts import MAX_PAYLOAD, MeshDegrees, NetError, Verdict
 from p2pnode.net.fixes import (
     ORIGIN_CACHE_SIZE,
@@ -34,6 +34,7 @@ from p2pnode.net.fixes import (
     Validator,
     Verdicts,
     Watcher,
+    exclusive_listeners,
 )
 from p2pnode.net.guards import GuardedGossipSub, GuardedPubsub, Report, content_id, message_id
 from p2pnode.net.yamux import credit_at_half
@@ -179,8 +180,10 @@ class Stack:
             raise NetError(f"bad listen multiaddr in {list(listen)}: {err}") from None
         async with AsyncExitStack() as stack:
             stack.enter_context(credit_at_half())
+            stack.enter_context(exclusive_listeners())
             try:
                 await stack.enter_async_context(Guarded(self.host.run(addrs), "the host"))
+                self._check_listening(addrs)
                 await stack.enter_async_context(
                     Guarded(background_trio_service(self.pubsub), "pubsub")
                 )
@@ -189,9 +192,19 @@ class Stack:
                 )
                 await self.pubsub.wait_until_ready()
                 await self._stop_auto_connector()
+            except NetError:
+                raise
             except Exception as err:
                 raise NetError(f"cannot start libp2p on {list(listen)}: {err}") from err
             yield
+
+    def _check_listening(self, addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        """py-libp2p goes on without an address it could not listen on (it logs why): a peer
+        must not, or it runs where nobody can reach it. NetError names the first one."""
+        listening = self.host.get_network().listeners
+        for addr in addrs:
+            if str(addr) not in listening:
+                raise NetError(f"cannot listen on {addr}: {why_unbound(str(addr))}")
 
     async def _stop_auto_connector(self) -> None:
         """py-libp2p's swarm runs an AutoConnector that, below its default watermarks (100 to

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager
 
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
-from p2pnode.net.guards import check_libp2p_version
+from p2pnode.net.patches import Patch
 
 _METHOD = "_auto_tune_and_send_window_update"
 """py-libp2p 0.8's hook, called after every read of a stream."""
@@ -32,34 +29,10 @@ async def _credit_at_half(self: YamuxStream, *, bytes_read: int = 0) -> None:
     await self.send_window_update(consumed, skip_lock=True)
 
 
-class _Installed:
-    """How many holders want the credit policy; the library's own is back when none does."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.holders = 0
-        self.original: Any = None
+_PATCH = Patch(YamuxStream, _METHOD, _credit_at_half)
 
 
-_installed = _Installed()
-
-
-@contextmanager
-def credit_at_half() -> Iterator[None]:
+def credit_at_half() -> AbstractContextManager[None]:
     """While held (by any number of peers in this process), every yamux stream credits its
     receive window once half is used; the library's method is restored when the last leaves."""
-    check_libp2p_version()
-    if _METHOD not in vars(YamuxStream):
-        raise RuntimeError(f"py-libp2p's YamuxStream has no {_METHOD}: the patch needs review")
-    with _installed.lock:
-        if _installed.holders == 0:
-            _installed.original = vars(YamuxStream)[_METHOD]
-            setattr(YamuxStream, _METHOD, _credit_at_half)
-        _installed.holders += 1
-    try:
-        yield
-    finally:
-        with _installed.lock:
-            _installed.holders -= 1
-            if _installed.holders == 0:
-                setattr(YamuxStream, _METHOD, _installed.original)
+    return _PATCH.held()

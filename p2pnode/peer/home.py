@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ CONFIG_FILE = "config.toml"
 STORE_FILE = "store.sqlite"
 LOG_FILE = "node.log"
 STATUS_URL_FILE = "status.url"
+LOCK_FILE = "lock"
 
 
 class HomeError(Exception):
@@ -53,6 +56,10 @@ class Home:
     def status_url_file(self) -> Path:
         return self.path / STATUS_URL_FILE
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
     def keypair(self) -> Keypair:
         try:
             return load_keypair(self.key_file)
@@ -80,6 +87,48 @@ class Home:
             return load_settings(self.config_file, environ, assignments)
         except SettingsError as err:
             raise HomeError(str(err)) from None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the home for one peer process: an exclusive lock on its lock file, which the OS
+        releases when the process ends however it ends. HomeError names the pid that holds it.
+
+        Two peers on one home would sign with one key and write one store.
+        """
+        try:
+            descriptor = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise HomeError(f"cannot open {self.lock_file}: {err.strerror}") from None
+        try:
+            if not _try_lock(descriptor):
+                holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+                raise HomeError(
+                    f"{self.path} is in use by another p2pnode run (pid {holder or '?'})"
+                )
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
+
+    def in_use(self) -> bool:
+        """Whether a peer process holds the home now (see `locked`)."""
+        try:
+            descriptor = os.open(self.lock_file, os.O_RDONLY)
+        except OSError:
+            return False  # no lock file: never run, or not a home
+        try:
+            return not _try_lock(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _try_lock(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def write_config(
