@@ -15,14 +15,18 @@ from typing import cast
 import cbor2
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
+from p2pnode.api.batch import BatchError, decode_batch
 from p2pnode.api.client import ClientError, post_json, submit_batch
 from p2pnode.api.server import CBOR, MAX_BODY, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Admission, mutation_id
 from p2pnode.chain.types import Frame
 from p2pnode.cli.commands import batches
 from p2pnode.cli.daemon import status_server
-from p2pnode.peer.node import Node
+from p2pnode.local.homes import generate_testnet
+from p2pnode.peer.node import SUBMIT_SLICE, Node
 
 
 def admission_of(mutation: bytes) -> Admission:
@@ -63,7 +67,7 @@ class FakeNode:
     singles: list[bytes] = field(default_factory=list)
     store: FakeStore = field(default_factory=FakeStore)
 
-    def submit_many(self, mutations: Sequence[bytes]) -> list[tuple[str, Admission]]:
+    async def submit_many(self, mutations: Sequence[bytes]) -> list[tuple[str, Admission]]:
         self.batches.append(list(mutations))
         return [(mutation_id(m).hex(), admission_of(m)) for m in mutations]
 
@@ -163,6 +167,15 @@ async def test_a_batch_as_large_as_allowed_is_taken() -> None:
     assert node.batches == [largest, most]
 
 
+def _bignum(size: int) -> bytes:
+    return b"\xc2\x5a" + size.to_bytes(4, "big") + b"\x01" * size
+
+
+RATIONAL_BOMB = (
+    b"\xd8\x1e\x82" + _bignum(MAX_SUBMIT_BODY // 2 - 16) + _bignum(MAX_SUBMIT_BODY // 2 - 16)
+)
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -176,6 +189,16 @@ async def test_a_batch_as_large_as_allowed_is_taken() -> None:
         (cbor2.dumps([b"a", b"b", 5]), "item 2 is not a byte string but a int"),
         (cbor2.dumps([[b"a"]]), "item 0 is not a byte string but a list"),
         (cbor2.dumps([]), "the batch is empty"),
+        (cbor2.dumps([b"a"])[:-1], "the body is not CBOR: it ends inside item 0"),
+        (b"\x9f\x41a\xff", "the body is not CBOR with definite lengths"),
+        (b"\x81\x5f\x41a\xff", "the body is not CBOR with definite lengths"),
+        (b"\x81\x5b\x00", "the body is not CBOR: it ends inside the head of item 0"),
+        # Tags are refused by their head: a tag-30 pair of bignums (a Fraction to a general
+        # decoder, built in time quadratic in their size) is never read.
+        (RATIONAL_BOMB, "the body is not a CBOR array but a tag"),
+        (b"\x81" + RATIONAL_BOMB, "item 0 is not a byte string but a tag"),
+        (b"\x82\x41a\xd8\x1e\x41b", "item 1 is not a byte string but a tag"),
+        (cbor2.dumps([b"a", 1.5]), "item 1 is not a byte string but a float or simple value"),
         (
             cbor2.dumps([b"x"] * (MAX_SUBMIT_BATCH + 1)),
             f"the batch holds {MAX_SUBMIT_BATCH + 1} items, more than {MAX_SUBMIT_BATCH}",
@@ -378,3 +401,42 @@ async def test_frames_are_listed_from_the_rank_in_the_query_and_a_bad_rank_is_na
             reply = await send(port, post(f"/frames?from={bad}", b"", None, method="GET"))
             assert reply == (400, {"error": "from must be a rank"})
         assert len(node.store.listed) == 2
+
+
+@given(st.lists(st.binary(max_size=64), min_size=1, max_size=64))
+def test_every_array_of_byte_strings_reads_back_whole(mutations: list[bytes]) -> None:
+    assert decode_batch(cbor2.dumps(mutations)) == mutations
+
+
+@given(st.binary(max_size=256))
+def test_any_body_is_a_list_of_byte_strings_or_a_batch_error(body: bytes) -> None:
+    try:
+        mutations = decode_batch(body)
+    except BatchError:
+        return
+    assert cbor2.loads(body) == mutations
+
+
+async def test_a_large_batch_lets_the_event_loop_run_while_it_is_admitted(tmp_path: Path) -> None:
+    genesis, homes = generate_testnet(tmp_path, 1, base_port=0, difficulty=100)
+    home = homes[0]
+    node = Node(home, home.keypair(), genesis, home.settings({}))
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await trio.sleep(0)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            await trio.sleep(0)
+            before = turns
+            results = await node.submit_many([b"m%d" % i for i in range(MAX_SUBMIT_BATCH)])
+            nursery.cancel_scope.cancel()
+    finally:
+        node.store.close()
+    assert [admitted for _, admitted in results] == [Admission.ADDED] * MAX_SUBMIT_BATCH
+    assert turns - before >= MAX_SUBMIT_BATCH // SUBMIT_SLICE - 1

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
-import cbor2
 import trio
 
+from p2pnode.api.batch import BatchError, decode_batch
 from p2pnode.api.server import (
     CBOR,
-    MAX_SUBMIT_BATCH,
     MAX_SUBMIT_BODY,
     Limited,
     Reply,
@@ -140,32 +138,6 @@ async def _run_until_stopped(
     nursery.cancel_scope.cancel()
 
 
-class BatchError(ValueError):
-    """A batch submit's body is not a CBOR array of 1 to MAX_SUBMIT_BATCH byte strings."""
-
-
-def decode_batch(body: bytes) -> list[bytes]:
-    """The mutations of a batch submit's body, in order; BatchError says what is wrong."""
-    stream = io.BytesIO(body)
-    try:
-        # The decoder bounds nesting, and allocates no more than the body holds.
-        value = cbor2.CBORDecoder(stream).decode()
-    except Exception as err:  # the decoder and its tag hooks raise several unrelated types
-        raise BatchError(f"the body is not CBOR ({type(err).__name__})") from None
-    if stream.tell() != len(body):
-        raise BatchError("the body is not CBOR: bytes follow its first value")
-    if not isinstance(value, list):
-        raise BatchError(f"the body is not a CBOR array but a {type(value).__name__}")
-    if not value:
-        raise BatchError("the batch is empty")
-    if len(value) > MAX_SUBMIT_BATCH:
-        raise BatchError(f"the batch holds {len(value)} items, more than {MAX_SUBMIT_BATCH}")
-    for index, item in enumerate(value):
-        if not isinstance(item, bytes):
-            raise BatchError(f"item {index} is not a byte string but a {type(item).__name__}")
-    return value
-
-
 def status_server(node: Node) -> StatusServer:
     async def status(_: Request) -> Reply:
         return json_reply(node.status().to_json())
@@ -182,7 +154,7 @@ def status_server(node: Node) -> StatusServer:
             batch = decode_batch(request.body)
         except BatchError as err:
             return json_reply({"error": str(err)}, 400)
-        results = node.submit_many(batch)
+        results = await node.submit_many(batch)
         return json_reply(
             {
                 "results": [{"id": key, "admission": admitted.value} for key, admitted in results],
