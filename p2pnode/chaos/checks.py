@@ -95,6 +95,16 @@ def resumed(
     return Check(name, True, f"{what}: {seconds:.1f} s")
 
 
+def reconnected(what: str, seconds: float | None, bound: float) -> Check:
+    """Every peer was connected to every other within `bound` seconds of the links' return."""
+    name = f"reconnect ≤ {bound:g} s"
+    if seconds is None:
+        return Check(name, False, f"{what}: some peer never saw every other again")
+    if seconds > bound:
+        return Check(name, False, f"{what}: took {seconds:.1f} s, more than {bound:g} s")
+    return Check(name, True, f"{what}: all connected in {seconds:.1f} s")
+
+
 def describe(peer: str, status: PeerStatus) -> str:
     """One line of a peer's status: where its round stands."""
     view = status.round

@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 from rich.console import Console
 
-from p2pnode.chaos import faults, report
+from p2pnode.chaos import faults, links, report
 from p2pnode.chaos.checks import Check
 from p2pnode.chaos.cluster import Cluster, ClusterError, write_homes
 from p2pnode.chaos.faults import Event, Fault, Run
@@ -27,11 +27,14 @@ from p2pnode.chaos.netns import Fabric, NetnsError
 from p2pnode.cli import OneLineParser
 
 PEERS = 4
-CYCLE = (Fault.KILL, Fault.PAUSE, Fault.PARTITION)
+CYCLE = (Fault.KILL, Fault.PAUSE, Fault.PARTITION, Fault.ISOLATE, Fault.CUT_OFF, Fault.FLAP)
 HOLD = {
     Fault.KILL: faults.KILL_SECONDS,
     Fault.PAUSE: faults.PAUSE_SECONDS,
     Fault.PARTITION: faults.PARTITION_SECONDS,
+    Fault.ISOLATE: links.ISOLATE_SECONDS,
+    Fault.CUT_OFF: links.ISOLATE_SECONDS,
+    Fault.FLAP: links.FLAPS * 2 * links.FLAP_SECONDS,
 }
 SHORTEST_PHASE = 5.0
 """A --minutes run ends rather than start a phase shorter than this."""
@@ -39,6 +42,9 @@ PHASES: dict[Fault, Callable[[Run, float], Awaitable[None]]] = {
     Fault.KILL: faults.kill_phase,
     Fault.PAUSE: faults.pause_phase,
     Fault.PARTITION: faults.partition_phase,
+    Fault.ISOLATE: links.isolate_phase,
+    Fault.CUT_OFF: links.cut_off_phase,
+    Fault.FLAP: links.flap_phase,
 }
 
 
@@ -48,6 +54,8 @@ class Plan:
     """None: --quick, each fault once."""
     seed: int
     out: Path
+    cycle: tuple[Fault, ...] = CYCLE
+    """The faults run, in this order."""
 
 
 def next_phase(turn: Fault, left: float) -> tuple[Fault, float] | None:
@@ -61,13 +69,13 @@ def next_phase(turn: Fault, left: float) -> tuple[Fault, float] | None:
     return turn, HOLD[turn]
 
 
-async def phases(run: Run, minutes: float | None) -> None:
+async def phases(run: Run, minutes: float | None, cycle: Sequence[Fault] = CYCLE) -> None:
     if minutes is None:
-        for fault in CYCLE:
+        for fault in cycle:
             await PHASES[fault](run, HOLD[fault])
         return
     deadline = run.started + minutes * 60
-    for turn in itertools.cycle(CYCLE):
+    for turn in itertools.cycle(cycle):
         chosen = next_phase(turn, deadline - trio.current_time())
         if chosen is None:
             return
@@ -84,7 +92,7 @@ async def chaos(plan: Plan, events: list[Event], say: Callable[[Event], None]) -
         run = Run(cluster, random.Random(plan.seed), trio.current_time(), events, say)
         try:
             if await faults.start(run):
-                await phases(run, plan.minutes)
+                await phases(run, plan.minutes, plan.cycle)
             await faults.finish(run)
         finally:
             cluster.stop()  # synchronous: it completes even in a cancelled run
@@ -124,6 +132,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     length = parser.add_mutually_exclusive_group(required=True)
     length.add_argument("--quick", action="store_true", help="each fault once (under 4 min)")
     length.add_argument("--minutes", type=float, help="cycle the faults for this long")
+    parser.add_argument(
+        "--faults",
+        type=_faults,
+        default=CYCLE,
+        metavar="F,F…",
+        help=f"the faults to run, in order (default: all: {','.join(_NAMES)})",
+    )
     parser.add_argument("--seed", type=int, help="the choice of victims (default: random)")
     parser.add_argument("--out", type=Path, help="peer homes and logs (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir at the end")
@@ -142,6 +157,17 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+_NAMES = {fault.value.replace(" ", "-").replace("kill--9", "kill"): fault for fault in CYCLE}
+
+
+def _faults(text: str) -> tuple[Fault, ...]:
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in _NAMES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"not a fault: {', '.join(unknown) or text!r}")
+    return tuple(_NAMES[name] for name in chosen)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -157,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events: list[Event] = []
     began = time.monotonic()
     try:
-        plan = Plan(args.minutes, seed, out)
+        plan = Plan(args.minutes, seed, out, args.faults)
         interrupted = trio.run(execute, plan, events, lambda e: console.print(_line(e)))
     except KeyboardInterrupt:
         interrupted = True

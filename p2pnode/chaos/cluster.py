@@ -21,8 +21,8 @@ from p2pnode.peer.status import PeerStatus
 from p2pnode.peer.status_read import parse_status
 
 LISTEN_PORT = 4001
-"""Every peer listens on its own namespace's address, so one fixed port serves all and a
-restarted peer comes back exactly where the others know it."""
+"""Every peer listens in its own namespace, so one fixed port serves all and a restarted peer
+comes back exactly where the others know it."""
 STOP_TIMEOUT = 10.0
 """SIGTERM, then SIGKILL after this many seconds."""
 POLL = 0.1
@@ -50,19 +50,22 @@ class Peer:
 
 
 async def write_homes(out: Path, links: list[Link]) -> list[Home]:
-    """A testnet of len(links) provers (the default difficulty), each listening on its link's
-    address; every peer but peer0 bootstraps from what `p2pnode id` prints for peer0."""
+    """A testnet of len(links) provers (the default difficulty), each listening on every
+    address of its namespace (its link's and loopback), as an operator's peer on a host of its
+    own would; every peer but peer0 bootstraps from what `p2pnode id` prints for peer0."""
     _, homes = generate_testnet(out, len(links), base_port=LISTEN_PORT)
-    for home, link in zip(homes, links, strict=True):
-        write_config(home, [f"/ip4/{link.address}/tcp/{LISTEN_PORT}"], [])
-    command = [sys.executable, "-m", "p2pnode", "id", "--home", str(homes[0].path)]
+    listen = [f"/ip4/0.0.0.0/tcp/{LISTEN_PORT}"]
+    write_config(homes[0], listen, [])
+    # Asked inside peer0's namespace: a wildcard listener shows that namespace's addresses.
+    inside = ["ip", "netns", "exec", links[0].namespace]
+    command = [*inside, sys.executable, "-m", "p2pnode", "id", "--home", str(homes[0].path)]
     done = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
     lines = done.stdout.decode().splitlines()
     addresses = [line.split()[1] for line in lines if line.startswith("address: ")]
     if done.returncode != 0 or not addresses:
         raise ClusterError(f"p2pnode id --home {homes[0].path}: {done.stderr.decode().strip()}")
-    for home, link in zip(homes[1:], links[1:], strict=True):
-        write_config(home, [f"/ip4/{link.address}/tcp/{LISTEN_PORT}"], addresses[:1])
+    for home in homes[1:]:
+        write_config(home, listen, addresses[:1])
     return homes
 
 

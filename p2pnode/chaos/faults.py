@@ -1,4 +1,5 @@
-"""The faults of a chaos run, each a phase: kill -9 and restart, pause, partition."""
+"""The faults of a chaos run, each a phase: kill -9 and restart, pause, partition (the link
+faults are in `links`)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class Fault(enum.Enum):
     KILL = "kill -9"
     PAUSE = "pause"
     PARTITION = "partition"
+    ISOLATE = "isolate"
+    CUT_OFF = "cut off"
+    FLAP = "flap"
     END = "end"
 
 
@@ -231,11 +235,11 @@ async def _finalized(cluster: Cluster, peer: Peer) -> int:
 
 async def pause_phase(run: Run, seconds: float = PAUSE_SECONDS) -> None:
     """SIGSTOP f+1 provers, so no quorum is left; SIGCONT them; time the resume."""
-    victims = _seeded_quorum_loss(run)
+    victims = seeded_quorum_loss(run)
     at = run.elapsed()
     run.cluster.pause(victims)
     try:
-        held = await _hold(run, seconds)
+        held = await hold(run, seconds)
     finally:
         run.cluster.resume(victims)
     target = " + ".join(peer.name for peer in victims)
@@ -245,12 +249,12 @@ async def pause_phase(run: Run, seconds: float = PAUSE_SECONDS) -> None:
 async def partition_phase(run: Run, seconds: float = PARTITION_SECONDS) -> None:
     """Split the provers 2 | 2 (neither side has a quorum, each side's pair still talks);
     join them again; time the heal."""
-    side = _seeded_quorum_loss(run)
+    side = seeded_quorum_loss(run)
     links = [peer.link for peer in side]
     at = run.elapsed()
     run.cluster.fabric.split(links)
     try:
-        held = await _hold(run, seconds)
+        held = await hold(run, seconds)
     finally:
         run.cluster.fabric.join(links)
     rest = [peer.name for peer in run.cluster.peers if peer not in side]
@@ -258,13 +262,13 @@ async def partition_phase(run: Run, seconds: float = PARTITION_SECONDS) -> None:
     run.record(await _recovered(run, Fault.PARTITION, target, at, seconds, held))
 
 
-def _seeded_quorum_loss(run: Run) -> list[Peer]:
+def seeded_quorum_loss(run: Run) -> list[Peer]:
     """f + 1 provers, chosen by the run's seed: without them no quorum is left."""
     count = (len(run.cluster.peers) - 1) // 3 + 1
     return sorted(run.rng.sample(run.cluster.peers, count), key=lambda peer: peer.name)
 
 
-async def _hold(run: Run, seconds: float) -> Held:
+async def hold(run: Run, seconds: float) -> Held:
     began = trio.current_time()
     await trio.sleep(QUIET_GRACE)
     quiet = max(run.cluster.ranks().values())

@@ -117,6 +117,13 @@ class Fabric:
         for link in links:
             ip("-n", self.switch, "link", "set", link.port, "master", self.bridge)
 
+    def cut(self, link: Link) -> None:
+        """Pull the peer's cable: its port on the bridge goes down, and nothing crosses it."""
+        ip("-n", self.switch, "link", "set", link.port, "down")
+
+    def mend(self, link: Link) -> None:
+        ip("-n", self.switch, "link", "set", link.port, "up")
+
     def remove(self) -> list[str]:
         """Delete the namespaces this fabric created (their links go with them); the errors."""
         errors = []
