@@ -136,6 +136,25 @@ def test_peers_ahead_are_bounded_and_keep_the_furthest() -> None:
     assert ahead.order(["a", "b", "d"], 6, 0) == ["d", "b", "a"]
 
 
+def test_provers_are_asked_before_strangers_each_in_turn() -> None:
+    ahead = PeersAhead()
+    peers = ["s1", "p1", "s2", "p2"]
+    assert ahead.order(peers, 0, 0, provers={"p1", "p2"}) == ["p1", "p2", "s1", "s2"]
+    assert ahead.order(peers, 0, 1, provers={"p1", "p2"}) == ["p2", "p1", "s2", "s1"]
+
+
+async def test_a_stranger_that_stalls_is_asked_after_every_prover(store: Store) -> None:
+    sync = CatchUp(
+        store,
+        FrameChecker(GENESIS),
+        Fetcher({"stalling": ProviderError("timed out"), "prover": [encode_frame(final_frame())]}),
+        provers={"prover"},
+    )
+    assert await sync.synchronize(None) == final_frame()
+    assert isinstance(sync.fetcher, Fetcher)
+    assert [peer for peer, _ in sync.fetcher.asked] == ["prover"]
+
+
 async def test_requests_are_served_from_the_store(store: Store) -> None:
     store.append(final_frame())
     sync = service(store, {})

@@ -362,7 +362,7 @@ def test_a_flooding_origin_cannot_keep_others_out(tmp_path: Path) -> None:
             data = encode(MutationMsg((f"honest {n}".encode(),)))
             assert setup.judge(Topic.MUTATIONS, sender, data) is Verdict.ACCEPT
         assert setup.providers.mempool.add(b"local", LOCAL) is Admission.ADDED
-        assert setup.providers.mempool.take() == (b"honest 0", b"honest 1", b"honest 2", b"local")
+        assert setup.providers.mempool.take() == (b"local", b"honest 0", b"honest 1", b"honest 2")
         assert (
             setup.judge(Topic.MUTATIONS, VOTER, encode(MutationMsg((b"more",)))) is Verdict.IGNORE
         )

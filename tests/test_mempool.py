@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pnode.chain.mempool import CAPACITY, EXPIRY_MS, LOCAL, Admission, Mempool, mutation_id
+from p2pnode.chain.mempool import (
+    CAPACITY,
+    EXPIRY_MS,
+    LOCAL,
+    MAX_MUTATION_SIZE,
+    STRANGER_BURST,
+    STRANGER_BYTES_PER_S,
+    STRANGER_SHARE,
+    Admission,
+    Mempool,
+)
 
 FLOODER, HONEST, THIRD = "12D3KooWFlooder", "12D3KooWHonest", "12D3KooWThird"
 
@@ -42,7 +53,7 @@ def test_a_flooding_origin_is_held_to_its_quota() -> None:
     assert pool.add(b"honest", HONEST) is Admission.ADDED
     assert pool.add(b"mine", LOCAL) is Admission.ADDED
     assert pool.held_by(FLOODER) == 3
-    assert pool.take() == (*flood[:3], b"honest", b"mine")
+    assert pool.take() == (b"mine", *flood[:3], b"honest"), "local submits are taken first"
 
 
 def test_a_full_pool_takes_from_the_largest_holder_until_shares_are_even() -> None:
@@ -77,7 +88,7 @@ def test_a_local_submit_displaces_gossip_and_never_the_reverse() -> None:
     pool.add(b"h1", HONEST)
     assert pool.add(b"mine-1", LOCAL) is Admission.ADDED  # the flooder holds the most
     assert pool.add(b"mine-2", LOCAL) is Admission.ADDED  # 1 and 1: the oldest goes
-    assert pool.take() == (b"h1", b"mine-1", b"mine-2")
+    assert pool.take() == (b"mine-1", b"mine-2", b"h1")
     assert pool.add(b"mine-3", LOCAL) is Admission.ADDED
     assert pool.take() == (b"mine-1", b"mine-2", b"mine-3")
     assert pool.add(b"mine-4", LOCAL) is Admission.FULL  # local never displaces local
@@ -105,9 +116,9 @@ def test_entries_expire() -> None:
     pool.add(b"mine", LOCAL)
     assert pool.add(b"again", FLOODER) is Admission.OVER_QUOTA
     clock.now = 999
-    assert pool.take() == (b"old", b"newer", b"mine")
+    assert pool.take() == (b"mine", b"old", b"newer")
     clock.now = 1_000
-    assert pool.take() == (b"newer", b"mine")
+    assert pool.take() == (b"mine", b"newer")
     assert pool.add(b"again", FLOODER) is Admission.ADDED  # its quota freed
     assert pool.add(b"old", FLOODER) is Admission.OVER_QUOTA  # not a duplicate: it left
     clock.now = 1_400
@@ -116,9 +127,50 @@ def test_entries_expire() -> None:
     assert pool.add(b"old", FLOODER) is Admission.ADDED
 
 
+def _trusting(*origins: str) -> Callable[[str], bool]:
+    return lambda origin: origin in origins
+
+
+def test_made_up_origins_share_the_strangers_quarter_however_many_they_are() -> None:
+    pool = Mempool(capacity=8, quota=4, trusted=_trusting(HONEST, THIRD))
+    for n in range(1000):
+        pool.add(f"s{n}".encode(), f"sybil{n}")
+        assert len(pool) <= 8 // STRANGER_SHARE
+    assert pool.add(b"h1", HONEST) is Admission.ADDED
+    assert pool.add(b"mine", LOCAL) is Admission.ADDED
+    # One entry each, the newest displacing the oldest: 1,000 names held two places.
+    assert pool.take() == (b"mine", b"h1", b"s998", b"s999"), "local, trusted, then strangers"
+    assert pool.add(b"s1000", "sybil998") is Admission.OVER_BUDGET, "equals do not trade"
+
+
+def test_a_trusted_origin_displaces_a_stranger_first_and_a_stranger_never_a_trusted() -> None:
+    pool = Mempool(capacity=4, quota=4, trusted=_trusting(HONEST))
+    for item in items("h", 3):
+        pool.add(item, HONEST)
+    assert pool.add(b"s0", FLOODER) is Admission.ADDED  # now full
+    assert pool.add(b"h3", HONEST) is Admission.ADDED, "the stranger's entry goes, not ours"
+    assert pool.take() == (*items("h", 3), b"h3")
+    assert pool.add(b"s1", FLOODER) is Admission.FULL, "a stranger takes nothing from trust"
+
+
+def test_strangers_bring_at_most_their_byte_rate() -> None:
+    clock = Clock()
+    pool = Mempool(trusted=_trusting(HONEST), clock=clock)
+    big = [n.to_bytes(2, "big") * (MAX_MUTATION_SIZE // 2) for n in range(200)]
+    admitted = [pool.add(m, f"sybil{n}") for n, m in enumerate(big)]
+    fits = STRANGER_BURST // MAX_MUTATION_SIZE
+    assert admitted == [Admission.ADDED] * fits + [Admission.OVER_BUDGET] * (200 - fits)
+    assert pool.add(b"trusted, whatever the rate", HONEST) is Admission.ADDED
+    clock.now = 1_000  # a second: STRANGER_BYTES_PER_S more
+    later = [bytes([n]) * MAX_MUTATION_SIZE for n in range(1, 20)]
+    again = [pool.add(m, f"late{n}") for n, m in enumerate(later)]
+    assert again.count(Admission.ADDED) == STRANGER_BYTES_PER_S // MAX_MUTATION_SIZE
+
+
 # --- the invariants, whatever arrives ---------------------------------------------------------
 
-ORIGINS = (LOCAL, FLOODER, HONEST, THIRD)
+ORIGINS = (LOCAL, FLOODER, HONEST, THIRD, "sybil-a", "sybil-b")
+TRUSTED = {FLOODER, HONEST}
 Step = tuple[str, int, int]
 """(what, origin index or finalized count, mutation number or milliseconds)"""
 
@@ -133,12 +185,17 @@ steps = st.lists(
 
 
 @given(steps, st.integers(1, 8), st.integers(1, 4))
-def test_capacity_quota_and_local_priority_hold(
+def test_capacity_quota_shares_and_priorities_hold(
     script: list[Step], capacity: int, quota: int
 ) -> None:
     clock = Clock()
-    pool = Mempool(capacity=capacity, quota=quota, expiry_ms=1_000, clock=clock)
-    local: set[bytes] = set()
+    pool = Mempool(
+        capacity=capacity,
+        quota=quota,
+        expiry_ms=1_000,
+        clock=clock,
+        trusted=lambda origin: origin in TRUSTED,
+    )
     for what, which, value in script:
         if what == "tick":
             clock.now += value
@@ -146,17 +203,19 @@ def test_capacity_quota_and_local_priority_hold(
             pool.finalized(pool.take(which))
         else:
             pool.expire()  # what leaves by age leaves here, not in the add checked below
-            local = {key for key in local if key in _pending(pool)}
             origin, data = ORIGINS[which], f"m{value}".encode()
+            local, trusted = _held(pool, {LOCAL}), _held(pool, TRUSTED | {LOCAL})
             pool.add(data, origin)
-            held = _pending(pool)
-            assert local <= held, "an add displaced a local entry"
-            if origin == LOCAL and mutation_id(data) in held:
-                local.add(mutation_id(data))
+            assert local <= _held(pool, {LOCAL}), "an add displaced a local entry"
+            if origin not in TRUSTED | {LOCAL}:
+                assert trusted <= _held(pool, TRUSTED | {LOCAL}), "a stranger displaced trust"
         assert len(pool) <= capacity
         assert all(pool.held_by(o) <= quota for o in ORIGINS if o != LOCAL)
         assert sum(pool.held_by(o) for o in ORIGINS) == len(pool)
+        strangers = sum(pool.held_by(o) for o in ORIGINS if o not in TRUSTED | {LOCAL})
+        assert strangers <= max(1, capacity // STRANGER_SHARE)
 
 
-def _pending(pool: Mempool) -> set[bytes]:
-    return {mutation_id(data) for data in pool.take(len(pool))}
+def _held(pool: Mempool, origins: set[str]) -> set[bytes]:
+    """The pending mutations held by `origins` (as the pool's entries say)."""
+    return {key for key, entry in pool._pending.items() if entry.origin in origins}

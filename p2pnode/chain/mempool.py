@@ -38,6 +38,15 @@ room for a busy peer's submits). The peers that publish are a handful, so one fl
 fills an eighth of the pool at most and the others keep the rest; even with the pool full of
 many origins' entries, a newcomer takes room from the largest holder (`Mempool.add`)."""
 
+STRANGER_SHARE = 4
+"""Origins that are neither provers nor named peers ("strangers": their keys are free) hold at
+most capacity / 4 entries all together, however many keys they come under."""
+
+STRANGER_BYTES_PER_S = 8 * 1024
+STRANGER_BURST = 64 * 1024
+"""Mutation bytes taken from strangers' origins per second (with a burst), all of them
+together: what a flood of made-up origins can put into frames, at most."""
+
 EXPIRY_MS = 5 * 60_000
 """An entry leaves after five minutes. A full pool is some 200 frames of 48 mutations, one to
 six minutes at the benchmark's pace, and pools seldom fill: an entry still pending after five
@@ -60,6 +69,8 @@ class Admission(enum.Enum):
     """The gossip origin already holds its quota of pending entries."""
     TOO_LARGE = "too_large"
     EMPTY = "empty"
+    OVER_BUDGET = "over_budget"
+    """The strangers' share of the pool, or their byte rate, is spent."""
 
 
 MUTATION_ID_SIZE = 32
@@ -81,10 +92,14 @@ class Entry:
 class Mempool:
     """Pending mutations in arrival order; finalized ones leave, and stay known as done.
 
-    Local submits are admitted first: when the pool is full one displaces a gossip entry,
-    and no gossip entry ever displaces a local one. Each gossip origin holds at most `quota`
+    Three tiers, taken into frames in this order: local submits, then the mutations of
+    `trusted` gossip origins (the provers, and peers the operator named), then the strangers'.
+    Local submits are admitted first: when the pool is full one displaces a gossip entry, and
+    no gossip entry ever displaces a local one. Each gossip origin holds at most `quota`
     entries; when the pool is full, a new entry from an origin holding fewer than the largest
-    holder displaces that holder's oldest entry. Entries older than `expiry_ms` leave.
+    holder displaces that holder's oldest entry, a stranger's first. Strangers together hold at
+    most `capacity` / STRANGER_SHARE entries and bring STRANGER_BYTES_PER_S: any number of
+    made-up origins shares that. Entries older than `expiry_ms` leave.
     """
 
     def __init__(
@@ -96,7 +111,14 @@ class Mempool:
         quota: int | None = None,
         expiry_ms: int = EXPIRY_MS,
         clock: Callable[[], int] | None = None,
+        trusted: Callable[[str], bool] = lambda origin: True,
     ) -> None:
+        self._trusted = trusted
+        """Whether a gossip origin is a prover or a named peer (by default, every one is)."""
+        self._strangers = 0
+        self._stranger_share = max(1, capacity // STRANGER_SHARE)
+        self._stranger_bytes = float(STRANGER_BURST)
+        self._stranger_since: int | None = None
         self._pending: OrderedDict[bytes, Entry] = OrderedDict()
         self._by_origin: dict[str, OrderedDict[bytes, None]] = {}
         """Each origin's pending ids, in the order it came to hold them (for a gossip origin,
@@ -137,6 +159,14 @@ class Mempool:
             return Admission.OVER_QUOTA
         if key in self._done or self._is_final(key):
             return Admission.DUPLICATE
+        stranger = self._is_stranger(origin)
+        if stranger and not self._stranger_budget(len(data)):
+            return Admission.OVER_BUDGET
+        if stranger and self._strangers >= self._stranger_share:
+            victim = self._victim(origin)
+            if victim is None:
+                return Admission.OVER_BUDGET
+            self._remove(victim)
         if len(self._pending) >= self._capacity:
             victim = self._victim(origin)
             if victim is None:
@@ -145,13 +175,36 @@ class Mempool:
         self._insert(key, Entry(data, origin, self._now()))
         return Admission.ADDED
 
+    def _is_stranger(self, origin: str) -> bool:
+        return origin != LOCAL and not self._trusted(origin)
+
+    def _stranger_budget(self, size: int) -> bool:
+        """Spend `size` of the strangers' byte rate; False (nothing spent) if it lacks them.
+        Without a clock there is no rate, only the share."""
+        if self._clock is None:
+            return True
+        now = self._clock()
+        if self._stranger_since is not None:
+            refill = max(0, now - self._stranger_since) * STRANGER_BYTES_PER_S / 1000
+            self._stranger_bytes = min(STRANGER_BURST, self._stranger_bytes + refill)
+        self._stranger_since = now
+        if self._stranger_bytes < size:
+            return False
+        self._stranger_bytes -= size
+        return True
+
     def take(self, max_bytes: int = MAX_FRAME_MUTATION_BYTES) -> tuple[bytes, ...]:
-        """The oldest pending mutations that fit in `max_bytes` (see `mutation_bytes`), left in
-        the pool until a frame holding them is final."""
+        """The pending mutations that fit in `max_bytes` (see `mutation_bytes`), local ones
+        first, then trusted origins', then strangers', each oldest first; left in the pool
+        until a frame holding them is final."""
         self.expire()
+        tiers: tuple[list[tuple[bytes, Entry]], ...] = ([], [], [])
+        for key, entry in self._pending.items():
+            tier = 0 if entry.origin == LOCAL else 2 if self._is_stranger(entry.origin) else 1
+            tiers[tier].append((key, entry))
         taken: list[bytes] = []
         room = max_bytes
-        for key, entry in list(self._pending.items()):
+        for key, entry in (item for tier in tiers for item in tier):
             size = len(entry.data) + MUTATION_OVERHEAD
             if size > room:
                 break
@@ -183,15 +236,27 @@ class Mempool:
             self._remove(key)
 
     def _victim(self, origin: str) -> bytes | None:
-        """The entry a new one from `origin` displaces in a full pool, if any: the oldest of
-        the gossip origin holding the most (of two as large, the one holding the oldest entry).
-        Gossip takes only from an origin holding more than itself, so shares even out instead
-        of trading places; a local submit takes from any gossip origin."""
+        """The entry a new one from `origin` displaces in a full pool (or, for a stranger, a
+        full strangers' share), if any. A stranger only ever displaces a stranger; a trusted
+        origin or a local submit displaces a stranger first, the oldest entry of the one
+        holding the most. Otherwise: the oldest of the gossip origin holding the most (of two
+        as large, the one holding the oldest entry), taken by gossip only from an origin
+        holding more than itself, so shares even out instead of trading places; a local
+        submit takes from any gossip origin."""
         # One pass over the origins (at most one per entry), only when the pool is full.
-        candidates = [o for o in self._by_origin if o not in (LOCAL, origin)]
-        if not candidates:
-            return None
-        largest = max(candidates, key=lambda o: (self.held_by(o), -self._oldest(o).added_ms))
+        others = [o for o in self._by_origin if o not in (LOCAL, origin)]
+        strangers = [o for o in others if self._is_stranger(o)]
+        if self._is_stranger(origin):
+            return self._fair_victim(origin, strangers) if strangers else None
+        if strangers:
+            return next(iter(self._by_origin[self._largest(strangers)]))
+        return self._fair_victim(origin, others) if others else None
+
+    def _largest(self, origins: list[str]) -> str:
+        return max(origins, key=lambda o: (self.held_by(o), -self._oldest(o).added_ms))
+
+    def _fair_victim(self, origin: str, candidates: list[str]) -> bytes | None:
+        largest = self._largest(candidates)
         if origin != LOCAL and self.held_by(largest) <= self.held_by(origin):
             return None
         return next(iter(self._by_origin[largest]))
@@ -204,16 +269,19 @@ class Mempool:
         gossip, and keeps its place in the queue."""
         self._pending[key] = replace(entry, origin=LOCAL)
         self._forget(key, entry.origin)
+        self._strangers -= self._is_stranger(entry.origin)
         self._by_origin.setdefault(LOCAL, OrderedDict())[key] = None
 
     def _insert(self, key: bytes, entry: Entry) -> None:
         self._pending[key] = entry
         self._by_origin.setdefault(entry.origin, OrderedDict())[key] = None
+        self._strangers += self._is_stranger(entry.origin)
 
     def _remove(self, key: bytes) -> None:
         entry = self._pending.pop(key, None)
         if entry is not None:
             self._forget(key, entry.origin)
+            self._strangers -= self._is_stranger(entry.origin)
 
     def _forget(self, key: bytes, origin: str) -> None:
         keys = self._by_origin[origin]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Protocol
 
 from p2pnode.chain.messages import SyncRequest
@@ -46,16 +47,26 @@ class PeersAhead:
     def best(self) -> int:
         return max(self._ranks.values(), default=0)
 
-    def order(self, peers: list[str], tip: int, turn: int) -> list[str]:
-        """Peers known to be ahead first, the furthest first; then the others, rotated by
-        `turn` so that one slow or lagging peer is not always asked first."""
+    def order(
+        self, peers: list[str], tip: int, turn: int, provers: Collection[str] = ()
+    ) -> list[str]:
+        """Peers known to be ahead first, the furthest first; then the other provers, then
+        everyone else, each rotated by `turn` so that one slow or lagging peer is not always
+        asked first. Strangers come last: any number of them may be connected, and each that
+        stalls an ask costs the timeout."""
         known = sorted((p for p in peers if self._ranks.get(p, 0) > tip), key=self._rank_desc)
         rest = [p for p in peers if p not in known]
-        shift = turn % len(rest) if rest else 0
-        return [*known, *rest[shift:], *rest[:shift]]
+        first = [p for p in rest if p in provers]
+        last = [p for p in rest if p not in provers]
+        return [*known, *_rotated(first, turn), *_rotated(last, turn)]
 
     def _rank_desc(self, peer: str) -> int:
         return -self._ranks[peer]
+
+
+def _rotated(peers: list[str], turn: int) -> list[str]:
+    shift = turn % len(peers) if peers else 0
+    return [*peers[shift:], *peers[:shift]]
 
 
 class CatchUp:
@@ -63,9 +74,17 @@ class CatchUp:
     and brings its store up to the best peer's."""
 
     def __init__(
-        self, store: Store, checker: FrameChecker, fetcher: Fetcher, *, timeout: float = 5.0
+        self,
+        store: Store,
+        checker: FrameChecker,
+        fetcher: Fetcher,
+        *,
+        timeout: float = 5.0,
+        provers: Collection[str] = (),
     ) -> None:
         self.store = store
+        self.provers = frozenset(provers)
+        """Peer ids asked before strangers."""
         self.checker = checker
         self.fetcher = fetcher
         self.timeout = timeout
@@ -96,7 +115,7 @@ class CatchUp:
         peers = self.fetcher.peers()
         if not peers:
             return self.store.tip()
-        order = self.ahead.order(peers, self.store.tip().round, self._turn)
+        order = self.ahead.order(peers, self.store.tip().round, self._turn, self.provers)
         self._turn += 1
         failed = 0
         for peer in order:
