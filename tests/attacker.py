@@ -3,6 +3,7 @@ network code, so every field of every layer is its choice."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -82,4 +83,10 @@ async def attacker(seed: bytes | None = None) -> AsyncIterator[Attacker]:
     host = new_libp2p_host(seed)
     async with Guarded(host.run([]), "an attacker host"):
         yield Attacker(host, create_identity_from_seed(seed))
-        await trio.lowlevel.checkpoint()
+        # As a process that exits would: py-libp2p leaves its connections open otherwise,
+        # and the victims keep counting an attacker that is gone.
+        with trio.move_on_after(2) as scope:
+            scope.shield = True
+            for peer in host.get_connected_peers():
+                with contextlib.suppress(Exception):
+                    await host.disconnect(peer)

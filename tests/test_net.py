@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+from libp2p.identity_utils import create_identity_from_seed
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 
@@ -59,9 +60,21 @@ def by_prefix(topic: Topic, data: bytes) -> Verdict:
     return Verdict.ACCEPT
 
 
+def seed_of(index: int) -> bytes:
+    return hashlib.sha256(b"test-net peer %d" % index).digest()
+
+
+def peer_id_of(index: int) -> str:
+    return ID.from_pubkey(create_identity_from_seed(seed_of(index)).public_key).to_base58()
+
+
+TEST_PROVERS = frozenset(peer_id_of(index) for index in range(8))
+"""The test peers 0-7 are the prover set, as a genesis would name them; attackers are not."""
+
+
 def config(index: int, bootstrap: Sequence[str] = (), **overrides: Any) -> NetConfig:
-    seed = hashlib.sha256(b"test-net peer %d" % index).digest()
-    return NetConfig(network="test", seed=seed, bootstrap=tuple(bootstrap), **overrides)
+    overrides.setdefault("provers", TEST_PROVERS)
+    return NetConfig(network="test", seed=seed_of(index), bootstrap=tuple(bootstrap), **overrides)
 
 
 async def start(

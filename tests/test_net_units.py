@@ -32,8 +32,9 @@ from p2pnode.net.discovery import Directory, Learned, announcement
 from p2pnode.net.fixes import CachedAddrs, Guarded, route_libp2p_logging
 from p2pnode.net.framing import frame, read_frame, read_uvarint, uvarint
 from p2pnode.net.gate import Gate
-from p2pnode.net.guards import GuardedGossipSub, check_libp2p_version, message_id
+from p2pnode.net.guards import check_libp2p_version, message_id
 from p2pnode.net.penalty import Buckets, Limited, Penalties
+from p2pnode.net.router import GuardedGossipSub
 from p2pnode.wire.codec import MAX_ADDRS, VERSION, Liveness, MessageKind, Peers, encode
 
 
@@ -272,6 +273,7 @@ def test_a_sparse_mesh_stays_sparse_over_heartbeats() -> None:
     router.pubsub = _Pubsub()  # type: ignore[assignment]
     router.peer_protocol = dict.fromkeys(others, PROTOCOL_ID_V11)
     router.mesh = {"votes": set(others[: degrees.target])}
+    router.provers = router.reserved = frozenset(others)
     for _ in range(10):
         grafts, prunes = router.mesh_heartbeat()
         assert not grafts

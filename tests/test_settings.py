@@ -15,6 +15,7 @@ from p2pnode.peer.settings import (
     engine_settings,
     env_name,
     load_settings,
+    node_settings,
     read_file,
     setting_paths,
 )
@@ -137,3 +138,21 @@ def test_bad_flags_are_named() -> None:
         load_settings(None, {}, ["consensus.timeouts.voting"])
     with pytest.raises(SettingsError, match=r"unknown setting node\.nope"):
         load_settings(None, {}, ["node.nope=1"])
+
+
+@pytest.mark.parametrize(
+    ("named", "reason"),
+    [
+        (["QmNotAnEd25519Id"], "is not a peer id"),
+        ("12D3KooW", "must be a list of peer ids"),
+        ([3], "must be a list of peer ids"),
+    ],
+)
+def test_named_peers_must_be_peer_ids(named: object, reason: str) -> None:
+    with pytest.raises(SettingsError, match=f"node.named.*{reason}"):
+        node_settings({"node": {"named": named}})
+
+
+def test_named_peers_are_read() -> None:
+    peer = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+    assert node_settings({"node": {"named": [peer]}}).named == (peer,)

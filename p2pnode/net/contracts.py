@@ -136,6 +136,30 @@ class NetConfig:
     """Announcements of peers not yet known taken from one forwarder; beyond it they are
     ignored (and count against its ignore bucket)."""
     max_known_peers: int = 256
+    provers: frozenset[str] = frozenset()
+    """Peer ids of the prover set: a tier of their own (see `net.tiers`), never refused a
+    connection, paced or displaced from the mesh."""
+    named: frozenset[str] = frozenset()
+    """Peer ids the operator named (followers it runs, say): never refused or paced, like
+    provers, but not kept in the mesh."""
+    max_strangers: int = 32
+    max_strangers_per_prefix: int = 8
+    """Connections of peers that are neither provers nor named, in all and per IP prefix (a
+    /24 or /64): beyond, a newcomer is dropped, unless its network holds fewer than the
+    largest, whose oldest then goes."""
+    max_handshakes: int = 32
+    max_handshakes_per_prefix: int = 8
+    handshake_timeout: float = 3.0
+    """Inbound connections still handshaking, in all and per IP prefix, and their time: a
+    newcomer takes the seat of the oldest (of its own prefix when that is full), so raw
+    sockets that never speak cannot keep honest dials out."""
+    stranger_rate: float = 1000.0
+    stranger_prefix_rate: float = 400.0
+    """Work taken from strangers per second (one unit is about one small message), all of them
+    together and each IP prefix; bursts of twice that. Beyond, their streams are not read until
+    the budget refills: the sender waits (and its TCP window closes), the provers do not."""
+    stranger_mesh: int = 2
+    """Strangers in each topic's mesh; more GRAFTs are pruned. Others get messages by gossip."""
     genesis: bytes | None = None
     """Served on GENESIS_PROTOCOL when set."""
     max_genesis_size: int = 1024 * KIB
@@ -197,10 +221,19 @@ class NetConfig:
             "max_genesis_size": self.max_genesis_size,
             "reject_limit": self.reject_limit,
             "dedupe_ttl": self.dedupe_ttl,
+            "max_strangers": self.max_strangers,
+            "max_strangers_per_prefix": self.max_strangers_per_prefix,
+            "max_handshakes": self.max_handshakes,
+            "max_handshakes_per_prefix": self.max_handshakes_per_prefix,
+            "handshake_timeout": self.handshake_timeout,
+            "stranger_rate": self.stranger_rate,
+            "stranger_prefix_rate": self.stranger_prefix_rate,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
+        if self.stranger_mesh < 0:
+            raise ValueError(f"stranger_mesh must be at least 0, got {self.stranger_mesh!r}")
         if not 1 <= self.queue_threshold < 32:
             raise ValueError("queue_threshold must be in [1, 32): py-libp2p drops at 32")
         if self.genesis is not None and len(self.genesis) > self.max_genesis_size:

@@ -203,9 +203,29 @@ def bound_unacknowledged(conn: INetConn, seconds: float) -> bool:
     return True
 
 
+def remote_ip(conn: INetConn) -> str | None:
+    """The IP address at the other end of a py-libp2p connection, if it can be read."""
+    sock = tcp_socket(conn)
+    if sock is None:
+        return None
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return None
+
+
 class Watcher(INotifee):
-    def __init__(self, on_connected: Callable[[str], None], stall_timeout: float) -> None:
+    """The swarm's connection events, for the network: (peer, remote IP) on each connection,
+    the peer when it goes."""
+
+    def __init__(
+        self,
+        on_connected: Callable[[str, str | None], None],
+        on_disconnected: Callable[[str], None],
+        stall_timeout: float,
+    ) -> None:
         self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._stall_timeout = stall_timeout
         self._warned = False
 
@@ -214,10 +234,11 @@ class Watcher(INotifee):
         if not bound_unacknowledged(conn, self._stall_timeout) and not self._warned:
             self._warned = True
             log.warning("no TCP socket found under a connection: a stalled path heals slowly")
-        self._on_connected(conn.muxed_conn.peer_id.to_base58())
+        self._on_connected(conn.muxed_conn.peer_id.to_base58(), remote_ip(conn))
         await trio.lowlevel.checkpoint()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_disconnected(conn.muxed_conn.peer_id.to_base58())
         await trio.lowlevel.checkpoint()
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:

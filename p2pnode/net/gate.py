@@ -12,6 +12,7 @@ from p2pnode.net.contracts import Judge, NetConfig, Topic, Verdict
 from p2pnode.net.discovery import Directory, Learned, PeerRecord, decode_record
 from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Buckets, Limited
+from p2pnode.net.tiers import Tiers
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,10 @@ class Gate:
         *,
         penalise: Callable[[set[str]], None],
         learn: Callable[[PeerRecord], Learned],
+        tiers: Tiers | None = None,
     ) -> None:
         self._me = me
+        self._tiers = tiers if tiers is not None else Tiers()
         self._echo = config.echo
         self._judge = judge
         self._directory = directory
@@ -135,7 +138,11 @@ class Gate:
 
     def _charge_ignore(self, forwarder: str) -> None:
         """IGNOREs are neither cached nor penalised, so replaying them would cost nothing;
-        beyond a generous rate each one counts as a reject against its forwarder."""
+        beyond a generous rate each one counts as a reject against its forwarder. Provers and
+        named peers relay in bulk what we may ignore (mutations a full pool turns away): their
+        ignores are never charged."""
+        if not self._tiers.is_stranger(forwarder):
+            return
         if not self._ignores.take(forwarder, trio.current_time()):
             self.over_rate(Limited.IGNORES)
             self._penalise({forwarder})

@@ -7,19 +7,19 @@ import enum
 import hashlib
 import importlib.metadata
 import logging
-from collections import defaultdict
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from libp2p.abc import INetStream
-from libp2p.exceptions import ParseError
+from libp2p.exceptions import ParseError, ValidationError
 from libp2p.io.exceptions import IOException, MessageTooLarge
 from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.validators import signature_validator
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 from p2pnode.net.contracts import MAX_PAYLOAD
@@ -45,9 +45,8 @@ ED25519_ID_PREFIX = bytes.fromhex("002408011220")
 ED25519_ID_SIZE = len(ED25519_ID_PREFIX) + 32
 SEQNO_SIZE = 8
 SIGNATURE_SIZE = 64
-MAX_IWANT = 64
-"""Message ids answered per IWANT: py-libp2p answered every id, repeats included, so 4,000
-copies of one id in a 192 KB request came back as 4,000 copies of the message."""
+ENVELOPES_KEPT = 16384
+"""Verdicts on signatures kept (about 1 MiB): the same bytes again cost a lookup, not a verify."""
 _CLOSED = (StreamError, IOException, RawConnError)
 """How a stream ends when its peer goes (py-libp2p's own reader treats these as normal)."""
 _BAD_FRAMING = (MessageTooLarge, ParseError)
@@ -64,15 +63,36 @@ class Malformed(enum.Enum):
     SIGNATURE = "signature is not 64 bytes"
     TOPICS = "not exactly one topic"
     OVERSIZED = "payload over the size limit"
+    SIGNATURE_INVALID = "signature does not verify"
+    NOT_OURS = "a topic we do not serve"
+    CONTROL = "control messages beyond their bounds"
     FAILED = "py-libp2p failed on it"
 
 
 Report = Callable[[str, Malformed], None]
 """(the remote peer that sent it, why): counted and held against the sender."""
+Pace = Callable[[str, int], Awaitable[None]]
+"""(the remote peer, the work its RPC brings): returns once the peer may be served that much."""
 
 
 def _no_report(peer: str, reason: Malformed) -> None:
     """The default until the network installs its own."""
+
+
+async def _no_pace(peer: str, cost: int) -> None:
+    """The default until the network installs its own: no one waits."""
+
+
+def rpc_cost(rpc: rpc_pb2.RPC, size: int) -> int:
+    """The work an RPC brings, in units of about one small message judged: one for the RPC,
+    one per message, and one per KiB read (control entries are bounded per RPC, and cost
+    what their bytes do)."""
+    return 1 + len(rpc.publish) + size // 1024
+
+
+def envelope_key(msg: rpc_pb2.Message) -> bytes:
+    """The message as it came, signature included: what a signature verdict is kept by."""
+    return hashlib.sha256(msg.SerializeToString()).digest()
 
 
 def well_formed(msg: rpc_pb2.Message) -> Malformed | None:
@@ -125,45 +145,57 @@ def content_id(topic: str, origin: bytes, data: bytes, seqno: bytes = b"") -> by
 
 
 class GuardedPubsub(Pubsub):
-    """Pubsub whose stream reader and message task drop what they cannot handle.
+    """Pubsub whose stream reader and message path drop what they cannot handle, and charge it.
 
     An exception in either ends py-libp2p's pubsub service (and with it the peer): the
     reader's escapes the connection task, the message task's stops the service's manager.
     The reader is our own: py-libp2p's also stores the signed peer record an RPC may carry
     (addresses kept for two hours, whoever sends them, checked on every RPC); peers are found
-    through bootstrap and our own signed announcements instead.
+    through bootstrap and our own signed announcements instead. Each RPC read is paced by
+    `pace` (strangers share a budget) before it is handled. The message path is our own too:
+    py-libp2p dropped a message whose signature failed without charging anyone and without
+    remembering it, so the same bytes cost a verify each time they came.
     """
 
     report: Report = staticmethod(_no_report)
+    pace: Pace = staticmethod(_no_pace)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_libp2p_version()
         super().__init__(*args, **kwargs)
+        self._signatures: OrderedDict[bytes, bool] = OrderedDict()
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
+        remote = peer.to_base58()
         try:
             while self.manager.is_running:
                 data = await read_varint_prefixed_bytes_limited(stream, self.max_inbound_rpc_size)
                 rpc = rpc_pb2.RPC()
                 rpc.ParseFromString(data)
+                await self.pace(remote, rpc_cost(rpc, len(data)))
                 await self._handle_rpc(peer, rpc)
         except Exception as err:
             if isinstance(err, _CLOSED) and not isinstance(err, _BAD_FRAMING):
                 log.debug("pubsub stream of %s ended: %r", peer, err)
                 return
-            log.warning("bad pubsub RPC from %s (%r): dropping its stream", peer, err)
-            self.report(peer.to_base58(), Malformed.UNDECODABLE)
+            log.debug("bad pubsub RPC from %s (%r): dropping its stream", peer, err)
+            self.report(remote, Malformed.UNDECODABLE)
             with contextlib.suppress(Exception):
                 await stream.reset()
             self._handle_dead_peer(peer)
 
     async def _handle_rpc(self, peer: ID, rpc: rpc_pb2.RPC) -> None:
+        foreign = False
         for msg in rpc.publish:
-            if self._is_subscribed_to_msg(msg) and self.manager.is_running:
+            if not self._is_subscribed_to_msg(msg):
+                foreign = True
+            elif self.manager.is_running:
                 self.manager.run_task(self.push_msg, peer, msg)
+        if foreign:
+            self.report(peer.to_base58(), Malformed.NOT_OURS)
         if len(rpc.subscriptions) > self.max_subscriptions_per_rpc:
-            log.debug("%s sent %d subscriptions: ignored", peer, len(rpc.subscriptions))
+            self.report(peer.to_base58(), Malformed.CONTROL)
         else:
             for subscription in rpc.subscriptions:
                 self.handle_subscription(peer, subscription)
@@ -171,71 +203,45 @@ class GuardedPubsub(Pubsub):
             await self.router.handle_rpc(rpc, peer)
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
-        if msg_forwarder != self.my_id:
+        """py-libp2p's path for a message (ours or a peer's): checks cheapest first, each
+        failure charged to the peer that sent it; then validation, delivery and forwarding."""
+        remote = msg_forwarder != self.my_id
+        if remote:
             reason = well_formed(msg)
             if reason is not None:
                 log.debug("malformed message from %s: %s", msg_forwarder, reason.value)
                 self.report(msg_forwarder.to_base58(), reason)
                 return
+        if self.is_peer_blacklisted(msg_forwarder) or self._is_msg_seen(msg):
+            return
+        if remote and not self._signed(msg):
+            self.report(msg_forwarder.to_base58(), Malformed.SIGNATURE_INVALID)
+            return
+        if ID(msg.from_id) == self.my_id and remote:
+            return  # our own message relayed back: seen here before, or a forgery
         try:
-            await super().push_msg(msg_forwarder, msg)
+            await self.validate_msg(msg_forwarder, msg)
+        except ValidationError:
+            return  # the validator (the gate) counted and charged it
+        try:
+            self._mark_msg_seen(msg)
+            self.notify_subscriptions(msg)
+            await self.router.publish(msg_forwarder, msg)
         except Exception as err:
-            log.warning("py-libp2p failed on a message from %s: %r", msg_forwarder, err)
-            if msg_forwarder != self.my_id:
+            log.debug("py-libp2p failed on a message from %s: %r", msg_forwarder, err)
+            if remote:
                 self.report(msg_forwarder.to_base58(), Malformed.FAILED)
 
-
-def bounded_iwant(iwant: rpc_pb2.ControlIWant) -> rpc_pb2.ControlIWant:
-    """The request's distinct ids, at most MAX_IWANT of them."""
-    distinct = list(dict.fromkeys(iwant.messageIDs))[:MAX_IWANT]
-    return rpc_pb2.ControlIWant(messageIDs=distinct)
-
-
-class GuardedGossipSub(GossipSub):
-    """GossipSub that keeps control state for our topics only and never acts on peer exchange.
-
-    py-libp2p records a backoff for every topic a PRUNE names and scores every topic a GRAFT
-    names, ours or not, and keeps them after the sender leaves: made-up topic names grew
-    memory without bound. It dials the peers a PRUNE names whatever `do_px` says, from any
-    peer (its score threshold for PX is -inf): peers are found through bootstrap and signed
-    announcements only. We speak gossipsub v1.1, so IDONTWANT and v1.3 messages are dropped.
-    """
-
-    topics: frozenset[str] = frozenset()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        check_libp2p_version()
-        super().__init__(*args, **kwargs)
-
-    def _perform_opportunistic_grafting(
-        self, topic: str, peers_to_graft: defaultdict[ID, list[str]]
-    ) -> int:
-        """Never graft beyond D_low on a heartbeat.
-
-        py-libp2p grafts up to two more peers per topic on every heartbeat whenever their score
-        reaches the mesh median (go-libp2p: every 60 heartbeats, and only when the median is
-        low). A sparse mesh is never pruned (D_high >= N-1), so at 16 provers every mesh filled
-        to all 15 others within seconds, and every peer received each message 15 times. The
-        prover set is known and every connection gated, so the score has nothing to add here.
-        """
-        return 0
-
-    async def handle_rpc(self, rpc: rpc_pb2.RPC, sender_peer_id: ID) -> None:
-        control, ours = rpc.control, self.topics
-        for ihave in control.ihave:
-            if ihave.topicID in ours:
-                await self.handle_ihave(ihave, sender_peer_id)
-        for iwant in control.iwant:
-            await self.handle_iwant(bounded_iwant(iwant), sender_peer_id)
-        for graft in control.graft:
-            if graft.topicID in ours:
-                await self.handle_graft(graft, sender_peer_id)
-        for prune in control.prune:
-            if prune.topicID in ours:
-                await self.handle_prune(prune, sender_peer_id)
-
-    async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
-        if len(prune_msg.peers):
-            log.debug("ignoring peer exchange from %s", sender_peer_id)
-            del prune_msg.peers[:]
-        await super().handle_prune(prune_msg, sender_peer_id)
+    def _signed(self, msg: rpc_pb2.Message) -> bool:
+        """Whether the message's signature verifies; each envelope is verified once."""
+        key = envelope_key(msg)
+        verdict = self._signatures.get(key)
+        if verdict is None:
+            try:
+                verdict = signature_validator(msg)
+            except Exception:
+                verdict = False
+            self._signatures[key] = verdict
+            if len(self._signatures) > ENVELOPES_KEPT:
+                self._signatures.popitem(last=False)
+        return verdict

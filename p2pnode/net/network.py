@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import trio
 from libp2p.abc import INetStream
 
+from p2pnode.net.admission import Admission, Refused
 from p2pnode.net.contracts import (
     GENESIS_PROTOCOL,
     MAX_PAYLOAD,
@@ -37,6 +38,7 @@ from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Buckets, Limited, Penalties
 from p2pnode.net.stack import Stack, reset_quietly
 from p2pnode.net.sync import ask_sync, write_answer
+from p2pnode.net.tiers import Tiers
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class Network:
         sync_server: SyncServer | None,
         stack: Stack,
         tasks: trio.Nursery,
+        tiers: Tiers,
     ) -> None:
         self._config = config
         self._sync_server = sync_server
@@ -87,6 +90,7 @@ class Network:
         self._new_peer_listeners: list[Callable[[str], None]] = []
         self._serving = trio.Semaphore(_MAX_CONCURRENT_SERVES)
         self._kick_send, self._kick_receive = trio.open_memory_channel[str](256)
+        self._admission = Admission(config, tiers, self._kick)
         self._gate = Gate(
             stack.peer_id,
             config,
@@ -94,6 +98,7 @@ class Network:
             self._directory,
             penalise=self._penalise,
             learn=self._learn,
+            tiers=tiers,
         )
 
     # Status
@@ -136,6 +141,14 @@ class Network:
     def limited(self) -> dict[Limited, int]:
         """What was refused by a per-peer rate or a ban, per limit (every limit present)."""
         return dict(self._gate.limited)
+
+    def refused(self) -> dict[Refused, int]:
+        """What admission turned away or held back, per reason (every reason present)."""
+        return {**self._admission.refused, Refused.MESH: self._stack.router.grafts_refused}
+
+    def strangers(self) -> int:
+        """Connected peers that are neither provers nor named."""
+        return self._admission.strangers()
 
     def banned(self) -> list[str]:
         return self._penalties.banned(trio.current_time())
@@ -202,16 +215,22 @@ class Network:
             with trio.move_on_after(self._config.dial_timeout):
                 await self._disconnect_quietly(peer)
 
-    def _on_connected(self, peer: str) -> None:
+    def _on_connected(self, peer: str, ip: str | None) -> None:
         now = trio.current_time()
         if self._penalties.is_banned(peer, now):
             self._gate.over_rate(Limited.BANNED)
+            self._kick(peer)
+            return
+        if not self._admission.connected(peer, ip):
             self._kick(peer)
             return
         self._directory.heard_of(peer, now)
         self._peers_changed.set()
         for listener in list(self._new_peer_listeners):
             listener(peer)
+
+    def _on_disconnected(self, peer: str) -> None:
+        self._admission.disconnected(peer)
 
     # Discovery
 
@@ -372,7 +391,8 @@ class Network:
 
     async def _start(self, drains: trio.Nursery) -> None:
         stack = self._stack
-        stack.watch(self._on_connected, self._config.stall_timeout)
+        stack.watch(self._on_connected, self._on_disconnected, self._config.stall_timeout)
+        stack.install(self._admission)
         stack.on_malformed(self._gate.malformed_from)
         stack.handle(sync_protocol(self._config.network), self._serve_sync)
         stack.handle(GENESIS_PROTOCOL, self._serve_genesis)
@@ -420,6 +440,7 @@ async def open_network(
     """Start a peer: listen, join every topic, bootstrap and discover; shut down gracefully on
     leaving. Raises NetError if it cannot start."""
     route_libp2p_logging()
+    tiers = Tiers(config.provers, config.named)
     stack = Stack(
         config.seed,
         degrees=mesh_degrees(config.expected_peers),
@@ -428,12 +449,14 @@ async def open_network(
         topics=[topic_name(config.network, topic) for topic in Topic],
         peers_topic=topic_name(config.network, Topic.PEERS),
         announce=config.announce,
+        tiers=tiers,
+        stranger_mesh=config.stranger_mesh,
     )
     try:
         async with stack.running(config.listen), trio.open_nursery() as drains:
             try:
                 async with trio.open_nursery() as tasks:
-                    network = Network(config, judge, sync_server, stack, tasks)
+                    network = Network(config, judge, sync_server, stack, tasks, tiers)
                     await network._start(drains)
                     try:
                         yield network

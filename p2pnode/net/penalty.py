@@ -76,12 +76,21 @@ class Buckets:
 
     def take(self, peer: str, now: float, cost: float = 1.0) -> bool:
         """Spend `cost` tokens of `peer`'s bucket; False (and nothing spent) if it lacks them."""
-        tokens, since = self._tokens.pop(peer, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - since) * self._rate)
-        spent = tokens >= cost
-        if spent:
-            tokens -= cost
+        if self.tokens(peer, now) < cost:
+            return False
+        self.charge(peer, now, cost)
+        return True
+
+    def tokens(self, peer: str, now: float) -> float:
+        """What `peer`'s bucket holds now (below zero while it pays back a debt)."""
+        tokens, since = self._tokens.get(peer, (self._burst, now))
+        return min(self._burst, tokens + (now - since) * self._rate)
+
+    def charge(self, peer: str, now: float, cost: float) -> float:
+        """Spend `cost` tokens even if the bucket goes into debt; what it holds after."""
+        tokens = self.tokens(peer, now) - cost
+        self._tokens.pop(peer, None)
         self._tokens[peer] = (tokens, now)  # re-inserted last: dict order is recency
         if len(self._tokens) > self._max_peers:
             del self._tokens[next(iter(self._tokens))]
-        return spent
+        return tokens

@@ -24,6 +24,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pnode.net.addresses import AddressError, interface_ips, shared, why_unbound, with_peer
+from p2pnode.net.admission import Admission
 from p2pnode.net.contracts import MAX_PAYLOAD, MeshDegrees, NetError, Verdict
 from p2pnode.net.fixes import (
     ORIGIN_CACHE_SIZE,
@@ -36,11 +37,14 @@ from p2pnode.net.fixes import (
     Watcher,
     exclusive_listeners,
 )
-from p2pnode.net.guards import GuardedGossipSub, GuardedPubsub, Report, content_id, message_id
+from p2pnode.net.guards import GuardedPubsub, Report, content_id, message_id
+from p2pnode.net.router import GuardedGossipSub
+from p2pnode.net.tiers import Tiers
 from p2pnode.net.yamux import credit_at_half
 
 log = logging.getLogger(__name__)
 
+LIBP2P_MAX_CONNECTIONS = 4096
 _MAX_RPC = 4 * MAX_PAYLOAD
 """Inbound RPC bound: py-libp2p's default is 1 MiB, while one of our messages is at most
 MAX_PAYLOAD and py-libp2p sends each in its own RPC."""
@@ -48,12 +52,24 @@ MAX_PAYLOAD and py-libp2p sends each in its own RPC."""
 
 def new_libp2p_host(seed: bytes | None) -> IHost:
     """TCP + Noise + Yamux; one connection per peer, which also skips the 250 ms happy-eyeballs
-    wait py-libp2p's dialer adds whenever more are allowed."""
+    wait py-libp2p's dialer adds whenever more are allowed.
+
+    py-libp2p's own connection bound (300, of which 250 inbound, handshakes included) is
+    raised out of the way: it counts everyone alike, so strangers could fill it and keep
+    provers out. The network's admission bounds strangers and handshakes instead.
+    """
     key_pair = create_identity_from_seed(seed if seed is not None else secrets.token_bytes(32))
     return new_host(
         key_pair=key_pair,
         muxer_preference="YAMUX",
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        connection_config=ConnectionConfig(
+            max_connections_per_peer=1,
+            max_connections=LIBP2P_MAX_CONNECTIONS,
+            high_watermark=LIBP2P_MAX_CONNECTIONS,
+            # The auto-connector dials up to these on its own (it is stopped once running).
+            min_connections=0,
+            low_watermark=0,
+        ),
     )
 
 
@@ -118,7 +134,10 @@ class Stack:
         topics: Sequence[str],
         peers_topic: str,
         announce: Sequence[str] = (),
+        tiers: Tiers | None = None,
+        stranger_mesh: int = 2,
     ) -> None:
+        tiers = tiers if tiers is not None else Tiers()
         self.host = new_libp2p_host(seed)
         # This host's own method, replaced on this instance only (see CachedAddrs).
         self.host.get_addrs = CachedAddrs(self.host.get_addrs)  # type: ignore[method-assign]
@@ -147,6 +166,9 @@ class Stack:
             do_px=False,
         )
         self.router.topics = frozenset(topics)
+        self.router.provers = frozenset(ID.from_base58(peer) for peer in tiers.provers)
+        self.router.reserved = self.router.provers | {ID.from_base58(p) for p in tiers.named}
+        self.router.stranger_places = stranger_mesh
         self.pubsub = GuardedPubsub(
             self.host,
             self.router,
@@ -220,10 +242,25 @@ class Stack:
         """The peer id in a full multiaddr. Raises NetError."""
         return peer_info([addr]).peer_id.to_base58()
 
-    def watch(self, on_connected: Callable[[str], None], stall_timeout: float) -> None:
-        """Call `on_connected` with each new peer; bound each connection's unacknowledged data
-        to `stall_timeout` seconds (see `bound_unacknowledged`)."""
-        self.host.get_network().register_notifee(Watcher(on_connected, stall_timeout))
+    def watch(
+        self,
+        on_connected: Callable[[str, str | None], None],
+        on_disconnected: Callable[[str], None],
+        stall_timeout: float,
+    ) -> None:
+        """Call `on_connected` with each new connection's peer and remote IP, and
+        `on_disconnected` with the peer of each one that ends; bound each connection's
+        unacknowledged data to `stall_timeout` seconds (see `bound_unacknowledged`)."""
+        notifee = Watcher(on_connected, on_disconnected, stall_timeout)
+        self.host.get_network().register_notifee(notifee)
+
+    def install(self, admission: Admission) -> None:
+        """Inbound handshakes bounded by `admission`, and each RPC read paced by it."""
+        swarm = self.host.get_network()
+        # The instance's own method, replaced on this instance only: the swarm calls it by
+        # attribute for every inbound connection, between accepting and registering it.
+        swarm.upgrade_inbound_raw_conn = admission.guard(swarm.upgrade_inbound_raw_conn)  # type: ignore[method-assign,assignment]
+        self.pubsub.pace = admission.pace
 
     # Status
 
@@ -291,6 +328,7 @@ class Stack:
     def on_malformed(self, report: Report) -> None:
         """Call `report` with each peer that sends what pubsub cannot handle, and why."""
         self.pubsub.report = report
+        self.router.report = report
 
     def set_validator(self, topic: str, validator: Validator) -> None:
         def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:

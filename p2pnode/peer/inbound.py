@@ -47,6 +47,7 @@ KINDS = {
 CROWDED = {
     Admission.OVER_QUOTA: "origin over its mempool quota",
     Admission.FULL: "mempool full",
+    Admission.OVER_BUDGET: "strangers' share of the mempool spent",
 }
 """Mutations the pool turned away for room, not for what they are: ignored, by reason."""
 
@@ -80,6 +81,8 @@ class Inbound:
         live: Callable[[Liveness], None] | None = None,
     ) -> None:
         self.genesis = genesis
+        self.provers = frozenset(prover.identity() for prover in genesis.provers)
+        """The provers' peer ids."""
         self.machine = machine
         self.checker = checker
         self.certificates: CertificateChecker = checker.certificates
@@ -242,7 +245,9 @@ class Inbound:
                 self.equivocations[ProverId(message.sender).identity()] += 1
                 self.reasons[(Topic.CONFIRMATIONS, "equivocating precommit")] += 1
                 return Verdict.IGNORE
-        if self.ahead is not None and frame.round > tip.round:
+        if self.ahead is not None and frame.round > tip.round and origin in self.provers:
+            # Only a prover's claim: a stranger that relays a genuine certificate first would
+            # be asked first on every sync, and each ask it stalls costs the sync timeout.
             commit = certificate.kind is CertKind.COMMIT
             self.ahead(origin, frame.round if commit else frame.round - 1)
         if frame.round == tip.round + 1:

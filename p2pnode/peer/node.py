@@ -109,13 +109,17 @@ class Node:
         self.genesis = genesis
         self.settings = settings
         self.store = Store(home.store_file, genesis)
+        trusted = {prover.identity() for prover in genesis.provers} | set(settings.named)
         self.mempool = Mempool(
-            is_final=lambda key: self.store.mutation_rank(key) is not None, clock=wall_clock_ms
+            is_final=lambda key: self.store.mutation_rank(key) is not None,
+            clock=wall_clock_ms,
+            trusted=trusted.__contains__,
         )
         self.checker = FrameChecker(genesis, CertificateChecker(genesis), wall_clock_ms)
         self.outbox = Outbox()
         self.batcher = Batcher(self.outbox.publish)
-        self.sync = CatchUp(self.store, self.checker, self.outbox)
+        provers = [prover.identity() for prover in genesis.provers]
+        self.sync = CatchUp(self.store, self.checker, self.outbox, provers=provers)
         self.providers = ChainProviders(
             genesis,
             keypair,
@@ -201,6 +205,8 @@ class Node:
             bootstrap=settings.bootstrap,
             announce=settings.announce,
             expected_peers=len(self.genesis.provers) + 1,
+            provers=self.sync.provers,
+            named=frozenset(settings.named),
             echo=settings.echo,
             genesis=self.genesis.to_bytes(),
         )

@@ -12,6 +12,7 @@ from typing import Any, get_origin, get_type_hints
 
 import multiaddr
 
+from p2pnode.chain.types import key_of_peer_id
 from p2pnode.consensus import Limits, Timeouts
 from p2pnode.net.addresses import is_loopback_ip, is_wildcard
 
@@ -49,6 +50,9 @@ class NodeSettings:
     a free port, written to the home's status.url."""
     genesis_sha256: str | None = None
     """The sha256 (hex) the genesis must have; None takes what the first bootstrap peer serves."""
+    named: tuple[str, ...] = ()
+    """Peer ids of followers the operator runs or trusts: a tier of their own, like provers
+    (never refused a connection or held to the strangers' budgets), not provers."""
     engine: EngineSettings = field(
         default_factory=lambda: EngineSettings(None, Timeouts(), Limits())
     )
@@ -287,6 +291,18 @@ def _status(node: Mapping[str, Any], default: str) -> str:
     return status
 
 
+def _named(node: Mapping[str, Any]) -> tuple[str, ...]:
+    value = node.get("named", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SettingsError("node.named must be a list of peer ids (12D3KooW...)")
+    for peer in value:
+        try:
+            key_of_peer_id(peer)
+        except ValueError:
+            raise SettingsError(f"node.named: {peer!r} is not a peer id (12D3KooW...)") from None
+    return tuple(value)
+
+
 _CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
     "listen": lambda node, default: _addresses(node, "listen", default),
     "bootstrap": lambda node, default: _addresses(node, "bootstrap", default),
@@ -295,6 +311,7 @@ _CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
     "rebroadcast": _rebroadcast,
     "status": _status,
     "genesis_sha256": lambda node, default: _genesis_sha256(node),
+    "named": lambda node, default: _named(node),
 }
 """How each [node] setting is read and checked, given the section and the field's default."""
 

@@ -1,0 +1,214 @@
+"""py-libp2p's GossipSub router, tiered: provers keep their mesh places, strangers share a few,
+and control messages are bounded and charged instead of logged."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Collection
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+
+from p2pnode.net.guards import Malformed, Report, check_libp2p_version
+from p2pnode.net.penalty import Buckets
+
+log = logging.getLogger(__name__)
+
+MAX_IWANT = 64
+"""Message ids answered per RPC: py-libp2p answered every id, repeats included, so 4,000
+copies of one id in a 192 KB request came back as 4,000 copies of the message."""
+MAX_IHAVE = 1024
+"""Message ids looked up per IHAVE: a heartbeat's gossip names the last three windows' ids."""
+CONTROL_ENTRIES_PER_TOPIC = 4
+"""Control entries an RPC may carry per topic of ours before it is charged."""
+CONTROL_RATE, CONTROL_BURST = 10.0, 30.0
+"""RPCs carrying IHAVE or IWANT taken from one peer per second: an honest one sends about one
+per heartbeat (1 s) and topic. py-libp2p's own limit (10/s) logged a WARNING per excess
+request, 50,000 lines for one 100 KB RPC; ours charges the sender instead."""
+
+
+def bounded_iwant(iwant: rpc_pb2.ControlIWant) -> rpc_pb2.ControlIWant:
+    """The request's distinct ids, at most MAX_IWANT of them."""
+    distinct = list(dict.fromkeys(iwant.messageIDs))[:MAX_IWANT]
+    return rpc_pb2.ControlIWant(messageIDs=distinct)
+
+
+def _first_per_topic(entries: Collection[Any], ours: Collection[str]) -> list[Any]:
+    """One entry per topic of ours, the first; the rest would only repeat it."""
+    chosen: dict[str, Any] = {}
+    for entry in entries:
+        if entry.topicID in ours:
+            chosen.setdefault(entry.topicID, entry)
+    return list(chosen.values())
+
+
+class GuardedGossipSub(GossipSub):
+    """GossipSub with control state for our topics only, no peer exchange, and tiers.
+
+    py-libp2p records a backoff for every topic a PRUNE names and scores every topic a GRAFT
+    names, ours or not, and keeps them after the sender leaves: made-up topic names grew
+    memory without bound. It dials the peers a PRUNE names whatever `do_px` says, from any
+    peer: peers are found through bootstrap and signed announcements only. We speak gossipsub
+    v1.1, so IDONTWANT and v1.3 messages are dropped. Control entries beyond one per topic,
+    and IHAVE/IWANT beyond a rate, are dropped and reported: the sender pays, not the log.
+
+    The mesh is tiered. `provers` (the genesis keys) take their places first and are never
+    pruned to make room; everyone else, `reserved` peers aside, shares `stranger_places` per
+    topic. Twelve strangers that GRAFTed and forwarded nothing once pushed every honest peer
+    out of each other's mesh (heartbeats pruned down to D among all members).
+    """
+
+    topics: frozenset[str] = frozenset()
+    provers: frozenset[ID] = frozenset()
+    reserved: frozenset[ID] = frozenset()
+    """Provers and named peers: never counted among the strangers."""
+    stranger_places: int = 2
+    grafts_refused: int = 0
+    report: Report = staticmethod(lambda peer, reason: None)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_libp2p_version()
+        super().__init__(*args, **kwargs)
+        self._gossip_rpcs = Buckets(CONTROL_RATE, CONTROL_BURST)
+        # Ours are the limits on IHAVE and IWANT: py-libp2p's log a WARNING per excess one.
+        self.max_iwant_requests_per_second = float("inf")
+        self.max_ihave_messages_per_second = float("inf")
+
+    # Control messages
+
+    async def handle_rpc(self, rpc: rpc_pb2.RPC, sender_peer_id: ID) -> None:
+        control, ours, sender = rpc.control, self.topics, sender_peer_id.to_base58()
+        entries = len(control.ihave) + len(control.iwant) + len(control.graft)
+        entries += len(control.prune) + len(control.idontwant)
+        ihaves = _first_per_topic(control.ihave, ours)
+        iwanted = [i for iwant in control.iwant for i in iwant.messageIDs]
+        # Honest RPCs carry an entry or two per topic (retried GRAFTs and PRUNEs ride along
+        # with the next RPC), an IHAVE names a few windows of ids, an IWANT what one IHAVE did.
+        beyond = (
+            entries > CONTROL_ENTRIES_PER_TOPIC * len(ours)
+            or len(iwanted) > MAX_IHAVE
+            or any(len(ihave.messageIDs) > MAX_IHAVE for ihave in ihaves)
+        )
+        if (ihaves or iwanted) and not self._gossip_rpcs.take(sender, trio.current_time()):
+            beyond, ihaves, iwanted = True, [], []
+        if beyond:
+            self.report(sender, Malformed.CONTROL)
+        for ihave in ihaves:
+            del ihave.messageIDs[MAX_IHAVE:]
+            await self.handle_ihave(ihave, sender_peer_id)
+        if iwanted:
+            iwant = rpc_pb2.ControlIWant(messageIDs=iwanted[:MAX_IHAVE])
+            await self.handle_iwant(bounded_iwant(iwant), sender_peer_id)
+        for graft in _first_per_topic(control.graft, ours):
+            await self.handle_graft(graft, sender_peer_id)
+        for prune in _first_per_topic(control.prune, ours):
+            await self.handle_prune(prune, sender_peer_id)
+
+    async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
+        if len(prune_msg.peers):
+            log.debug("ignoring peer exchange from %s", sender_peer_id)
+            del prune_msg.peers[:]
+        await super().handle_prune(prune_msg, sender_peer_id)
+
+    # The tiered mesh
+
+    def _strangers_in(self, topic: str) -> int:
+        return sum(1 for peer in self.mesh.get(topic, ()) if peer not in self.reserved)
+
+    def _provers_in(self, topic: str) -> int:
+        return sum(1 for peer in self.mesh.get(topic, ()) if peer in self.provers)
+
+    async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
+        topic, mesh = graft_msg.topicID, self.mesh.get(graft_msg.topicID)
+        if (
+            mesh is not None
+            and sender_peer_id not in mesh
+            and sender_peer_id not in self.reserved
+            and self._strangers_in(topic) >= self.stranger_places
+        ):
+            log.debug("GRAFT from %s refused: the strangers' places are taken", sender_peer_id)
+            self.grafts_refused += 1
+            self._add_back_off(sender_peer_id, topic, False)
+            await self.emit_prune(topic, sender_peer_id, False, False)
+            return
+        await super().handle_graft(graft_msg, sender_peer_id)
+
+    async def on_peer_subscribed(self, peer_id: ID, topic: str) -> None:
+        """Graft a newly subscribed peer at once if its tier has room: a prover up to D
+        provers, a stranger up to the strangers' places (py-libp2p counted everyone to D_low)."""
+        mesh = self.mesh.get(topic)
+        if mesh is None or peer_id in mesh or peer_id in self.direct_peers:
+            await super().on_peer_subscribed(peer_id, topic)
+            return
+        if not self._is_gossipsub_peer(peer_id) or self._check_back_off(peer_id, topic):
+            return
+        if peer_id in self.provers:
+            room = self._provers_in(topic) < self.degree
+        elif peer_id in self.reserved:
+            room = len(mesh) < self.degree_low
+        else:
+            room = self._strangers_in(topic) < self.stranger_places
+        if room:
+            self._graft(peer_id, topic)
+            await self.emit_graft(topic, peer_id)
+
+    def _graft(self, peer: ID, topic: str) -> None:
+        self.mesh[topic].add(peer)
+        self._notify_mesh_peer_added(peer, topic)
+
+    def mesh_heartbeat(
+        self,
+    ) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
+        """Each heartbeat, each topic's mesh tended by tier (see `_tend`); no opportunistic
+        grafting (py-libp2p grafted two more peers per topic on every heartbeat)."""
+        to_graft: defaultdict[ID, list[str]] = defaultdict(list)
+        to_prune: defaultdict[ID, list[str]] = defaultdict(list)
+        subscribed = self.pubsub.peer_topics if self.pubsub is not None else {}
+        for topic, mesh in self.mesh.items():
+            candidates = [
+                peer
+                for peer in subscribed.get(topic, ())
+                if peer not in mesh
+                and peer not in self.direct_peers
+                and self._is_gossipsub_peer(peer)
+                and not self._check_back_off(peer, topic)
+            ]
+            grafts, prunes = self._tend(mesh, candidates)
+            for peer in grafts:
+                self._graft(peer, topic)
+                to_graft[peer].append(topic)
+            for peer in prunes:
+                mesh.discard(peer)
+                to_prune[peer].append(topic)
+        return to_graft, to_prune
+
+    def _tend(self, mesh: set[ID], candidates: list[ID]) -> tuple[list[ID], list[ID]]:
+        """Whom to graft and prune: provers up to D when below D_low and down to D above
+        D_high; strangers over their places pruned, and grafted only into a mesh short of
+        D_low (a follower's with no prover subscribed, say)."""
+        provers = [peer for peer in mesh if peer in self.provers]
+        strangers = [peer for peer in mesh if peer not in self.reserved]
+        grafts: list[ID] = []
+        prunes: list[ID] = []
+        if len(provers) < self.degree_low:
+            free = [peer for peer in candidates if peer in self.provers]
+            grafts += _some(free, self.degree - len(provers))
+        elif len(provers) > self.degree_high:
+            prunes += _some(provers, len(provers) - self.degree)
+        if len(strangers) > self.stranger_places:
+            prunes += _some(strangers, len(strangers) - self.stranger_places)
+        elif len(mesh) + len(grafts) < self.degree_low:
+            room = min(self.stranger_places - len(strangers), self.degree_low - len(mesh))
+            grafts += _some([peer for peer in candidates if peer not in self.reserved], room)
+        return grafts, prunes
+
+
+def _some(peers: list[ID], count: int) -> list[ID]:
+    """`count` of `peers` at random (all of them if fewer): made-up ids cannot be ground to
+    be chosen, or spared."""
+    return random.sample(peers, min(max(count, 0), len(peers)))

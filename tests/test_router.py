@@ -1,0 +1,146 @@
+"""The tiered gossipsub router, driven without a network: provers keep their mesh places,
+strangers share a few, control messages beyond their bounds are charged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pb import rpc_pb2
+
+from p2pnode.net.guards import Malformed
+from p2pnode.net.router import MAX_IHAVE, GuardedGossipSub
+
+TOPIC = "votes"
+PROVERS = [ID(b"prover %d" % index) for index in range(3)]
+STRANGERS = [ID(b"stranger %d" % index) for index in range(12)]
+
+
+class _Pubsub:
+    def __init__(self, subscribed: list[ID]) -> None:
+        self.peer_topics = {TOPIC: set(subscribed)}
+
+
+def _router(mesh: list[ID], subscribed: list[ID]) -> tuple[GuardedGossipSub, list[Any]]:
+    """A router of a 4-prover network (D = 3) whose emitted control messages are recorded."""
+    router = GuardedGossipSub(
+        protocols=[PROTOCOL_ID_V11], degree=3, degree_low=3, degree_high=12, heartbeat_interval=1
+    )
+    router.pubsub = _Pubsub(subscribed)  # type: ignore[assignment]
+    router.peer_protocol = dict.fromkeys(subscribed, PROTOCOL_ID_V11)
+    router.mesh = {TOPIC: set(mesh)}
+    router.topics = frozenset({TOPIC})
+    router.provers = router.reserved = frozenset(PROVERS)
+    router.stranger_places = 2
+    sent: list[Any] = []
+
+    async def emit_prune(topic: str, to_peer: ID, do_px: bool, is_unsubscribe: bool) -> None:
+        sent.append(("prune", topic, to_peer))
+
+    async def emit_graft(topic: str, to_peer: ID) -> None:
+        sent.append(("graft", topic, to_peer))
+
+    router.emit_prune = emit_prune  # type: ignore[method-assign]
+    router.emit_graft = emit_graft  # type: ignore[method-assign,assignment]
+    return router, sent
+
+
+def _graft(topic: str = TOPIC) -> rpc_pb2.ControlGraft:
+    return rpc_pb2.ControlGraft(topicID=topic)
+
+
+async def test_strangers_grafting_in_take_only_their_places_and_never_a_prover_s() -> None:
+    router, sent = _router(PROVERS, PROVERS + STRANGERS)
+    for stranger in STRANGERS:
+        await router.handle_graft(_graft(), stranger)
+    mesh = router.mesh[TOPIC]
+    assert set(PROVERS) <= mesh
+    assert len(mesh - set(PROVERS)) == 2
+    assert [what for what, _, _ in sent] == ["prune"] * 10
+    for _ in range(5):
+        grafts, prunes = router.mesh_heartbeat()
+        assert not prunes
+        assert not grafts
+    assert set(PROVERS) <= router.mesh[TOPIC], "the heartbeat prunes no prover either"
+
+
+async def test_a_prover_graft_is_taken_however_many_strangers_are_in() -> None:
+    router, sent = _router([PROVERS[0], *STRANGERS[:2]], PROVERS + STRANGERS)
+    await router.handle_graft(_graft(), PROVERS[1])
+    assert PROVERS[1] in router.mesh[TOPIC]
+    assert sent == []
+
+
+def test_the_heartbeat_grafts_missing_provers_first_and_prunes_strangers_over_their_places() -> (
+    None
+):
+    router, _ = _router(STRANGERS[:5], PROVERS + STRANGERS)
+    grafts, prunes = router.mesh_heartbeat()
+    assert set(grafts) == set(PROVERS)
+    assert len(prunes) == 3
+    assert set(prunes) <= set(STRANGERS[:5])
+    mesh = router.mesh[TOPIC]
+    assert set(PROVERS) <= mesh
+    assert len(mesh) == 5
+
+
+def test_a_mesh_without_provers_takes_strangers_up_to_their_places() -> None:
+    router, _ = _router([], STRANGERS)
+    grafts, _ = router.mesh_heartbeat()
+    assert len(grafts) == 2
+    assert len(router.mesh[TOPIC]) == 2
+
+
+async def test_a_stranger_subscribing_is_grafted_only_into_a_free_place() -> None:
+    router, sent = _router([*PROVERS, STRANGERS[0]], PROVERS + STRANGERS)
+    await router.on_peer_subscribed(STRANGERS[1], TOPIC)
+    await router.on_peer_subscribed(STRANGERS[2], TOPIC)
+    assert [(what, peer) for what, _, peer in sent] == [("graft", STRANGERS[1])]
+    assert STRANGERS[2] not in router.mesh[TOPIC]
+
+
+async def test_control_beyond_its_bounds_is_reported_and_handled_only_up_to_them() -> None:
+    router, _ = _router(PROVERS, PROVERS + STRANGERS)
+    reports: list[tuple[str, Malformed]] = []
+    router.report = lambda peer, reason: reports.append((peer, reason))
+    wanted: list[Any] = []
+
+    async def handle_iwant(iwant: rpc_pb2.ControlIWant, sender: ID) -> None:
+        wanted.append(list(iwant.messageIDs))
+
+    router.handle_iwant = handle_iwant  # type: ignore[method-assign,assignment]
+    sender = STRANGERS[0]
+    empty = [rpc_pb2.ControlIWant() for _ in range(5000)]
+    await router.handle_rpc(rpc_pb2.RPC(control=rpc_pb2.ControlMessage(iwant=empty)), sender)
+    assert reports == [(sender.to_base58(), Malformed.CONTROL)]
+    assert wanted == [], "nothing was asked for"
+    many = rpc_pb2.ControlIWant(messageIDs=[b"%d" % i for i in range(MAX_IHAVE + 1)])
+    await router.handle_rpc(rpc_pb2.RPC(control=rpc_pb2.ControlMessage(iwant=[many])), sender)
+    assert len(reports) == 2
+    assert len(wanted) == 1
+    assert len(wanted[0]) == 64, "the first 64 distinct are answered"
+
+
+async def test_gossip_rpcs_beyond_their_rate_are_reported_not_logged(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    router, _ = _router(PROVERS, PROVERS + STRANGERS)
+    reports: list[tuple[str, Malformed]] = []
+    router.report = lambda peer, reason: reports.append((peer, reason))
+    asked: list[ID] = []
+
+    async def handle_ihave(ihave: rpc_pb2.ControlIHave, sender: ID) -> None:
+        asked.append(sender)
+
+    router.handle_ihave = handle_ihave  # type: ignore[method-assign,assignment]
+    rpc = rpc_pb2.RPC(control=rpc_pb2.ControlMessage(ihave=[rpc_pb2.ControlIHave(topicID=TOPIC)]))
+    for _ in range(100):
+        await router.handle_rpc(rpc, STRANGERS[0])
+    assert len(asked) == 30, "a burst of 30, then nothing within the same instant"
+    assert len(reports) == 70
+    await trio.sleep(1)
+    await router.handle_rpc(rpc, STRANGERS[0])
+    assert len(asked) == 31, "ten more a second later"

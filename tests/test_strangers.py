@@ -1,0 +1,189 @@
+"""Many cheap identities against real peers on loopback: strangers share what one address is
+given, whatever number of names they come under, and provers keep their places."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+
+from p2pnode.net import Network, Topic, topic_name
+from p2pnode.net.admission import Refused
+from p2pnode.net.guards import Malformed
+from tests.attacker import Attacker, attacker, publish
+from tests.test_net import Recorder, config, fully_meshed, start, until
+
+VOTES = topic_name("test", Topic.VOTES)
+OURS = [topic_name("test", topic) for topic in Topic]
+
+
+async def _delivers(networks: list[Network], judge: Recorder, data: bytes) -> None:
+    """A message published by the second network reaches the first's judge."""
+    await networks[1].publish(Topic.VOTES, data)
+    await until(lambda: any(call[2] == data for call in judge.calls))
+
+
+async def _attackers(stack: AsyncExitStack, count: int) -> list[Attacker]:
+    return [await stack.enter_async_context(attacker()) for _ in range(count)]
+
+
+async def _try_connect(evil: Attacker, addrs: list[str], topics: list[str]) -> str | None:
+    """Connect and subscribe; None when the victim drops the connection on the way."""
+    try:
+        return await evil.connect(addrs, topics)
+    except Exception:
+        return None
+
+
+async def test_a_bad_signature_is_charged_and_the_same_bytes_are_verified_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """py-libp2p dropped a message whose signature failed without charging anyone and
+    without remembering it: the same bytes again cost a verify, for ever, for free."""
+    from libp2p.pubsub.validators import signature_validator as original
+
+    from p2pnode.net import guards
+
+    verified: list[bytes] = []
+
+    def counting(msg: rpc_pb2.Message) -> bool:
+        verified.append(msg.data)
+        return original(msg)
+
+    monkeypatch.setattr(guards, "signature_validator", counting)
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()])
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            evil = (await _attackers(stack, 1))[0]
+            peer = await evil.connect(victim.addrs()[:1], [VOTES])
+            forged = evil.message(VOTES, b"forged")
+            forged.signature = bytes(64)
+            limit = victim.config.reject_limit
+            for _ in range(limit):
+                await evil.send(peer, publish(forged))
+            await until(lambda: evil.peer_id.to_base58() in victim.banned())
+            assert victim.malformed()[Malformed.SIGNATURE_INVALID] == limit
+            assert verified.count(b"forged") == 1
+            assert not [call for call in judge.calls if call[2] == b"forged"]
+            await _delivers(networks, judge, b"after the forgeries")
+
+
+async def test_identities_from_one_address_share_its_stranger_seats() -> None:
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()], max_strangers_per_prefix=3)
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            for evil in await _attackers(stack, 8):
+                await _try_connect(evil, victim.addrs()[:1], [VOTES])
+            await until(lambda: victim.refused()[Refused.STRANGER_SEATS] == 5)
+            await until(lambda: len(victim.peers()) == 4)  # the prover and 3 strangers
+            assert victim.strangers() == 3
+            assert networks[1].peer_id in victim.peers()
+            await _delivers(networks, judge, b"with the seats taken")
+
+
+def _count_heartbeats(network: Network) -> Callable[[], int]:
+    router = network._stack.router
+    beats = [0]
+    original = router.mesh_heartbeat
+
+    def counted() -> Any:
+        beats[0] += 1
+        return original()
+
+    router.mesh_heartbeat = counted  # type: ignore[method-assign]
+    return lambda: beats[0]
+
+
+async def test_strangers_grafting_every_topic_leave_the_provers_meshed() -> None:
+    """Twelve identities that GRAFT every topic and forward nothing once made heartbeats
+    prune honest peers out of each other's meshes; now they share two places per topic."""
+    with trio.fail_after(40):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            # Seats for all twelve: the mesh is what is tried here.
+            networks = await start(
+                stack, [judge, Recorder(), Recorder()], max_strangers_per_prefix=12
+            )
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            beats = _count_heartbeats(victim)
+            async with AsyncExitStack() as attack:
+                for evil in await _attackers(attack, 12):
+                    peer = await evil.connect(victim.addrs()[:1], OURS)
+                    grafts = [rpc_pb2.ControlGraft(topicID=topic) for topic in OURS]
+                    await evil.send(peer, rpc_pb2.RPC(control=rpc_pb2.ControlMessage(graft=grafts)))
+                await until(lambda: victim.refused()[Refused.MESH] >= 10 * len(OURS))
+                start_beats = beats()
+                await until(lambda: beats() >= start_beats + 3)
+                provers = {ID.from_base58(network.peer_id) for network in networks[1:]}
+                for members in victim._stack.router.mesh.values():
+                    assert provers <= members
+                    assert len(members - provers) == 2, "the strangers' two places"
+                await _delivers(networks, judge, b"under the eclipse")
+            await until(lambda: fully_meshed(networks))
+            await _delivers(networks, judge, b"after the eclipse")
+
+
+async def test_raw_sockets_that_never_handshake_keep_no_honest_dial_out() -> None:
+    """260 sockets that never speak once held py-libp2p's 250 inbound places for 10 s each:
+    9 of 13 honest dials failed. Now newcomers take the oldest places."""
+    with trio.fail_after(40):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()], max_handshakes=16)
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            host, port = victim.addrs()[0].split("/")[2], int(victim.addrs()[0].split("/")[4])
+            sockets = [await trio.open_tcp_stream(host, port) for _ in range(260)]
+            try:
+                await until(lambda: victim.refused()[Refused.HANDSHAKE_DISPLACED] >= 240)
+                late = await stack.enter_async_context(
+                    _network(config(2, victim.addrs()[:1], expected_peers=3))
+                )
+                await until(lambda: late.peer_id in victim.peers())
+            finally:
+                for sock in sockets:
+                    await sock.aclose()
+            await _delivers(networks, judge, b"after the raw sockets")
+
+
+def _network(cfg: Any) -> Any:
+    from p2pnode.net import open_network
+
+    return open_network(cfg, Recorder())
+
+
+async def test_a_flood_of_empty_iwants_is_charged_and_leaves_the_log_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two 100 KB RPCs of empty IWANTs wrote 99,850 log lines once (one WARNING each past
+    py-libp2p's 10/s), and were never charged."""
+    with trio.fail_after(30), caplog.at_level(logging.DEBUG):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()])
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            evil = (await _attackers(stack, 1))[0]
+            peer = await evil.connect(victim.addrs()[:1], [VOTES])
+            empty = [rpc_pb2.ControlIWant() for _ in range(50_000)]
+            caplog.clear()
+            for _ in range(2):
+                rpc = rpc_pb2.RPC(control=rpc_pb2.ControlMessage(iwant=empty))
+                await evil.send(peer, rpc)
+            await until(lambda: victim.malformed()[Malformed.CONTROL] == 2)
+            await _delivers(networks, judge, b"after the iwants")
+            lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+            assert len(lines) < 20, [r.getMessage() for r in lines[:5]]

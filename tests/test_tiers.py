@@ -1,0 +1,112 @@
+"""Tiers and the budgets strangers share: by IP prefix, never by identity (explicit clocks)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from p2pnode.net.admission import Admission, Refused
+from p2pnode.net.contracts import NetConfig
+from p2pnode.net.tiers import UNKNOWN_PREFIX, Seats, Shares, Tier, Tiers, prefix
+
+
+@pytest.mark.parametrize(
+    ("ip", "network"),
+    [
+        ("127.0.0.1", "127.0.0.0/24"),
+        ("127.0.0.77", "127.0.0.0/24"),
+        ("10.1.2.3", "10.1.2.0/24"),
+        ("::ffff:10.1.2.3", "10.1.2.0/24"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not an address", UNKNOWN_PREFIX),
+        (None, UNKNOWN_PREFIX),
+    ],
+)
+def test_a_stranger_is_budgeted_by_its_slash_24_or_slash_64(ip: str | None, network: str) -> None:
+    assert prefix(ip) == network
+
+
+def test_provers_and_named_peers_are_their_own_tiers() -> None:
+    tiers = Tiers(provers={"p"}, named={"n", "p"})
+    assert [tiers.of(peer) for peer in ("p", "n", "s")] == [
+        Tier.PROVER,
+        Tier.NAMED,
+        Tier.STRANGER,
+    ]
+    assert not tiers.is_stranger("n")
+    assert tiers.is_stranger("s")
+
+
+def test_established_seats_refuse_a_full_prefix_and_even_out_between_prefixes() -> None:
+    seats = Seats(total=4, per_prefix=3, displace_own=False)
+    assert [seats.take(f"a{i}", "A")[0] for i in range(4)] == [True, True, True, False]
+    assert seats.take("b0", "B") == (True, None)
+    # All four seats taken: B holds fewer than A, so A's oldest makes room.
+    assert seats.take("b1", "B") == (True, "a0")
+    assert "a0" not in seats
+    # Now A and B hold two each: a newcomer of either is refused, not churned in.
+    assert seats.take("b2", "B") == (False, None)
+    assert seats.take("a9", "A") == (False, None)
+    seats.leave("a1")
+    assert seats.take("a9", "A") == (True, None)
+    assert seats.take("b1", "B") == (True, None), "a seated key is seated"
+
+
+def test_handshake_seats_give_way_oldest_first_within_a_prefix_then_the_largest() -> None:
+    seats = Seats(total=4, per_prefix=3, displace_own=True)
+    for key in ("a0", "a1", "a2"):
+        assert seats.take(key, "A") == (True, None)
+    assert seats.take("a3", "A") == (True, "a0"), "a full prefix displaces its own oldest"
+    assert seats.take("b0", "B") == (True, None)
+    assert seats.take("c0", "C") == (True, "a1"), "a full house displaces the largest's oldest"
+    assert seats.held_by("A") == 2
+    assert len(seats) == 4
+
+
+def test_shares_pace_a_prefix_by_its_rate_and_all_strangers_by_the_total() -> None:
+    shares = Shares(rate=100, burst=100, prefix_rate=40, prefix_burst=40)
+    assert shares.charge("A", 0.0, 40) == 0.0
+    assert shares.charge("A", 0.0, 20) == pytest.approx(0.5), "20 owed at 40/s"
+    assert shares.charge("B", 0.0, 40) == 0.0, "another prefix has its own share"
+    # The total (100) is now owed 0 after 100 spent; a third prefix's 40 waits for it.
+    assert shares.charge("C", 0.0, 40) == pytest.approx(0.4)
+    assert not shares.take("D", 0.0)
+    assert shares.take("D", 1.0), "a second later the total has refilled"
+
+
+def _config(**overrides: object) -> NetConfig:
+    return NetConfig(network="test", seed=bytes(32), **overrides)  # type: ignore[arg-type]
+
+
+async def test_admission_never_refuses_or_paces_provers_and_paces_strangers_by_prefix(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    kicked: list[str] = []
+    config = _config(
+        max_strangers=2, max_strangers_per_prefix=1, stranger_rate=100, stranger_prefix_rate=10
+    )
+    admission = Admission(config, Tiers(provers={"p1", "p2", "p3"}), kicked.append)
+    assert all(admission.connected(p, "127.0.0.1") for p in ("p1", "p2", "p3"))
+    assert admission.connected("s1", "127.0.0.1")
+    assert not admission.connected("s2", "127.0.0.1"), "one stranger per prefix here"
+    assert admission.connected("s3", "10.0.0.1")
+    # Two strangers in all: a third network's newcomer takes the oldest seat of a largest one.
+    assert admission.connected("s4", "10.0.1.1")
+    assert kicked == ["s1"]
+    assert admission.refused[Refused.STRANGER_SEATS] == 1
+    assert admission.refused[Refused.STRANGER_DISPLACED] == 1
+    assert admission.strangers() == 2
+    admission.disconnected("s3")
+    assert admission.connected("s2", "127.0.0.1"), "a seat that was left is free again"
+
+    start = trio.current_time()
+    for _ in range(10):
+        await admission.pace("p1", 100)
+    assert trio.current_time() == start, "a prover never waits"
+    await admission.pace("s2", 20)  # the burst: 20
+    assert trio.current_time() == start
+    await admission.pace("s2", 10)
+    assert trio.current_time() - start == pytest.approx(1.0), "10 more at 10/s"
+    assert admission.refused[Refused.PACED] == 1
