@@ -6,7 +6,7 @@ import random
 
 from libp2p.pubsub.pb import rpc_pb2
 
-from tests.attacker import Attacker
+from p2pnode.chaos.raw import Attacker
 
 
 class RpcFuzzer:

@@ -20,6 +20,7 @@ from p2pnode.chaos.cluster import Cluster, write_homes
 from p2pnode.chaos.faults import RESUME_BOUND, Event, Fault
 from p2pnode.chaos.netns import Fabric, Link, ip, namespace_socket, namespaces
 from p2pnode.chaos.stores import Signed
+from p2pnode.chaos.strangers import kept_rate
 from p2pnode.peer.home import KEY_FILE
 from p2pnode.peer.status_read import parse_status
 from tests.status_sample import SAMPLE
@@ -106,6 +107,20 @@ def test_resume_within_over_and_without_the_bound() -> None:
     never = checks.resumed("partition", None, 10.0, 30.0)
     assert not never.ok
     assert "30 s" in never.detail
+
+
+def test_reconnect_within_over_and_without_the_bound() -> None:
+    assert checks.reconnected("isolate peer1", 2.0, 10.0).ok
+    assert "10.5 s" in checks.reconnected("isolate peer1", 10.5, 10.0).detail
+    assert not checks.reconnected("isolate peer1", None, 10.0).ok
+
+
+def test_a_flood_must_leave_half_the_control_rate() -> None:
+    assert kept_rate("graft-eclipse", 2.0, 1.0).ok
+    slow = kept_rate("graft-eclipse", 2.0, 0.9)
+    assert not slow.ok
+    assert "0.90 rounds/s against 2.00" in slow.detail
+    assert not kept_rate("bad-signatures", 0.0, 0.0).ok, "no control rate, nothing shown"
 
 
 def test_a_rank_finalized_without_a_quorum_fails() -> None:
@@ -201,6 +216,11 @@ def test_a_long_run_cycles_and_a_short_remainder_becomes_kill_or_the_end() -> No
     assert cli.next_phase(Fault.PAUSE, 4) is None
 
 
+def test_the_faults_are_picked_by_name_in_the_order_given() -> None:
+    assert cli._faults("flap,kill,outsider") == (Fault.FLAP, Fault.KILL, Fault.OUTSIDER)
+    assert cli._faults("cut-off, pause") == (Fault.CUT_OFF, Fault.PAUSE)
+
+
 # -- arguments ------------------------------------------------------------------------------
 
 
@@ -213,6 +233,7 @@ def test_a_long_run_cycles_and_a_short_remainder_becomes_kill_or_the_end() -> No
         (["--minutes", "soon"], "invalid float value"),
         (["--quick", "--seed", "x"], "invalid int value"),
         (["--quick", "--json", "/no/such/folder/out.json"], "no folder /no/such/folder"),
+        (["--quick", "--faults", "isolate,earthquake"], "not a fault"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
@@ -296,21 +317,28 @@ async def _unreachable(target: Link, client: Link) -> bool:
     return False
 
 
-async def test_namespaces_talk_split_two_ways_join_and_are_removed() -> None:
+async def test_namespaces_talk_split_two_ways_join_lose_a_cable_and_are_removed() -> None:
     fabric = Fabric(f"p2pt{os.getpid()}")
-    made = {fabric.switch} | {f"{fabric.prefix}-p{index}" for index in range(3)}
+    made = {fabric.switch, f"{fabric.prefix}-o"} | {f"{fabric.prefix}-p{i}" for i in range(3)}
     try:
         with trio.fail_after(30):
             first, second, third = fabric.build(3)
-            assert made == {fabric.switch, first.namespace, second.namespace, third.namespace}
+            assert fabric.outsider is not None
+            spaces = {first.namespace, second.namespace, third.namespace}
+            assert made == {fabric.switch, fabric.outsider.namespace} | spaces
             assert made <= namespaces()
             assert len({first.address, second.address, third.address}) == 3
             assert await _echo_across(first, second, 4001) == b"across the bridge"
+            assert await _echo_across(fabric.outsider, first, 4004) == b"across the bridge"
             fabric.split([second, third])
             assert await _echo_across(second, third, 4002) == b"across the bridge"
             assert await _unreachable(first, second)
             fabric.join([second, third])
             assert await _echo_across(first, third, 4003) == b"across the bridge"
+            fabric.cut(third)
+            assert await _unreachable(first, third)
+            fabric.mend(third)
+            assert await _echo_across(first, third, 4005) == b"across the bridge"
     finally:
         errors = fabric.remove()
     assert errors == []

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 import trio
+from libp2p.identity_utils import create_identity_from_seed
 
+from p2pnode.chain.types import peer_id_text
 from p2pnode.chaos.cluster import Cluster
 from p2pnode.chaos.cluster import Peer as ClusterPeer
 from p2pnode.chaos.netns import Fabric, Link, ip
@@ -22,7 +24,15 @@ from p2pnode.cli import build_parser, commands, main
 from p2pnode.dashboard import peer_view
 from p2pnode.local.homes import generate_testnet
 from p2pnode.net import NetConfig, Topic, Verdict, decode_record, open_network
-from p2pnode.net.addresses import AddressError, _ipv6, expand, interface_ips, shared, with_peer
+from p2pnode.net.addresses import (
+    AddressError,
+    _ipv6,
+    expand,
+    interface_ips,
+    scoped,
+    shared,
+    with_peer,
+)
 from p2pnode.peer.home import Home, create_home, write_config
 from p2pnode.peer.settings import SettingsError, load_settings, node_settings
 from p2pnode.peer.status import PeerStatus
@@ -69,6 +79,39 @@ def test_announced_addresses_replace_the_listen_ones_and_get_the_peer_id() -> No
         f"/dns4/node.example.org/tcp/4001/p2p/{ID}",
     ]
     assert shared(["/ip4/0.0.0.0/tcp/5"], ID, (), ["10.9.9.9"]) == [f"/ip4/10.9.9.9/tcp/5/p2p/{ID}"]
+
+
+def test_a_wildcard_listener_shares_loopback_only_when_it_has_nothing_else() -> None:
+    assert shared(["/ip4/0.0.0.0/tcp/5"], ID, (), ["127.0.0.1", "10.9.9.9"]) == [
+        f"/ip4/10.9.9.9/tcp/5/p2p/{ID}"
+    ]
+    assert shared(["/ip4/0.0.0.0/tcp/5"], ID, (), ["127.0.0.1"]) == [
+        f"/ip4/127.0.0.1/tcp/5/p2p/{ID}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("addrs", "dialled"),
+    [
+        # Another host's loopback is this host: never dialled.
+        (["/ip4/10.9.9.9/tcp/5", "/ip4/127.0.0.1/tcp/5"], ["/ip4/10.9.9.9/tcp/5"]),
+        (["/dns4/peer.example/tcp/5", "/ip4/127.0.0.1/tcp/5"], ["/dns4/peer.example/tcp/5"]),
+        (["/ip6/fe80::2/tcp/5", "/ip4/10.9.9.9/tcp/5"], ["/ip4/10.9.9.9/tcp/5"]),
+        # A peer on this host (all else is ours, or there is nothing else): all of it.
+        (["/ip4/127.0.0.1/tcp/5"], ["/ip4/127.0.0.1/tcp/5"]),
+        (
+            ["/ip4/10.1.2.3/tcp/5", "/ip4/127.0.0.1/tcp/5"],
+            ["/ip4/10.1.2.3/tcp/5", "/ip4/127.0.0.1/tcp/5"],
+        ),
+        # A wildcard reaches whatever listens here, ourselves included: never.
+        (["/ip4/0.0.0.0/tcp/5", "/ip4/10.9.9.9/tcp/5"], ["/ip4/10.9.9.9/tcp/5"]),
+        (["/ip4/0.0.0.0/tcp/5"], []),
+    ],
+)
+def test_a_peer_elsewhere_is_dialled_at_its_global_addresses_only(
+    addrs: list[str], dialled: list[str]
+) -> None:
+    assert list(scoped(addrs, HOST_IPS)) == dialled
 
 
 def test_an_address_of_another_peer_is_refused() -> None:
@@ -180,16 +223,16 @@ def printed(capsys: pytest.CaptureFixture[str], *args: str) -> list[str]:
     return [line.split()[1] for line in lines if line.startswith("address: ")]
 
 
-def test_id_with_a_wildcard_listen_prints_the_host_addresses_loopback_last(
+def test_id_with_a_wildcard_listen_prints_the_host_addresses_not_loopback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    home, peer = new_home(tmp_path / "a", "/ip4/0.0.0.0/tcp/4001")
+    home, _ = new_home(tmp_path / "a", "/ip4/0.0.0.0/tcp/4001")
     shown = printed(capsys, "id", "--home", str(home.path))
     assert shown, "no address printed"
     assert not [address for address in shown if "0.0.0.0" in address]
-    assert shown[-1] == f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"
     others = {ip for ip in interface_ips() if "." in ip and not ip.startswith("127.")}
-    assert {address.split("/")[2] for address in shown[:-1]} == others
+    assert others, "this test needs an IPv4 interface besides loopback"
+    assert {address.split("/")[2] for address in shown} == others
 
 
 def test_id_prints_exactly_the_announced_addresses(
@@ -232,9 +275,21 @@ class Records:
         return Verdict.ACCEPT
 
 
+def _seed(index: int) -> bytes:
+    return hashlib.sha256(b"test-hosts peer %d" % index).digest()
+
+
+PROVERS = frozenset(
+    peer_id_text(create_identity_from_seed(_seed(index)).public_key.to_bytes())
+    for index in range(2)
+)
+"""Both peers are provers: only a prover's announcements are learned (and made)."""
+
+
 def net_config(index: int, **fields: Any) -> NetConfig:
-    seed = hashlib.sha256(b"test-hosts peer %d" % index).digest()
-    return NetConfig(network="hosts", seed=seed, expected_peers=2, **fields)
+    return NetConfig(
+        network="hosts", seed=_seed(index), expected_peers=2, provers=PROVERS, **fields
+    )
 
 
 async def test_announce_replaces_what_a_running_peer_shares_in_its_peer_records() -> None:
@@ -346,7 +401,7 @@ def _check_shared(peer: ClusterPeer, status: PeerStatus, *, announces: bool) -> 
         assert addrs == (f"/ip4/{peer.link.address}/tcp/{FIXED_PORT}/p2p/{status.peer_id}",)
         return
     assert addrs[0].startswith(f"/ip4/{peer.link.address}/tcp/"), addrs
-    assert addrs[-1].startswith("/ip4/127.0.0.1/tcp/"), addrs
+    assert not [a for a in addrs if "/127.0.0.1/" in a], "loopback goes nowhere beyond"
     assert not [a for a in addrs if "/0.0.0.0/" in a or "/tcp/0/" in a], addrs
 
 

@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import multiaddr
 import pytest
 import trio
 from libp2p.identity_utils import create_identity_from_seed
@@ -421,3 +422,18 @@ async def test_an_undecodable_rpc_costs_its_stream_not_the_peer() -> None:
                 await open_stream(attacker, peer, "/meshsub/1.1.0")
             await networks[1].publish(Topic.VOTES, b"after the junk")
             await until(lambda: any(data == b"after the junk" for _, _, data in first.calls))
+
+
+async def test_a_dial_goes_where_it_is_told_whatever_identify_stored_before() -> None:
+    """py-libp2p dials one address per transport among all it holds for a peer, and identify
+    adds the listen addresses the peer reports: a wildcard there (/ip4/0.0.0.0) reached the
+    dialler itself on another host, every time, while the right address sat unused."""
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            (target,) = await start(stack, [Recorder()])
+            host = await stack.enter_async_context(client_host())
+            peer = ID.from_base58(target.peer_id)
+            stale = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/1")  # nobody listens on port 1
+            host.get_peerstore().add_addrs(peer, [stale], 3600)
+            assert await dial(host, target.addrs()[:1]) == target.peer_id
+            assert stale not in host.get_peerstore().addrs(peer)

@@ -499,3 +499,64 @@ def test_a_host_s_addresses_are_rebuilt_at_most_once_per_ttl() -> None:
     now[0] = 1.0
     assert addrs() == [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/4002")]
     assert built == [0.0, 1.0]
+
+
+def test_kept_peers_are_never_forgotten_and_always_dialled_whatever_the_room() -> None:
+    directory = Directory(
+        "12D3KooW0", grace=4.0, forget_after=20.0, max_peers=1, kept={"12D3KooW1", "12D3KooW2"}
+    )
+    for peer in ("12D3KooW1", "12D3KooW2", "12D3KooW3"):
+        directory.learn(_record(peer), now=0.0)
+    chosen = {record.peer_id for record in directory.to_dial(0.0, ["12D3KooW9"], (), ())}
+    assert chosen == {"12D3KooW1", "12D3KooW2"}, "no room for the third, always for provers"
+    directory.forget_stale(now=1000.0)
+    assert {record.peer_id for record in directory.known()} == {"12D3KooW1", "12D3KooW2"}
+
+
+def test_each_dial_takes_one_address_the_next_after_a_failure() -> None:
+    peer = "12D3KooW1"
+    addrs = tuple(f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer}" for port in (1, 2, 3))
+    directory = Directory("12D3KooW0", grace=4.0, forget_after=20.0, max_peers=4)
+    directory.learn(PeerRecord(peer, addrs), now=0.0)
+    tried = []
+    now = 0.0
+    for _ in range(4):
+        (record,) = directory.to_dial(now, (), (), ())
+        tried.append(record.addrs[0])
+        directory.dialled(peer, failed=True, now=now, address=record.addrs[0])
+        now += 60.0
+    assert tried == [addrs[0], addrs[1], addrs[2], addrs[0]]
+
+
+def test_an_address_where_another_peer_answered_is_dropped_until_announced_again() -> None:
+    peer = "12D3KooW1"
+    good, wrong = f"/ip4/127.0.0.1/tcp/1/p2p/{peer}", f"/ip4/127.0.0.1/tcp/2/p2p/{peer}"
+    directory = Directory("12D3KooW0", grace=4.0, forget_after=20.0, max_peers=4)
+    directory.learn(PeerRecord(peer, (wrong, good)), now=0.0)
+    directory.dialled(peer, failed=True, now=0.0, address=wrong, wrong_peer=True)
+    assert [r.addrs for r in directory.to_dial(10.0, (), (), ())] == [(good,)]
+    directory.dialled(peer, failed=True, now=10.0, address=good, wrong_peer=True)
+    assert directory.to_dial(100.0, (), (), ()) == [], "nothing left to dial"
+    directory.learn(PeerRecord(peer, (good,)), now=101.0)
+    assert [r.addrs for r in directory.to_dial(101.0, (), (), ())] == [(good,)]
+
+
+def test_another_host_s_loopback_address_is_never_kept_to_dial() -> None:
+    peer = "12D3KooW1"
+    remote, loop = f"/ip4/10.9.9.9/tcp/1/p2p/{peer}", f"/ip4/127.0.0.1/tcp/1/p2p/{peer}"
+    directory = Directory(
+        "12D3KooW0", grace=4.0, forget_after=20.0, max_peers=4, local_ips=lambda: ["127.0.0.1"]
+    )
+    directory.learn(PeerRecord(peer, (remote, loop)), now=0.0)
+    assert directory.known() == [PeerRecord(peer, (remote,))]
+
+
+def test_a_dial_that_reached_another_peer_is_told_apart() -> None:
+    from libp2p.security.noise.exceptions import PeerIDMismatchesPubkey
+
+    from p2pnode.net.stack import answered_as_another
+
+    failed = RuntimeError("handshake failed")
+    failed.__cause__ = PeerIDMismatchesPubkey("expected one, got another")
+    assert answered_as_another(BaseExceptionGroup("dial", [failed]))
+    assert not answered_as_another(OSError("connection refused"))

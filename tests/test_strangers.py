@@ -13,10 +13,10 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
+from p2pnode.chaos.raw import Attacker, attacker, publish
 from p2pnode.net import Network, Topic, topic_name
 from p2pnode.net.admission import Refused
 from p2pnode.net.guards import Malformed
-from tests.attacker import Attacker, attacker, publish
 from tests.test_net import Recorder, config, fully_meshed, start, until
 
 VOTES = topic_name("test", Topic.VOTES)

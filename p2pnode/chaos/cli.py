@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 from rich.console import Console
 
-from p2pnode.chaos import faults, links, report
+from p2pnode.chaos import faults, links, report, strangers
 from p2pnode.chaos.checks import Check
 from p2pnode.chaos.cluster import Cluster, ClusterError, write_homes
 from p2pnode.chaos.faults import Event, Fault, Run
@@ -27,7 +27,15 @@ from p2pnode.chaos.netns import Fabric, NetnsError
 from p2pnode.cli import OneLineParser
 
 PEERS = 4
-CYCLE = (Fault.KILL, Fault.PAUSE, Fault.PARTITION, Fault.ISOLATE, Fault.CUT_OFF, Fault.FLAP)
+CYCLE = (
+    Fault.KILL,
+    Fault.PAUSE,
+    Fault.PARTITION,
+    Fault.ISOLATE,
+    Fault.CUT_OFF,
+    Fault.FLAP,
+    Fault.OUTSIDER,
+)
 HOLD = {
     Fault.KILL: faults.KILL_SECONDS,
     Fault.PAUSE: faults.PAUSE_SECONDS,
@@ -35,6 +43,7 @@ HOLD = {
     Fault.ISOLATE: links.ISOLATE_SECONDS,
     Fault.CUT_OFF: links.ISOLATE_SECONDS,
     Fault.FLAP: links.FLAPS * 2 * links.FLAP_SECONDS,
+    Fault.OUTSIDER: strangers.PHASE_SECONDS,
 }
 SHORTEST_PHASE = 5.0
 """A --minutes run ends rather than start a phase shorter than this."""
@@ -45,6 +54,7 @@ PHASES: dict[Fault, Callable[[Run, float], Awaitable[None]]] = {
     Fault.ISOLATE: links.isolate_phase,
     Fault.CUT_OFF: links.cut_off_phase,
     Fault.FLAP: links.flap_phase,
+    Fault.OUTSIDER: strangers.outsider_phase,
 }
 
 

@@ -73,7 +73,10 @@ class Cluster:
     """The peers of one run. Every process it starts is tracked until it has been reaped."""
 
     def __init__(self, fabric: Fabric, homes: list[Home]) -> None:
+        if fabric.outsider is None:
+            raise ClusterError("the fabric was not built")
         self.fabric = fabric
+        self.outsider = fabric.outsider
         self.peers = [
             Peer(f"peer{index}", home, link)
             for index, (home, link) in enumerate(zip(homes, fabric.links, strict=True))

@@ -46,6 +46,7 @@ class Fault(enum.Enum):
     ISOLATE = "isolate"
     CUT_OFF = "cut off"
     FLAP = "flap"
+    OUTSIDER = "outsider"
     END = "end"
 
 

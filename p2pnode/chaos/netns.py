@@ -69,6 +69,8 @@ class Fabric:
         self.uplink = (f"{prefix}u0", f"{prefix}u1")
         self.created: list[str] = []
         self.links: list[Link] = []
+        self.outsider: Link | None = None
+        """A namespace on the bridge with no peer in it, for an outsider's floods."""
 
     def build(self, count: int) -> list[Link]:
         self._add_namespace(self.switch)
@@ -81,6 +83,7 @@ class Fabric:
         ip("-n", self.switch, "link", "set", far, "master", self.island, "up")
         for index in range(count):
             self.links.append(self._add_peer(index))
+        self.outsider = self._add_link(f"{self.prefix}-o", f"{SUBNET}.{FIRST_HOST - 1}", "o")
         return list(self.links)
 
     def _add_namespace(self, name: str) -> None:
@@ -88,11 +91,16 @@ class Fabric:
         self.created.append(name)
 
     def _add_peer(self, index: int) -> Link:
+        return self._add_link(
+            f"{self.prefix}-p{index}", f"{SUBNET}.{FIRST_HOST + index}", f"p{index}"
+        )
+
+    def _add_link(self, namespace: str, address: str, name: str) -> Link:
         link = Link(
-            namespace=f"{self.prefix}-p{index}",
-            address=f"{SUBNET}.{FIRST_HOST + index}",
-            device=f"{self.prefix}p{index}",
-            port=f"{self.prefix}p{index}s",
+            namespace=namespace,
+            address=address,
+            device=f"{self.prefix}{name}",
+            port=f"{self.prefix}{name}s",
         )
         self._add_namespace(link.namespace)
         peer_end = ["peer", "name", link.device, "netns", link.namespace]

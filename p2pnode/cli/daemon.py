@@ -23,6 +23,7 @@ from p2pnode.api.server import (
 from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
 from p2pnode.chain.mempool import MUTATION_ID_SIZE, Admission, mutation_id
 from p2pnode.net import NetError, fetch_genesis
+from p2pnode.net.logs import Throttle
 from p2pnode.peer.home import Home, HomeError
 from p2pnode.peer.node import Node
 from p2pnode.peer.settings import NodeSettings, split_endpoint
@@ -39,6 +40,7 @@ def log_to(home: Home, level: int = logging.INFO) -> Iterator[None]:
     hold a dashboard); the root logger's handlers and level are restored after it."""
     handler = logging.FileHandler(home.log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Throttle())
     root = logging.getLogger()
     handlers, previous = list(root.handlers), root.level
     root.handlers[:] = [handler]

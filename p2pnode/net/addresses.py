@@ -1,4 +1,5 @@
-"""The multiaddrs a peer shares: wildcards expanded to this host's addresses, loopback last."""
+"""The multiaddrs a peer shares (wildcards expanded, loopback only when alone) and dials (by
+scope: another host's loopback is never dialled)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,25 @@ def expand(addrs: Sequence[str], interface_ips: Iterable[str]) -> list[str]:
     return sorted(dict.fromkeys(expanded), key=_is_loopback)
 
 
+def _is_host_scope(multiaddr: str) -> bool:
+    """Loopback or link-local: an address that means something on one host or one link only."""
+    ip = _ip(multiaddr)
+    return ip is not None and (ip.is_loopback or ip.is_link_local)
+
+
+def scoped(addrs: Sequence[str], local_ips: Iterable[str]) -> tuple[str, ...]:
+    """What of a peer's addresses this host may dial (go-libp2p's address scopes): never a
+    wildcard, and loopback or link-local ones only for a peer on this host, one whose every
+    other address is this host's own. Dialled from elsewhere, another host's 127.0.0.1 is
+    this host: peers in their own namespaces dialled themselves for minutes."""
+    ours = {str(ipaddress.ip_address(ip)) for ip in local_ips}
+    kept = [addr for addr in addrs if not is_wildcard(addr)]
+    elsewhere = [addr for addr in kept if not _is_host_scope(addr)]
+    here = all(str(_ip(addr)) in ours for addr in elsewhere if _ip(addr) is not None)
+    here = here and all(_ip(addr) is not None for addr in elsewhere)  # a DNS name is elsewhere
+    return tuple(kept if here else elsewhere)
+
+
 def with_peer(addr: str, peer_id: str) -> str:
     """`addr` ending in /p2p/<peer_id>; AddressError if it names another peer."""
     _, marker, named = addr.rpartition("/p2p/")
@@ -90,7 +110,11 @@ def shared(
     else the addresses it listens on with wildcards expanded."""
     if announce:
         return [with_peer(addr, peer_id) for addr in announce]
-    return [with_peer(addr, peer_id) for addr in expand(listening, interface_ips)]
+    expanded = expand(listening, interface_ips)
+    # Loopback addresses only where there is nothing else: a peer on this host dials the
+    # others as well, and one elsewhere would reach itself there.
+    beyond = [addr for addr in expanded if not _is_loopback(addr)]
+    return [with_peer(addr, peer_id) for addr in beyond or expanded]
 
 
 def interface_ips() -> list[str]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import trio
 from libp2p.abc import INetStream
 
+from p2pnode.net.addresses import interface_ips
 from p2pnode.net.admission import Admission, Refused
 from p2pnode.net.contracts import (
     GENESIS_PROTOCOL,
@@ -36,7 +37,7 @@ from p2pnode.net.framing import read_frame, write_frame
 from p2pnode.net.gate import Gate
 from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Buckets, Limited, Penalties
-from p2pnode.net.stack import Stack, reset_quietly
+from p2pnode.net.stack import Stack, answered_as_another, reset_quietly
 from p2pnode.net.sync import ask_sync, write_answer
 from p2pnode.net.tiers import Tiers
 
@@ -52,6 +53,9 @@ _DELIVERIES_EVERY = 60.0
 _FORGET_AFTER = 600.0
 """A known peer is dialled again after a lost connection until nothing was heard of it for
 this long: a partition of some minutes still heals without a new announcement."""
+_DIAL_RATE, _DIAL_BURST = 4.0, 16.0
+"""Dials of known peers per second, all together: whatever the announcements say, a peer
+opens a few connections a second at most."""
 _ANNOUNCE_SETTLE = 0.1
 """After a peer change, wait this long so one announcement covers a burst of connections."""
 
@@ -75,6 +79,7 @@ class Network:
         self._names = {topic: topic_name(config.network, topic) for topic in Topic}
         self._sync_buckets = Buckets(config.sync_rate, config.sync_burst)
         self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
+        self._tiers = tiers
         self._directory = Directory(
             stack.peer_id,
             grace=config.dial_grace,
@@ -82,7 +87,10 @@ class Network:
             max_peers=mesh_degrees(config.expected_peers).high,
             max_known=config.max_known_peers,
             retry=config.redial,
+            kept=tiers.provers | tiers.named,
+            local_ips=interface_ips,
         )
+        self._dials = Buckets(_DIAL_RATE, _DIAL_BURST, max_peers=1)
         self._dialling: set[str] = set()
         self._stuck: set[str] = set()
         self._closing = False
@@ -249,19 +257,25 @@ class Network:
         refused = set(self._penalties.banned(now))
         connected = set(self._stack.connected())
         for record in self._directory.to_dial(now, connected, self._dialling, refused):
+            if not self._dials.take("", now):
+                return  # the rest wait for the next round of housekeeping
             self._dialling.add(record.peer_id)
             self._tasks.start_soon(self._dial, record)
 
     async def _dial(self, record: PeerRecord) -> None:
+        """Dial the one address `record` holds; the directory learns how it went."""
+        peer, address = record.peer_id, record.addrs[0]
         try:
             with trio.fail_after(self._config.dial_timeout):
-                await self._stack.connect(record.addrs)
-            self._directory.dialled(record.peer_id, failed=False, now=trio.current_time())
+                await self._stack.connect([address])
+            self._directory.dialled(peer, failed=False, now=trio.current_time())
         except Exception as err:
-            log.debug("dialling %s failed: %r", record.peer_id, err)
-            self._directory.dialled(record.peer_id, failed=True, now=trio.current_time())
+            log.debug("dialling %s at %s failed: %r", peer, address, err)
+            wrong = answered_as_another(err)
+            now = trio.current_time()
+            self._directory.dialled(peer, failed=True, now=now, address=address, wrong_peer=wrong)
         finally:
-            self._dialling.discard(record.peer_id)
+            self._dialling.discard(peer)
 
     async def _bootstrap(self, addr: str) -> None:
         """Stay connected to one bootstrap peer: dial with backoff until connected, and again
@@ -294,7 +308,10 @@ class Network:
 
     async def _announce(self) -> None:
         """Publish this peer's addresses every `announce_interval`, and soon after any change
-        in the peers it knows or is connected to, so newcomers learn of it quickly."""
+        in the peers it knows or is connected to, so newcomers learn of it quickly. Only a
+        prover announces: peers dial only addresses provers announce for themselves."""
+        if self.peer_id not in self._tiers.provers:
+            return
         while True:
             record = announcement(self.peer_id, self._stack.addrs())
             await self.publish(Topic.PEERS, encode_record(record))

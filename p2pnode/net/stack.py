@@ -21,6 +21,7 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.security.noise.exceptions import PeerIDMismatchesPubkey
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pnode.net.addresses import AddressError, interface_ips, shared, why_unbound, with_peer
@@ -96,16 +97,38 @@ async def reset_quietly(stream: INetStream) -> None:
 
 
 async def dial(host: IHost, addrs: Sequence[str]) -> str:
-    """Connect `host` to the peer at `addrs` (full multiaddrs); return its id. Raises NetError
-    for bad addresses and whatever py-libp2p raises for a failed dial."""
+    """Connect `host` to the peer at `addrs` (full multiaddrs), and only there; return its id.
+    Raises NetError for bad addresses and whatever py-libp2p raises for a failed dial."""
     info = peer_info(addrs)
     # A failed dial puts the peer in the swarm's negative cache for 60 s, during which every
     # dial fails at once: retrying with backoff would be pointless without this.
     unblock = getattr(host.get_network(), "unblock_peer", None)
     if unblock is not None:
         unblock(info.peer_id)
+    # py-libp2p dials the first address per transport among all it holds for the peer, and
+    # identify adds what the peer says it listens on: a wildcard /ip4/0.0.0.0 there dialled
+    # this host itself, for good. Only the addresses given here are dialled.
+    host.get_peerstore().clear_addrs(info.peer_id)
     await host.connect(info)
     return info.peer_id.to_base58()
+
+
+def answered_as_another(failure: BaseException) -> bool:
+    """Whether a failed dial reached a peer other than the one dialled (the address is not
+    that peer's), as py-libp2p's exception chain shows it."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [failure]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, PeerIDMismatchesPubkey) or "Peer ID mismatch" in str(error):
+            return True
+        pending += [error.__cause__, error.__context__]
+        if isinstance(error, BaseExceptionGroup):
+            pending += list(error.exceptions)
+    return False
 
 
 async def open_stream(host: IHost, peer: str, protocol: str) -> INetStream:
@@ -268,7 +291,7 @@ class Stack:
         """The multiaddrs others are told to dial, each with /p2p/<peer id>: the announced
         ones if any, else the listen ones with wildcards expanded to this host's addresses
         (read each time: the port of a /tcp/0 listener is known once listening, and the
-        interfaces may change), loopback last."""
+        interfaces may change), loopback only when there is nothing else."""
         if self._announce:
             return list(self._announce)
         listening = [str(addr) for addr in self.host.get_addrs()]

@@ -1,5 +1,5 @@
-"""A raw py-libp2p attacker: it writes gossipsub RPCs field by field, bypassing p2pnode's own
-network code, so every field of every layer is its choice."""
+"""A raw py-libp2p host that writes gossipsub RPCs field by field, bypassing p2pnode's own
+network code, so every field of every layer is its choice: the outsider's tool."""
 
 from __future__ import annotations
 

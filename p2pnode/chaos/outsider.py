@@ -1,0 +1,234 @@
+"""An outsider's floods against running peers, each from many cheap identities: bad signatures,
+a GRAFT eclipse, mutations from a thousand origins, empty IWANTs, made-up peers, raw sockets.
+
+`python -m p2pnode.chaos.outsider ATTACK --network NET --target MA… --seconds S` runs one as a
+process of its own (one core), as `scripts/chaos` and `scripts/attack` do; it prints what it
+sent as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+from libp2p.identity_utils import create_identity_from_seed
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+
+from p2pnode.chaos.raw import attacker, publish
+from p2pnode.net import PeerRecord, Topic, encode_record, topic_name
+from p2pnode.wire.codec import MutationMsg, encode
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    network: str
+    addrs: tuple[str, ...]
+    """Full multiaddrs of the peers attacked, one each."""
+    until: float
+    """trio time at which the attack ends."""
+    third_party: tuple[str, ...] = ()
+    """host:port addresses of a bystander the made-up peers point at."""
+
+    def topic(self, topic: Topic) -> str:
+        return topic_name(self.network, topic)
+
+
+Attack = Callable[[Target, str, Counter[str]], Awaitable[None]]
+"""One flood against one peer (its multiaddr), counting what it did."""
+
+SIGNED_PAYLOAD = 150
+BAD_SIGNATURE_RATE = 76 * 1024
+"""Bytes a second of badly signed gossip sent to each peer."""
+ECLIPSE_IDENTITIES = 12
+MUTATION_ORIGINS = 1000
+MUTATIONS_PER_MESSAGE = 320
+MUTATION_SIZE = 100
+MADE_UP_PEERS = 40
+RAW_SOCKETS = 255
+IWANTS_PER_RPC = 50_000
+
+
+async def bad_signatures(target: Target, addr: str, count: Counter[str]) -> None:
+    """Votes whose signature does not verify, at BAD_SIGNATURE_RATE; a new identity each time
+    the peer drops the connection."""
+    topic = target.topic(Topic.VOTES)
+    interval = SIGNED_PAYLOAD / BAD_SIGNATURE_RATE
+    while trio.current_time() < target.until:
+        count["identities"] += 1
+        try:
+            async with attacker() as evil:
+                victim = await evil.connect([addr], [topic])
+                while trio.current_time() < target.until:
+                    msg = evil.message(topic, os.urandom(SIGNED_PAYLOAD))
+                    msg.signature = os.urandom(64)
+                    await evil.send(victim, publish(msg))
+                    count["messages"] += 1
+                    await trio.sleep(interval)
+        except Exception:
+            count["dropped"] += 1
+            await trio.sleep(0.05)
+
+
+async def graft_eclipse(target: Target, addr: str, count: Counter[str]) -> None:
+    """ECLIPSE_IDENTITIES identities join every topic, GRAFT every topic every second, and
+    forward nothing."""
+    topics = [target.topic(topic) for topic in Topic]
+    grafts = rpc_pb2.RPC(
+        control=rpc_pb2.ControlMessage(graft=[rpc_pb2.ControlGraft(topicID=t) for t in topics])
+    )
+
+    async def one() -> None:
+        while trio.current_time() < target.until:
+            count["identities"] += 1
+            try:
+                async with attacker() as evil:
+                    victim = await evil.connect([addr], topics)
+                    while trio.current_time() < target.until:
+                        await evil.send(victim, grafts)
+                        count["grafts"] += len(topics)
+                        await trio.sleep(1)
+            except Exception:
+                count["dropped"] += 1
+                await trio.sleep(1)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(ECLIPSE_IDENTITIES):
+            nursery.start_soon(one)
+
+
+async def mutation_flood(target: Target, addr: str, count: Counter[str]) -> None:
+    """One connection publishing batches of mutations, each batch signed by the next of
+    MUTATION_ORIGINS origin keys, as fast as the peer reads them."""
+    topic = target.topic(Topic.MUTATIONS)
+    origins = [
+        create_identity_from_seed(hashlib.sha256(b"origin %d" % i).digest())
+        for i in range(MUTATION_ORIGINS)
+    ]
+    turn = 0
+    while trio.current_time() < target.until:
+        count["identities"] += 1
+        try:
+            async with attacker() as evil:
+                victim = await evil.connect([addr], [topic])
+                while trio.current_time() < target.until:
+                    batch = tuple(os.urandom(MUTATION_SIZE) for _ in range(MUTATIONS_PER_MESSAGE))
+                    keys = origins[turn % len(origins)]
+                    turn += 1
+                    data = encode(MutationMsg(batch))
+                    await evil.send(victim, publish(evil.message(topic, data, signer=keys)))
+                    count["messages"] += 1
+                    count["mutations"] += len(batch)
+                    await trio.lowlevel.checkpoint()
+        except Exception:
+            count["dropped"] += 1
+            await trio.sleep(0.05)
+
+
+async def iwant_flood(target: Target, addr: str, count: Counter[str]) -> None:
+    """An RPC of IWANTS_PER_RPC empty IWANTs (about 100 KB) every second."""
+    empty = rpc_pb2.RPC(
+        control=rpc_pb2.ControlMessage(iwant=[rpc_pb2.ControlIWant()] * IWANTS_PER_RPC)
+    )
+    topic = target.topic(Topic.VOTES)
+    while trio.current_time() < target.until:
+        count["identities"] += 1
+        try:
+            async with attacker() as evil:
+                victim = await evil.connect([addr], [topic])
+                while trio.current_time() < target.until:
+                    await evil.send(victim, empty)
+                    count["rpcs"] += 1
+                    await trio.sleep(1)
+        except Exception:
+            count["dropped"] += 1
+            await trio.sleep(0.05)
+
+
+async def made_up_peers(target: Target, addr: str, count: Counter[str]) -> None:
+    """MADE_UP_PEERS well-signed announcements of made-up peers at the bystander's addresses,
+    every ten seconds: peers that dialled them would aim the network at the bystander."""
+    topic = target.topic(Topic.PEERS)
+    async with attacker() as evil:
+        victim = await evil.connect([addr], [topic])
+        while trio.current_time() < target.until:
+            for index in range(MADE_UP_PEERS):
+                keys = create_identity_from_seed(hashlib.sha256(b"made up %d" % index).digest())
+                peer = ID.from_pubkey(keys.public_key).to_base58()
+                addrs = tuple(
+                    f"/ip4/{host}/tcp/{port}/p2p/{peer}"
+                    for host, port in (a.rsplit(":", 1) for a in target.third_party)
+                )
+                data = encode_record(PeerRecord(peer, addrs))
+                await evil.send(victim, publish(evil.message(topic, data, signer=keys)))
+                count["records"] += 1
+            await trio.sleep(10)
+
+
+async def raw_sockets(target: Target, addr: str, count: Counter[str]) -> None:
+    """RAW_SOCKETS TCP connections that never say a word, opened again as they are closed."""
+    host, port = addr.split("/")[2], int(addr.split("/")[4])
+
+    async def hold() -> None:
+        while trio.current_time() < target.until:
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError:
+                await trio.sleep(0.1)
+                continue
+            count["sockets"] += 1
+            async with stream:
+                with trio.move_on_after(max(0.0, target.until - trio.current_time())):
+                    await stream.receive_some(1)  # returns when the peer closes it
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(RAW_SOCKETS):
+            nursery.start_soon(hold)
+
+
+ATTACKS: dict[str, Attack] = {
+    "bad-signatures": bad_signatures,
+    "graft-eclipse": graft_eclipse,
+    "mutation-flood": mutation_flood,
+    "iwant-flood": iwant_flood,
+    "made-up-peers": made_up_peers,
+    "raw-sockets": raw_sockets,
+}
+
+
+async def run(name: str, target: Target) -> Counter[str]:
+    """Run attack `name` against every peer of `target` at once, until `target.until`."""
+    count: Counter[str] = Counter()
+    with trio.move_on_after(max(0.0, target.until - trio.current_time()) + 5):
+        async with trio.open_nursery() as nursery:
+            for addr in target.addrs:
+                nursery.start_soon(ATTACKS[name], target, addr, count)
+    return count
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="outsider", description=__doc__)
+    parser.add_argument("attack", choices=sorted(ATTACKS))
+    parser.add_argument("--network", required=True)
+    parser.add_argument("--target", action="append", required=True, metavar="MULTIADDR")
+    parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--third-party", action="append", default=[], metavar="HOST:PORT")
+    args = parser.parse_args(argv)
+
+    async def attack() -> Counter[str]:
+        until = trio.current_time() + args.seconds
+        target = Target(args.network, tuple(args.target), until, tuple(args.third_party))
+        return await run(args.attack, target)
+
+    print(json.dumps(dict(trio.run(attack))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
