@@ -16,8 +16,12 @@ from libp2p.pubsub.pb import rpc_pb2
 from p2pnode.chaos.raw import Attacker, attacker, publish
 from p2pnode.net import Network, Topic, topic_name
 from p2pnode.net.admission import Refused
+from p2pnode.net.contracts import sync_protocol
 from p2pnode.net.guards import Malformed
-from tests.test_net import Recorder, config, fully_meshed, start, until
+from p2pnode.net.penalty import Limited
+from p2pnode.net.stack import dial, open_stream
+from p2pnode.net.sync import ask_sync
+from tests.test_net import Echo, Recorder, config, fully_meshed, start, until
 
 VOTES = topic_name("test", Topic.VOTES)
 OURS = [topic_name("test", topic) for topic in Topic]
@@ -187,3 +191,31 @@ async def test_a_flood_of_empty_iwants_is_charged_and_leaves_the_log_quiet(
             await _delivers(networks, judge, b"after the iwants")
             lines = [r for r in caplog.records if r.levelno >= logging.INFO]
             assert len(lines) < 20, [r.getMessage() for r in lines[:5]]
+
+
+async def _ask(evil: Attacker, victim: Network) -> bool:
+    """One sync request from `evil`; whether it was answered."""
+    try:
+        stream = await open_stream(evil.host, victim.peer_id, sync_protocol("test"))
+        await ask_sync(stream, b"hi", max_request=256, max_items=1, max_item_size=64, max_bytes=64)
+    except Exception:
+        return False
+    return True
+
+
+async def test_strangers_of_one_address_share_its_sync_budget_whatever_their_names() -> None:
+    """Each answer can be a MiB read from the store: per identity, new names bought answers."""
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            networks = await start(
+                stack, [Recorder(), Recorder()], servers=[Echo(1)], sync_burst=3, sync_rate=0.001
+            )
+            victim = networks[0]
+            evils = await _attackers(stack, 4)
+            for evil in evils:
+                await dial(evil.host, victim.addrs()[:1])
+            answered = [await _ask(evil, victim) for evil in evils]
+            assert answered == [True, True, True, False]
+            assert victim.limited()[Limited.SYNC] == 1
+            # A prover keeps a budget of its own.
+            assert await networks[1].request(victim.peer_id, b"hi", timeout=5) == [b"hi 0"]

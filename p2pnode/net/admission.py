@@ -108,6 +108,13 @@ class Admission:
         self._strangers.leave(peer)
         self._prefixes.pop(peer, None)
 
+    def budget_key(self, peer: str) -> str:
+        """Whom a per-peer budget (sync requests, genesis fetches) is kept for: a prover or a
+        named peer itself, a stranger's whole network (its identities are free)."""
+        if not self.tiers.is_stranger(peer):
+            return peer
+        return "network " + self._prefixes.get(peer, prefix(None))
+
     async def pace(self, peer: str, cost: int) -> None:
         """Wait until a stranger's network, and strangers together, have the budget for
         `cost` more units of work; provers and named peers never wait."""

@@ -375,7 +375,7 @@ class Network:
         if self._sync_server is None or self._penalties.is_banned(remote, now):
             await reset_quietly(stream)
             return
-        if not self._sync_buckets.take(remote, now):
+        if not self._sync_buckets.take(self._admission.budget_key(remote), now):
             self._gate.over_rate(Limited.SYNC)
             log.debug("sync request from %s over its rate: refused", remote)
             await reset_quietly(stream)
@@ -396,8 +396,12 @@ class Network:
             await stream.close()
 
     async def _serve_genesis(self, remote: str, stream: INetStream) -> None:
-        genesis = self._config.genesis
-        if genesis is None or self._penalties.is_banned(remote, trio.current_time()):
+        genesis, now = self._config.genesis, trio.current_time()
+        if genesis is None or self._penalties.is_banned(remote, now):
+            await reset_quietly(stream)
+            return
+        if not self._sync_buckets.take(self._admission.budget_key(remote), now):
+            self._gate.over_rate(Limited.SYNC)  # a genesis is as large as a sync answer
             await reset_quietly(stream)
             return
         with trio.fail_after(_SERVE_TIMEOUT):
