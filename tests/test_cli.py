@@ -194,6 +194,8 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
         ).stdout
         assert "consensus_rank " in metrics
         assert 'p2p_messages_total{topic="votes",verdict="accept"}' in metrics
+        assert "# TYPE p2p_limited_total counter" in metrics
+        assert "# TYPE p2p_dropped_total counter" in metrics
         assert "consensus_round_duration_seconds_bucket" in metrics
     finally:
         process.send_signal(signal.SIGTERM)

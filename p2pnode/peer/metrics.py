@@ -50,6 +50,18 @@ class StatusCollector(Collector):
                 messages.add_metric([row.topic, verdict], count)
         yield messages
         yield GaugeMetricFamily("mempool_mutations", "Pending mutations", value=status.mempool)
+        for family_name, text, rows in (
+            (
+                "p2p_dropped",
+                "Messages and RPCs dropped before judging, by reason",
+                status.malformed,
+            ),
+            ("p2p_limited", "What budgets, bans and tiers turned away, by reason", status.limited),
+        ):
+            family = CounterMetricFamily(family_name, text, labels=["reason"])
+            for reason, count in rows:
+                family.add_metric([reason], count)
+            yield family
 
 
 class Metrics:

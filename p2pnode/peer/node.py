@@ -387,6 +387,10 @@ def _network_status(network: Network | None) -> _NetworkStatus:
         ),
         malformed=tuple((why.value, n) for why, n in network.malformed().items() if n),
         banned=tuple(network.banned()),
-        limited=tuple((why.value, n) for why, n in network.limited().items() if n),
+        limited=tuple(
+            (why.value, n)
+            for why, n in [*network.limited().items(), *network.refused().items()]
+            if n
+        ),
         addrs=tuple(network.addrs()),
     )
