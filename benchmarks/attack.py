@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ ATTACKS = (
 """The outsider's attacks, and a local one: 256 KB bodies of CBOR tag 30 to POST /submit."""
 NETWORK = "testnet"
 BYSTANDER = "127.0.0.9"
+OUTSIDER = "127.0.1.1"
 TAG_BOMB = b"\xd8\x1e\x82" + (b"\xc2\x5a" + (128_000).to_bytes(4, "big") + b"\x01" * 128_000) * 2
 
 
@@ -58,6 +60,10 @@ class Outcome:
     submit_rounds: int | None
     """Ranks from an honest submit (mid-attack) to the frame that holds it; None: not final."""
     sent: dict[str, int]
+    cpu_per_round: tuple[float, float]
+    """CPU ms per final round per peer (mean of the peers), before and under the attack."""
+    outsider_cores: float
+    """CPU the outsider's process used, in cores, while it attacked."""
 
     @property
     def kept(self) -> float:
@@ -74,12 +80,15 @@ async def _ranks(homes: Sequence[Home]) -> list[int]:
     return ranks
 
 
-async def _rate(homes: Sequence[Home], seconds: float) -> float:
-    """Rounds per second of the slowest peer over `seconds`."""
-    before = await _ranks(homes)
+async def _rate(fleet: Fleet, seconds: float) -> tuple[float, float]:
+    """Rounds per second of the slowest peer over `seconds`, and the peers' mean CPU ms per
+    round of that rate."""
+    before, cpu = await _ranks(fleet.homes), fleet.cpu()
     await trio.sleep(seconds)
-    after = await _ranks(homes)
-    return min(b - a for a, b in zip(before, after, strict=True)) / seconds
+    after, used = await _ranks(fleet.homes), fleet.cpu()
+    rounds = min(b - a for a, b in zip(before, after, strict=True))
+    spent = sum(u - c for u, c in zip(used, cpu, strict=True)) / len(cpu)
+    return rounds / seconds, spent * 1000 / max(rounds, 1)
 
 
 def _log_bytes(homes: Sequence[Home]) -> int:
@@ -133,6 +142,9 @@ async def _outsider(
     command = [sys.executable, "-m", "p2pnode.chaos.outsider", attack, "--network", NETWORK]
     command += [arg for addr in targets for arg in ("--target", addr)]
     command += ["--seconds", str(seconds), "--third-party", f"{BYSTANDER}:{bystander}"]
+    # Raw sockets come from an address of their own: the provers' (127.0.0.1) is never held
+    # to the inbound rate, as a prover's address is not.
+    command += ["--source", OUTSIDER]
     done = await trio.run_process(command, capture_stdout=True, check=False)
     lines = done.stdout.decode().strip().splitlines()
     return dict(json.loads(lines[-1])) if done.returncode == 0 and lines else {"failed": 1}
@@ -142,8 +154,9 @@ async def _one(
     attack: str, fleet: Fleet, targets: Sequence[str], seconds: float, port: int, hits: list[int]
 ) -> Outcome:
     homes = fleet.homes
-    control = await _rate(homes, seconds)
+    control, control_cpu = await _rate(fleet, seconds)
     logs, before = _log_bytes(homes), hits[0]
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     sent: dict[str, int] = {}
     async with trio.open_nursery() as nursery:
         if attack == "tag-submit":
@@ -160,10 +173,13 @@ async def _one(
             submitted.append(await _honest_submit(homes[0], seconds))
 
         nursery.start_soon(submit)
-        attacked = await _rate(homes, seconds)
+        attacked, attacked_cpu = await _rate(fleet, seconds)
     growth = (_log_bytes(homes) - logs) / 1024
     per_min = (hits[0] - before) * 60 / seconds
-    return Outcome(attack, control, attacked, growth, per_min, submitted[0], sent)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # the outsider, and only it
+    cores = (reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime) / seconds
+    cpu = (control_cpu, attacked_cpu)
+    return Outcome(attack, control, attacked, growth, per_min, submitted[0], sent, cpu, cores)
 
 
 async def run(attacks: Sequence[str], seconds: float, base: Path) -> list[Outcome]:
@@ -194,6 +210,8 @@ def table(outcomes: Sequence[Outcome]) -> Table:
         "control rounds/s",
         "attacked rounds/s",
         "kept",
+        "CPU ms/round/peer",
+        "outsider cores",
         "log growth",
         "bystander conns/min",
         "honest submit final after",
@@ -206,6 +224,8 @@ def table(outcomes: Sequence[Outcome]) -> Table:
             f"{o.control:.2f}",
             f"{o.attacked:.2f}",
             f"{o.kept:.0%}",
+            f"{o.cpu_per_round[0]:.0f} → {o.cpu_per_round[1]:.0f}",
+            f"{o.outsider_cores:.2f}",
             f"{o.log_kb:.0f} KB",
             f"{o.bystander_per_min:.0f}",
             "not final" if o.submit_rounds is None else f"{o.submit_rounds} ranks",

@@ -163,6 +163,26 @@ async def test_raw_sockets_that_never_handshake_keep_no_honest_dial_out() -> Non
             await _delivers(networks, judge, b"after the raw sockets")
 
 
+async def test_a_storm_of_sockets_from_an_address_no_prover_uses_is_closed_unread() -> None:
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()], inbound_rate=4.0)
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            host, port = victim.addrs()[0].split("/")[2], int(victim.addrs()[0].split("/")[4])
+            for _ in range(50):
+                sock = await trio.open_tcp_stream(host, port, local_address="127.0.1.1")
+                await sock.aclose()
+            await until(lambda: victim.refused()[Refused.INBOUND_RATE] >= 50 - 8 - 1)
+            # The provers' own address is not held to it: a late prover joins at once.
+            late = await stack.enter_async_context(
+                _network(config(2, victim.addrs()[:1], expected_peers=3, inbound_rate=4.0))
+            )
+            await until(lambda: late.peer_id in victim.peers())
+            await _delivers(networks, judge, b"after the storm")
+
+
 def _network(cfg: Any) -> Any:
     from p2pnode.net import open_network
 

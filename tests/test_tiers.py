@@ -65,6 +65,17 @@ def test_handshake_seats_give_way_oldest_first_within_a_prefix_then_the_largest(
     assert len(seats) == 4
 
 
+def test_a_handshake_that_speaks_outlasts_the_silent_ones_that_came_before_it() -> None:
+    spoke = {"honest"}
+    seats = Seats(total=8, per_prefix=2, displace_own=True, quiet=lambda key: key not in spoke)
+    assert seats.take("silent0", "A") == (True, None)
+    assert seats.take("honest", "A") == (True, None)
+    for n in range(1, 50):
+        _, displaced = seats.take(f"silent{n}", "A")
+        assert displaced == f"silent{n - 1}", "the quiet go first, however old the honest is"
+    assert "honest" in seats
+
+
 def test_shares_pace_a_prefix_by_its_rate_and_all_strangers_by_the_total() -> None:
     shares = Shares(rate=100, burst=100, prefix_rate=40, prefix_burst=40)
     assert shares.charge("A", 0.0, 40) == 0.0

@@ -154,14 +154,15 @@ class Mempool:
             if origin == LOCAL and held.origin != LOCAL:
                 self._adopt(key, held)
             return Admission.DUPLICATE
-        # The quota before the store: an origin over it costs no lookup at all.
+        # The quota and the strangers' budget before the store: what they refuse costs no
+        # lookup at all (a flood of strangers' mutations was a sqlite query each).
         if origin != LOCAL and self.held_by(origin) >= self._quota:
             return Admission.OVER_QUOTA
-        if key in self._done or self._is_final(key):
-            return Admission.DUPLICATE
         stranger = self._is_stranger(origin)
         if stranger and not self._stranger_budget(len(data)):
             return Admission.OVER_BUDGET
+        if key in self._done or self._is_final(key):
+            return Admission.DUPLICATE
         if stranger and self._strangers >= self._stranger_share:
             victim = self._victim(origin)
             if victim is None:

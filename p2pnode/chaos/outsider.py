@@ -35,6 +35,8 @@ class Target:
     """trio time at which the attack ends."""
     third_party: tuple[str, ...] = ()
     """host:port addresses of a bystander the made-up peers point at."""
+    source: str | None = None
+    """The local address raw sockets come from (libp2p's dials take the system's choice)."""
 
     def topic(self, topic: Topic) -> str:
         return topic_name(self.network, topic)
@@ -178,7 +180,7 @@ async def raw_sockets(target: Target, addr: str, count: Counter[str]) -> None:
     async def hold() -> None:
         while trio.current_time() < target.until:
             try:
-                stream = await trio.open_tcp_stream(host, port)
+                stream = await trio.open_tcp_stream(host, port, local_address=target.source)
             except OSError:
                 await trio.sleep(0.1)
                 continue
@@ -219,11 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", action="append", required=True, metavar="MULTIADDR")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--third-party", action="append", default=[], metavar="HOST:PORT")
+    parser.add_argument("--source", metavar="IP", help="the local address of raw sockets")
     args = parser.parse_args(argv)
 
     async def attack() -> Counter[str]:
         until = trio.current_time() + args.seconds
-        target = Target(args.network, tuple(args.target), until, tuple(args.third_party))
+        target = Target(
+            args.network, tuple(args.target), until, tuple(args.third_party), args.source
+        )
         return await run(args.attack, target)
 
     print(json.dumps(dict(trio.run(attack))), flush=True)

@@ -42,6 +42,12 @@ def _ip(multiaddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def ip_of(multiaddr: str) -> str | None:
+    """The IP of an /ip4/… or /ip6/… multiaddr as text; None for any other."""
+    ip = _ip(multiaddr)
+    return None if ip is None else str(ip)
+
+
 def is_wildcard(multiaddr: str) -> bool:
     """/ip4/0.0.0.0/… or /ip6/::/…: every address of the host, which no other host can dial."""
     ip = _ip(multiaddr)

@@ -9,19 +9,43 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 from libp2p.network.exceptions import SwarmException
 
 from p2pnode.net.contracts import NetConfig
+from p2pnode.net.penalty import Buckets
 from p2pnode.net.tiers import Seats, Shares, Tiers, prefix
 
 log = logging.getLogger(__name__)
 
 Upgrade = Callable[[Any, Any], Awaitable[Any]]
 """py-libp2p's `Swarm.upgrade_inbound_raw_conn(raw_conn, maddr)`: Noise, then yamux."""
+Handle = Callable[[Any, Any], Awaitable[None]]
+"""py-libp2p's `Swarm._handle_inbound_connection(stream, maddr)`, for each accepted socket."""
+
+
+@dataclass(slots=True)
+class _Handshake:
+    scope: trio.CancelScope
+    spoke: bool = False
+    """The remote sent something: it is handshaking, not just holding a socket."""
+
+
+def listen(raw_conn: Any, handshake: _Handshake) -> None:
+    """Mark `handshake` as soon as `raw_conn` reads anything (this instance's own method,
+    wrapped for the connection's life; it costs an attribute set per read)."""
+    read = raw_conn.read
+
+    async def reading(n: int | None = None) -> bytes:
+        data: bytes = await read(n)
+        handshake.spoke = True
+        return data
+
+    raw_conn.read = reading
 
 
 class Refused(enum.Enum):
@@ -29,6 +53,7 @@ class Refused(enum.Enum):
 
     HANDSHAKE_DISPLACED = "handshakes displaced by newer ones"
     HANDSHAKE_TIMEOUT = "handshakes over their time"
+    INBOUND_RATE = "inbound connections over their network's rate"
     STRANGER_SEATS = "stranger connections over their seats"
     STRANGER_DISPLACED = "stranger connections displaced by another network's"
     PACED = "stranger RPCs that waited for their budget"
@@ -41,9 +66,15 @@ class Admission:
         self._kick = kick
         self._handshake_timeout = config.handshake_timeout
         self._handshakes = Seats(
-            config.max_handshakes, config.max_handshakes_per_prefix, displace_own=True
+            config.max_handshakes,
+            config.max_handshakes_per_prefix,
+            displace_own=True,
+            quiet=lambda key: not self._pending[key].spoke,
         )
-        self._pending: dict[object, trio.CancelScope] = {}
+        self._pending: dict[Hashable, _Handshake] = {}
+        self._inbound = Buckets(config.inbound_rate, 2 * config.inbound_rate)
+        self._prover_ips: set[str] = set()
+        """Addresses provers connected from or announced: never held to the inbound rate."""
         self._strangers = Seats(
             config.max_strangers, config.max_strangers_per_prefix, displace_own=False
         )
@@ -61,20 +92,39 @@ class Admission:
 
     # Inbound handshakes
 
+    def gate(self, handle: Handle) -> Handle:
+        """`handle` (py-libp2p's handler of a new inbound socket) behind a rate per prefix of
+        new connections: beyond it a socket is closed before py-libp2p does any work for it.
+        Addresses provers use are never held to it."""
+
+        async def gated(stream: Any, maddr: Any) -> None:
+            remote = stream.get_remote_address()
+            ip = remote[0] if remote else None
+            if ip not in self._prover_ips and not self._inbound.take(
+                prefix(ip), trio.current_time()
+            ):
+                self.refused[Refused.INBOUND_RATE] += 1
+                await stream.close()
+                return
+            await handle(stream, maddr)
+
+        return gated
+
     def guard(self, upgrade: Upgrade) -> Upgrade:
         """`upgrade` (py-libp2p's inbound upgrade) bounded: seats by prefix, a timeout."""
 
         async def guarded(raw_conn: Any, maddr: Any) -> Any:
             remote = raw_conn.get_remote_address()
-            key, scope = object(), trio.CancelScope()
+            key = object()
+            handshake = self._pending[key] = _Handshake(trio.CancelScope())
+            listen(raw_conn, handshake)
             # With `displace_own` a newcomer always gets a seat, if need be another's.
             _, displaced = self._handshakes.take(key, prefix(remote and remote[0]))
             if displaced is not None:
                 self.refused[Refused.HANDSHAKE_DISPLACED] += 1
-                self._pending.pop(displaced).cancel()
-            self._pending[key] = scope
+                self._pending.pop(displaced).scope.cancel()
             try:
-                with scope, trio.fail_after(self._handshake_timeout):
+                with handshake.scope, trio.fail_after(self._handshake_timeout):
                     return await upgrade(raw_conn, maddr)
             except trio.TooSlowError:
                 self.refused[Refused.HANDSHAKE_TIMEOUT] += 1
@@ -87,6 +137,9 @@ class Admission:
 
         return guarded
 
+    def note_prover_ips(self, ips: Iterable[str]) -> None:
+        self._prover_ips.update(ips)
+
     # Established connections
 
     def connected(self, peer: str, ip: str | None) -> bool:
@@ -94,6 +147,8 @@ class Admission:
         from a network holding fewer seats than the largest displaces that one's oldest."""
         network = prefix(ip)
         self._prefixes[peer] = network
+        if peer in self.tiers.provers and ip is not None:
+            self._prover_ips.add(ip)
         if not self.tiers.is_stranger(peer):
             return True
         seated, displaced = self._strangers.take(peer, network)

@@ -148,6 +148,9 @@ class NetConfig:
     """Connections of peers that are neither provers nor named, in all and per IP prefix (a
     /24 or /64): beyond, a newcomer is dropped, unless its network holds fewer than the
     largest, whose oldest then goes."""
+    inbound_rate: float = 16.0
+    """New inbound connections taken per second from one IP prefix (bursts of twice that),
+    but from an address a prover uses; beyond, a socket is closed unread."""
     max_handshakes: int = 32
     max_handshakes_per_prefix: int = 8
     handshake_timeout: float = 3.0
@@ -227,6 +230,7 @@ class NetConfig:
             "max_handshakes": self.max_handshakes,
             "max_handshakes_per_prefix": self.max_handshakes_per_prefix,
             "handshake_timeout": self.handshake_timeout,
+            "inbound_rate": self.inbound_rate,
             "stranger_rate": self.stranger_rate,
             "stranger_prefix_rate": self.stranger_prefix_rate,
         }

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import trio
 from libp2p.abc import INetStream
 
-from p2pnode.net.addresses import interface_ips
+from p2pnode.net.addresses import interface_ips, ip_of
 from p2pnode.net.admission import Admission, Refused
 from p2pnode.net.contracts import (
     GENESIS_PROTOCOL,
@@ -244,6 +244,7 @@ class Network:
 
     def _learn(self, record: PeerRecord) -> Learned:
         now = trio.current_time()
+        self._admission.note_prover_ips(filter(None, map(ip_of, record.addrs)))
         learned = self._directory.learn(record, now)
         if learned is Learned.NEW:
             # Announce back soon, so the newcomer learns of us without waiting a full interval.
@@ -425,6 +426,7 @@ class Network:
         self._tasks.start_soon(self._announce)
         self._tasks.start_soon(self._enforce_bans)
         self._tasks.start_soon(self._housekeeping)
+        self._admission.note_prover_ips(filter(None, map(ip_of, self._config.bootstrap)))
         for addr in self._config.bootstrap:
             self._tasks.start_soon(self._bootstrap, addr)
 

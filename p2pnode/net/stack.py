@@ -278,11 +278,13 @@ class Stack:
         self.host.get_network().register_notifee(notifee)
 
     def install(self, admission: Admission) -> None:
-        """Inbound handshakes bounded by `admission`, and each RPC read paced by it."""
+        """Inbound sockets and handshakes bounded by `admission`, each RPC read paced by it."""
         swarm = self.host.get_network()
         # The instance's own method, replaced on this instance only: the swarm calls it by
         # attribute for every inbound connection, between accepting and registering it.
         swarm.upgrade_inbound_raw_conn = admission.guard(swarm.upgrade_inbound_raw_conn)  # type: ignore[method-assign,assignment]
+        gate = admission.gate(swarm._handle_inbound_connection)  # type: ignore[attr-defined]
+        swarm._handle_inbound_connection = gate  # type: ignore[attr-defined]
         self.pubsub.pace = admission.pace
 
     # Status

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from p2pnode.net.penalty import Buckets
 
@@ -98,10 +98,20 @@ class Seats:
     prefix's oldest: prefixes even out, and a flood from one network only displaces itself.
     """
 
-    def __init__(self, total: int, per_prefix: int, *, displace_own: bool) -> None:
+    def __init__(
+        self,
+        total: int,
+        per_prefix: int,
+        *,
+        displace_own: bool,
+        quiet: Callable[[Hashable], bool] = lambda key: True,
+    ) -> None:
         self._total = total
         self._per_prefix = per_prefix
         self._displace_own = displace_own
+        self._quiet = quiet
+        """Whether a seat's holder has done nothing yet: of a prefix's seats, the oldest quiet
+        one gives way first, then the oldest."""
         self._held: dict[str, OrderedDict[Hashable, None]] = {}
         self._prefix_of: dict[Hashable, str] = {}
 
@@ -146,4 +156,5 @@ class Seats:
             del self._held[network]
 
     def _oldest(self, network: str) -> Hashable:
-        return next(iter(self._held[network]))
+        held = self._held[network]
+        return next((key for key in held if self._quiet(key)), next(iter(held)))
