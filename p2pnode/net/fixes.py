@@ -15,7 +15,6 @@ import multiaddr
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.network.connection import swarm_connection
-from libp2p.pubsub.pubsub import ValidationCache, ValidationResult
 from libp2p.transport.tcp import tcp as tcp_module
 
 from p2pnode.net.contracts import NetError, Verdict
@@ -140,27 +139,6 @@ def _leaves(failure: BaseException) -> list[BaseException]:
     if isinstance(failure, BaseExceptionGroup):
         return [leaf for inner in failure.exceptions for leaf in _leaves(inner)]
     return [failure]
-
-
-class Verdicts(ValidationCache):
-    """py-libp2p's per-message-id cache of validation results, minus IGNORE verdicts.
-
-    py-libp2p caches failures like successes, so a message once ignored (say a vote too far
-    ahead) would be dropped unjudged for the whole TTL, even re-broadcast after this peer
-    caught up. REJECT stays cached: garbage does not become valid.
-    """
-
-    def __init__(self, ttl: int) -> None:
-        super().__init__(ttl=ttl)
-        self.transient: bytes | None = None
-
-    def put(self, msg_id: bytes, result: ValidationResult) -> None:
-        # The validator flags the id right before py-libp2p records its failure, with no
-        # checkpoint between the two: the flag always names the failure being recorded.
-        if not result.is_valid and msg_id == self.transient:
-            self.transient = None
-            return
-        super().put(msg_id, result)
 
 
 # py-libp2p 0.8 wraps the TCP socket in layers: SwarmConn.muxed_conn (Yamux) .secured_conn

@@ -34,7 +34,6 @@ from p2pnode.net.fixes import (
     Guarded,
     StreamHandler,
     Validator,
-    Verdicts,
     Watcher,
     exclusive_listeners,
 )
@@ -202,11 +201,10 @@ class Stack:
             allowed_topics=frozenset(topics),
             max_subscriptions_per_rpc=2 * len(topics),
             max_inbound_rpc_size=_MAX_RPC,
+            # Verdicts are remembered as long as seen ids: a copy is either deduplicated or
+            # judged afresh, never delivered on a stale verdict.
+            verdict_ttl=dedupe_ttl,
         )
-        # Verdicts are cached by message id; the same lifetime as the seen cache means a copy
-        # is either deduplicated or judged afresh, never delivered on a stale verdict.
-        self._verdicts = Verdicts(dedupe_ttl)
-        self.pubsub.validation_cache = self._verdicts
         self._peers_topic = peers_topic
         # py-libp2p seeds the seqno counter with time.time() in whole seconds, so a peer that
         # published more than one message a second reuses its old seqnos after a restart, and
@@ -356,13 +354,10 @@ class Stack:
         self.router.report = report
 
     def set_validator(self, topic: str, validator: Validator) -> None:
-        def validate(forwarder: ID, msg: rpc_pb2.Message) -> bool:
-            verdict = validator(forwarder.to_base58(), self.origin(msg.from_id), msg.data)
-            if verdict is Verdict.IGNORE:
-                self._verdicts.transient = self.pubsub.get_message_id(msg)
-            return verdict is Verdict.ACCEPT
+        def judge(forwarder: ID, msg: rpc_pb2.Message) -> Verdict:
+            return validator(forwarder.to_base58(), self.origin(msg.from_id), msg.data)
 
-        self.pubsub.set_topic_validator(topic, validate, False)
+        self.pubsub.judges[topic] = judge
 
     async def subscribe(self, topic: str) -> None:
         # Read by `subscribe` at call time (a module global, process-wide).
