@@ -304,6 +304,20 @@ def test_a_certificate_of_a_later_rank_shows_its_sender_is_ahead(
         setup.store.close()
 
 
+def test_an_outsider_relaying_a_later_commit_is_not_taken_to_be_ahead(tmp_path: Path) -> None:
+    """It would be asked first on every sync, and each ask it stalls costs the timeout: only a
+    prover's claim counts (the commit itself still does)."""
+    noted: list[tuple[str, int]] = []
+    setup = build(tmp_path / "store.sqlite", ahead=lambda p, rank: noted.append((p, rank)))
+    try:
+        later = certificate(synthetic(3), CertKind.COMMIT, 0, (PROPOSER, VOTER, OTHER))
+        data = confirmation(OUTSIDER, later, statement=final_statement(3, 0, later.id))
+        assert setup.judge(Topic.CONFIRMATIONS, OUTSIDER, data) is Verdict.ACCEPT
+        assert noted == []
+    finally:
+        setup.store.close()
+
+
 def test_a_commit_confirmation_is_accepted_without_a_precommit(setup: Setup) -> None:
     committed = certificate(proven(), CertKind.COMMIT, 2, (PROPOSER, VOTER, OTHER))
     data = confirmation(VOTER, committed, statement=final_statement(1, 2, committed.id))
