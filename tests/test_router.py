@@ -144,3 +144,16 @@ async def test_gossip_rpcs_beyond_their_rate_are_reported_not_logged(
     await trio.sleep(1)
     await router.handle_rpc(rpc, STRANGERS[0])
     assert len(asked) == 31, "ten more a second later"
+
+
+async def test_a_stranger_grafting_again_while_told_to_back_off_is_charged_not_answered() -> None:
+    router, sent = _router([*PROVERS, *STRANGERS[:2]], PROVERS + STRANGERS)
+    reports: list[tuple[str, Malformed]] = []
+    router.report = lambda peer, reason: reports.append((peer, reason))
+    await router.handle_graft(_graft(), STRANGERS[5])
+    assert [what for what, _, _ in sent] == ["prune"]
+    assert reports == []
+    for _ in range(3):
+        await router.handle_graft(_graft(), STRANGERS[5])
+    assert [what for what, _, _ in sent] == ["prune"], "no PRUNE again"
+    assert reports == [(STRANGERS[5].to_base58(), Malformed.CONTROL)] * 3

@@ -121,3 +121,42 @@ async def test_admission_never_refuses_or_paces_provers_and_paces_strangers_by_p
     await admission.pace("s2", 10)
     assert trio.current_time() - start == pytest.approx(1.0), "10 more at 10/s"
     assert admission.refused[Refused.PACED] == 1
+
+
+class _Socket:
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.closed = False
+
+    def get_remote_address(self) -> tuple[str, int]:
+        return (self.ip, 4001)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_network_whose_strangers_send_junk_gets_fewer_connections_in(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handled: list[str] = []
+
+    async def handle(stream: _Socket, maddr: object) -> None:
+        handled.append(stream.ip)
+
+    admission = Admission(_config(inbound_rate=1.0), Tiers(provers={"p"}), lambda peer: None)
+    gate = admission.gate(handle)
+    admission.connected("p", "10.0.0.1")
+    admission.connected("s", "10.0.0.2")
+    for _ in range(5):
+        admission.charge("s")  # five rejected messages of a stranger of 10.0.0.0/24
+        admission.charge("p")  # a prover's rejects cost no network anything
+    refused = _Socket("10.0.0.3")
+    await gate(refused, None)
+    assert refused.closed, "its network owes three connections' worth (a burst of two)"
+    await gate(_Socket("10.0.0.1"), None)
+    await gate(_Socket("10.9.9.9"), None)
+    assert handled == ["10.0.0.1", "10.9.9.9"], "a prover's address, another network"
+    assert admission.refused[Refused.INBOUND_RATE] == 1
+    await trio.sleep(4)
+    await gate(_Socket("10.0.0.3"), None)
+    assert handled[-1] == "10.0.0.3", "paid back at one a second"

@@ -45,6 +45,16 @@ HOLD = {
     Fault.FLAP: links.FLAPS * 2 * links.FLAP_SECONDS,
     Fault.OUTSIDER: strangers.PHASE_SECONDS,
 }
+QUICK_HOLD = {
+    **HOLD,
+    Fault.KILL: 15.0,
+    Fault.PAUSE: 15.0,
+    Fault.PARTITION: 15.0,
+    Fault.OUTSIDER: 2 * len(strangers.FLOODS) * 8.0,
+}
+"""--quick (CI): each fault once, the quorum losses and floods held shorter (still beyond every
+timeout that matters: TCP's unacknowledged-data bound, the first attempts); a link stays down
+30 s and flaps six times, as in a long run."""
 SHORTEST_PHASE = 5.0
 """A --minutes run ends rather than start a phase shorter than this."""
 PHASES: dict[Fault, Callable[[Run, float], Awaitable[None]]] = {
@@ -82,7 +92,7 @@ def next_phase(turn: Fault, left: float) -> tuple[Fault, float] | None:
 async def phases(run: Run, minutes: float | None, cycle: Sequence[Fault] = CYCLE) -> None:
     if minutes is None:
         for fault in cycle:
-            await PHASES[fault](run, HOLD[fault])
+            await PHASES[fault](run, QUICK_HOLD[fault])
         return
     deadline = run.started + minutes * 60
     for turn in itertools.cycle(cycle):

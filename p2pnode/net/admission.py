@@ -137,6 +137,15 @@ class Admission:
 
         return guarded
 
+    def charge(self, peer: str) -> None:
+        """A stranger sent what we reject: its network pays with a new connection's worth of
+        its inbound rate. A ban is per identity and identities are free; this way a network
+        that sends junk under name after name gets fewer names in, and each costs a handshake.
+        """
+        if self.tiers.is_stranger(peer):
+            network = self._prefixes.get(peer, prefix(None))
+            self._inbound.charge(network, trio.current_time(), 1.0)
+
     def note_prover_ips(self, ips: Iterable[str]) -> None:
         self._prover_ips.update(ips)
 

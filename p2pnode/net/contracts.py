@@ -148,17 +148,18 @@ class NetConfig:
     """Connections of peers that are neither provers nor named, in all and per IP prefix (a
     /24 or /64): beyond, a newcomer is dropped, unless its network holds fewer than the
     largest, whose oldest then goes."""
-    inbound_rate: float = 16.0
+    inbound_rate: float = 4.0
     """New inbound connections taken per second from one IP prefix (bursts of twice that),
-    but from an address a prover uses; beyond, a socket is closed unread."""
+    but from an address a prover uses; beyond, a socket is closed unread. Each message a
+    stranger sends that is rejected costs its network one of these too."""
     max_handshakes: int = 32
     max_handshakes_per_prefix: int = 8
     handshake_timeout: float = 3.0
     """Inbound connections still handshaking, in all and per IP prefix, and their time: a
     newcomer takes the seat of the oldest (of its own prefix when that is full), so raw
     sockets that never speak cannot keep honest dials out."""
-    stranger_rate: float = 1000.0
-    stranger_prefix_rate: float = 400.0
+    stranger_rate: float = 500.0
+    stranger_prefix_rate: float = 200.0
     """Work taken from strangers per second (one unit is about one small message), all of them
     together and each IP prefix; bursts of twice that. Beyond, their streams are not read until
     the budget refills: the sender waits (and its TCP window closes), the provers do not."""

@@ -201,6 +201,7 @@ class Network:
     def _penalise(self, peers: set[str]) -> None:
         now = trio.current_time()
         for peer in sorted(peers):
+            self._admission.charge(peer)
             if self._penalties.reject(peer, now):
                 log.warning(
                     "banning %s for %s s: too many rejected messages",

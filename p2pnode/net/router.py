@@ -125,6 +125,11 @@ class GuardedGossipSub(GossipSub):
 
     async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
         topic, mesh = graft_msg.topicID, self.mesh.get(graft_msg.topicID)
+        if sender_peer_id not in self.reserved and self._check_back_off(sender_peer_id, topic):
+            # Told to back off, and back already: an honest peer waits. Charged, not answered
+            # (py-libp2p logged a WARNING and sent another PRUNE, each time).
+            self.report(sender_peer_id.to_base58(), Malformed.CONTROL)
+            return
         if (
             mesh is not None
             and sender_peer_id not in mesh
