@@ -28,6 +28,15 @@ def test_each_kind_gets_its_burst_per_period_and_then_says_how_many_were_held() 
     assert again.getMessage() == "bad RPC from peer101"
 
 
+def test_lines_formatted_before_logging_are_kinds_by_their_words() -> None:
+    throttle = Throttle(burst=2, period=60.0, clock=lambda: 0.0)
+    peers = [f"12D3KooW{index:040d}" for index in range(5)]
+    lines = [
+        _record("p2pnode.net.libp2p", f"Failed to open stream to peer {p}: 3 s") for p in peers
+    ]
+    assert [throttle.filter(r) for r in lines] == [True, True, False, False, False]
+
+
 def test_the_peer_s_log_file_holds_a_flood_to_a_few_lines(tmp_path: object) -> None:
     from pathlib import Path
 

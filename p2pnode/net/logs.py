@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
 BURST = 10
 PERIOD = 60.0
+
+
+_VARYING = re.compile(r"[0-9A-Za-z]{24,}|\d+")
+"""Peer ids, hashes and numbers: what differs between lines of one kind that py-libp2p
+formats itself (it often logs an f-string, not a template and its arguments)."""
+
+
+def _kind_of(record: logging.LogRecord) -> object:
+    if record.args or not isinstance(record.msg, str):
+        return record.msg
+    return _VARYING.sub("…", record.msg)[:120]
 
 
 class Throttle(logging.Filter):
@@ -33,7 +45,7 @@ class Throttle(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(self._prefix):
             return True
-        now, kind = self._clock(), (record.name, record.msg)
+        now, kind = self._clock(), (record.name, _kind_of(record))
         since, passed, held = self._kinds.get(kind, (now, 0, 0))
         if now - since >= self._period:
             since, passed = now, 0
