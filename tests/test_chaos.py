@@ -234,6 +234,7 @@ def test_the_faults_are_picked_by_name_in_the_order_given() -> None:
         (["--quick", "--seed", "x"], "invalid int value"),
         (["--quick", "--json", "/no/such/folder/out.json"], "no folder /no/such/folder"),
         (["--quick", "--faults", "isolate,earthquake"], "not a fault"),
+        (["--quick", "--outage", "0"], "--outage must be positive"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(

@@ -76,6 +76,8 @@ class Plan:
     out: Path
     cycle: tuple[Fault, ...] = CYCLE
     """The faults run, in this order."""
+    outage: float = links.ISOLATE_SECONDS
+    """How long isolate and cut-off hold links down."""
 
 
 def next_phase(turn: Fault, left: float) -> tuple[Fault, float] | None:
@@ -89,17 +91,19 @@ def next_phase(turn: Fault, left: float) -> tuple[Fault, float] | None:
     return turn, HOLD[turn]
 
 
-async def phases(run: Run, minutes: float | None, cycle: Sequence[Fault] = CYCLE) -> None:
-    if minutes is None:
-        for fault in cycle:
-            await PHASES[fault](run, QUICK_HOLD[fault])
+async def phases(run: Run, plan: Plan) -> None:
+    outages = {Fault.ISOLATE: plan.outage, Fault.CUT_OFF: plan.outage}
+    if plan.minutes is None:
+        for fault in plan.cycle:
+            await PHASES[fault](run, outages.get(fault, QUICK_HOLD[fault]))
         return
-    deadline = run.started + minutes * 60
-    for turn in itertools.cycle(cycle):
+    deadline = run.started + plan.minutes * 60
+    for turn in itertools.cycle(plan.cycle):
         chosen = next_phase(turn, deadline - trio.current_time())
         if chosen is None:
             return
-        await PHASES[chosen[0]](run, chosen[1])
+        fault, hold = chosen
+        await PHASES[fault](run, outages.get(fault, hold))
 
 
 async def chaos(plan: Plan, events: list[Event], say: Callable[[Event], None]) -> None:
@@ -112,7 +116,7 @@ async def chaos(plan: Plan, events: list[Event], say: Callable[[Event], None]) -
         run = Run(cluster, random.Random(plan.seed), trio.current_time(), events, say)
         try:
             if await faults.start(run):
-                await phases(run, plan.minutes, plan.cycle)
+                await phases(run, plan)
             await faults.finish(run)
         finally:
             cluster.stop()  # synchronous: it completes even in a cancelled run
@@ -159,6 +163,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="F,F…",
         help=f"the faults to run, in order (default: all: {','.join(_NAMES)})",
     )
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=links.ISOLATE_SECONDS,
+        metavar="SECONDS",
+        help=f"how long isolate and cut-off hold a link down (default {links.ISOLATE_SECONDS:g})",
+    )
     parser.add_argument("--seed", type=int, help="the choice of victims (default: random)")
     parser.add_argument("--out", type=Path, help="peer homes and logs (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir at the end")
@@ -166,6 +177,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.minutes is not None and not args.minutes > 0:
         parser.error("--minutes must be positive")
+    if not args.outage > 0:
+        parser.error("--outage must be positive")
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):
         parser.error(f"--out {args.out} is not empty")
     if args.json is not None and not args.json.parent.is_dir():
@@ -203,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events: list[Event] = []
     began = time.monotonic()
     try:
-        plan = Plan(args.minutes, seed, out, args.faults)
+        plan = Plan(args.minutes, seed, out, args.faults, args.outage)
         interrupted = trio.run(execute, plan, events, lambda e: console.print(_line(e)))
     except KeyboardInterrupt:
         interrupted = True
