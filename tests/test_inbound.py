@@ -740,13 +740,15 @@ def test_a_batch_costs_no_more_than_its_sender_s_quota(tmp_path: Path) -> None:
     setup = build(tmp_path / "batch.sqlite", mempool=Mempool(quota=3, is_final=is_final))
     try:
         flood = tuple(i.to_bytes(2, "big") for i in range(MAX_FRAME_MUTATION_BYTES // 5))
-        assert setup.judge(Topic.MUTATIONS, OUTSIDER, encode(MutationMsg(flood))) is Verdict.ACCEPT
+        # Three fit; the batch is not passed on whole for them (nor judged whole).
+        assert setup.judge(Topic.MUTATIONS, OUTSIDER, encode(MutationMsg(flood))) is Verdict.IGNORE
         assert len(looked_up) == 3
+        assert len(setup.providers.mempool) == 3
         again = encode(MutationMsg(flood[3:]))
         assert setup.judge(Topic.MUTATIONS, OUTSIDER, again) is Verdict.IGNORE
         assert len(looked_up) == 3
         assert setup.inbound.reasons == Counter(
-            {(Topic.MUTATIONS, "origin over its mempool quota"): 1}
+            {(Topic.MUTATIONS, "origin over its mempool quota"): 2}
         )
     finally:
         setup.machine.close()

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from p2pnode.chain.mempool import (
     CAPACITY,
+    ENTRY_COST,
     EXPIRY_MS,
     LOCAL,
     MAX_MUTATION_SIZE,
@@ -138,9 +139,10 @@ def test_made_up_origins_share_the_strangers_quarter_however_many_they_are() -> 
         assert len(pool) <= 8 // STRANGER_SHARE
     assert pool.add(b"h1", HONEST) is Admission.ADDED
     assert pool.add(b"mine", LOCAL) is Admission.ADDED
-    # One entry each, the newest displacing the oldest: 1,000 names held two places.
+    # One lane, the newest displacing the oldest: 1,000 names held two places.
     assert pool.take() == (b"mine", b"h1", b"s998", b"s999"), "local, trusted, then strangers"
-    assert pool.add(b"s1000", "sybil998") is Admission.OVER_BUDGET, "equals do not trade"
+    assert pool.add(b"s1000", "sybil998") is Admission.ADDED
+    assert pool.take() == (b"mine", b"h1", b"s999", b"s1000")
 
 
 def test_a_trusted_origin_displaces_a_stranger_first_and_a_stranger_never_a_trusted() -> None:
@@ -158,13 +160,20 @@ def test_strangers_bring_at_most_their_byte_rate() -> None:
     pool = Mempool(trusted=_trusting(HONEST), clock=clock)
     big = [n.to_bytes(2, "big") * (MAX_MUTATION_SIZE // 2) for n in range(200)]
     admitted = [pool.add(m, f"sybil{n}") for n, m in enumerate(big)]
-    fits = STRANGER_BURST // MAX_MUTATION_SIZE
+    fits = STRANGER_BURST // (MAX_MUTATION_SIZE + ENTRY_COST)
     assert admitted == [Admission.ADDED] * fits + [Admission.OVER_BUDGET] * (200 - fits)
     assert pool.add(b"trusted, whatever the rate", HONEST) is Admission.ADDED
     clock.now = 1_000  # a second: STRANGER_BYTES_PER_S more
     later = [bytes([n]) * MAX_MUTATION_SIZE for n in range(1, 20)]
     again = [pool.add(m, f"late{n}") for n, m in enumerate(later)]
-    assert again.count(Admission.ADDED) == STRANGER_BYTES_PER_S // MAX_MUTATION_SIZE
+    assert again.count(Admission.ADDED) == STRANGER_BYTES_PER_S // (MAX_MUTATION_SIZE + ENTRY_COST)
+
+
+def test_strangers_pay_for_each_entry_not_only_its_bytes() -> None:
+    clock = Clock()
+    pool = Mempool(trusted=_trusting(HONEST), clock=clock)
+    admitted = [pool.add(b"%03d" % (n % 1000), f"sybil{n}") for n in range(2000)]
+    assert admitted.count(Admission.ADDED) == STRANGER_BURST // (3 + ENTRY_COST)
 
 
 # --- the invariants, whatever arrives ---------------------------------------------------------

@@ -236,7 +236,11 @@ async def test_a_peer_that_keeps_sending_rejected_messages_is_disconnected_and_r
     with trio.fail_after(10):
         judges = [Recorder(), Recorder(by_prefix)]
         async with AsyncExitStack() as stack:
-            spammer, victim = await start(stack, judges, reject_limit=3, ban_period=30.0)
+            # The spammer is a stranger: a prover's rejects are counted, never banned.
+            provers = frozenset({peer_id_of(1)})
+            spammer, victim = await start(
+                stack, judges, reject_limit=3, ban_period=30.0, provers=provers
+            )
             await until(lambda: fully_meshed([spammer, victim]))
             for index in range(3):
                 await spammer.publish(Topic.VOTES, b"reject %d" % index)
@@ -256,6 +260,22 @@ async def test_a_peer_that_keeps_sending_rejected_messages_is_disconnected_and_r
             assert victim.limited()[Limited.BANNED] == 5
             assert sum(victim.mesh_sizes().values()) == 0
             assert victim.banned() == [spammer.peer_id]
+
+
+async def test_a_prover_that_sends_rejected_messages_is_counted_but_never_refused() -> None:
+    """A version skew or a bug on either side must not cut the prover set apart."""
+    with trio.fail_after(10):
+        judges = [Recorder(), Recorder(by_prefix)]
+        async with AsyncExitStack() as stack:
+            prover, victim = await start(stack, judges, reject_limit=3, ban_period=30.0)
+            await until(lambda: fully_meshed([prover, victim]))
+            for index in range(6):
+                await prover.publish(Topic.VOTES, b"reject %d" % index)
+            await until(lambda: victim.counters()[(Topic.VOTES, Verdict.REJECT)] == 6)
+            await prover.publish(Topic.VOTES, b"accepted after all")
+            await until(lambda: any(c[2] == b"accepted after all" for c in judges[1].calls))
+            assert victim.banned() == []
+            assert prover.peer_id in victim.peers()
 
 
 async def test_a_burst_of_500_messages_is_delivered_whole_thanks_to_backpressure() -> None:

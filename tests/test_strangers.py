@@ -10,17 +10,21 @@ from typing import Any
 
 import pytest
 import trio
+from libp2p.network.stream.exceptions import StreamReset
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.utils import encode_varint_prefixed
 
+from p2pnode.chaos import outsider
 from p2pnode.chaos.raw import Attacker, attacker, publish
-from p2pnode.net import Network, Topic, topic_name
+from p2pnode.net import Network, Topic, Verdict, topic_name
 from p2pnode.net.admission import Refused
 from p2pnode.net.contracts import sync_protocol
 from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Limited
 from p2pnode.net.stack import dial, open_stream
 from p2pnode.net.sync import ask_sync
+from p2pnode.net.yamux import BUFFER_BOUND
 from tests.test_net import Echo, Recorder, config, fully_meshed, start, until
 
 VOTES = topic_name("test", Topic.VOTES)
@@ -239,3 +243,68 @@ async def test_strangers_of_one_address_share_its_sync_budget_whatever_their_nam
             assert victim.limited()[Limited.SYNC] == 1
             # A prover keeps a budget of its own.
             assert await networks[1].request(victim.peer_id, b"hi", timeout=5) == [b"hi 0"]
+
+
+@pytest.mark.parametrize(
+    ("flood", "counted"),
+    [
+        ("bad-signatures", lambda v: v.malformed()[Malformed.SIGNATURE_INVALID]),
+        ("graft-eclipse", lambda v: v.refused()[Refused.MESH]),
+        ("mutation-flood", lambda v: v.counters()[(Topic.MUTATIONS, Verdict.ACCEPT)]),
+        ("iwant-flood", lambda v: v.malformed()[Malformed.CONTROL]),
+    ],
+)
+async def test_the_outsiders_floods_reach_the_peer_and_leave_it_delivering(
+    flood: str, counted: Callable[[Network], int]
+) -> None:
+    """The floods `scripts/chaos` and `scripts/attack` run, each for a moment against one
+    peer: they arrive (the peer counts them) and the peer goes on delivering."""
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()])
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            target = outsider.Target("test", (victim.addrs()[0],), trio.current_time() + 1.5)
+            sent = await outsider.run(flood, target)
+            assert sum(sent.values()) > 0
+            await until(lambda: counted(victim) > 0)
+            await _delivers(networks, judge, b"after the " + flood.encode())
+
+
+def _buffered(network: Network) -> int:
+    """Bytes the network's yamux connections hold unread."""
+    connections = network._stack.host.get_network().connections.values()
+    muxers: list[Any] = [conn.muxed_conn for conns in connections for conn in conns]
+    return sum(len(buffer) for muxer in muxers for buffer in muxer.stream_buffers.values())
+
+
+async def test_a_sender_past_its_receive_window_loses_the_connection_not_our_memory() -> None:
+    """py-libp2p's yamux reads on past the window it gave and only logs it: while a stranger's
+    reads were paced, 20 MB it wrote sat in memory within a second."""
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            judge = Recorder()
+            networks = await start(stack, [judge, Recorder()])
+            await until(lambda: fully_meshed(networks))
+            victim = networks[0]
+            evil = (await _attackers(stack, 1))[0]
+            peer = await evil.connect(victim.addrs()[:1])
+            stream = evil._streams[peer]
+            pad = 200 * 1024  # an RPC that parses: field 99 is not one the RPC knows
+            size = bytes([0x80 | (pad & 0x7F), 0x80 | ((pad >> 7) & 0x7F), pad >> 14])
+            frame = encode_varint_prefixed(b"\x9a\x06" + size + bytes(pad))
+            muxed: Any = stream.muxed_stream  # type: ignore[attr-defined]
+            written, biggest = 0, 0
+            while written < 20 * 1024 * 1024:
+                muxed.send_window = 1 << 40  # as if it had been given a huge window
+                try:
+                    await stream.write(frame)
+                except StreamReset:
+                    break
+                written += len(frame)
+                biggest = max(biggest, _buffered(victim))
+            assert written < 2 * 1024 * 1024, "cut off within the first MiBs"
+            assert biggest <= 2 * BUFFER_BOUND
+            await until(lambda: evil.peer_id.to_base58() not in victim.peers())
+            await _delivers(networks, judge, b"after the overrun")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from libp2p.network.exceptions import SwarmException
 
 from p2pnode.net.admission import Admission, Refused
 from p2pnode.net.contracts import NetConfig
@@ -160,3 +161,57 @@ async def test_a_network_whose_strangers_send_junk_gets_fewer_connections_in(
     await trio.sleep(4)
     await gate(_Socket("10.0.0.3"), None)
     assert handled[-1] == "10.0.0.3", "paid back at one a second"
+
+
+def test_one_peer_s_connections_share_its_seat_and_give_it_up_with_the_last() -> None:
+    admission = Admission(
+        _config(max_strangers=2, max_strangers_per_prefix=1), Tiers(), lambda peer: None
+    )
+    assert admission.connected("s", "10.0.0.1")
+    assert admission.connected("s", "10.0.0.9"), "the same key again: the same seat"
+    admission.disconnected("s")
+    assert admission.strangers() == 1, "its other connection still holds the seat"
+    assert not admission.connected("t", "10.0.0.2"), "so 10.0.0.0/24 is still full"
+    admission.disconnected("t")
+    admission.disconnected("s")
+    assert admission.strangers() == 0
+    assert admission.connected("t", "10.0.0.2")
+    assert admission.seated("t")
+    assert admission.seated("never told of"), "not told of yet: not kicked for it"
+
+
+class _Raw(_Socket):
+    async def read(self, n: int | None = None) -> bytes:
+        return b""
+
+
+async def test_a_prover_s_handshake_is_never_displaced_however_many_networks_dial(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    admission = Admission(
+        _config(max_handshakes=2, max_handshakes_per_prefix=1), Tiers(provers={"p"}), print
+    )
+    admission.connected("p", "10.0.0.1")  # the prover's address is known from then on
+    done = trio.Event()
+    outcomes: dict[str, str] = {}
+
+    async def upgrade(raw: _Raw, maddr: object) -> str:
+        await done.wait()
+        return "upgraded"
+
+    guarded = admission.guard(upgrade)
+
+    async def handshake(ip: str) -> None:
+        try:
+            outcomes[ip] = await guarded(_Raw(ip), None)
+        except SwarmException as err:
+            outcomes[ip] = str(err)
+
+    async with trio.open_nursery() as nursery:
+        for ip in ["10.0.0.1", *(f"10.{n}.0.1" for n in range(1, 11))]:
+            nursery.start_soon(handshake, ip)
+            await trio.sleep(0.01)
+        done.set()
+    assert outcomes["10.0.0.1"] == "upgraded"
+    assert sum(o == "upgraded" for o in outcomes.values()) == 3, "the prover and two seats"
+    assert admission.refused[Refused.HANDSHAKE_DISPLACED] == 8

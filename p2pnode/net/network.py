@@ -93,6 +93,7 @@ class Network:
         self._dials = Buckets(_DIAL_RATE, _DIAL_BURST, max_peers=1)
         self._dialling: set[str] = set()
         self._stuck: set[str] = set()
+        self._slow: set[str] = set()
         self._closing = False
         self._peers_changed = trio.Event()
         self._new_peer_listeners: list[Callable[[str], None]] = []
@@ -152,7 +153,12 @@ class Network:
 
     def refused(self) -> dict[Refused, int]:
         """What admission turned away or held back, per reason (every reason present)."""
-        return {**self._admission.refused, Refused.MESH: self._stack.router.grafts_refused}
+        router = self._stack.router
+        return {
+            **self._admission.refused,
+            Refused.MESH: router.grafts_refused,
+            Refused.IWANT: router.iwants_refused,
+        }
 
     def strangers(self) -> int:
         """Connected peers that are neither provers nor named."""
@@ -183,7 +189,7 @@ class Network:
         threshold = self._config.queue_threshold
         deadline = trio.current_time() + self._config.publish_max_wait
         while True:
-            depths = self._stack.queue_depths()
+            depths = self._reserved_queues()
             self._stuck &= {peer for peer, depth in depths.items() if depth >= threshold}
             full = [p for p, d in depths.items() if d >= threshold and p not in self._stuck]
             if not full:
@@ -198,10 +204,35 @@ class Network:
         except Exception as err:
             log.warning("publishing on %s failed: %r", topic.value, err)
 
+    def _reserved_queues(self) -> dict[str, int]:
+        """The outbound queue depths of provers and named peers: publishing waits for them
+        only. A stranger that stops reading got a publish held 2 s at a time; its RPCs are
+        dropped when its queue is full, and it is dropped itself (`_drop_slow_strangers`)."""
+        depths = self._stack.queue_depths()
+        return {peer: depth for peer, depth in depths.items() if not self._tiers.is_stranger(peer)}
+
+    def _drop_slow_strangers(self) -> None:
+        """Disconnect strangers whose outbound queue was full at two housekeepings running."""
+        threshold = self._config.queue_threshold
+        full = {
+            peer
+            for peer, depth in self._stack.queue_depths().items()
+            if depth >= threshold and self._tiers.is_stranger(peer)
+        }
+        for peer in full & self._slow:
+            self._admission.refused[Refused.SLOW] += 1
+            self._kick(peer)
+        self._slow = full
+
     def _penalise(self, peers: set[str]) -> None:
+        """Charge each peer one reject; too many ban a stranger. A prover or a named peer is
+        counted (the status shows it) but never refused: a version skew or a bug on either
+        side must not cut the prover set apart."""
         now = trio.current_time()
         for peer in sorted(peers):
             self._admission.charge(peer)
+            if not self._tiers.is_stranger(peer):
+                continue
             if self._penalties.reject(peer, now):
                 log.warning(
                     "banning %s for %s s: too many rejected messages",
@@ -279,6 +310,12 @@ class Network:
         finally:
             self._dialling.discard(peer)
 
+    def _peer_of(self, addr: str) -> str | None:
+        try:
+            return self._stack.peer_of(addr)
+        except NetError:
+            return None
+
     async def _bootstrap(self, addr: str) -> None:
         """Stay connected to one bootstrap peer: dial with backoff until connected, and again
         whenever the connection is lost."""
@@ -335,6 +372,9 @@ class Network:
                 self._stack.purge(peer)
             for peer in self._stack.connected():
                 self._directory.heard_of(peer, now)
+                if self._penalties.is_banned(peer, now) or not self._admission.seated(peer):
+                    self._kick(peer)  # a kick that could not be queued before, say
+            self._drop_slow_strangers()
             self._directory.forget_stale(now)
             self._dial_due(now)
             since_deliveries += _HOUSEKEEPING
@@ -427,7 +467,8 @@ class Network:
         self._tasks.start_soon(self._announce)
         self._tasks.start_soon(self._enforce_bans)
         self._tasks.start_soon(self._housekeeping)
-        self._admission.note_prover_ips(filter(None, map(ip_of, self._config.bootstrap)))
+        provers = [a for a in self._config.bootstrap if self._peer_of(a) in self._tiers.provers]
+        self._admission.note_prover_ips(filter(None, map(ip_of, provers)))
         for addr in self._config.bootstrap:
             self._tasks.start_soon(self._bootstrap, addr)
 

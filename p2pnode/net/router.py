@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.utils import safe_bytes_from_hex
 
 from p2pnode.net.guards import Malformed, Report, check_libp2p_version
 from p2pnode.net.penalty import Buckets
@@ -69,7 +70,13 @@ class GuardedGossipSub(GossipSub):
     """Provers and named peers: never counted among the strangers."""
     stranger_places: int = 2
     grafts_refused: int = 0
+    iwants_refused: int = 0
     report: Report = staticmethod(lambda peer, reason: None)
+    budget_key: Callable[[str], str] = staticmethod(lambda peer: peer)
+    """Whom a stranger's control budget is kept for (its network, as the network says)."""
+    spend: Callable[[str, int], bool] = staticmethod(lambda peer, units: True)
+    """Whether a stranger's budget holds `units` of work more (an IWANT's answer), spending
+    them if so."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_libp2p_version()
@@ -94,7 +101,10 @@ class GuardedGossipSub(GossipSub):
             or len(iwanted) > MAX_IHAVE
             or any(len(ihave.messageIDs) > MAX_IHAVE for ihave in ihaves)
         )
-        if (ihaves or iwanted) and not self._gossip_rpcs.take(sender, trio.current_time()):
+        reserved = sender_peer_id in self.reserved
+        key = sender if reserved else self.budget_key(sender)
+        limited = not reserved and not self._gossip_rpcs.take(key, trio.current_time())
+        if (ihaves or iwanted) and limited:
             beyond, ihaves, iwanted = True, [], []
         if beyond:
             self.report(sender, Malformed.CONTROL)
@@ -108,6 +118,18 @@ class GuardedGossipSub(GossipSub):
             await self.handle_graft(graft, sender_peer_id)
         for prune in _first_per_topic(control.prune, ours):
             await self.handle_prune(prune, sender_peer_id)
+
+    async def handle_iwant(self, iwant_msg: rpc_pb2.ControlIWant, sender_peer_id: ID) -> None:
+        """Answer an IWANT if the asker's budget holds its answer (a KiB a unit): 64 messages
+        of 60 KiB for a 2 KiB request would make IWANT an amplifier."""
+        ids = (safe_bytes_from_hex(wire) for wire in iwant_msg.messageIDs)
+        found = (self.mcache.get(mid) for mid in ids if mid is not None)
+        size = sum(len(msg.data) for msg in found if msg is not None)
+        stranger = sender_peer_id not in self.reserved
+        if size and stranger and not self.spend(sender_peer_id.to_base58(), 1 + size // 1024):
+            self.iwants_refused += 1
+            return
+        await super().handle_iwant(iwant_msg, sender_peer_id)
 
     async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
         if len(prune_msg.peers):

@@ -40,7 +40,7 @@ from p2pnode.net.fixes import (
 from p2pnode.net.guards import GuardedPubsub, Report, content_id, message_id
 from p2pnode.net.router import GuardedGossipSub
 from p2pnode.net.tiers import Tiers
-from p2pnode.net.yamux import credit_at_half
+from p2pnode.net.yamux import credit_at_half, windows_held
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,7 @@ class Stack:
             raise NetError(f"bad listen multiaddr in {list(listen)}: {err}") from None
         async with AsyncExitStack() as stack:
             stack.enter_context(credit_at_half())
+            stack.enter_context(windows_held())
             stack.enter_context(exclusive_listeners())
             try:
                 await stack.enter_async_context(Guarded(self.host.run(addrs), "the host"))
@@ -284,6 +285,8 @@ class Stack:
         gate = admission.gate(swarm._handle_inbound_connection)  # type: ignore[attr-defined]
         swarm._handle_inbound_connection = gate  # type: ignore[attr-defined]
         self.pubsub.pace = admission.pace
+        self.router.budget_key = admission.budget_key
+        self.router.spend = admission.spend
 
     # Status
 

@@ -1,10 +1,12 @@
-"""Yamux receive windows credited once half is used, as go-yamux and rust-yamux do."""
+"""Yamux receive windows credited once half is used, as go-yamux and rust-yamux do, and held:
+a sender that writes beyond the window loses its connection."""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Any
 
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux, YamuxStream
 
 from p2pnode.net.patches import Patch
 
@@ -36,3 +38,59 @@ def credit_at_half() -> AbstractContextManager[None]:
     """While held (by any number of peers in this process), every yamux stream credits its
     receive window once half is used; the library's method is restored when the last leaves."""
     return _PATCH.held()
+
+
+BUFFER_BOUND = 2 * DEFAULT_WINDOW_SIZE
+"""Bytes a stream may hold unread: the window a sender was given, with as much again to spare
+for credits in flight. Honest senders stay within the window."""
+
+
+class WindowExceededError(OSError):
+    """The remote wrote beyond the receive window it was given (an OSError: py-libp2p's yamux
+    reader ends the connection on those)."""
+
+
+class _Buffer(bytearray):
+    """One stream's unread bytes; writing past BUFFER_BOUND ends the connection."""
+
+    def __init__(self, conn: Yamux, initial: bytes | bytearray = b"") -> None:
+        super().__init__(initial)
+        self._conn = conn
+
+    def extend(self, data: Any) -> None:
+        super().extend(data)
+        if len(self) > BUFFER_BOUND:
+            self._conn.event_shutting_down.set()
+            raise WindowExceededError(f"{self._conn.peer_id} wrote past the receive window")
+
+
+class _Buffers(dict[int, bytearray]):
+    """A connection's stream buffers, each a `_Buffer`."""
+
+    def __init__(self, conn: Yamux, buffers: dict[int, bytearray]) -> None:
+        super().__init__((k, _Buffer(conn, v)) for k, v in buffers.items())
+        self._conn = conn
+
+    def __setitem__(self, key: int, value: bytearray) -> None:
+        super().__setitem__(
+            key, value if isinstance(value, _Buffer) else _Buffer(self._conn, value)
+        )
+
+
+_LIBRARY_INIT = vars(Yamux)["__init__"]
+
+
+def _bounded_init(self: Yamux, *args: Any, **kwargs: Any) -> None:
+    """py-libp2p 0.8's yamux reads on whatever a sender writes, past the window it gave, and
+    only logs it: a stranger whose reads were paced had 20 MB buffered in seconds."""
+    _LIBRARY_INIT(self, *args, **kwargs)
+    self.stream_buffers = _Buffers(self, self.stream_buffers)
+
+
+_WINDOWS = Patch(Yamux, "__init__", _bounded_init)
+
+
+def windows_held() -> AbstractContextManager[None]:
+    """While held, every new yamux connection ends when its remote writes past a stream's
+    receive window; the library's own constructor is back when the last holder leaves."""
+    return _WINDOWS.held()

@@ -151,8 +151,10 @@ class Inbound:
         raise RejectedError("unexpected message kind")
 
     def _mutation(self, message: MutationMsg, origin: str) -> Verdict:
-        """A batch is passed on if any of its mutations was new here. The first one refused
-        for want of room ends it: the rest would meet the same refusal, each at some cost."""
+        """A batch is passed on if any of its mutations was new here and none was refused for
+        want of room: a 60 KiB batch of which one mutation fit would be relayed whole to
+        every peer. The first one refused ends it: the rest would meet the same refusal, each
+        at some cost."""
         added, crowded = False, None
         for data in message.mutations:
             admitted = self.mempool.add(data, origin)
@@ -160,11 +162,9 @@ class Inbound:
             crowded = CROWDED.get(admitted)
             if crowded is not None:
                 break
-        if added:
-            return Verdict.ACCEPT
         if crowded is not None:  # what a flooder meets: counted, to be seen in the status
             return self._ignore(Topic.MUTATIONS, origin, crowded)
-        return Verdict.IGNORE  # known already: nothing to count
+        return Verdict.ACCEPT if added else Verdict.IGNORE  # known already: nothing to count
 
     def _sender(self, key: bytes, origin: str) -> ProverId:
         """The message's signer must be its author on the network, and a prover."""
