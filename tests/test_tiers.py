@@ -215,3 +215,18 @@ async def test_a_prover_s_handshake_is_never_displaced_however_many_networks_dia
     assert outcomes["10.0.0.1"] == "upgraded"
     assert sum(o == "upgraded" for o in outcomes.values()) == 3, "the prover and two seats"
     assert admission.refused[Refused.HANDSHAKE_DISPLACED] == 8
+
+
+async def test_a_stranger_from_a_prover_s_address_is_held_to_the_rate_once_known(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A prover's address is never refused at accept; the strangers that share it (a host or
+    a NAT) pay the rate once their key is known, and their junk costs them more of it."""
+    admission = Admission(_config(inbound_rate=1.0), Tiers(provers={"p"}), print)
+    assert admission.connected("p", "10.0.0.1")
+    admitted = [admission.connected(f"s{n}", "10.0.0.1") for n in range(4)]
+    assert admitted == [True, True, False, False], "a burst of two, then one a second"
+    assert admission.connected("p", "10.0.0.1"), "the prover itself, always"
+    await trio.sleep(1)
+    admission.charge("s0")
+    assert not admission.connected("s9", "10.0.0.1"), "the second paid a reject's debt"

@@ -174,6 +174,11 @@ class Admission:
             self._prover_ips.add(ip)
         if not self.tiers.is_stranger(peer):
             return True
+        if ip in self._prover_ips and not self._inbound.take(network, trio.current_time()):
+            # From a prover's address the inbound rate let it in unread; a stranger there is
+            # held to it now, once known (before identify and pubsub cost anything more).
+            self.refused[Refused.INBOUND_RATE] += 1
+            return False
         seated, displaced = self._strangers.take(peer, network)
         if displaced is not None:
             self.refused[Refused.STRANGER_DISPLACED] += 1
