@@ -151,13 +151,18 @@ def test_bad_settings_are_named_in_one_line(solo: Path, setup: dict[str, str], n
     one_line_error(p2pnode(*args, env=env, timeout=30), needle)
 
 
-def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Path) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "p2pnode", "run", "--home", str(solo)],
+def run_solo(home: Path) -> subprocess.Popen[str]:
+    """`p2pnode run` of a home, its output read as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "p2pnode", "run", "--home", str(home)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Path) -> None:
+    process = run_solo(solo)
     try:
         assert process.stdout is not None
         lines = first_lines(process.stdout, 3)
@@ -206,12 +211,7 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
 def test_a_second_run_of_a_home_or_on_a_taken_port_is_one_line_and_leaves_the_peer_be(
     solo: Path, tmp_path: Path
 ) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "p2pnode", "run", "--home", str(solo)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = run_solo(solo)
     try:
         assert process.stdout is not None
         listening = first_lines(process.stdout, 2)[1].split()[-1]

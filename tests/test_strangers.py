@@ -37,6 +37,14 @@ async def _delivers(networks: list[Network], judge: Recorder, data: bytes) -> No
     await until(lambda: any(call[2] == data for call in judge.calls))
 
 
+async def _meshed(stack: AsyncExitStack, **overrides: Any) -> tuple[list[Network], Recorder]:
+    """A victim (the first network, its judge returned) meshed with one prover."""
+    judge = Recorder()
+    networks = await start(stack, [judge, Recorder()], **overrides)
+    await until(lambda: fully_meshed(networks))
+    return networks, judge
+
+
 async def _attackers(stack: AsyncExitStack, count: int) -> list[Attacker]:
     return [await stack.enter_async_context(attacker()) for _ in range(count)]
 
@@ -67,9 +75,7 @@ async def test_a_bad_signature_is_charged_and_the_same_bytes_are_verified_once(
     monkeypatch.setattr(guards, "signature_validator", counting)
     with trio.fail_after(20):
         async with AsyncExitStack() as stack:
-            judge = Recorder()
-            networks = await start(stack, [judge, Recorder()])
-            await until(lambda: fully_meshed(networks))
+            networks, judge = await _meshed(stack)
             victim = networks[0]
             evil = (await _attackers(stack, 1))[0]
             peer = await evil.connect(victim.addrs()[:1], [VOTES])
@@ -88,12 +94,8 @@ async def test_a_bad_signature_is_charged_and_the_same_bytes_are_verified_once(
 async def test_identities_from_one_address_share_its_stranger_seats() -> None:
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:
-            judge = Recorder()
             # The inbound rate lifted: the seats are what is tried here.
-            networks = await start(
-                stack, [judge, Recorder()], max_strangers_per_prefix=3, inbound_rate=100.0
-            )
-            await until(lambda: fully_meshed(networks))
+            networks, judge = await _meshed(stack, max_strangers_per_prefix=3, inbound_rate=100.0)
             victim = networks[0]
             for evil in await _attackers(stack, 8):
                 await _try_connect(evil, victim.addrs()[:1], [VOTES])
@@ -156,11 +158,7 @@ async def test_raw_sockets_that_never_handshake_keep_no_honest_dial_out() -> Non
     inbound rate is lifted here, so that every socket gets that far)."""
     with trio.fail_after(40):
         async with AsyncExitStack() as stack:
-            judge = Recorder()
-            networks = await start(
-                stack, [judge, Recorder()], max_handshakes=16, inbound_rate=1000.0
-            )
-            await until(lambda: fully_meshed(networks))
+            networks, judge = await _meshed(stack, max_handshakes=16, inbound_rate=1000.0)
             victim = networks[0]
             host, port = victim.addrs()[0].split("/")[2], int(victim.addrs()[0].split("/")[4])
             sockets = [
@@ -182,9 +180,7 @@ async def test_raw_sockets_that_never_handshake_keep_no_honest_dial_out() -> Non
 async def test_a_storm_of_sockets_from_an_address_no_prover_uses_is_closed_unread() -> None:
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:
-            judge = Recorder()
-            networks = await start(stack, [judge, Recorder()], inbound_rate=4.0)
-            await until(lambda: fully_meshed(networks))
+            networks, judge = await _meshed(stack, inbound_rate=4.0)
             victim = networks[0]
             host, port = victim.addrs()[0].split("/")[2], int(victim.addrs()[0].split("/")[4])
             for _ in range(50):
@@ -212,9 +208,7 @@ async def test_a_flood_of_empty_iwants_is_charged_and_leaves_the_log_quiet(
     py-libp2p's 10/s), and were never charged."""
     with trio.fail_after(30), caplog.at_level(logging.DEBUG):
         async with AsyncExitStack() as stack:
-            judge = Recorder()
-            networks = await start(stack, [judge, Recorder()])
-            await until(lambda: fully_meshed(networks))
+            networks, judge = await _meshed(stack)
             victim = networks[0]
             evil = (await _attackers(stack, 1))[0]
             peer = await evil.connect(victim.addrs()[:1], [VOTES])
@@ -273,9 +267,7 @@ async def test_the_outsiders_floods_reach_the_peer_and_leave_it_delivering(
     peer: they arrive (the peer counts them) and the peer goes on delivering."""
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:
-            judge = Recorder()
-            networks = await start(stack, [judge, Recorder()])
-            await until(lambda: fully_meshed(networks))
+            networks, judge = await _meshed(stack)
             victim = networks[0]
             target = outsider.Target("test", (victim.addrs()[0],), trio.current_time() + 1.5)
             sent = await outsider.run(flood, target)
@@ -296,9 +288,7 @@ async def test_a_sender_past_its_receive_window_loses_the_connection_not_our_mem
     reads were paced, 20 MB it wrote sat in memory within a second."""
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:
-            judge = Recorder()
-            networks = await start(stack, [judge, Recorder()])
-            await until(lambda: fully_meshed(networks))
+            networks, judge = await _meshed(stack)
             victim = networks[0]
             evil = (await _attackers(stack, 1))[0]
             peer = await evil.connect(victim.addrs()[:1])
