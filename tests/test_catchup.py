@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -70,6 +70,25 @@ async def test_a_peer_s_final_frames_are_checked_and_stored(store: Store) -> Non
     assert (sync.best_peer_rank, sync.rejected) == (1, 0)
     assert isinstance(sync.fetcher, Fetcher)
     assert sync.fetcher.asked == [("peer", SyncRequest(1, BATCH))]
+
+
+async def test_the_frames_before_a_bad_one_are_kept_and_stored_together(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    original = store.append_many
+
+    def counted(frames: Sequence[Frame]) -> None:
+        batches.append(len(frames))
+        original(frames)
+
+    monkeypatch.setattr(store, "append_many", counted)
+    sync = service(store, {"peer": [encode_frame(final_frame()), b"\x00garbage"]})
+    with pytest.raises(ProviderError, match="no peer"):
+        await sync.synchronize(None)
+    assert store.tip() == final_frame(), "the good frame before the bad one is kept"
+    assert (sync.best_peer_rank, sync.rejected) == (1, 1)
+    assert batches == [1], "in one transaction per answer"
 
 
 async def test_without_peers_the_tip_stands(store: Store) -> None:

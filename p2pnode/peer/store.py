@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import cbor2
@@ -112,22 +113,31 @@ class Store:
 
     def append(self, frame: Frame) -> None:
         """Add the next final frame; it must extend the current tip."""
-        if frame.round != self._tip.round + 1 or frame.parent != self._tip.id:
-            raise StoreError(
-                f"frame {frame.identity()[:12]} at rank {frame.round} does not extend the tip"
-            )
+        self.append_many([frame])
+
+    def append_many(self, frames: Sequence[Frame]) -> None:
+        """Add final frames, each extending the one before and the first the tip, in one
+        transaction: all are stored or none."""
+        tip = self._tip
+        for frame in frames:
+            if frame.round != tip.round + 1 or frame.parent != tip.id:
+                raise StoreError(
+                    f"frame {frame.identity()[:12]} at rank {frame.round} does not extend the tip"
+                )
+            tip = frame
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "INSERT INTO frames VALUES (?, ?, ?)", (frame.round, frame.id, encode_frame(frame))
+            self._db.executemany(
+                "INSERT INTO frames VALUES (?, ?, ?)",
+                [(frame.round, frame.id, encode_frame(frame)) for frame in frames],
             )
-            self._db.execute("DELETE FROM votes WHERE rank < ?", (frame.round,))
-            self._db.execute("DELETE FROM signed WHERE rank < ?", (frame.round - SIGNED_KEPT,))
+            self._db.execute("DELETE FROM votes WHERE rank < ?", (tip.round,))
+            self._db.execute("DELETE FROM signed WHERE rank < ?", (tip.round - SIGNED_KEPT,))
             self._db.executemany(
                 "INSERT OR IGNORE INTO mutations VALUES (?, ?)",
-                [(digest(m), frame.round) for m in frame.mutations],
+                [(digest(m), frame.round) for frame in frames for m in frame.mutations],
             )
-        self._tip = frame
+        self._tip = tip
 
     def mutation_rank(self, mutation_id: bytes) -> int | None:
         """The rank of the final frame that holds a mutation, if any."""
