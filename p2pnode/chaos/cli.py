@@ -47,7 +47,7 @@ HOLD = {
 }
 QUICK_HOLD = {
     **HOLD,
-    Fault.KILL: 15.0,
+    Fault.KILL: 10.0,
     Fault.PAUSE: 15.0,
     Fault.PARTITION: 15.0,
     Fault.OUTSIDER: 2 * len(strangers.FLOODS) * 8.0,
