@@ -39,7 +39,16 @@ from p2pnode.net.router import MAX_IWANT, bounded_iwant
 from p2pnode.net.stack import dial, open_stream
 from tests.fuzz_rpcs import RpcFuzzer
 from tests.peers import Peer, chain, cluster, ranks, start_on_free_ports, wait_for
-from tests.test_net import Echo, Recorder, by_prefix, config, fully_meshed, start, until
+from tests.test_net import (
+    Echo,
+    Recorder,
+    by_prefix,
+    config,
+    fully_meshed,
+    peer_id_of,
+    start,
+    until,
+)
 
 VOTES = topic_name("test", Topic.VOTES)
 Tamper = Callable[[rpc_pb2.Message], None]
@@ -315,19 +324,29 @@ async def test_ignored_messages_beyond_a_rate_count_against_their_forwarder() ->
             assert networks[1].peer_id not in victim.banned()
 
 
-async def test_sync_requests_beyond_a_peer_s_rate_are_refused() -> None:
+async def test_sync_requests_beyond_a_stranger_s_rate_are_refused_never_a_prover_s() -> None:
+    """A prover catching up on a long outage asks a hundred times in a row: held to 2 a
+    second, a ten-minute outage took minutes to catch up on."""
     with trio.fail_after(30):
         async with AsyncExitStack() as stack:
+            provers = frozenset({peer_id_of(0), peer_id_of(1)})  # peer 2 is a stranger
             networks = await start(
-                stack, [Recorder(), Recorder()], servers=[Echo(1)], sync_burst=3, sync_rate=0.001
+                stack,
+                [Recorder(), Recorder(), Recorder()],
+                servers=[Echo(1)],
+                sync_burst=3,
+                sync_rate=0.001,
+                provers=provers,
             )
-            victim, client = networks
-            await until(lambda: fully_meshed(networks))
-            answers = [await client.request(victim.peer_id, b"hi", timeout=5) for _ in range(3)]
-            assert answers == [[b"hi 0"]] * 3
+            victim, prover, stranger = networks
+            await until(lambda: stranger.peer_id in victim.peers())
+            asked = [await stranger.request(victim.peer_id, b"hi", timeout=5) for _ in range(3)]
+            assert asked == [[b"hi 0"]] * 3
             with pytest.raises(NetError):
-                await client.request(victim.peer_id, b"hi", timeout=5)
+                await stranger.request(victim.peer_id, b"hi", timeout=5)
             assert victim.limited()[Limited.SYNC] == 1
+            for _ in range(10):
+                assert await prover.request(victim.peer_id, b"hi", timeout=5) == [b"hi 0"]
 
 
 async def test_a_sync_request_over_its_bound_is_not_read() -> None:

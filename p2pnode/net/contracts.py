@@ -125,9 +125,10 @@ class NetConfig:
     max_sync_request: int = 256
     sync_rate: float = 2.0
     sync_burst: int = 16
-    """Sync requests (and genesis fetches) served per prover or named peer, and per IP prefix
-    for all strangers together: a token bucket of `sync_burst`, refilled at `sync_rate` per
-    second. Catching up asks one request per 64 frames; beyond that a peer is refused."""
+    """Sync requests (and genesis fetches) served to strangers, per IP prefix for all of them
+    together: a token bucket of `sync_burst`, refilled at `sync_rate` per second. Catching up
+    asks one request per 64 frames; beyond that a stranger is refused. Provers and named
+    peers are not held to it."""
     ignore_rate: float = 200.0
     ignore_burst: int = 2000
     """IGNOREd messages taken from one forwarder (a bucket like the sync one); beyond it each

@@ -417,7 +417,11 @@ class Network:
         if self._sync_server is None or self._penalties.is_banned(remote, now):
             await reset_quietly(stream)
             return
-        if not self._sync_buckets.take(self._admission.budget_key(remote), now):
+        if self._tiers.is_stranger(remote) and not self._sync_buckets.take(
+            self._admission.budget_key(remote), now
+        ):
+            # A prover catching up on a long outage asks a hundred times in a row: its own
+            # tier is not held to the strangers' rate (the serving slots still bound it).
             self._gate.over_rate(Limited.SYNC)
             log.debug("sync request from %s over its rate: refused", remote)
             await reset_quietly(stream)
