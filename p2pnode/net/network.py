@@ -8,16 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
-from libp2p.abc import INetStream
 
-from p2pnode.net.addresses import interface_ips, ip_of
 from p2pnode.net.admission import Admission, Refused
 from p2pnode.net.contracts import (
     GENESIS_PROTOCOL,
     MAX_PAYLOAD,
     Judge,
     NetConfig,
-    NetError,
     SyncServer,
     Topic,
     Verdict,
@@ -25,37 +22,22 @@ from p2pnode.net.contracts import (
     sync_protocol,
     topic_name,
 )
-from p2pnode.net.discovery import (
-    Directory,
-    Learned,
-    PeerRecord,
-    announcement,
-    encode_record,
-)
+from p2pnode.net.dialer import Dialer
+from p2pnode.net.discovery import announcement, encode_record
 from p2pnode.net.fixes import route_libp2p_logging
-from p2pnode.net.framing import read_frame, write_frame
 from p2pnode.net.gate import Gate
 from p2pnode.net.guards import Malformed
-from p2pnode.net.penalty import Buckets, Limited, Penalties
-from p2pnode.net.stack import Stack, answered_as_another, reset_quietly
-from p2pnode.net.sync import ask_sync, write_answer
+from p2pnode.net.penalty import Limited, Penalties
+from p2pnode.net.serving import Serving
+from p2pnode.net.stack import Stack
 from p2pnode.net.tiers import Tiers
 
 log = logging.getLogger(__name__)
 
 _QUEUE_POLL = 0.002
 """How often a back-pressured `publish` looks at the outbound queues again."""
-_REQUEST_TIMEOUT = 10.0
-_SERVE_TIMEOUT = 30.0
-_MAX_CONCURRENT_SERVES = 8
 _HOUSEKEEPING = 1.0
 _DELIVERIES_EVERY = 60.0
-_FORGET_AFTER = 600.0
-"""A known peer is dialled again after a lost connection until nothing was heard of it for
-this long: a partition of some minutes still heals without a new announcement."""
-_DIAL_RATE, _DIAL_BURST = 4.0, 16.0
-"""Dials of known peers per second, all together: whatever the announcements say, a peer
-opens a few connections a second at most."""
 _ANNOUNCE_SETTLE = 0.1
 """After a peer change, wait this long so one announcement covers a burst of connections."""
 
@@ -73,41 +55,45 @@ class Network:
         tiers: Tiers,
     ) -> None:
         self._config = config
-        self._sync_server = sync_server
         self._stack = stack
         self._tasks = tasks
-        self._names = {topic: topic_name(config.network, topic) for topic in Topic}
-        self._sync_buckets = Buckets(config.sync_rate, config.sync_burst)
-        self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
         self._tiers = tiers
-        self._directory = Directory(
-            stack.peer_id,
-            grace=config.dial_grace,
-            forget_after=_FORGET_AFTER,
-            max_peers=mesh_degrees(config.expected_peers).high,
-            max_known=config.max_known_peers,
-            retry=config.redial,
-            kept=tiers.provers | tiers.named,
-            local_ips=interface_ips,
-        )
-        self._dials = Buckets(_DIAL_RATE, _DIAL_BURST, max_peers=1)
-        self._dialling: set[str] = set()
+        self._names = {topic: topic_name(config.network, topic) for topic in Topic}
+        self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
         self._stuck: set[str] = set()
         self._slow: set[str] = set()
         self._closing = False
         self._peers_changed = trio.Event()
         self._new_peer_listeners: list[Callable[[str], None]] = []
-        self._serving = trio.Semaphore(_MAX_CONCURRENT_SERVES)
         self._kick_send, self._kick_receive = trio.open_memory_channel[str](256)
         self._admission = Admission(config, tiers, self._kick)
+        self._dialer = Dialer(
+            config,
+            stack,
+            tiers,
+            tasks,
+            banned=self._penalties.banned,
+            prover_ips=self._admission.note_prover_ips,
+            changed=self._announce_soon,
+        )
         self._gate = Gate(
             stack.peer_id,
             config,
             judge,
-            self._directory,
+            self._dialer.directory,
             penalise=self._penalise,
-            learn=self._learn,
+            learn=self._dialer.learn,
             tiers=tiers,
+        )
+        self._serving = Serving(
+            config,
+            stack,
+            sync_server,
+            budget_key=lambda peer: (
+                self._admission.budget_key(peer) if tiers.is_stranger(peer) else None
+            ),
+            refused=lambda peer: self._penalties.is_banned(peer, trio.current_time()),
+            over_rate=self._gate.over_rate,
         )
 
     # Status
@@ -145,7 +131,7 @@ class Network:
 
     def known_peers(self) -> int:
         """Peers in the discovery directory (connected or not)."""
-        return len(self._directory)
+        return len(self._dialer.directory)
 
     def limited(self) -> dict[Limited, int]:
         """What was refused by a per-peer rate or a ban, per limit (every limit present)."""
@@ -249,11 +235,15 @@ class Network:
             log.warning("too many disconnects pending: %s stays connected for now", peer)
 
     async def _enforce_bans(self) -> None:
+        """Disconnect each kicked peer that is still connected, at once (closing one takes
+        py-libp2p some 0.2 s: a queue of them must not wait in line)."""
         async for peer in self._kick_receive:
-            if peer not in self._stack.connected():
-                continue
-            with trio.move_on_after(self._config.dial_timeout):
-                await self._disconnect_quietly(peer)
+            if peer in self._stack.connected():
+                self._tasks.start_soon(self._disconnect_kicked, peer)
+
+    async def _disconnect_kicked(self, peer: str) -> None:
+        with trio.move_on_after(self._config.dial_timeout):
+            await self._disconnect_quietly(peer)
 
     def _on_connected(self, peer: str, ip: str | None) -> None:
         now = trio.current_time()
@@ -264,86 +254,19 @@ class Network:
         if not self._admission.connected(peer, ip):
             self._kick(peer)
             return
-        self._directory.heard_of(peer, now)
-        self._peers_changed.set()
+        self._dialer.directory.heard_of(peer, now)
+        self._announce_soon()
         for listener in list(self._new_peer_listeners):
             listener(peer)
+
+    def _announce_soon(self) -> None:
+        """Announce within `_ANNOUNCE_SETTLE` (the event is replaced each time it fires)."""
+        self._peers_changed.set()
 
     def _on_disconnected(self, peer: str) -> None:
         self._admission.disconnected(peer)
 
     # Discovery
-
-    def _learn(self, record: PeerRecord) -> Learned:
-        now = trio.current_time()
-        self._admission.note_prover_ips(filter(None, map(ip_of, record.addrs)))
-        learned = self._directory.learn(record, now)
-        if learned is Learned.NEW:
-            # Announce back soon, so the newcomer learns of us without waiting a full interval.
-            self._peers_changed.set()
-        self._dial_due(now)
-        return learned
-
-    def _dial_due(self, now: float) -> None:
-        if self._closing:
-            return
-        refused = set(self._penalties.banned(now))
-        connected = set(self._stack.connected())
-        for record in self._directory.to_dial(now, connected, self._dialling, refused):
-            if not self._dials.take("", now):
-                return  # the rest wait for the next round of housekeeping
-            self._dialling.add(record.peer_id)
-            self._tasks.start_soon(self._dial, record)
-
-    async def _dial(self, record: PeerRecord) -> None:
-        """Dial the one address `record` holds; the directory learns how it went."""
-        peer, address = record.peer_id, record.addrs[0]
-        try:
-            with trio.fail_after(self._config.dial_timeout):
-                await self._stack.connect([address])
-            self._directory.dialled(peer, failed=False, now=trio.current_time())
-        except Exception as err:
-            log.debug("dialling %s at %s failed: %r", peer, address, err)
-            wrong = answered_as_another(err)
-            now = trio.current_time()
-            self._directory.dialled(peer, failed=True, now=now, address=address, wrong_peer=wrong)
-        finally:
-            self._dialling.discard(peer)
-
-    def _peer_of(self, addr: str) -> str | None:
-        try:
-            return self._stack.peer_of(addr)
-        except NetError:
-            return None
-
-    async def _bootstrap(self, addr: str) -> None:
-        """Stay connected to one bootstrap peer: dial with backoff until connected, and again
-        whenever the connection is lost."""
-        try:
-            target = self._stack.peer_of(addr)
-        except NetError as err:
-            log.warning("bootstrap address ignored: %s", err)
-            return
-        if target == self.peer_id:
-            return
-        first, most = self._config.redial
-        delay = first
-        while True:
-            if target in self._stack.connected() or self._penalties.is_banned(
-                target, trio.current_time()
-            ):
-                delay = first
-                await trio.sleep(_HOUSEKEEPING)
-                continue
-            try:
-                with trio.fail_after(self._config.dial_timeout):
-                    await self._stack.connect([addr])
-                log.info("connected to bootstrap peer %s", target)
-                delay = first
-            except Exception as err:
-                log.debug("bootstrap %s not reachable (%r); retry in %.2f s", addr, err, delay)
-                await trio.sleep(delay)
-                delay = min(2 * delay, most)
 
     async def _announce(self) -> None:
         """Publish this peer's addresses every `announce_interval`, and soon after any change
@@ -371,12 +294,12 @@ class Network:
             for peer in self._penalties.banned(now):
                 self._stack.purge(peer)
             for peer in self._stack.connected():
-                self._directory.heard_of(peer, now)
+                self._dialer.directory.heard_of(peer, now)
                 if self._penalties.is_banned(peer, now) or not self._admission.seated(peer):
                     self._kick(peer)  # a kick that could not be queued before, say
             self._drop_slow_strangers()
-            self._directory.forget_stale(now)
-            self._dial_due(now)
+            self._dialer.directory.forget_stale(now)
+            self._dialer.dial_due(now)
             since_deliveries += _HOUSEKEEPING
             if since_deliveries >= _DELIVERIES_EVERY:
                 since_deliveries = 0.0
@@ -387,72 +310,7 @@ class Network:
     async def request(self, peer_id: str, request: bytes, *, timeout: float) -> list[bytes]:
         """Ask `peer_id`'s sync server; return its items (at most `max_response_items`).
         Raises NetError on any failure or after `timeout` seconds."""
-        if peer_id == self.peer_id:
-            raise NetError("a peer cannot sync from itself")
-        stream: INetStream | None = None
-        try:
-            with trio.fail_after(timeout):
-                stream = await self._stack.open_stream(peer_id, sync_protocol(self._config.network))
-                items = await ask_sync(
-                    stream,
-                    request,
-                    max_request=self._config.max_sync_request,
-                    max_items=self._config.max_response_items,
-                    max_item_size=self._config.max_item_size,
-                    max_bytes=self._config.max_response_bytes,
-                )
-                await stream.close()
-                return items
-        except Exception as err:
-            if stream is not None:
-                await reset_quietly(stream)
-            if isinstance(err, NetError):
-                raise
-            if isinstance(err, trio.TooSlowError):
-                raise NetError(f"sync request to {peer_id} timed out after {timeout} s") from None
-            raise NetError(f"sync request to {peer_id} failed: {err!r}") from err
-
-    async def _serve_sync(self, remote: str, stream: INetStream) -> None:
-        now = trio.current_time()
-        if self._sync_server is None or self._penalties.is_banned(remote, now):
-            await reset_quietly(stream)
-            return
-        if self._tiers.is_stranger(remote) and not self._sync_buckets.take(
-            self._admission.budget_key(remote), now
-        ):
-            # A prover catching up on a long outage asks a hundred times in a row: its own
-            # tier is not held to the strangers' rate (the serving slots still bound it).
-            self._gate.over_rate(Limited.SYNC)
-            log.debug("sync request from %s over its rate: refused", remote)
-            await reset_quietly(stream)
-            return
-        # The request is read before taking a serving slot, so a slow client holds none.
-        with trio.fail_after(_REQUEST_TIMEOUT):
-            request = await read_frame(stream, self._config.max_sync_request)
-        with trio.fail_after(_SERVE_TIMEOUT):
-            async with self._serving:
-                items = await self._sync_server.serve(request)
-                await write_answer(
-                    stream,
-                    items,
-                    max_items=self._config.max_response_items,
-                    max_item_size=self._config.max_item_size,
-                    max_bytes=self._config.max_response_bytes,
-                )
-            await stream.close()
-
-    async def _serve_genesis(self, remote: str, stream: INetStream) -> None:
-        genesis, now = self._config.genesis, trio.current_time()
-        if genesis is None or self._penalties.is_banned(remote, now):
-            await reset_quietly(stream)
-            return
-        if not self._sync_buckets.take(self._admission.budget_key(remote), now):
-            self._gate.over_rate(Limited.SYNC)  # a genesis is as large as a sync answer
-            await reset_quietly(stream)
-            return
-        with trio.fail_after(_SERVE_TIMEOUT):
-            await write_frame(stream, genesis)
-            await stream.close()
+        return await self._serving.request(peer_id, request, timeout=timeout)
 
     # Life cycle
 
@@ -461,8 +319,8 @@ class Network:
         stack.watch(self._on_connected, self._on_disconnected, self._config.stall_timeout)
         stack.install(self._admission)
         stack.on_malformed(self._gate.malformed_from)
-        stack.handle(sync_protocol(self._config.network), self._serve_sync)
-        stack.handle(GENESIS_PROTOCOL, self._serve_genesis)
+        stack.handle(sync_protocol(self._config.network), self._serving.serve_sync)
+        stack.handle(GENESIS_PROTOCOL, self._serving.serve_genesis)
         for topic, name in self._names.items():
             # The validator goes in before the subscription: nothing arrives unjudged.
             stack.set_validator(name, functools.partial(self._gate.validate, topic))
@@ -471,15 +329,12 @@ class Network:
         self._tasks.start_soon(self._announce)
         self._tasks.start_soon(self._enforce_bans)
         self._tasks.start_soon(self._housekeeping)
-        provers = [a for a in self._config.bootstrap if self._peer_of(a) in self._tiers.provers]
-        self._admission.note_prover_ips(filter(None, map(ip_of, provers)))
-        for addr in self._config.bootstrap:
-            self._tasks.start_soon(self._bootstrap, addr)
+        self._dialer.start_bootstrap()
 
     async def _stop(self) -> None:
         """The graceful shutdown: stop publishing, let outbound queues drain,
         unsubscribe, disconnect every peer; bounded by `shutdown_timeout`, never raising."""
-        self._closing = True
+        self._closing = self._dialer.closing = True
         self._tasks.cancel_scope.cancel()
         with trio.move_on_after(self._config.shutdown_timeout) as scope:
             scope.shield = True
