@@ -310,3 +310,21 @@ async def test_a_sender_past_its_receive_window_loses_the_connection_not_our_mem
             assert biggest <= 2 * BUFFER_BOUND
             await until(lambda: evil.peer_id.to_base58() not in victim.peers())
             await _delivers(networks, judge, b"after the overrun")
+
+
+async def test_inbound_connections_once_closed_hold_no_task_or_slot_of_the_peer() -> None:
+    """py-libp2p's handler of an accepted socket waited for the whole swarm to finish: every
+    inbound connection kept a task and an inbound slot for the process's life, and once the
+    slots were used (250 by default) no one could connect, provers included."""
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            networks, _ = await _meshed(stack, inbound_rate=1000.0)
+            victim = networks[0]
+            living = trio.lowlevel.current_statistics().tasks_living
+            for _ in range(20):
+                async with attacker() as evil:
+                    await evil.connect(victim.addrs()[:1])
+            await until(lambda: victim.peers() == [networks[1].peer_id])
+            await until(lambda: trio.lowlevel.current_statistics().tasks_living < living + 10)
+            swarm: Any = victim._stack.host.get_network()
+            assert swarm._inbound_limiter.borrowed_tokens == 0

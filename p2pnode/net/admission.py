@@ -18,6 +18,7 @@ import trio
 from libp2p.network.exceptions import SwarmException
 
 from p2pnode.net.contracts import NetConfig
+from p2pnode.net.fixes import Handle
 from p2pnode.net.penalty import Buckets
 from p2pnode.net.tiers import Seats, Shares, Tiers, prefix
 
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 
 Upgrade = Callable[[Any, Any], Awaitable[Any]]
 """py-libp2p's `Swarm.upgrade_inbound_raw_conn(raw_conn, maddr)`: Noise, then yamux."""
-Handle = Callable[[Any, Any], Awaitable[None]]
-"""py-libp2p's `Swarm._handle_inbound_connection(stream, maddr)`, for each accepted socket."""
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import socket
@@ -15,6 +16,7 @@ import multiaddr
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.network.connection import swarm_connection
+from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.transport.tcp import tcp as tcp_module
 
 from p2pnode.net.contracts import NetError, Verdict
@@ -279,3 +281,36 @@ def exclusive_listeners() -> AbstractContextManager[None]:
     that another process holds is refused at bind, as an operator expects.
     """
     return _EXCLUSIVE.held()
+
+
+Handle = Callable[[Any, Any], Awaitable[None]]
+"""A swarm's handler of an accepted socket: (the socket's stream, the listen multiaddr)."""
+
+
+def inbound_handler(swarm: Any) -> Handle:
+    """py-libp2p's handler of an accepted socket, minus what it holds for ever.
+
+    After a successful upgrade py-libp2p's handler waits for the whole swarm to finish (the
+    listener closes the socket when its handler returns), so every inbound connection kept
+    its task and a slot of the swarm's inbound limiter for the process's life, closed or
+    not: after the limiter's worth (250 by default) every inbound connection was refused,
+    provers' included. This one upgrades the same way (the swarm's `upgrade_inbound_raw_conn`,
+    which registers the connection) and waits for that connection to close.
+    """
+
+    async def handle(stream: Any, maddr: Any) -> None:
+        raw = RawConnection(stream, False)
+        try:
+            muxed = await swarm.upgrade_inbound_raw_conn(raw, maddr)
+        except Exception as err:
+            log.debug("inbound connection on %s not upgraded: %r", maddr, err)
+            with contextlib.suppress(Exception):
+                await raw.close()
+            return
+        closed = getattr(muxed, "event_closed", None)
+        if isinstance(closed, trio.Event):
+            await closed.wait()
+        else:  # a muxer that does not tell: as py-libp2p itself does
+            await swarm.manager.wait_finished()
+
+    return handle

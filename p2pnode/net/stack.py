@@ -36,6 +36,7 @@ from p2pnode.net.fixes import (
     Validator,
     Watcher,
     exclusive_listeners,
+    inbound_handler,
 )
 from p2pnode.net.guards import GuardedPubsub, Report, content_id, message_id
 from p2pnode.net.router import GuardedGossipSub
@@ -282,7 +283,7 @@ class Stack:
         # The instance's own method, replaced on this instance only: the swarm calls it by
         # attribute for every inbound connection, between accepting and registering it.
         swarm.upgrade_inbound_raw_conn = admission.guard(swarm.upgrade_inbound_raw_conn)  # type: ignore[method-assign,assignment]
-        gate = admission.gate(swarm._handle_inbound_connection)  # type: ignore[attr-defined]
+        gate = admission.gate(inbound_handler(swarm))
         swarm._handle_inbound_connection = gate  # type: ignore[attr-defined]
         self.pubsub.pace = admission.pace
         self.router.budget_key = admission.budget_key
