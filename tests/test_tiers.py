@@ -230,3 +230,46 @@ async def test_a_stranger_from_a_prover_s_address_is_held_to_the_rate_once_known
     await trio.sleep(1)
     admission.charge("s0")
     assert not admission.connected("s9", "10.0.0.1"), "the second paid a reject's debt"
+
+
+async def test_the_address_of_an_ipv6_socket_is_read_from_the_socket() -> None:
+    """py-libp2p's `get_remote_address` answers None for an IPv6 peer (a 4-tuple): every IPv6
+    stranger (and prover) fell into one 'unknown' prefix, one inbound rate for all."""
+    from libp2p.io.trio import TrioTCPStream
+    from libp2p.network.connection.raw_connection import RawConnection
+
+    from p2pnode.net.fixes import socket_ip
+
+    listeners = await trio.open_tcp_listeners(0, host="::1")
+    port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        accepted: list[trio.SocketStream] = []
+
+        async def accept() -> None:
+            accepted.append(await listeners[0].accept())
+
+        nursery.start_soon(accept)
+        client = await trio.open_tcp_stream("::1", port)
+    stream = TrioTCPStream(accepted[0])
+    assert stream.get_remote_address() is None, "py-libp2p's answer, still"
+    assert socket_ip(stream) == "::1"
+    assert socket_ip(RawConnection(stream, False)) == "::1"
+    assert prefix(socket_ip(stream)) == "::/64"
+    for closing in (client, accepted[0], *listeners):
+        await closing.aclose()
+
+
+async def test_a_made_up_author_that_is_not_connected_costs_no_network_anything(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handled: list[str] = []
+
+    async def handle(stream: _Socket, maddr: object) -> None:
+        handled.append(stream.ip)
+
+    admission = Admission(_config(inbound_rate=1.0), Tiers(), print)
+    for n in range(50):
+        admission.charge(f"made-up {n}")  # rejects authored under fresh keys, never connected
+    await admission.gate(handle)(_Socket("not an address"), None)  # the "unknown" prefix
+    await admission.gate(handle)(_Socket("2001:db8::1"), None)
+    assert handled == ["not an address", "2001:db8::1"]

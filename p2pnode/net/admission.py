@@ -18,7 +18,7 @@ import trio
 from libp2p.network.exceptions import SwarmException
 
 from p2pnode.net.contracts import NetConfig
-from p2pnode.net.fixes import Handle
+from p2pnode.net.fixes import Handle, socket_ip
 from p2pnode.net.penalty import Buckets
 from p2pnode.net.tiers import Seats, Shares, Tiers, prefix
 
@@ -101,8 +101,7 @@ class Admission:
         Addresses provers use are never held to it."""
 
         async def gated(stream: Any, maddr: Any) -> None:
-            remote = stream.get_remote_address()
-            ip = remote[0] if remote else None
+            ip = socket_ip(stream)
             if ip not in self._prover_ips and not self._inbound.take(
                 prefix(ip), trio.current_time()
             ):
@@ -117,15 +116,15 @@ class Admission:
         """`upgrade` (py-libp2p's inbound upgrade) bounded: seats by prefix, a timeout."""
 
         async def guarded(raw_conn: Any, maddr: Any) -> Any:
-            remote = raw_conn.get_remote_address()
-            if remote and remote[0] in self._prover_ips:
+            ip = socket_ip(raw_conn)
+            if ip in self._prover_ips:
                 # Never displaced, by however many networks: a prover's dial gets through.
                 return await self._timed(upgrade, raw_conn, maddr)
             key = object()
             handshake = self._pending[key] = _Handshake(trio.CancelScope())
             listen(raw_conn, handshake)
             # With `displace_own` a newcomer always gets a seat, if need be another's.
-            _, displaced = self._handshakes.take(key, prefix(remote and remote[0]))
+            _, displaced = self._handshakes.take(key, prefix(ip))
             if displaced is not None:
                 self.refused[Refused.HANDSHAKE_DISPLACED] += 1
                 self._pending.pop(displaced).scope.cancel()
@@ -145,8 +144,10 @@ class Admission:
         its inbound rate. A ban is per identity and identities are free; this way a network
         that sends junk under name after name gets fewer names in, and each costs a handshake.
         """
-        if self.tiers.is_stranger(peer):
-            network = self._prefixes.get(peer, prefix(None))
+        network = self._prefixes.get(peer)
+        # A gossip author that is not connected here (a made-up origin) has no network to pay:
+        # its forwarder is charged for the same message.
+        if network is not None and self.tiers.is_stranger(peer):
             self._inbound.charge(network, trio.current_time(), 1.0)
 
     async def _timed(self, upgrade: Upgrade, raw_conn: Any, maddr: Any) -> Any:

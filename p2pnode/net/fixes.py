@@ -185,7 +185,23 @@ def bound_unacknowledged(conn: INetConn, seconds: float) -> bool:
 
 def remote_ip(conn: INetConn) -> str | None:
     """The IP address at the other end of a py-libp2p connection, if it can be read."""
-    sock = tcp_socket(conn)
+    return _peer_ip(tcp_socket(conn))
+
+
+def socket_ip(stream: Any) -> str | None:
+    """The IP address at the other end of an accepted socket, as py-libp2p wraps it (its
+    TCP stream, or a raw connection around that): read from the socket itself, since
+    py-libp2p's `get_remote_address` answers None for every IPv6 peer (a 4-tuple)."""
+    layer = stream
+    for _ in range(3):
+        if isinstance(layer, trio.SocketStream):
+            return _peer_ip(layer.socket)
+        layer = getattr(layer, "stream", None)
+    remote = stream.get_remote_address()  # another transport's stream
+    return str(remote[0]) if remote else None
+
+
+def _peer_ip(sock: trio.socket.SocketType | None) -> str | None:
     if sock is None:
         return None
     try:
