@@ -3,6 +3,7 @@ given, whatever number of names they come under, and provers keep their places."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -24,7 +25,7 @@ from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Limited
 from p2pnode.net.stack import dial, open_stream
 from p2pnode.net.sync import ask_sync
-from p2pnode.net.yamux import BUFFER_BOUND
+from p2pnode.net.yamux import BUFFER_BOUND, STREAM_BOUND
 from tests.test_net import Echo, Recorder, config, fully_meshed, start, until
 
 VOTES = topic_name("test", Topic.VOTES)
@@ -328,3 +329,45 @@ async def test_inbound_connections_once_closed_hold_no_task_or_slot_of_the_peer(
             await until(lambda: trio.lowlevel.current_statistics().tasks_living < living + 10)
             swarm: Any = victim._stack.host.get_network()
             assert swarm._inbound_limiter.borrowed_tokens == 0
+
+
+async def test_a_connection_opening_streams_past_its_bound_is_closed() -> None:
+    """Each stream that never names its protocol held a slot of py-libp2p's global stream
+    limit for 30 s: one stranger's connection filled it in a second."""
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            networks, judge = await _meshed(stack)
+            victim = networks[0]
+            evil = (await _attackers(stack, 1))[0]
+            await evil.connect(victim.addrs()[:1])
+            muxed: Any = (
+                evil.host.get_network()
+                .get_connections(ID.from_base58(victim.peer_id))[0]
+                .muxed_conn
+            )
+            muxed.stream_buffers = dict(muxed.stream_buffers)  # its own side unbounded
+            muxed.stream_backlog_semaphore = trio.Semaphore(10**6)
+            opened = 0
+            with contextlib.suppress(Exception):
+                for _ in range(4 * STREAM_BOUND):
+                    await muxed.open_stream()
+                    opened += 1
+            await until(lambda: evil.peer_id.to_base58() not in victim.peers())
+            swarm: Any = victim._stack.host.get_network()
+            await until(lambda: swarm._resource_manager._current_streams < 2 * STREAM_BOUND)
+            await _delivers(networks, judge, b"after the streams")
+
+
+async def test_many_requests_in_turn_leave_no_stream_behind_on_a_connection() -> None:
+    """Streams that are done give their place back: the bound counts open streams only."""
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [Recorder(), Recorder()], servers=[Echo(1)])
+            await until(lambda: fully_meshed(networks))
+            victim, asker = networks
+            for _ in range(3 * STREAM_BOUND):
+                assert await asker.request(victim.peer_id, b"hi", timeout=5) == [b"hi 0"]
+            swarm: Any = victim._stack.host.get_network()
+            (conn,) = swarm.get_connections(ID.from_base58(asker.peer_id))
+            assert len(conn.muxed_conn.stream_buffers) < 8
+            assert asker.peer_id in victim.peers()

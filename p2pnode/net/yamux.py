@@ -45,9 +45,15 @@ BUFFER_BOUND = 2 * DEFAULT_WINDOW_SIZE
 for credits in flight. Honest senders stay within the window."""
 
 
-class WindowExceededError(OSError):
-    """The remote wrote beyond the receive window it was given (an OSError: py-libp2p's yamux
-    reader ends the connection on those)."""
+STREAM_BOUND = 64
+"""Streams a connection may hold open at once. py-libp2p takes every SYN, and each stream
+that never names its protocol holds a slot of the swarm's global stream limit (10,000) for
+30 s: one stranger's connection filled it in a second, and provers' sync requests failed."""
+
+
+class MuxerBoundsError(OSError):
+    """The remote wrote past a receive window, or opened streams past STREAM_BOUND (an
+    OSError: py-libp2p's yamux reader ends the connection on those)."""
 
 
 class _Buffer(bytearray):
@@ -61,17 +67,20 @@ class _Buffer(bytearray):
         super().extend(data)
         if len(self) > BUFFER_BOUND:
             self._conn.event_shutting_down.set()
-            raise WindowExceededError(f"{self._conn.peer_id} wrote past the receive window")
+            raise MuxerBoundsError(f"{self._conn.peer_id} wrote past the receive window")
 
 
 class _Buffers(dict[int, bytearray]):
-    """A connection's stream buffers, each a `_Buffer`."""
+    """A connection's stream buffers, each a `_Buffer`, at most STREAM_BOUND of them."""
 
     def __init__(self, conn: Yamux, buffers: dict[int, bytearray]) -> None:
         super().__init__((k, _Buffer(conn, v)) for k, v in buffers.items())
         self._conn = conn
 
     def __setitem__(self, key: int, value: bytearray) -> None:
+        if key not in self and len(self) >= STREAM_BOUND:
+            self._conn.event_shutting_down.set()
+            raise MuxerBoundsError(f"{self._conn.peer_id} opened more than {STREAM_BOUND} streams")
         super().__setitem__(
             key, value if isinstance(value, _Buffer) else _Buffer(self._conn, value)
         )
@@ -82,7 +91,8 @@ _LIBRARY_INIT = vars(Yamux)["__init__"]
 
 def _bounded_init(self: Yamux, *args: Any, **kwargs: Any) -> None:
     """py-libp2p 0.8's yamux reads on whatever a sender writes, past the window it gave, and
-    only logs it: a stranger whose reads were paced had 20 MB buffered in seconds."""
+    only logs it (a stranger whose reads were paced had 20 MB buffered in seconds), and takes
+    any number of streams."""
     _LIBRARY_INIT(self, *args, **kwargs)
     self.stream_buffers = _Buffers(self, self.stream_buffers)
 
@@ -92,5 +102,6 @@ _WINDOWS = Patch(Yamux, "__init__", _bounded_init)
 
 def windows_held() -> AbstractContextManager[None]:
     """While held, every new yamux connection ends when its remote writes past a stream's
-    receive window; the library's own constructor is back when the last holder leaves."""
+    receive window or opens more than STREAM_BOUND streams at once; the library's own
+    constructor is back when the last holder leaves."""
     return _WINDOWS.held()
