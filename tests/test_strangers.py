@@ -21,6 +21,7 @@ from p2pnode.chaos.raw import Attacker, attacker, publish
 from p2pnode.net import Network, Topic, Verdict, topic_name
 from p2pnode.net.admission import Refused
 from p2pnode.net.contracts import sync_protocol
+from p2pnode.net.framing import write_frame
 from p2pnode.net.guards import Malformed
 from p2pnode.net.penalty import Limited
 from p2pnode.net.stack import dial, open_stream
@@ -371,3 +372,41 @@ async def test_many_requests_in_turn_leave_no_stream_behind_on_a_connection() ->
             (conn,) = swarm.get_connections(ID.from_base58(asker.peer_id))
             assert len(conn.muxed_conn.stream_buffers) < 8
             assert asker.peer_id in victim.peers()
+
+
+async def test_a_peer_is_read_on_two_pubsub_streams_at_most() -> None:
+    """Each stream read holds an RPC in hand: a peer opening sixty of them held 12 MB."""
+    with trio.fail_after(20):
+        async with AsyncExitStack() as stack:
+            networks, judge = await _meshed(stack)
+            victim = networks[0]
+            evil = (await _attackers(stack, 1))[0]
+            peer = await evil.connect(victim.addrs()[:1], [VOTES])  # its first stream
+            for _ in range(3):
+                with contextlib.suppress(Exception):  # refused ones may fail to open at all
+                    await open_stream(evil.host, peer, "/meshsub/1.1.0")
+            await until(lambda: victim.malformed()[Malformed.CONTROL] == 2)
+            await _delivers(networks, judge, b"after the streams")
+
+
+class Large:
+    """Answers every request with 512 KiB: more than a yamux window, so a reader that does
+    not read blocks the writer."""
+
+    async def serve(self, request: bytes) -> list[bytes]:
+        return [b"x" * 16_000 for _ in range(32)]
+
+
+async def test_strangers_that_never_read_their_answers_leave_provers_served() -> None:
+    with trio.fail_after(30):
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [Recorder(), Recorder()], servers=[Large(), Large()])
+            await until(lambda: fully_meshed(networks))
+            victim, prover = networks
+            evil = (await _attackers(stack, 1))[0]
+            await evil.connect(victim.addrs()[:1])
+            for _ in range(victim.config.sync_burst):
+                stream = await open_stream(evil.host, victim.peer_id, sync_protocol("test"))
+                await write_frame(stream, b"r")  # and never read the answer
+            answer = await prover.request(victim.peer_id, b"r", timeout=5)
+            assert len(answer) == 32

@@ -167,13 +167,15 @@ def test_one_peer_s_connections_share_its_seat_and_give_it_up_with_the_last() ->
     admission = Admission(
         _config(max_strangers=2, max_strangers_per_prefix=1), Tiers(), lambda peer: None
     )
-    assert admission.connected("s", "10.0.0.1")
-    assert admission.connected("s", "10.0.0.9"), "the same key again: the same seat"
-    admission.disconnected("s")
+    assert admission.connected("s", "10.0.0.1", 1)
+    assert admission.connected("s", "10.0.0.9", 2), "the same key again: the same seat"
+    admission.disconnected("s", 1)
     assert admission.strangers() == 1, "its other connection still holds the seat"
-    assert not admission.connected("t", "10.0.0.2"), "so 10.0.0.0/24 is still full"
-    admission.disconnected("t")
-    admission.disconnected("s")
+    assert not admission.connected("t", "10.0.0.2", 3), "so 10.0.0.0/24 is still full"
+    admission.disconnected("t", 3)
+    admission.disconnected("s", 9)
+    assert admission.strangers() == 1, "a connection never counted frees nothing"
+    admission.disconnected("s", 2)
     assert admission.strangers() == 0
     assert admission.connected("t", "10.0.0.2")
     assert admission.seated("t")
@@ -273,3 +275,9 @@ async def test_a_made_up_author_that_is_not_connected_costs_no_network_anything(
     await admission.gate(handle)(_Socket("not an address"), None)  # the "unknown" prefix
     await admission.gate(handle)(_Socket("2001:db8::1"), None)
     assert handled == ["not an address", "2001:db8::1"]
+
+
+def test_one_network_s_flood_owes_the_total_no_more_than_a_burst() -> None:
+    shares = Shares(rate=100, burst=100, prefix_rate=40, prefix_burst=40)
+    assert shares.charge("A", 0.0, 100_000) == pytest.approx((100_000 - 40) / 40), "in full"
+    assert shares.charge("B", 0.0, 0) == pytest.approx(1.0), "the others wait a burst's worth"

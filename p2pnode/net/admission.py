@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,7 +86,8 @@ class Admission:
             2 * config.stranger_prefix_rate,
         )
         self._prefixes: dict[str, str] = {}
-        self._connections: Counter[str] = Counter()
+        self._connections: dict[str, set[Hashable]] = {}
+        """Each connected peer's connections, by key: its seat goes with the last of them."""
         self.refused = dict.fromkeys(Refused, 0)
 
     def strangers(self) -> int:
@@ -163,12 +163,12 @@ class Admission:
 
     # Established connections
 
-    def connected(self, peer: str, ip: str | None) -> bool:
+    def connected(self, peer: str, ip: str | None, key: Hashable = None) -> bool:
         """A connection is up; False if it must go (a stranger without a seat). A stranger
         from a network holding fewer seats than the largest displaces that one's oldest. One
         peer's connections share its seat (py-libp2p can hold two for a while, one key on two
         hosts as well), which is given up with the last of them."""
-        self._connections[peer] += 1
+        self._connections.setdefault(peer, set()).add(key)
         network = self._prefixes.setdefault(peer, prefix(ip))
         if peer in self.tiers.provers and ip is not None:
             self._prover_ips.add(ip)
@@ -187,9 +187,12 @@ class Admission:
             self.refused[Refused.STRANGER_SEATS] += 1
         return seated
 
-    def disconnected(self, peer: str) -> None:
-        self._connections[peer] -= 1
-        if self._connections[peer] > 0:
+    def disconnected(self, peer: str, key: Hashable = None) -> None:
+        keys = self._connections.get(peer)
+        if keys is None or key not in keys:
+            return  # never counted (py-libp2p tells of some it never said were up)
+        keys.discard(key)
+        if keys:
             return
         del self._connections[peer]
         self._strangers.leave(peer)

@@ -211,13 +211,13 @@ def _peer_ip(sock: trio.socket.SocketType | None) -> str | None:
 
 
 class Watcher(INotifee):
-    """The swarm's connection events, for the network: (peer, remote IP) on each connection,
-    the peer when it goes."""
+    """The swarm's connection events, for the network: (peer, remote IP, the connection's key)
+    on each connection, (peer, key) when it goes."""
 
     def __init__(
         self,
-        on_connected: Callable[[str, str | None], None],
-        on_disconnected: Callable[[str], None],
+        on_connected: Callable[[str, str | None, int], None],
+        on_disconnected: Callable[[str, int], None],
         stall_timeout: float,
     ) -> None:
         self._on_connected = on_connected
@@ -230,11 +230,11 @@ class Watcher(INotifee):
         if not bound_unacknowledged(conn, self._stall_timeout) and not self._warned:
             self._warned = True
             log.warning("no TCP socket found under a connection: a stalled path heals slowly")
-        self._on_connected(conn.muxed_conn.peer_id.to_base58(), remote_ip(conn))
+        self._on_connected(conn.muxed_conn.peer_id.to_base58(), remote_ip(conn), id(conn))
         await trio.lowlevel.checkpoint()
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_disconnected(conn.muxed_conn.peer_id.to_base58())
+        self._on_disconnected(conn.muxed_conn.peer_id.to_base58(), id(conn))
         await trio.lowlevel.checkpoint()
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:

@@ -8,7 +8,7 @@ import hashlib
 import importlib.metadata
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +46,8 @@ ED25519_ID_PREFIX = bytes.fromhex("002408011220")
 ED25519_ID_SIZE = len(ED25519_ID_PREFIX) + 32
 SEQNO_SIZE = 8
 SIGNATURE_SIZE = 64
+MAX_READERS = 2
+"""Pubsub streams read at once from one peer: its own, and one that replaces it."""
 ENVELOPES_KEPT = 16384
 """Verdicts on signatures kept (about 1 MiB): the same bytes again cost a lookup, not a verify."""
 _CLOSED = (StreamError, IOException, RawConnError)
@@ -73,7 +75,8 @@ class Malformed(enum.Enum):
 Report = Callable[[str, Malformed], None]
 """(the remote peer that sent it, why): counted and held against the sender."""
 Pace = Callable[[str, int], Awaitable[None]]
-"""(the remote peer, the work its RPC brings): returns once the peer may be served that much."""
+"""(the remote peer, the work its last RPC brought): charges it, and returns once the peer's
+budget is out of debt (at once for a peer that is not held to one)."""
 
 
 def _no_report(peer: str, reason: Malformed) -> None:
@@ -197,21 +200,32 @@ class GuardedPubsub(Pubsub):
         check_libp2p_version()
         super().__init__(*args, **kwargs)
         self._signatures: OrderedDict[bytes, bool] = OrderedDict()
+        self._readers: Counter[ID] = Counter()
         self.judges: dict[str, Judging] = {}
         """Each topic's verdict on a message, by the network's judge."""
         self.rejected = Remembered(verdict_ttl)
         self.accepted = Remembered(verdict_ttl)
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
+        """Read RPCs and handle each at once; after each, wait while the sender's budget is
+        in debt (`pace`), so the next is read only when it may be: nothing waits in memory.
+        A peer reads on MAX_READERS streams at most (a reconnect's new one and its old)."""
         peer = stream.muxed_conn.peer_id
         remote = peer.to_base58()
+        if self._readers[peer] >= MAX_READERS:
+            self.report(remote, Malformed.CONTROL)
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            return
+        self._readers[peer] += 1
         try:
+            await self.pace(remote, 0)
             while self.manager.is_running:
                 data = await read_varint_prefixed_bytes_limited(stream, self.max_inbound_rpc_size)
                 rpc = rpc_pb2.RPC()
                 rpc.ParseFromString(data)
-                await self.pace(remote, rpc_cost(rpc, len(data)))
                 await self._handle_rpc(peer, rpc)
+                await self.pace(remote, rpc_cost(rpc, len(data)))
         except Exception as err:
             if isinstance(err, _CLOSED) and not isinstance(err, _BAD_FRAMING):
                 log.debug("pubsub stream of %s ended: %r", peer, err)
@@ -221,6 +235,10 @@ class GuardedPubsub(Pubsub):
             with contextlib.suppress(Exception):
                 await stream.reset()
             self._handle_dead_peer(peer)
+        finally:
+            self._readers[peer] -= 1
+            if not self._readers[peer]:
+                del self._readers[peer]
 
     async def _handle_rpc(self, peer: ID, rpc: rpc_pb2.RPC) -> None:
         foreign = False

@@ -245,13 +245,13 @@ class Network:
         with trio.move_on_after(self._config.dial_timeout):
             await self._disconnect_quietly(peer)
 
-    def _on_connected(self, peer: str, ip: str | None) -> None:
+    def _on_connected(self, peer: str, ip: str | None, key: int) -> None:
         now = trio.current_time()
         if self._penalties.is_banned(peer, now):
             self._gate.over_rate(Limited.BANNED)
             self._kick(peer)
             return
-        if not self._admission.connected(peer, ip):
+        if not self._admission.connected(peer, ip, key):
             self._kick(peer)
             return
         self._dialer.directory.heard_of(peer, now)
@@ -263,8 +263,8 @@ class Network:
         """Announce within `_ANNOUNCE_SETTLE` (the event is replaced each time it fires)."""
         self._peers_changed.set()
 
-    def _on_disconnected(self, peer: str) -> None:
-        self._admission.disconnected(peer)
+    def _on_disconnected(self, peer: str, key: int) -> None:
+        self._admission.disconnected(peer, key)
 
     # Discovery
 

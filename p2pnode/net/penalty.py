@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 
 
@@ -86,9 +87,10 @@ class Buckets:
         tokens, since = self._tokens.get(peer, (self._burst, now))
         return min(self._burst, tokens + (now - since) * self._rate)
 
-    def charge(self, peer: str, now: float, cost: float) -> float:
-        """Spend `cost` tokens even if the bucket goes into debt; what it holds after."""
-        tokens = self.tokens(peer, now) - cost
+    def charge(self, peer: str, now: float, cost: float, floor: float = -math.inf) -> float:
+        """Spend `cost` tokens even if the bucket goes into debt (no deeper than `floor`);
+        what it holds after."""
+        tokens = max(self.tokens(peer, now) - cost, floor)
         self._tokens.pop(peer, None)
         self._tokens[peer] = (tokens, now)  # re-inserted last: dict order is recency
         if len(self._tokens) > self._max_peers:

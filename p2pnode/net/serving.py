@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 10.0
 SERVE_TIMEOUT = 30.0
-MAX_CONCURRENT_SERVES = 8
+STRANGER_SERVE_TIMEOUT = 5.0
+"""A stranger that does not read its answer gives its serving slot up after this long."""
+SLOTS = 4
+"""Answers written at once to provers and named peers, and as many to strangers: strangers
+that never read their answers held every slot, and provers' catch-ups timed out."""
 
 
 class Serving:
@@ -43,7 +47,8 @@ class Serving:
         self._refused = refused
         self._over_rate = over_rate
         self._buckets = Buckets(config.sync_rate, config.sync_burst)
-        self._slots = trio.Semaphore(MAX_CONCURRENT_SERVES)
+        self._reserved_slots = trio.Semaphore(SLOTS)
+        self._stranger_slots = trio.Semaphore(SLOTS)
 
     async def request(self, peer_id: str, request: bytes, *, timeout: float) -> list[bytes]:
         """Ask `peer_id`'s sync server; return its items (at most `max_response_items`).
@@ -76,7 +81,7 @@ class Serving:
     def _admitted(self, remote: str) -> bool:
         """Not banned, and within its budget: a stranger's network's, all its keys together.
         A prover catching up on a long outage asks a hundred times in a row: its own tier is
-        not held to the strangers' rate (the serving slots still bound it)."""
+        not held to the strangers' rate (its tier's serving slots still bound it)."""
         if self._refused(remote):
             return False
         key = self._budget_key(remote)
@@ -90,12 +95,13 @@ class Serving:
         if self._sync_server is None or not self._admitted(remote):
             await reset_quietly(stream)
             return
-        config = self._config
+        config, reserved = self._config, self._budget_key(remote) is None
         # The request is read before taking a serving slot, so a slow client holds none.
         with trio.fail_after(REQUEST_TIMEOUT):
             request = await read_frame(stream, config.max_sync_request)
-        with trio.fail_after(SERVE_TIMEOUT):
-            async with self._slots:
+        slots = self._reserved_slots if reserved else self._stranger_slots
+        with trio.fail_after(SERVE_TIMEOUT if reserved else STRANGER_SERVE_TIMEOUT):
+            async with slots:
                 items = await self._sync_server.serve(request)
                 await write_answer(
                     stream,

@@ -267,12 +267,12 @@ class Stack:
 
     def watch(
         self,
-        on_connected: Callable[[str, str | None], None],
-        on_disconnected: Callable[[str], None],
+        on_connected: Callable[[str, str | None, int], None],
+        on_disconnected: Callable[[str, int], None],
         stall_timeout: float,
     ) -> None:
-        """Call `on_connected` with each new connection's peer and remote IP, and
-        `on_disconnected` with the peer of each one that ends; bound each connection's
+        """Call `on_connected` with each new connection's peer, remote IP and key, and
+        `on_disconnected` with the peer and key of each one that ends; bound each connection's
         unacknowledged data to `stall_timeout` seconds (see `bound_unacknowledged`)."""
         notifee = Watcher(on_connected, on_disconnected, stall_timeout)
         self.host.get_network().register_notifee(notifee)

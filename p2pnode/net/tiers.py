@@ -63,11 +63,12 @@ class Shares:
     Costs are charged whether or not the tokens are there: the answer is how long the payer
     should wait before it goes on (back-pressure), so that, however many identities and
     connections a prefix holds, all of them together get the prefix's rate, and all strangers
-    together the total rate.
+    together about the total rate.
     """
 
     def __init__(self, rate: float, burst: float, prefix_rate: float, prefix_burst: float) -> None:
         self._rate = rate
+        self._burst = burst
         self._total = Buckets(rate, burst, max_peers=1)
         self._prefix_rate = prefix_rate
         self._prefixes = Buckets(prefix_rate, prefix_burst)
@@ -75,7 +76,9 @@ class Shares:
     def charge(self, network: str, now: float, cost: float) -> float:
         """Charge `cost` to `network` (a prefix) and to the total; the seconds until both are
         back out of debt."""
-        total = self._total.charge("", now, cost)
+        # The total is never owed more than a burst: one network's flood slows the others by
+        # a few seconds at most, while its own debt is paid in full.
+        total = self._total.charge("", now, cost, floor=-self._burst)
         own = self._prefixes.charge(network, now, cost)
         return max(-total / self._rate, -own / self._prefix_rate, 0.0)
 
