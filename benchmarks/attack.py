@@ -177,7 +177,8 @@ async def _one(
     growth = (_log_bytes(homes) - logs) / 1024
     per_min = (hits[0] - before) * 60 / seconds
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # the outsider, and only it
-    cores = (reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime) / seconds
+    used = reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime
+    cores = max(0.0, used / seconds)
     cpu = (control_cpu, attacked_cpu)
     return Outcome(attack, control, attacked, growth, per_min, submitted[0], sent, cpu, cores)
 
