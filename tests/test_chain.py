@@ -194,17 +194,25 @@ def test_genesis_frame_is_rank_zero_bound_to_the_genesis() -> None:
     assert frame == GENESIS.frame()
 
 
-def test_leader_order_is_a_permutation_seeded_by_the_prior_frame() -> None:
-    priors = [replace(GENESIS.frame(), timestamp=T0 + i) for i in range(40)]
-    orders = [leader_order(GENESIS, prior) for prior in priors]
-    for prior, order in zip(priors, orders, strict=True):
-        assert sorted(p.key for p in order) == sorted(p.key for p in GENESIS.provers)
-        assert leader_order(GENESIS, prior) == order  # deterministic
-    assert len({tuple(order) for order in orders}) > 1
-    # Every prover leads after some prior: the seed really moves the order.
-    assert {order[0] for order in orders} == set(GENESIS.provers)
-    # The order depends on the id alone, not on the object.
-    assert leader_order(GENESIS, replace(priors[3])) == orders[3]
+def test_leader_order_rotates_the_sorted_provers_by_rank_whatever_the_frames_hold() -> None:
+    provers = sorted(GENESIS.provers, key=lambda p: p.key.hex())
+    n = len(provers)
+    for rank in range(1, 3 * n):
+        priors = [replace(GENESIS.frame(), round=rank - 1, timestamp=T0 + i) for i in range(8)]
+        # Whatever the prior frame's content (its timestamp here), the order is the same.
+        orders = {tuple(leader_order(GENESIS, rank, {rank - 1: p}.get)) for p in priors}
+        assert orders == {tuple(provers[rank % n :] + provers[: rank % n])}
+
+
+def test_a_prover_that_lost_its_turn_is_last_in_the_order() -> None:
+    provers = sorted(GENESIS.provers, key=lambda p: p.key.hex())
+    n = len(provers)
+    rank = 2 * n + 1  # provers[1] leads; provers[2] led at rank n + 2 and lost it
+    others = replace(GENESIS.frame(), prover=provers[3].key)
+    chain = {n + 2: others}
+    order = leader_order(GENESIS, rank, chain.get)
+    assert order[-1] == provers[2]
+    assert order[:-1] == [p for p in provers[1:] + provers[:1] if p != provers[2]]
 
 
 def _document(**changes: object) -> bytes:

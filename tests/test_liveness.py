@@ -208,14 +208,16 @@ async def test_a_restarted_committer_announces_its_final_frame(
 async def test_a_restarted_prover_sends_its_proposal_again_instead_of_proving_another(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """p0 crashes right after it published its proposal for rank 1, and p3 for good, so rank 1
-    needs p0 again; restarted, p0 publishes that same frame again: a second, different one
-    would be an equivocation of an honest prover, which the simulator's checker counts."""
+    """Rank 1's top prover crashes right after it published its proposal, and another prover
+    for good, so rank 1 needs the top prover again; restarted, it publishes that same frame
+    again: a second, different one would be an equivocation of an honest prover, which the
+    simulator's checker counts."""
+    top, *others, gone = leader_order(["p0", "p1", "p2", "p3"], 1, {})
     published: list[Frame] = []
     first = trio.Event()
 
     def observe(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
-        if topic is Topic.PROPOSAL and (sender, recipient) == ("p0", "p1"):
+        if topic is Topic.PROPOSAL and (sender, recipient) == (top, others[0]):
             assert isinstance(payload, Frame)
             published.append(payload)
             first.set()
@@ -225,11 +227,11 @@ async def test_a_restarted_prover_sends_its_proposal_again_instead_of_proving_an
         net.bus.drop_rules.append(observe)
         with trio.fail_after(30):
             await first.wait()
-        net["p0"].crash()
-        net["p3"].crash()
-        await net.restart("p0")
+        net[top].crash()
+        net[gone].crash()
+        await net.restart(top)
         with trio.fail_after(60):
-            await reached(net["p0"], net["p1"], net["p2"], rank=2)
+            await reached(net[top], *(net[name] for name in others), rank=2)
     assert len([frame for frame in published if frame.round == 1]) > 1  # it was sent again
     assert len({frame.identity() for frame in published if frame.round == 1}) == 1
     assert net.registry.conflicts(set(net.nodes)) == 0
@@ -242,7 +244,7 @@ async def test_a_proposal_with_a_bad_proof_is_dropped_and_another_voted_in_the_s
     prover finds out only when it is about to vote for it; it must drop it and vote for the
     next proposal in the same attempt, not retry the bad one until the attempt runs out."""
     names = ["p0", "p1", "p2", "p3"]
-    top = leader_order(names, GENESIS)[0]
+    top = leader_order(names, 1, {})[0]
     async with network(conducts={top: Conduct.BAD_PROOF}) as net:
         honest = [net[n] for n in names if n != top]
         with trio.fail_after(30):
@@ -300,7 +302,7 @@ async def test_an_attempt_ends_a_grace_period_after_a_quorum_voted_without_a_cer
         await node.start(nursery)
         machine = node.machine
         assert machine is not None
-        first, second = [n for n in leader_order(names, GENESIS) if n != "p0"][:2]
+        first, second = [n for n in leader_order(names, 1, {}) if n != "p0"][:2]
         frames = [Frame(1, GENESIS.identity(), n, f"{n}:1", 0.5) for n in (first, second)]
         voted = Until(node, lambda view: "p0" in view.votes)
         moved = Until(node, lambda view: view.attempt == 1)
@@ -349,7 +351,7 @@ async def test_a_prover_that_moved_on_still_shows_its_vote_of_the_attempt_before
     attempt."""
     long = Timeouts(attempt=60.0, attempt_max=60.0)
     names = ["p0", "p1", "p2", "p3"]
-    top, mover, *rest = leader_order(names, GENESIS)
+    top, mover, *rest = leader_order(names, 1, {})
     down = rest[-1]
     seen: set[str] = set()
     sent: list[tuple[int, int]] = []
@@ -428,7 +430,7 @@ async def test_only_the_first_f_plus_one_live_provers_prove_in_attempt_0(
         chain = net["p0"].disk.chain
     first = provers - quorum(provers) + 1
     for rank in range(1, 7):
-        order = leader_order(sorted(net.nodes), chain[rank - 1])
+        order = leader_order(sorted(net.nodes), rank, chain)
         assert proposers[rank] == set(order[:first]), rank
 
 
@@ -438,7 +440,7 @@ async def test_the_other_provers_prove_once_the_first_ones_fail_to_propose(
     """The proposals of rank 1's first two provers are lost: in attempt 1 the other two prove
     their own, and the rank is final with one of theirs."""
     names = ["p0", "p1", "p2", "p3"]
-    first_two = leader_order(names, GENESIS)[:2]
+    first_two = leader_order(names, 1, {})[:2]
 
     def lost(sender: str, recipient: str, topic: Topic, payload: object) -> bool:
         return isinstance(payload, Frame) and topic is Topic.PROPOSAL and sender in first_two

@@ -51,7 +51,7 @@ KEYS = chainkit.keypairs(11, 12, 13, 14)
 (OUTSIDER,) = chainkit.keypairs(77)
 GENESIS = chainkit.make_genesis(NETWORK, KEYS)
 KEYPAIR_OF = {k.public: k for k in (*KEYS, OUTSIDER)}
-ORDER = [KEYPAIR_OF[p.key] for p in leader_order(GENESIS, GENESIS.frame())]
+ORDER = [KEYPAIR_OF[p.key] for p in leader_order(GENESIS, 1, {0: GENESIS.frame()}.get)]
 """The provers by priority at rank 1, highest first."""
 ME = ORDER[3]
 """The prover under test: the lowest priority, so its own frame never wins by accident."""
@@ -164,7 +164,7 @@ async def test_a_slow_clock_still_gives_a_timestamp_after_the_parent(tmp_path: P
 async def test_leaders_collect_liveness_and_sync(peer: Peer) -> None:
     providers = peer.providers
     assert await providers.get_next_leaders(None) == [k.prover for k in ORDER]
-    assert await providers.get_next_leaders(frame_x()) == leader_order(GENESIS, frame_x())
+    assert await providers.get_next_leaders(frame_x()) == leader_order(GENESIS, 2, peer.store.frame)
     for item in (b"one", b"two"):
         peer.mempool.add(item)
     collected = await providers.collect()

@@ -50,12 +50,12 @@ async def test_the_top_prover_s_liveness_warms_its_challenge_once_per_rank(
     prepared: list[bytes],
 ) -> None:
     tip: list[Frame] = [GENESIS.frame()]
-    warmup = Warmup(GENESIS, FOLLOWER, lambda: tip[0])
-    top = leader_order(GENESIS, tip[0])[0].key
+    warmup = Warmup(GENESIS, FOLLOWER, lambda: tip[0], lambda rank: None)
+    top = leader_order(GENESIS, 1, lambda rank: None)[0].key
     await announce(warmup, live(top), live(top, OTHER_ROOT))
     assert prepared == [frame_challenge(GENESIS, 1, tip[0].id, top, ROOT)]
     tip[0] = replace(tip[0], round=1, parent=tip[0].id)  # the next rank is warmed again
-    top = leader_order(GENESIS, tip[0])[0].key
+    top = leader_order(GENESIS, 2, lambda rank: None)[0].key
     await announce(warmup, live(top, rank=2))
     assert prepared[1:] == [frame_challenge(GENESIS, 2, tip[0].id, top, ROOT)]
 
@@ -64,9 +64,12 @@ async def test_other_provers_own_and_stale_announcements_warm_nothing(
     prepared: list[bytes],
 ) -> None:
     tip = GENESIS.frame()
-    top, second, *_ = [p.key for p in leader_order(GENESIS, tip)]
-    await announce(Warmup(GENESIS, top, lambda: tip), live(top))  # its own proof is vouched
-    await announce(Warmup(GENESIS, FOLLOWER, lambda: tip), live(second), live(top, rank=2))
+    top, second, *_ = [p.key for p in leader_order(GENESIS, 1, lambda rank: None)]
+    nothing = lambda rank: None  # noqa: E731
+    await announce(
+        Warmup(GENESIS, top, lambda: tip, nothing), live(top)
+    )  # its own proof is vouched
+    await announce(Warmup(GENESIS, FOLLOWER, lambda: tip, nothing), live(second), live(top, rank=2))
     assert prepared == []
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from p2pnode.chain.types import (
     key_of_peer_id,
     mutations_root,
 )
+from p2pnode.consensus import leaders
 from p2pnode.consensus.rules import max_faults
 
 NETWORK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -211,10 +213,20 @@ def _brief(value: object) -> str:
     return f"of type {type(value).__name__}"
 
 
-def leader_order(genesis: Genesis, prior: Frame) -> list[ProverId]:
-    """The provers of the rank after `prior`, highest priority first: a permutation of the
-    prover set seeded by the prior frame's id, so every peer computes the same order."""
-    return sorted(genesis.provers, key=lambda p: hashlib.sha256(prior.id + p.key).digest())
+def leader_order(
+    genesis: Genesis, rank: int, frame_at: Callable[[int], Frame | None]
+) -> list[ProverId]:
+    """The provers of `rank`, highest priority first, by the engine's rule
+    (`consensus.leaders`): the genesis prover set sorted by key and rotated by the rank, with
+    the place lost by a prover that did not win its latest turn; `frame_at` reads the final
+    frames that say who won."""
+    by_name = {prover.key.hex(): prover for prover in genesis.provers}
+
+    def winner(at: int) -> str | None:
+        frame = frame_at(at)
+        return None if frame is None else frame.prover.hex()
+
+    return [by_name[name] for name in leaders.leader_order(sorted(by_name), rank, winner)]
 
 
 def frame_challenge(

@@ -158,7 +158,8 @@ class ChainProviders:
         return await self.synchronizer.synchronize(existing)
 
     async def get_next_leaders(self, prior: Frame | None) -> list[ProverId]:
-        return leader_order(self.genesis, prior if prior is not None else self.store.tip())
+        rank = (prior if prior is not None else self.store.tip()).round + 1
+        return leader_order(self.genesis, rank, self.store.frame)
 
     async def prove_next_state(self, prior: Frame | None, collected: Collected) -> Frame:
         parent = prior if prior is not None else self.store.tip()
@@ -231,7 +232,7 @@ class ChainProviders:
     def _choose(self, proposals: Mapping[str, Frame], attempt: int) -> Frame:
         """The highest-priority proposal (the engine passes one when it runs attempts)."""
         tip = self.store.tip()
-        order = [p.identity() for p in leader_order(self.genesis, tip)]
+        order = [p.identity() for p in leader_order(self.genesis, tip.round + 1, self.store.frame)]
         rotated = priority(order, attempt)
         ranked = sorted(proposals, key=lambda p: rotated.index(p) if p in rotated else len(order))
         frame = proposals[ranked[0]]

@@ -23,10 +23,17 @@ class Warmup:
     rank, for the prover every peer votes for unless it fails.
     """
 
-    def __init__(self, genesis: Genesis, me: bytes, tip: Callable[[], Frame]) -> None:
+    def __init__(
+        self,
+        genesis: Genesis,
+        me: bytes,
+        tip: Callable[[], Frame],
+        frame_at: Callable[[int], Frame | None],
+    ) -> None:
         self._genesis = genesis
         self._me = me
         self._tip = tip
+        self._frame_at = frame_at
         self._top: tuple[bytes, bytes | None] | None = None
         """(tip id, the top-priority prover of the rank after it, None once warmed): one
         derivation per rank, however many announcements a Byzantine prover sends."""
@@ -38,7 +45,8 @@ class Warmup:
         if message.rank != tip.round + 1 or message.prover == self._me:
             return
         if self._top is None or self._top[0] != tip.id:
-            self._top = (tip.id, leader_order(self._genesis, tip)[0].key)
+            top = leader_order(self._genesis, tip.round + 1, self._frame_at)[0]
+            self._top = (tip.id, top.key)
         if message.prover != self._top[1]:
             return
         self._top = (tip.id, None)

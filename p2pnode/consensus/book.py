@@ -58,6 +58,7 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         self._confirmations: dict[int, dict[int, dict[str, StateT]]] = {}
         self._commits: dict[int, dict[str, StateT]] = {}
         self._certified: dict[int, tuple[int, str]] = {}
+        self._certified_frames: dict[int, dict[str, tuple[int, str, StateT]]] = {}
         self._invalid: dict[int, set[str]] = {}
         self._reach: dict[int, dict[str, int]] = {}
         self._attempt: dict[int, int] = {}
@@ -104,7 +105,7 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         self, rank: int, sender: str, proposal: StateT, *, replace: bool = False
     ) -> Receipt:
         """Keep the first proposal per sender, unless `replace` says this one must win (this
-        peer's own proposal, or one a certificate shows a quorum voted for)."""
+        peer's own proposal)."""
         refused = self.rank_receipt(rank)
         if refused is not None:
             return refused
@@ -118,6 +119,36 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
             return Receipt.FULL
         per_sender[sender] = proposal
         return Receipt.ACCEPTED
+
+    def add_certified(self, rank: int, attempt: int, proposer: str, frame: StateT) -> Receipt:
+        """Keep a frame a certificate of `attempt` shows a quorum voted for, by frame id: an
+        equivocating proposer's frames are kept side by side, and a replayed older certificate
+        neither displaces a newer one's frame nor lowers the attempt it is known by."""
+        refused = self.rank_receipt(rank)
+        if refused is not None:
+            return refused
+        frame_id = frame.identity()
+        per_frame = self._certified_frames.setdefault(rank, {})
+        held = per_frame.get(frame_id)
+        if held is not None and held[0] >= attempt:
+            return Receipt.DUPLICATE
+        if held is None and len(per_frame) >= self._limits.senders_per_rank:
+            return Receipt.FULL
+        per_frame[frame_id] = (attempt, proposer, frame)
+        return Receipt.ACCEPTED
+
+    def by_proposer(self, rank: int) -> dict[str, StateT]:
+        """One frame per proposer: the first it sent, or the frame of its newest certificate
+        (older certificates are laid on first, so the newest one's frame is the one kept)."""
+        held = dict(self.proposals(rank))
+        for proposer, frame in self.certified_frames(rank):
+            held[proposer] = frame
+        return held
+
+    def certified_frames(self, rank: int) -> list[tuple[str, StateT]]:
+        """The certified frames of a rank as (proposer, frame), oldest certificate first."""
+        held = sorted(self._certified_frames.get(rank, {}).items(), key=lambda i: (i[1][0], i[0]))
+        return [(proposer, frame) for _, (_, proposer, frame) in held]
 
     def discard_proposal(self, rank: int, sender: str, frame_id: str) -> None:
         """Drop a proposal found invalid; the same frame is refused from then on at this rank."""
@@ -230,6 +261,7 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
             self._confirmations,
             self._commits,
             self._certified,
+            self._certified_frames,
             self._invalid,
             self._reach,
             self._attempt,
@@ -241,7 +273,13 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         """Number of stored messages (and per-sender records), for bounded-memory checks."""
         flat = sum(
             len(m)
-            for kind in (self._liveness, self._proposals, self._commits, self._invalid)
+            for kind in (
+                self._liveness,
+                self._proposals,
+                self._commits,
+                self._invalid,
+                self._certified_frames,
+            )
             for m in kind.values()
         )
         nested = sum(

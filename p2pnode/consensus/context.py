@@ -137,7 +137,20 @@ class Context(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         return {sender: per_sender[sender] for sender in leaders if sender in per_sender}
 
     def proposals(self) -> dict[str, StateT]:
-        return self.listed(self.book.proposals(self.round.target))
+        """One frame per proposer of the round (see `MessageBook.by_proposer`)."""
+        return self.listed(self.book.by_proposer(self.round.target))
+
+    def frames(self) -> dict[str, StateT]:
+        """Every frame at hand for the round, by frame id: the proposals and each certified
+        frame, an equivocating proposer's two included."""
+        target = self.round.target
+        proposals = self.listed(self.book.proposals(target))
+        frames = {frame.identity(): frame for frame in proposals.values()}
+        leaders = set(self.round.leader_ids())
+        for proposer, frame in self.book.certified_frames(target):
+            if not leaders or proposer in leaders:
+                frames[frame.identity()] = frame
+        return frames
 
     def votes(self, attempt: int) -> dict[str, VoteT]:
         return self.listed(self.book.votes(self.round.target, attempt))

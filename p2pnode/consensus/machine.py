@@ -219,18 +219,22 @@ class StateMachine(Generic[StateT, VoteT, PeerIDT, CollectedT]):
             self._post(Event.LIVENESS_CHECK_RECEIVED)
         return receipt
 
-    def receive_proposal(
-        self, peer: PeerIDT, proposal: StateT, *, certified: bool = False
-    ) -> Receipt:
-        """Store the first proposal per (rank, proposer).
-
-        `certified` marks a frame taken from a valid certificate: it replaces a different
-        proposal held from the same proposer (an equivocating proposer sent that one to us,
-        the certified one to a quorum), so this peer can vote for it in later attempts.
-        """
+    def receive_proposal(self, peer: PeerIDT, proposal: StateT) -> Receipt:
+        """Store the first proposal per (rank, proposer)."""
         rank, sender = proposal.rank(), peer.identity()
-        receipt = self._screen(rank, sender) or self._ctx.book.add_proposal(
-            rank, sender, proposal, replace=certified
+        receipt = self._screen(rank, sender) or self._ctx.book.add_proposal(rank, sender, proposal)
+        if receipt.stored:
+            self._post(Event.PROPOSAL_RECEIVED)
+        return receipt
+
+    def receive_certified(self, proposer: PeerIDT, frame: StateT, attempt: int) -> Receipt:
+        """Store a frame taken from a valid certificate of `attempt` (checked by the caller),
+        by frame id: a proposer that equivocated may have sent us another frame, and the one a
+        quorum voted for is what this peer votes for in later attempts. A replayed older
+        certificate never hides a newer one's frame."""
+        rank, sender = frame.rank(), proposer.identity()
+        receipt = self._screen(rank, sender) or self._ctx.book.add_certified(
+            rank, attempt, sender, frame
         )
         if receipt.stored:
             self._post(Event.PROPOSAL_RECEIVED)

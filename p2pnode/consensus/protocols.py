@@ -59,7 +59,8 @@ class VotingProvider(Protocol[StateT, VoteT, PeerIDT_co]):
     async def finalize_votes(
         self, proposals: Mapping[str, StateT], proposal_votes: Mapping[str, VoteT]
     ) -> tuple[StateT, PeerIDT_co]:
-        """Fold a quorum of votes into the chosen state (with its certificate) and its proposer."""
+        """Fold a quorum of votes into the chosen state (with its certificate) and its proposer;
+        the state is looked for among the values of `proposals`."""
         ...
 
     async def send_confirmation(self, finalized: StateT) -> None: ...
@@ -85,7 +86,9 @@ class CommitVotingProvider(Protocol[StateT, VoteT, PeerIDT_co]):
 
     async def finalize_votes(
         self, proposals: Mapping[str, StateT], proposal_votes: Mapping[str, VoteT]
-    ) -> tuple[StateT, PeerIDT_co]: ...
+    ) -> tuple[StateT, PeerIDT_co]:
+        """As above; `proposals` holds every frame at hand, keyed by frame id."""
+        ...
 
     async def send_confirmation(self, finalized: StateT) -> None: ...
 

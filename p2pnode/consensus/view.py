@@ -55,7 +55,7 @@ def view_of(
         minimum_provers=minimum_provers,
         provers=tuple(provers),
         live=tuple(sorted(p for p in book.liveness(target) if not provers or p in provers)),
-        proposals={p: frame.identity() for p, frame in book.proposals(target).items()},
+        proposals={p: frame.identity() for p, frame in book.by_proposer(target).items()},
         votes={v: vote.identity() for v, vote in book.votes(target, rnd.attempt).items()},
         confirmations={a: tuple(sorted(g)) for a, g in book.confirmations(target).items()},
         commits=tuple(sorted(book.commits(target))),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import cast
 
@@ -57,14 +58,22 @@ def _quorum_voted(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> bool:
 
 
 async def attempt_timer(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> None:
-    """Raise `voting_timeout` when the current attempt's deadline passes."""
+    """Raise `voting_timeout` when the current attempt's deadline passes, and run the state
+    again when the wait for the top live prover's proposal ends."""
+    passed: set[float] = set()
     while True:
         ctx.deadline_moved = moved = trio.Event()
-        with trio.move_on_at(ctx.round.deadline) as waiting:
+        rnd = ctx.round
+        alarms = [t for t in (rnd.deadline, rnd.lead_ends(ctx.timeouts)) if t not in passed]
+        due = min(alarms, default=math.inf)
+        with trio.move_on_at(due) as waiting:
             await moved.wait()
         if waiting.cancelled_caught:
-            ctx.post(Event.VOTING_TIMEOUT, epoch)
-            await moved.wait()
+            passed.add(due)
+            if due == rnd.deadline:
+                ctx.post(Event.VOTING_TIMEOUT, epoch)
+            else:
+                ctx.wake()
 
 
 # -- voting --------------------------------------------------------------------------------
@@ -97,10 +106,16 @@ def _candidates(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> dict[str, S
     if not ctx.attempts:
         return proposals if len(proposals) >= ctx.minimum() else {}
     # Only the first f+1 provers prove in attempt 0, and the others only from attempt 1 on:
-    # wait for the attempt's highest-priority live prover, or one `voting` period.
+    # wait for the attempt's highest-priority live prover, but no longer than `lead` after
+    # the first proposal came in (nor than one `voting` period).
+    now = trio.current_time()
+    if proposals and rnd.first_proposal_at is None:
+        rnd.first_proposal_at = now
+        ctx.deadline_moved.set()  # the attempt timer wakes this state when the lead ends
     enough = bool(proposals) and (
         _top_live_proposed(ctx, proposals)
-        or trio.current_time() >= rnd.opened_at + ctx.timeouts.voting
+        or now >= rnd.lead_ends(ctx.timeouts)
+        or now >= rnd.opened_at + ctx.timeouts.voting
     )
     choice = choose_vote(rnd.attempt, rnd.lock, rnd.best, proposals, rnd.leader_ids(), enough)
     return {} if choice is None else {choice.proposer: choice.frame}
@@ -209,10 +224,10 @@ async def finalizing(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: in
         return
     if attempt in rnd.confirmed or (not ctx.attempts and rnd.next_state is not None):
         return  # waiting for the commit
-    proposals, votes = ctx.proposals(), ctx.votes(attempt)
+    # Read afresh on every try: the certified frame may arrive just after the votes.
     folded = await ctx.retrying(
         "finalize_votes",
-        lambda: ctx.voting.finalize_votes(proposals, votes),
+        lambda: ctx.voting.finalize_votes(_at_hand(ctx), ctx.votes(attempt)),
         epoch,
         relevant=lambda: rnd.attempt == attempt,
     )
@@ -224,6 +239,12 @@ async def finalizing(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: in
         ctx.post(Event.AGGREGATION_DONE, epoch)
         return
     await _confirm(ctx, attempt, Lock(attempt, proposer.identity(), frame), epoch)
+
+
+def _at_hand(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> dict[str, StateT]:
+    """What `finalize_votes` looks for the certified frame in: with attempts, every frame at
+    hand by id (an equivocating proposer's two included); without, the proposals."""
+    return ctx.frames() if ctx.attempts else ctx.proposals()
 
 
 async def _confirm(

@@ -257,8 +257,10 @@ class Inbound:
                 raise RejectedError(problem)
             if self.checker.ahead_of_clock(frame):
                 return self._ignore(Topic.CONFIRMATIONS, origin, AHEAD_OF_CLOCK)
-            # The frame a quorum voted for replaces any other this prover sent us.
-            self.machine.receive_proposal(ProverId(frame.prover), frame.bare(), certified=True)
+            # Kept by frame id, beside any other frame this prover sent us.
+            self.machine.receive_certified(
+                ProverId(frame.prover), frame.bare(), certificate.attempt
+            )
             if certificate.kind is CertKind.VOTES and self.relay is not None:
                 self.relay(message)
         elif frame.round <= tip.round:

@@ -149,7 +149,8 @@ class Node:
             self.providers,
             self.providers,
             LogTracer(self.activity),
-            timeouts=engine.timeouts,
+            # Whatever the genesis difficulty, proving never outlasts the waits for proposals.
+            timeouts=engine.timeouts.for_proving(vdf.proving_time(genesis.difficulty)),
             limits=engine.limits,
             journal=self.store,
         )
@@ -157,7 +158,7 @@ class Node:
         self.machine.add_listener(self.activity)
         self.phases = PhaseClock()
         self.machine.add_listener(self.phases)
-        self.warmup = Warmup(genesis, keypair.public, self.store.tip)
+        self.warmup = Warmup(genesis, keypair.public, self.store.tip, self.store.frame)
         self.inbound = Inbound(
             genesis,
             self.machine,

@@ -34,6 +34,9 @@ class Summary:
     memory_failures: int = 0
     equivocations: int = 0
     slowest_recovery: float = 0.0
+    least_kept: float | None = None
+    most_share: float | None = None
+    retried: int = 0
     failing: list[Outcome] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
@@ -46,6 +49,11 @@ class Summary:
         self.equivocations += outcome.equivocations
         if outcome.recovery is not None:
             self.slowest_recovery = max(self.slowest_recovery, outcome.recovery)
+        if outcome.kept is not None:
+            self.least_kept = min(outcome.kept, self.least_kept or outcome.kept)
+        if outcome.share is not None:
+            self.most_share = max(outcome.share, self.most_share or outcome.share)
+        self.retried += outcome.retried or 0
         if not outcome.ok:
             self.failing.append(outcome)
 
@@ -113,6 +121,9 @@ def table(summaries: list[Summary]) -> Table:
         "memory over bound",
         "equivocations caught",
         "slowest recovery (s)",
+        "throughput kept (least)",
+        "Byzantine share (most, x fair)",
+        "ranks retried",
     ):
         out.add_column(column, justify="left" if column == "scenario" else "right")
     for s in summaries:
@@ -127,6 +138,9 @@ def table(summaries: list[Summary]) -> Table:
             str(s.memory_failures),
             str(s.equivocations),
             f"{s.slowest_recovery:.1f}",
+            "-" if s.least_kept is None else f"{s.least_kept:.0%}",
+            "-" if s.most_share is None else f"{s.most_share:.2f}",
+            str(s.retried),
         )
     return out
 
@@ -166,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(
             f"FAIL {o.scenario} n={o.provers} seed={o.seed}: safety={o.safety_violations} "
             f"liveness_failure={o.liveness_failure} recovery={o.recovery} "
+            f"kept={o.kept} share={o.share} retried={o.retried} "
             f"stopped_engines={o.stopped} "
             f"peak_stored={o.peak_stored}/{o.memory_bound}"
             f"  (reproduce: scripts/simulate --scenario {o.scenario} --provers {o.provers} "

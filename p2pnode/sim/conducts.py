@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import enum
+import functools
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import trio
 
 from p2pnode.consensus import RoundView
+from p2pnode.sim import model
 from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.model import Collected, Confirmation, Frame, Vote, digest
 from p2pnode.sim.providers import Registry
@@ -40,6 +42,19 @@ class Conduct(enum.Enum):
     """Proposes frames whose proof of work does not hold."""
     SPAMMER = "spammer"
     """Honest, but also floods far-future ranks and messages in a non-prover's name."""
+    SILENT_LEADER = "silent_leader"
+    """Announces liveness and votes, but never proposes."""
+    MUTE = "mute"
+    """Announces liveness, and sends nothing else."""
+    SUBSET_LEADER = "subset_leader"
+    """Sends its proposal to a single other prover."""
+    LAGGARD = "laggard"
+    """Sends half its messages 0.45 s late and the rest 3 s late."""
+    GRINDER = "grinder"
+    """Re-stamps its proposal until it would lead the next rank, and holds it back 0.40 s."""
+    CERT_REPLAYER = "cert_replayer"
+    """Equivocates as a proposer, and replays a rank's older certificates whenever it hears a
+    newer one."""
     FUZZER = "fuzzer"
     """Each message it sends, it sends as one of the conducts above chosen at random, or not at
     all; it also replays old confirmations and lies to sync requests."""
@@ -62,6 +77,8 @@ class Misbehaviour:
     view: Callable[[], RoundView | None]
     later: Callable[[float, Callable[[], None]], None]
     """Run a callable after a delay (virtual seconds), in the peer's own task group."""
+    chain: Mapping[int, Frame] = field(default_factory=dict)
+    """The final frames this prover holds (for the grinder)."""
     heard: deque[Confirmation] = field(default_factory=lambda: deque(maxlen=64))
 
     def halves(self) -> tuple[set[str], set[str]]:
@@ -80,6 +97,12 @@ class Misbehaviour:
             conduct = self.rng.choice(_FUZZED)
             if conduct is Conduct.FUZZER:
                 return  # not sent at all
+        if conduct is Conduct.MUTE and topic is not Topic.LIVENESS:
+            return
+        if conduct is Conduct.LAGGARD:
+            lag = self.rng.choice((0.45, 3.0))
+            self.later(lag, lambda: self.bus.publish(self.name, topic, payload))
+            return
         handled = False
         match payload:
             case Frame() if topic is Topic.PROPOSAL:
@@ -94,7 +117,7 @@ class Misbehaviour:
     def _propose(self, conduct: Conduct, frame: Frame) -> bool:
         half, rest = self.halves()
         match conduct:
-            case Conduct.EQUIVOCATING_PROPOSER:
+            case Conduct.EQUIVOCATING_PROPOSER | Conduct.CERT_REPLAYER:
                 twin = replace(frame, payload=frame.payload + "'")
                 self.bus.publish(self.name, Topic.PROPOSAL, frame, to=rest)
                 self.bus.publish(self.name, Topic.PROPOSAL, twin, to=half)
@@ -106,9 +129,29 @@ class Misbehaviour:
                 self.bus.publish(self.name, Topic.PROPOSAL, orphan)
             case Conduct.BAD_PROOF:
                 self.bus.publish(self.name, Topic.PROPOSAL, replace(frame, proof=False))
+            case Conduct.SILENT_LEADER:
+                pass
+            case Conduct.SUBSET_LEADER:
+                self.bus.publish(
+                    self.name, Topic.PROPOSAL, frame, to={self.rng.choice(sorted(rest))}
+                )
+            case Conduct.GRINDER:
+                ground = self._grind(frame)
+                self.later(0.40, lambda: self.bus.publish(self.name, Topic.PROPOSAL, ground))
             case _:
                 return False
         return True
+
+    def _grind(self, frame: Frame) -> Frame:
+        """The first re-stamping of `frame` (of up to a few per prover) under which this prover
+        leads the next rank, were `frame` final; `frame` itself if none does."""
+        provers = self.registry.provers
+        for step in range(4 * len(provers)):
+            stamped = replace(frame, stamp=frame.stamp + step * 1e-6)
+            chain = {**self.chain, stamped.round: stamped}
+            if model.leader_order(provers, stamped.round + 1, chain)[0] == self.name:
+                return stamped
+        return frame
 
     def _vote(self, conduct: Conduct, vote: Vote) -> bool:
         if conduct is Conduct.DOUBLE_VOTER:
@@ -142,6 +185,21 @@ class Misbehaviour:
 
     def hear(self, confirmation: Confirmation) -> None:
         self.heard.append(confirmation)
+        if self.conduct is Conduct.CERT_REPLAYER and not confirmation.frame.final:
+            frame = confirmation.frame
+            older = [
+                old
+                for old in self.heard
+                if old.frame.round == frame.round
+                and -1 < old.frame.cert_attempt < frame.cert_attempt
+            ]
+            if older:
+                self.later(0.005, functools.partial(self._replay, older))
+
+    def _replay(self, confirmations: list[Confirmation]) -> None:
+        """Send older certificates again, as their signers sent them, to every peer."""
+        for confirmation in confirmations:
+            self.bus.publish(confirmation.signer, Topic.CONFIRMATION, confirmation)
 
     async def replay(self, every: float) -> None:
         """Send an old confirmation again, as its signer sent it, to some peers."""
@@ -186,6 +244,11 @@ _FUZZED = (
     Conduct.LATE_LEADER,
     Conduct.BAD_PARENT,
     Conduct.BAD_PROOF,
+    Conduct.SILENT_LEADER,
+    Conduct.MUTE,
+    Conduct.SUBSET_LEADER,
+    Conduct.LAGGARD,
+    Conduct.GRINDER,
     Conduct.FUZZER,  # stands for: nothing sent
 )
 

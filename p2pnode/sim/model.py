@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from p2pnode.consensus import leaders
 from p2pnode.consensus.rules import max_faults
 
 
@@ -137,7 +138,11 @@ def quorum(provers: int) -> int:
     return provers - max_faults(provers)
 
 
-def leader_order(provers: Sequence[str], prior: Named | None) -> list[str]:
-    """A deterministic permutation of the provers seeded by the prior frame's id."""
-    seed = prior.identity() if prior is not None else ""
-    return sorted(provers, key=lambda name: digest("leader", seed, name))
+def leader_order(provers: Sequence[str], rank: int, chain: Mapping[int, Named]) -> list[str]:
+    """The provers of `rank`, highest priority first: the engine's rule (a rotation by rank of
+    the sorted prover set, minus the places lost), with the winners read from `chain`."""
+    return leaders.leader_order(sorted(provers), rank, lambda r: _prover_of(chain.get(r)))
+
+
+def _prover_of(frame: Named | None) -> str | None:
+    return None if frame is None else getattr(frame, "prover", None)

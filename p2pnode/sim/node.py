@@ -162,10 +162,11 @@ class SimNode:
             self.rng,
             machine.round_view,
             self._later,
+            chain=self.disk.chain,
         )
         if self.conduct is Conduct.SPAMMER:
             tasks.start_soon(bad.spam, 0.5, lambda: self.finalized_rank() + 1)
-        if self.conduct in (Conduct.REPLAYER, Conduct.FUZZER):
+        if self.conduct in (Conduct.REPLAYER, Conduct.CERT_REPLAYER, Conduct.FUZZER):
             tasks.start_soon(bad.replay, 0.5)
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:
@@ -304,8 +305,8 @@ class SimNode:
         if self.providers is not None:  # a certificate shows how far its sender has come
             self.providers.note_ahead(sender, frame.round if frame.final else frame.round - 1)
         if self._extends_tip(frame):
-            # The frame a quorum voted for replaces any other this prover sent us.
-            machine.receive_proposal(Peer(frame.prover), frame.body(), certified=True)
+            # Kept by frame id, beside any other frame this prover sent us.
+            machine.receive_certified(Peer(frame.prover), frame.body(), frame.cert_attempt)
             if not frame.final and self.providers is not None:
                 self.providers.sent.heard(message)
         receipt = machine.receive_confirmation(Peer(signer), frame, commit=frame.final)

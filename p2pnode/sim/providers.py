@@ -10,6 +10,7 @@ import trio
 
 from p2pnode.consensus import InvalidProposal, ProviderError, RoundRecord
 from p2pnode.consensus.rules import priority
+from p2pnode.sim import model
 from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.model import (
     GENESIS,
@@ -18,7 +19,6 @@ from p2pnode.sim.model import (
     Frame,
     Peer,
     Vote,
-    leader_order,
     quorum,
 )
 
@@ -268,7 +268,8 @@ class Reference:
     # -- leader and liveness -------------------------------------------------------------
 
     async def get_next_leaders(self, prior: Frame | None) -> list[Peer]:
-        return [Peer(name) for name in leader_order(self.provers, prior)]
+        rank = (prior if prior is not None else GENESIS).round + 1
+        return [Peer(name) for name in model.leader_order(self.provers, rank, self.disk.chain)]
 
     async def prove_next_state(self, prior: Frame | None, collected: Collected) -> Frame:
         await trio.sleep(self.prove_time)
@@ -301,7 +302,7 @@ class Reference:
         rank = next(iter(proposals.values())).round
         vote = self.disk.votes.get((rank, attempt))
         if vote is None:
-            order = priority(leader_order(self.provers, self.disk.chain.get(rank - 1)), attempt)
+            order = priority(model.leader_order(self.provers, rank, self.disk.chain), attempt)
             proposer = min(proposals, key=lambda p: order.index(p) if p in order else len(order))
             frame = proposals[proposer]
             if not frame.proof:  # checked only now, as a real peer checks the proof it votes for

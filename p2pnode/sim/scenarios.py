@@ -33,6 +33,15 @@ class Plan:
     skews: dict[str, Skew] = field(default_factory=dict)
     followers: dict[str, float] = field(default_factory=dict)
     """Peers outside the prover set, by name, with how often (seconds) each synchronizes."""
+    measure: float = 0.0
+    """When set, the run goes on this many seconds after the calm's progress to measure the
+    throughput, against the same run with every prover honest, and the Byzantine provers'
+    share of the final frames."""
+    prove_time: float | None = None
+    """Seconds each proof takes, when not the simulator's default; the engine's waits are
+    derived from it as a real peer derives them from the genesis difficulty."""
+    first_attempt: bool = False
+    """Every rank measured must be final in its first attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +220,58 @@ def _anything(names: list[str], rng: random.Random) -> Plan:
     )
 
 
+MEASURED = 60.0
+"""Seconds a throughput scenario measures, after the calm's progress."""
+
+
+def _measured(conduct: Conduct) -> Callable[[list[str], random.Random], Plan]:
+    """f provers of one conduct on a network that behaves: the throughput they cost and the
+    share of the ranks they win, measured."""
+
+    def plan(names: list[str], rng: random.Random) -> Plan:
+        bad = rng.sample(names, max_faults(len(names)))
+        faults = Faults(until=1.0, jitter=0.05)
+        conducts = dict.fromkeys(bad, conduct)
+        return Plan(faults=faults, conducts=conducts, calm_after=1.0, measure=MEASURED)
+
+    return plan
+
+
+def _stale_certificate(names: list[str], rng: random.Random) -> Plan:
+    """f equivocating provers replay a rank's older certificates whenever a newer one appears,
+    while loss and late proposals split the votes and an honest prover crashes and comes back
+    with an empty book, so that a rank has certificates for two frames of one proposer."""
+    f = max_faults(len(names))
+    shuffled = rng.sample(names, len(names))
+    bad, victim = shuffled[:f], shuffled[f]
+    until = rng.uniform(6.0, 14.0)
+    at = rng.uniform(1.0, until - 2.0)
+    faults = Faults(
+        until=until,
+        loss=rng.uniform(0.0, 0.2),
+        jitter=rng.uniform(0.05, 0.3),
+        proposal_delay=rng.uniform(0.3, 0.7),
+    )
+    return Plan(
+        faults=faults,
+        conducts=dict.fromkeys(bad, Conduct.CERT_REPLAYER),
+        crashes=(Crash(victim, at, min(at + rng.uniform(0.5, 4.0), until)),),
+        calm_after=until,
+    )
+
+
+def _slow_proving(names: list[str], rng: random.Random) -> Plan:
+    """Proofs take 0.9 to 2.5 s, longer than the default wait for proposals: the waits derived
+    from the proving time keep every rank in its first attempt."""
+    return Plan(
+        faults=Faults(until=1.0, jitter=0.05),
+        calm_after=1.0,
+        measure=MEASURED,
+        prove_time=rng.uniform(0.9, 2.5),
+        first_attempt=True,
+    )
+
+
 def _any_partition(names: list[str], rng: random.Random, until: float) -> Partition:
     start = rng.uniform(0.5, until - 0.5)
     side = frozenset(rng.sample(names, rng.randint(1, len(names) - 1)))
@@ -287,6 +348,39 @@ SCENARIOS: tuple[Scenario, ...] = (
         _byzantine(Conduct.FUZZER),
     ),
     Scenario("anything", "any mix of the faults and conducts above, drawn per seed", _anything),
+    Scenario(
+        "stale_certificate",
+        "f equivocating provers replay older certificates after a restart split the rank",
+        _stale_certificate,
+    ),
+    Scenario(
+        "silent_leader",
+        "f provers announce liveness and vote but never propose (throughput measured)",
+        _measured(Conduct.SILENT_LEADER),
+    ),
+    Scenario(
+        "mute", "f provers only announce liveness (throughput measured)", _measured(Conduct.MUTE)
+    ),
+    Scenario(
+        "subset_leader",
+        "f provers send their proposals to one other prover only (throughput measured)",
+        _measured(Conduct.SUBSET_LEADER),
+    ),
+    Scenario(
+        "laggard",
+        "f provers send half their messages 0.45 s late, the rest 3 s (throughput measured)",
+        _measured(Conduct.LAGGARD),
+    ),
+    Scenario(
+        "grinder",
+        "f provers re-stamp their frames to lead the next rank, 0.4 s late (share measured)",
+        _measured(Conduct.GRINDER),
+    ),
+    Scenario(
+        "slow_proving",
+        "proofs take 0.9-2.5 s; every rank must be final in its first attempt",
+        _slow_proving,
+    ),
 )
 
 

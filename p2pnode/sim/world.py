@@ -25,6 +25,10 @@ PROGRESS_AFTER_CALM = 3
 """Ranks every honest peer must finalize once the network behaves."""
 LIVENESS_WINDOW = 240.0
 """Virtual seconds allowed for that."""
+THROUGHPUT_KEPT = 0.75
+"""A measured run keeps at least this share of the throughput of the same run all honest."""
+SHARE_BOUND = 1.5
+"""Byzantine provers win at most this many times their fair share (f/n) of measured ranks."""
 RECOVERY_ATTEMPTS = 3
 """Honest provers must finalize a new rank within this many first-attempt lengths of the calm,
 however far their attempts grew during the faults."""
@@ -55,6 +59,14 @@ class Outcome:
     stopped: int = 0
     """Honest peers, up at the end, whose engine had stopped by itself (a provider crashed)."""
     recovery_bound: float = math.inf
+    rate: float | None = None
+    """Ranks per second the slowest honest peer finalized in the measured window."""
+    kept: float | None = None
+    """That rate over the rate of the same run with every prover honest."""
+    share: float | None = None
+    """The Byzantine provers' share of the measured ranks, over their fair share f/n."""
+    retried: int | None = None
+    """Measured ranks final only in a later attempt, where the plan wants none."""
 
     @property
     def memory_ok(self) -> bool:
@@ -66,6 +78,15 @@ class Outcome:
         return self.recovery is None or self.recovery > self.recovery_bound
 
     @property
+    def throughput_ok(self) -> bool:
+        """The measured throughput and the Byzantine share hold their bounds (if measured)."""
+        return (
+            (self.kept is None or self.kept >= THROUGHPUT_KEPT)
+            and (self.share is None or self.share <= SHARE_BOUND)
+            and not self.retried
+        )
+
+    @property
     def ok(self) -> bool:
         return (
             not self.safety_violations
@@ -73,14 +94,15 @@ class Outcome:
             and not self.slow_recovery
             and not self.stopped
             and self.memory_ok
+            and self.throughput_ok
         )
 
 
 def memory_bound(limits: Limits, senders: int) -> int:
     """What the message book may hold: per rank in its window, per kind, per sender (liveness,
-    proposals, reach, commits, invalid frames, the newest certificate, votes in the current
-    attempt and those ahead, confirmations in the attempts behind and ahead)."""
-    per_rank = 6 + (limits.attempts_ahead + 1) + (2 * limits.attempts_ahead + 1)
+    proposals, certified frames, reach, commits, invalid frames, the newest certificate, votes
+    in the current attempt and those ahead, confirmations in the attempts behind and ahead)."""
+    per_rank = 7 + (limits.attempts_ahead + 1) + (2 * limits.attempts_ahead + 1)
     return limits.ranks_ahead * per_rank * senders
 
 
@@ -129,14 +151,37 @@ def run(
     """Play one seed of a scenario; the same arguments always give the same outcome.
 
     With `echo` the pubsub delivers a peer's own messages back and the engine's flag is off;
-    without it the flag is on. `minimum_provers` defaults to the quorum, n - f.
+    without it the flag is on. `minimum_provers` defaults to the quorum, n - f. A plan that
+    measures throughput is played a second time with every prover honest, for comparison.
     """
     seed_value = _seed_of(scenario.name, provers, seed, echo)
-    clock = trio.testing.MockClock(autojump_threshold=0)
     minimum = quorum(provers) if minimum_provers is None else minimum_provers
+    outcome = _run_once(scenario, provers, seed, echo, minimum, seed_value, honest=False)
+    if outcome.rate is None:
+        return outcome
+    control = _run_once(scenario, provers, seed, echo, minimum, seed_value, honest=True)
+    kept = outcome.rate / control.rate if control.rate else None
+    return replace(outcome, kept=kept)
+
+
+def _run_once(
+    scenario: Scenario,
+    provers: int,
+    seed: int,
+    echo: bool,
+    minimum: int,
+    seed_value: int,
+    *,
+    honest: bool,
+) -> Outcome:
+    clock = trio.testing.MockClock(autojump_threshold=0)
     rng = random.Random(seed_value)
+    names = [f"p{i}" for i in range(provers)]
+    plan = scenario.plan(names, rng)
+    if honest:
+        plan = replace(plan, conducts={})
     with _reproducible_scheduling(seed_value):
-        return trio.run(_play, scenario, provers, seed, echo, minimum, rng, clock=clock)
+        return trio.run(_play, scenario.name, plan, names, seed, echo, minimum, rng, clock=clock)
 
 
 class Directory:
@@ -181,18 +226,28 @@ def build(
 
 
 async def _play(
-    scenario: Scenario, provers: int, seed: int, echo: bool, minimum: int, rng: random.Random
+    name: str,
+    plan: Plan,
+    names: list[str],
+    seed: int,
+    echo: bool,
+    minimum: int,
+    rng: random.Random,
 ) -> Outcome:
-    names = [f"p{i}" for i in range(provers)]
-    plan = scenario.plan(names, rng)
+    provers = len(names)
     bus = Bus(rng, plan.faults, echo=echo, quorum=quorum(provers))
     limits, timeouts = Limits(), Timeouts()
     config = NodeConfig(minimum, not echo, timeouts, limits)
+    if plan.prove_time is not None:
+        config = replace(
+            config, timeouts=timeouts.for_proving(plan.prove_time), prove_time=plan.prove_time
+        )
     registry, disks, directory = build(plan, names, bus, config, rng)
     nodes = list(directory.nodes.values())
     honest = [node for node in nodes if node.honest]
     gone = {crash.name for crash in plan.crashes if crash.back is None}
     watched = [node for node in honest if node.name not in gone]
+    measured: Measured | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(bus.run)
         for node in nodes:
@@ -201,11 +256,13 @@ async def _play(
             nursery.start_soon(_crash, crash, directory.nodes, nursery)
         await trio.sleep_until(plan.calm_after)
         progress = await _watch(watched)
+        if plan.measure and progress.live:
+            measured = await _measure(watched, plan)
         stopped = sum(_stopped(node) for node in watched)
         nursery.cancel_scope.cancel()
     senders = len(nodes) * 2
     return Outcome(
-        scenario=scenario.name,
+        scenario=name,
         provers=provers,
         seed=seed,
         echo=echo,
@@ -217,12 +274,38 @@ async def _play(
         peak_stored=max(node.peak_stored for node in nodes),
         memory_bound=memory_bound(limits, senders),
         equivocations=sum(node.inbox.equivocations for node in honest),
-        virtual_time=progress.end,
+        virtual_time=trio.current_time(),
         chain=common_chain([disks[node.name] for node in honest]),
         winners=common_chain([disks[node.name] for node in honest], by_prover=True),
         stopped=stopped,
-        recovery_bound=RECOVERY_ATTEMPTS * timeouts.attempt,
+        recovery_bound=RECOVERY_ATTEMPTS * config.timeouts.attempt,
+        rate=None if measured is None else measured.rate,
+        share=None if measured is None else measured.share,
+        retried=None if measured is None or not plan.first_attempt else measured.retried,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    rate: float
+    share: float | None
+    retried: int
+
+
+async def _measure(watched: list[SimNode], plan: Plan) -> Measured:
+    """Ranks per second over `plan.measure` seconds, and who won them."""
+    start = min(node.finalized_rank() for node in watched)
+    await trio.sleep(plan.measure)
+    end = min(node.finalized_rank() for node in watched)
+    chain = watched[0].disk.chain
+    frames = [chain[rank] for rank in range(start + 1, end + 1)]
+    share = None
+    if plan.conducts and frames:
+        fair = len(plan.conducts) / len(watched[0].registry.provers)
+        won = sum(frame.prover in plan.conducts for frame in frames) / len(frames)
+        share = won / fair
+    retried = sum(frame.cert_attempt > 0 for frame in frames)
+    return Measured((end - start) / plan.measure, share, retried)
 
 
 @dataclass(frozen=True, slots=True)
