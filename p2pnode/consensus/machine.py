@@ -191,6 +191,11 @@ class StateMachine(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         return view_of(self._state, ctx.active, ctx.round, ctx.book, ctx.minimum())
 
     @property
+    def timeouts(self) -> Timeouts:
+        """The timeouts this machine runs with."""
+        return self._ctx.timeouts
+
+    @property
     def uses_attempts(self) -> bool:
         """Whether the voting provider runs attempts within a rank."""
         return self._ctx.attempts

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field, replace
 import trio
 
 from p2pnode.consensus import RoundView
-from p2pnode.sim import model
+from p2pnode.sim import model, stale
 from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.model import Collected, Confirmation, Frame, Vote, digest
 from p2pnode.sim.providers import Registry
+from p2pnode.sim.stale import Coalition
 
 
 class Conduct(enum.Enum):
@@ -79,6 +80,8 @@ class Misbehaviour:
     """Run a callable after a delay (virtual seconds), in the peer's own task group."""
     chain: Mapping[int, Frame] = field(default_factory=dict)
     """The final frames this prover holds (for the grinder)."""
+    coalition: Coalition | None = None
+    """The scripted choices a CERT_REPLAYER shares with the other Byzantine provers."""
     heard: deque[Confirmation] = field(default_factory=lambda: deque(maxlen=64))
 
     def halves(self) -> tuple[set[str], set[str]]:
@@ -98,6 +101,9 @@ class Misbehaviour:
             if conduct is Conduct.FUZZER:
                 return  # not sent at all
         if conduct is Conduct.MUTE and topic is not Topic.LIVENESS:
+            return
+        if conduct is Conduct.CERT_REPLAYER and self.coalition is not None:
+            self._scripted(self.coalition, topic, payload)
             return
         if conduct is Conduct.LAGGARD:
             lag = self.rng.choice((0.45, 3.0))
@@ -142,6 +148,22 @@ class Misbehaviour:
                 return False
         return True
 
+    def _scripted(self, coalition: Coalition, topic: Topic, payload: object) -> None:
+        """Publish as the coalition's script says (see `sim.stale`)."""
+        match payload:
+            case Frame() if topic is Topic.PROPOSAL:
+                for frame, to in coalition.propose(payload, set(self.bus.peers())):
+                    self.bus.publish(self.name, topic, frame, to=to)
+            case Vote():
+                vote = coalition.vote(payload)
+                if vote is not None:
+                    self.registry.sign(("vote", vote.round, vote.attempt, vote.frame_id, self.name))
+                    self.bus.publish(self.name, topic, vote)
+            case Confirmation() if not coalition.confirm(payload):
+                pass
+            case _:
+                self.bus.publish(self.name, topic, payload)
+
     def _grind(self, frame: Frame) -> Frame:
         """The first re-stamping of `frame` (of up to a few per prover) under which this prover
         leads the next rank, were `frame` final; `frame` itself if none does."""
@@ -185,6 +207,8 @@ class Misbehaviour:
 
     def hear(self, confirmation: Confirmation) -> None:
         self.heard.append(confirmation)
+        if self.coalition is not None:
+            self.coalition.heard(confirmation)
         if self.conduct is Conduct.CERT_REPLAYER and not confirmation.frame.final:
             frame = confirmation.frame
             older = [
@@ -211,6 +235,16 @@ class Misbehaviour:
                 confirmation = self.rng.choice(old)
                 to = self.some()
                 self.bus.publish(confirmation.signer, Topic.CONFIRMATION, confirmation, to=to)
+
+    async def replay_stale(self, every: float) -> None:
+        """Replay the coalition's older certificates, as their signers sent them, to everyone."""
+        while self.coalition is not None:
+            await trio.sleep(every)
+            view = self.view()
+            if view is not None and view.target_rank > stale.RANK:
+                return  # its rank is final: replays of it are ignored unread
+            for confirmation in self.coalition.replays():
+                self.bus.publish(confirmation.signer, Topic.CONFIRMATION, confirmation)
 
     def serve(self, frames: list[Frame], start: int) -> list[Frame]:
         """A sync liar's answer: nothing, a chain that stops early, or an invalid frame."""

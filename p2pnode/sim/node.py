@@ -16,6 +16,7 @@ from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.conducts import Conduct, Misbehaviour
 from p2pnode.sim.model import Collected, Confirmation, Frame, Peer, Vote
 from p2pnode.sim.providers import Disk, Reference, Registry, SyncServers
+from p2pnode.sim.stale import Coalition
 
 Machine = StateMachine[Frame, Vote, Peer, Collected]
 
@@ -74,6 +75,7 @@ class SimNode:
     providers: Reference | None = None
     peak_stored: int = 0
     crashes: int = 0
+    coalition: Coalition | None = None
     _scope: trio.CancelScope | None = None
     _tasks: trio.Nursery | None = None
     _byzantine: Misbehaviour | None = None
@@ -163,11 +165,14 @@ class SimNode:
             machine.round_view,
             self._later,
             chain=self.disk.chain,
+            coalition=self.coalition,
         )
         if self.conduct is Conduct.SPAMMER:
             tasks.start_soon(bad.spam, 0.5, lambda: self.finalized_rank() + 1)
         if self.conduct in (Conduct.REPLAYER, Conduct.CERT_REPLAYER, Conduct.FUZZER):
             tasks.start_soon(bad.replay, 0.5)
+        if self.conduct is Conduct.CERT_REPLAYER and self.coalition is not None:
+            tasks.start_soon(bad.replay_stale, 0.005)
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:
         async def run() -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pnode.consensus.rules import max_faults
+from p2pnode.sim import stale
 from p2pnode.sim.bus import Faults, Partition
 from p2pnode.sim.conducts import Conduct
 from p2pnode.sim.node import Skew
+from p2pnode.sim.stale import Script
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,9 @@ class Plan:
     derived from it as a real peer derives them from the genesis difficulty."""
     first_attempt: bool = False
     """Every rank measured must be final in its first attempt."""
+    script: Callable[[], Script] | None = None
+    """A scripted attack (see `sim.stale`): its network rule holds until it says it ended,
+    which is the calm."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +226,7 @@ def _anything(names: list[str], rng: random.Random) -> Plan:
     )
 
 
-MEASURED = 60.0
+MEASURED = 30.0
 """Seconds a throughput scenario measures, after the calm's progress."""
 
 
@@ -238,25 +244,14 @@ def _measured(conduct: Conduct) -> Callable[[list[str], random.Random], Plan]:
 
 
 def _stale_certificate(names: list[str], rng: random.Random) -> Plan:
-    """f equivocating provers replay a rank's older certificates whenever a newer one appears,
-    while loss and late proposals split the votes and an honest prover crashes and comes back
-    with an empty book, so that a rank has certificates for two frames of one proposer."""
-    f = max_faults(len(names))
-    shuffled = rng.sample(names, len(names))
-    bad, victim = shuffled[:f], shuffled[f]
-    until = rng.uniform(6.0, 14.0)
-    at = rng.uniform(1.0, until - 2.0)
-    faults = Faults(
-        until=until,
-        loss=rng.uniform(0.0, 0.2),
-        jitter=rng.uniform(0.05, 0.3),
-        proposal_delay=rng.uniform(0.3, 0.7),
-    )
+    """The script of `sim.stale`: a rank with certificates for two frames of one Byzantine
+    proposer, the older one replayed whenever the newer one is heard."""
+    cast = stale.cast(names, rng)
     return Plan(
-        faults=faults,
-        conducts=dict.fromkeys(bad, Conduct.CERT_REPLAYER),
-        crashes=(Crash(victim, at, min(at + rng.uniform(0.5, 4.0), until)),),
-        calm_after=until,
+        conducts=dict.fromkeys(cast.byzantine, Conduct.CERT_REPLAYER),
+        crashes=(Crash(cast.pivot, 3.0, 5.0),),
+        calm_after=5.0,
+        script=functools.partial(stale.Script.of, cast),
     )
 
 
@@ -350,7 +345,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("anything", "any mix of the faults and conducts above, drawn per seed", _anything),
     Scenario(
         "stale_certificate",
-        "f equivocating provers replay older certificates after a restart split the rank",
+        "a rank certified for two frames of one prover, the older replayed after the newer",
         _stale_certificate,
     ),
     Scenario(

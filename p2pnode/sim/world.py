@@ -20,6 +20,7 @@ from p2pnode.sim.model import Frame, quorum
 from p2pnode.sim.node import NodeConfig, SimNode, Skew
 from p2pnode.sim.providers import Disk, Registry
 from p2pnode.sim.scenarios import Crash, Plan, Scenario
+from p2pnode.sim.stale import Script
 
 PROGRESS_AFTER_CALM = 3
 """Ranks every honest peer must finalize once the network behaves."""
@@ -159,6 +160,8 @@ def run(
     outcome = _run_once(scenario, provers, seed, echo, minimum, seed_value, honest=False)
     if outcome.rate is None:
         return outcome
+    if outcome.share is None:  # no Byzantine prover: the run is its own control
+        return replace(outcome, kept=1.0)
     control = _run_once(scenario, provers, seed, echo, minimum, seed_value, honest=True)
     kept = outcome.rate / control.rate if control.rate else None
     return replace(outcome, kept=kept)
@@ -199,7 +202,12 @@ class Directory:
 
 
 def build(
-    plan: Plan, names: list[str], bus: Bus, config: NodeConfig, rng: random.Random
+    plan: Plan,
+    names: list[str],
+    bus: Bus,
+    config: NodeConfig,
+    rng: random.Random,
+    script: Script | None = None,
 ) -> tuple[Registry, dict[str, Disk], Directory]:
     """The peers of a plan (provers `names` and its followers), each with its disk."""
     registry = Registry(names)
@@ -221,6 +229,7 @@ def build(
             rng,
             servers=directory,
             skew=plan.skews.get(name, Skew()),
+            coalition=None if script is None else script.coalition,
         )
     return registry, disks, directory
 
@@ -242,7 +251,10 @@ async def _play(
         config = replace(
             config, timeouts=timeouts.for_proving(plan.prove_time), prove_time=plan.prove_time
         )
-    registry, disks, directory = build(plan, names, bus, config, rng)
+    script = plan.script() if plan.script is not None else None
+    if script is not None:
+        bus.drop_rules.append(script.rule)
+    registry, disks, directory = build(plan, names, bus, config, rng, script)
     nodes = list(directory.nodes.values())
     honest = [node for node in nodes if node.honest]
     gone = {crash.name for crash in plan.crashes if crash.back is None}
@@ -255,6 +267,9 @@ async def _play(
         for crash in plan.crashes:
             nursery.start_soon(_crash, crash, directory.nodes, nursery)
         await trio.sleep_until(plan.calm_after)
+        if script is not None:
+            with trio.move_on_after(LIVENESS_WINDOW):
+                await script.rule.ended.wait()
         progress = await _watch(watched)
         if plan.measure and progress.live:
             measured = await _measure(watched, plan)
@@ -299,10 +314,10 @@ async def _measure(watched: list[SimNode], plan: Plan) -> Measured:
     end = min(node.finalized_rank() for node in watched)
     chain = watched[0].disk.chain
     frames = [chain[rank] for rank in range(start + 1, end + 1)]
-    share = None
-    if plan.conducts and frames:
+    share = None  # no Byzantine prover: no share to measure
+    if plan.conducts:
         fair = len(plan.conducts) / len(watched[0].registry.provers)
-        won = sum(frame.prover in plan.conducts for frame in frames) / len(frames)
+        won = sum(frame.prover in plan.conducts for frame in frames) / max(len(frames), 1)
         share = won / fair
     retried = sum(frame.cert_attempt > 0 for frame in frames)
     return Measured((end - start) / plan.measure, share, retried)
