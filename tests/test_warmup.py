@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from p2pnode.chain import vdf
-from p2pnode.chain.genesis import frame_challenge, leader_order
+from p2pnode.chain.genesis import LeaderOrder, frame_challenge, leader_order
 from p2pnode.chain.messages import Liveness
 from p2pnode.chain.types import Frame
 from p2pnode.chain.warmup import Warmup
@@ -50,7 +50,7 @@ async def test_the_top_prover_s_liveness_warms_its_challenge_once_per_rank(
     prepared: list[bytes],
 ) -> None:
     tip: list[Frame] = [GENESIS.frame()]
-    warmup = Warmup(GENESIS, FOLLOWER, lambda: tip[0], lambda rank: None)
+    warmup = Warmup(GENESIS, FOLLOWER, lambda: tip[0], LeaderOrder(GENESIS, lambda rank: None))
     top = leader_order(GENESIS, 1, lambda rank: None)[0].key
     await announce(warmup, live(top), live(top, OTHER_ROOT))
     assert prepared == [frame_challenge(GENESIS, 1, tip[0].id, top, ROOT)]
@@ -65,7 +65,7 @@ async def test_other_provers_own_and_stale_announcements_warm_nothing(
 ) -> None:
     tip = GENESIS.frame()
     top, second, *_ = [p.key for p in leader_order(GENESIS, 1, lambda rank: None)]
-    nothing = lambda rank: None  # noqa: E731
+    nothing = LeaderOrder(GENESIS, lambda rank: None)
     await announce(
         Warmup(GENESIS, top, lambda: tip, nothing), live(top)
     )  # its own proof is vouched

@@ -220,13 +220,34 @@ def leader_order(
     (`consensus.leaders`): the genesis prover set sorted by key and rotated by the rank, with
     the place lost by a prover that did not win its latest turn; `frame_at` reads the final
     frames that say who won."""
-    by_name = {prover.key.hex(): prover for prover in genesis.provers}
+    return LeaderOrder(genesis, frame_at)(rank)
 
-    def winner(at: int) -> str | None:
-        frame = frame_at(at)
-        return None if frame is None else frame.prover.hex()
 
-    return [by_name[name] for name in leaders.leader_order(sorted(by_name), rank, winner)]
+class LeaderOrder:
+    """`leader_order` for one chain, remembering who won each rank it read (a final frame
+    never changes), so a rank's order decodes at most the one frame it has not seen yet."""
+
+    def __init__(self, genesis: Genesis, frame_at: Callable[[int], Frame | None]) -> None:
+        self._by_name = {prover.key.hex(): prover for prover in genesis.provers}
+        self._names = sorted(self._by_name)
+        self._frame_at = frame_at
+        self._winners: dict[int, str] = {}
+
+    def __call__(self, rank: int) -> list[ProverId]:
+        order = leaders.leader_order(self._names, rank, self._winner)
+        return [self._by_name[name] for name in order]
+
+    def _winner(self, rank: int) -> str | None:
+        known = self._winners.get(rank)
+        if known is not None:
+            return known
+        frame = self._frame_at(rank)
+        if frame is None:
+            return None  # not final here yet: read again next time
+        if len(self._winners) >= 4 * len(self._names):
+            del self._winners[min(self._winners)]
+        self._winners[rank] = winner = frame.prover.hex()
+        return winner
 
 
 def frame_challenge(

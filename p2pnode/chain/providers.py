@@ -16,7 +16,7 @@ from p2pnode.chain.crypto import (
     sign,
     vote_statement,
 )
-from p2pnode.chain.genesis import Genesis, frame_challenge, leader_order
+from p2pnode.chain.genesis import Genesis, LeaderOrder, frame_challenge
 from p2pnode.chain.mempool import Mempool
 from p2pnode.chain.messages import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.chain.storage import ChainStore, StorageError
@@ -125,6 +125,7 @@ class ChainProviders:
         self.genesis = genesis
         self.keypair = keypair
         self.store = store
+        self.leaders = LeaderOrder(genesis, store.frame)
         self.mempool = mempool
         self.publisher = publisher
         self.synchronizer = synchronizer
@@ -159,7 +160,7 @@ class ChainProviders:
 
     async def get_next_leaders(self, prior: Frame | None) -> list[ProverId]:
         rank = (prior if prior is not None else self.store.tip()).round + 1
-        return leader_order(self.genesis, rank, self.store.frame)
+        return self.leaders(rank)
 
     async def prove_next_state(self, prior: Frame | None, collected: Collected) -> Frame:
         parent = prior if prior is not None else self.store.tip()
@@ -232,7 +233,7 @@ class ChainProviders:
     def _choose(self, proposals: Mapping[str, Frame], attempt: int) -> Frame:
         """The highest-priority proposal (the engine passes one when it runs attempts)."""
         tip = self.store.tip()
-        order = [p.identity() for p in leader_order(self.genesis, tip.round + 1, self.store.frame)]
+        order = [p.identity() for p in self.leaders(tip.round + 1)]
         rotated = priority(order, attempt)
         ranked = sorted(proposals, key=lambda p: rotated.index(p) if p in rotated else len(order))
         frame = proposals[ranked[0]]

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import trio
 
 from p2pnode.chain import vdf
-from p2pnode.chain.genesis import Genesis, frame_challenge, leader_order
+from p2pnode.chain.genesis import Genesis, frame_challenge
 from p2pnode.chain.messages import Liveness
-from p2pnode.chain.types import Frame
+from p2pnode.chain.types import Frame, ProverId
 
 
 class Warmup:
@@ -28,12 +28,12 @@ class Warmup:
         genesis: Genesis,
         me: bytes,
         tip: Callable[[], Frame],
-        frame_at: Callable[[int], Frame | None],
+        leaders: Callable[[int], list[ProverId]],
     ) -> None:
         self._genesis = genesis
         self._me = me
         self._tip = tip
-        self._frame_at = frame_at
+        self._leaders = leaders
         self._top: tuple[bytes, bytes | None] | None = None
         """(tip id, the top-priority prover of the rank after it, None once warmed): one
         derivation per rank, however many announcements a Byzantine prover sends."""
@@ -45,7 +45,7 @@ class Warmup:
         if message.rank != tip.round + 1 or message.prover == self._me:
             return
         if self._top is None or self._top[0] != tip.id:
-            top = leader_order(self._genesis, tip.round + 1, self._frame_at)[0]
+            top = self._leaders(tip.round + 1)[0]
             self._top = (tip.id, top.key)
         if message.prover != self._top[1]:
             return

@@ -138,10 +138,21 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         return Receipt.ACCEPTED
 
     def by_proposer(self, rank: int) -> dict[str, StateT]:
-        """One frame per proposer: the first it sent, or the frame of its newest certificate
-        (older certificates are laid on first, so the newest one's frame is the one kept)."""
-        held = dict(self.proposals(rank))
-        for proposer, frame in self.certified_frames(rank):
+        """One frame per proposer: the first it sent, or the frame of its newest certificate.
+
+        Certified frames are laid on oldest certificate first, so the newest one's frame is the
+        one kept; the newest certificate seen at the rank counts too when its frame came as a
+        plain proposal (a quorum's votes seen here, while the same proposer's older certificate
+        came with a precommit)."""
+        sent = self.proposals(rank)
+        layers = list(self._certified_frames.get(rank, {}).items())
+        newest = self._certified.get(rank)
+        if newest is not None:
+            attempt, frame_id = newest
+            came = [(p, f) for p, f in sent.items() if f.identity() == frame_id]
+            layers += [(frame_id, (attempt, p, f)) for p, f in came]
+        held = dict(sent)
+        for _, (_, proposer, frame) in sorted(layers, key=lambda i: (i[1][0], i[0])):
             held[proposer] = frame
         return held
 

@@ -26,6 +26,9 @@ class Timeouts:
     proving: float = 120.0
     publishing: float = 1.0
     voting: float = 1.0
+    """Also (attempts only) the longest an unlocked prover waits, from the start of an attempt
+    (in attempt 0, from the start of proving), for the proposal of the attempt's top live
+    prover before it votes for the best one at hand."""
     finalizing: float = 1.0
     verifying: float = 1.0
     stopping: float = 30.0
@@ -33,11 +36,6 @@ class Timeouts:
     """Length of the first attempt of a rank; each later attempt doubles it (attempts only)."""
     attempt_max: float = 60.0
     """Upper bound of an attempt's length."""
-    lead: float = 0.5
-    """How long, once the first proposal of an attempt is in, an unlocked prover waits for the
-    proposal of the attempt's top live prover before it votes for the best one at hand
-    (attempts only). Honest first provers prove side by side, so their proposals come in
-    within a few message delays of each other; a top prover later than this loses its turn."""
     grace: float = 2.0
     """How long an attempt lasts once a quorum of provers has voted in it (attempts only). The
     grown length bounds an attempt while a quorum cannot even vote; once it can, a split is
@@ -53,17 +51,15 @@ class Timeouts:
         _check_positive(self)
 
     def for_proving(self, seconds: float) -> Timeouts:
-        """These timeouts, raised where needed for proofs that take `seconds`: provers that do
-        not prove in attempt 0 wait (`voting`) twice a proving time for the first provers'
-        proposals, an attempt lasts a proving time, that wait and two more seconds, the top
-        prover's proposal may trail the first one by a quarter of a proving time (machines
-        differ), and proving itself is allowed four times its expected time. Never lowered."""
+        """These timeouts, raised where needed for proofs that take `seconds`: an unlocked
+        prover waits for the top live prover's proposal (`voting`) twice a proving time from
+        the start of the attempt, an attempt lasts two proving times, that wait and two more
+        seconds, and proving itself is allowed four times its expected time. Never lowered."""
         voting = max(self.voting, 2.0 * seconds)
         attempt = max(self.attempt, 2.0 * seconds + voting + 2.0)
         return replace(
             self,
             voting=voting,
-            lead=max(self.lead, 0.25 * seconds),
             attempt=attempt,
             attempt_max=max(self.attempt_max, attempt),
             proving=max(self.proving, 4.0 * seconds),

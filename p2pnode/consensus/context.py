@@ -82,6 +82,8 @@ class Context(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         self.round: Round[StateT, VoteT, PeerIDT, CollectedT] = Round.resume(
             self.book.floor + 1, self.record
         )
+        # A restarted prover resumes its attempt: the book keeps that attempt's messages.
+        self.book.set_attempt(self.round.target, self.round.attempt)
         self._minimum_provers = minimum_provers
         self._post = post
         # Signals: self-loop events not yet seen by the state's evaluation; whether it must run
@@ -124,6 +126,7 @@ class Context(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         self.active = state
         self.book.prune_through(state.rank())
         self.round = Round.resume(state.rank() + 1, self.record)
+        self.book.set_attempt(self.round.target, self.round.attempt)
         self.tracer.trace(f"final rank {state.rank()}: {state.identity()}")
         return True
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-PROBATION = 8
+PROBATION = 16
 """A prover that did not win its last turn at the top of the rotation is moved to the end of
-the order until its next turn whose number is a multiple of this: it fails one turn in this
-many at most, and an honest prover that missed one turn through a fault is back within as
-many of its turns."""
+the order until its next probation turn, one of every this many of its turns (each prover's
+fall on different ranks): it fails one turn in this many at most, and an honest prover that
+missed one turn through a fault is back within as many of its turns."""
 
 
 def rotation(base: Sequence[str], rank: int) -> list[str]:
@@ -42,7 +42,7 @@ def _lost_last_turn(
     if last < 1:
         return False
     following = rank + (index - rank) % n  # its next turn at the top, from `rank` on
-    if (following // n) % PROBATION == 0:
+    if (following // n + index) % PROBATION == 0:
         return False  # its probation turn: it leads again, and keeps its place by winning
     won = winner(last)
     return won is not None and won != prover

@@ -386,8 +386,12 @@ class StateMachine(Generic[StateT, VoteT, PeerIDT, CollectedT]):
 
     def _enter(self, state: State) -> None:
         assert self._nursery is not None, "transitions happen only inside run()"
-        if state is State.VOTING and self._ctx.attempts:
+        if state in (State.PROVING, State.VOTING) and self._ctx.attempts:
+            # An attempt starts with proving: the wait for the top prover's proposal and the
+            # attempt's length count from there, for the provers that prove and those that
+            # only vote alike.
             self._ctx.round.open_attempt(trio.current_time(), self._ctx.timeouts)
+        if state is State.VOTING and self._ctx.attempts:
             voting.refresh_attempt(self._ctx)
         self._scope = scope = trio.CancelScope()
         self._nursery.start_soon(self._live, state, self._epoch, scope)

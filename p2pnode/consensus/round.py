@@ -27,8 +27,6 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     deadline: float = math.inf
     quorum_voted_at: float | None = None
     """When votes of the current attempt from a quorum of provers were first all in."""
-    first_proposal_at: float | None = None
-    """When the first proposal was at hand in the current attempt."""
     vote_started: set[int] = field(default_factory=set)
     votes: dict[int, VoteT] = field(default_factory=dict)
     confirmed: set[int] = field(default_factory=set)
@@ -85,13 +83,10 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
         self.opened_at = now
         self.deadline = now + timeouts.attempt_length(attempt)
         self.quorum_voted_at = None
-        self.first_proposal_at = None
 
-    def lead_ends(self, timeouts: Timeouts) -> float:
-        """When the wait for the top live prover's proposal ends (see `Timeouts.lead`)."""
-        if self.first_proposal_at is None:
-            return math.inf
-        return self.first_proposal_at + timeouts.lead
+    def wait_ends(self, timeouts: Timeouts) -> float:
+        """When an unlocked prover stops waiting for the top live prover's proposal."""
+        return self.opened_at + timeouts.voting
 
     def quorum_voted(self, now: float, timeouts: Timeouts) -> bool:
         """A quorum has voted in the current attempt: from now on it lasts at most `grace` more

@@ -59,12 +59,12 @@ def _quorum_voted(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> bool:
 
 async def attempt_timer(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> None:
     """Raise `voting_timeout` when the current attempt's deadline passes, and run the state
-    again when the wait for the top live prover's proposal ends."""
+    again when the wait for the top live prover's proposal ends (see `_candidates`)."""
     passed: set[float] = set()
     while True:
         ctx.deadline_moved = moved = trio.Event()
         rnd = ctx.round
-        alarms = [t for t in (rnd.deadline, rnd.lead_ends(ctx.timeouts)) if t not in passed]
+        alarms = [t for t in (rnd.deadline, rnd.wait_ends(ctx.timeouts)) if t not in passed]
         due = min(alarms, default=math.inf)
         with trio.move_on_at(due) as waiting:
             await moved.wait()
@@ -106,16 +106,12 @@ def _candidates(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> dict[str, S
     if not ctx.attempts:
         return proposals if len(proposals) >= ctx.minimum() else {}
     # Only the first f+1 provers prove in attempt 0, and the others only from attempt 1 on:
-    # wait for the attempt's highest-priority live prover, but no longer than `lead` after
-    # the first proposal came in (nor than one `voting` period).
-    now = trio.current_time()
-    if proposals and rnd.first_proposal_at is None:
-        rnd.first_proposal_at = now
-        ctx.deadline_moved.set()  # the attempt timer wakes this state when the lead ends
+    # wait for the attempt's highest-priority live prover, until one `voting` period from the
+    # start of the attempt (of proving, in attempt 0). The wait is counted from this peer's own
+    # clock, never from what another prover sent: an early, fast or invalid proposal from a
+    # prover lower in the order cannot cut short the wait for the top one.
     enough = bool(proposals) and (
-        _top_live_proposed(ctx, proposals)
-        or now >= rnd.lead_ends(ctx.timeouts)
-        or now >= rnd.opened_at + ctx.timeouts.voting
+        _top_live_proposed(ctx, proposals) or trio.current_time() >= rnd.wait_ends(ctx.timeouts)
     )
     choice = choose_vote(rnd.attempt, rnd.lock, rnd.best, proposals, rnd.leader_ids(), enough)
     return {} if choice is None else {choice.proposer: choice.frame}

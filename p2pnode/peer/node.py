@@ -158,7 +158,7 @@ class Node:
         self.machine.add_listener(self.activity)
         self.phases = PhaseClock()
         self.machine.add_listener(self.phases)
-        self.warmup = Warmup(genesis, keypair.public, self.store.tip, self.store.frame)
+        self.warmup = Warmup(genesis, keypair.public, self.store.tip, self.providers.leaders)
         self.inbound = Inbound(
             genesis,
             self.machine,

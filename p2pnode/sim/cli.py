@@ -6,6 +6,7 @@ import argparse
 import multiprocessing
 import os
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,7 +35,7 @@ class Summary:
     memory_failures: int = 0
     equivocations: int = 0
     slowest_recovery: float = 0.0
-    least_kept: float | None = None
+    kept: list[float] = field(default_factory=list)
     most_share: float | None = None
     retried: int = 0
     failing: list[Outcome] = field(default_factory=list)
@@ -50,7 +51,7 @@ class Summary:
         if outcome.recovery is not None:
             self.slowest_recovery = max(self.slowest_recovery, outcome.recovery)
         if outcome.kept is not None:
-            self.least_kept = min(outcome.kept, self.least_kept or outcome.kept)
+            self.kept.append(outcome.kept)
         if outcome.share is not None:
             self.most_share = max(outcome.share, self.most_share or outcome.share)
         self.retried += outcome.retried or 0
@@ -108,6 +109,12 @@ def simulate(job_list: list[Job], workers: int, progress_every: int = 0) -> list
         signal.signal(signal.SIGTERM, previous)
 
 
+def _kept(kept: list[float]) -> str:
+    if not kept:
+        return "-"
+    return f"{min(kept):.0%} / {statistics.median(kept):.0%}"
+
+
 def table(summaries: list[Summary]) -> Table:
     out = Table(title="p2pnode simulation")
     for column in (
@@ -121,7 +128,7 @@ def table(summaries: list[Summary]) -> Table:
         "memory over bound",
         "equivocations caught",
         "slowest recovery (s)",
-        "throughput kept (least)",
+        "throughput kept (least / median)",
         "Byzantine share (most, x fair)",
         "ranks retried",
     ):
@@ -138,7 +145,7 @@ def table(summaries: list[Summary]) -> Table:
             str(s.memory_failures),
             str(s.equivocations),
             f"{s.slowest_recovery:.1f}",
-            "-" if s.least_kept is None else f"{s.least_kept:.0%}",
+            _kept(s.kept),
             "-" if s.most_share is None else f"{s.most_share:.2f}",
             str(s.retried),
         )
