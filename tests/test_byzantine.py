@@ -65,12 +65,12 @@ class Sent:
 
 
 @asynccontextmanager
-async def lone(timeouts: Timeouts, sent: Sent) -> AsyncIterator[SimNode]:
+async def lone(timeouts: Timeouts, sent: Sent, prove_time: float = 0.5) -> AsyncIterator[SimNode]:
     """p0 alone on the bus: the other provers' messages are handed to its engine by the test,
     and what it publishes is recorded in `sent`."""
     rng = random.Random(7)
     bus = Bus(rng, Plan().faults, echo=True, quorum=3)
-    config = NodeConfig(3, False, timeouts, Limits())
+    config = NodeConfig(3, False, timeouts, Limits(), prove_time=prove_time)
     _, _, directory = build(Plan(), NAMES, bus, config, rng)
     node = directory.nodes["p0"]
 
@@ -237,6 +237,60 @@ async def test_an_early_or_invalid_proposal_does_not_cut_the_wait_for_the_top_pr
         with trio.fail_after(10):
             cast = await sent.first(Vote)
     assert cast.proposer == top
+
+
+async def test_liveness_sent_ahead_of_the_top_provers_does_not_cut_the_wait_for_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The second prover's liveness and proposal are in before the top prover's liveness:
+    p0 still waits for the top prover, not for the first prover it heard from."""
+    timeouts = Timeouts(voting=3.0, attempt=200.0, attempt_max=200.0)
+    top, second, third = model.leader_order(NAMES, 1, {})[:3]
+    sent = Sent()
+    async with lone(timeouts, sent) as node:
+        machine = node.machine
+        assert machine is not None
+        voting = Voting(node)
+        announce_all(node, [second, third])
+        with trio.fail_after(10):
+            await voting.entered.wait()
+        machine.receive_proposal(Peer(second), frame(second, "early"))
+        await trio.sleep(2.5)
+        announce_all(node, [top])
+        machine.receive_proposal(Peer(top), frame(top, "t"))
+        with trio.fail_after(10):
+            cast = await sent.first(Vote)
+    assert cast.proposer == top
+
+
+async def test_a_certificate_completed_at_the_end_of_a_split_attempt_is_in_before_the_next_vote(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Attempt 0 splits at p0 (X twice, Y once); a Byzantine vote completes X's certificate at
+    p2 alone, just before the attempt ends, and p2's precommit reaches p0 0.1 s into attempt
+    1. p0 waits before voting after a split attempt, so it votes X, not attempt 1's top (its
+    proof, needed in attempt 1, takes no time here: the wait is not the proof's)."""
+    timeouts = Timeouts()
+    p1, p2, p3, p0 = model.leader_order(NAMES, 1, {})
+    assert p0 == "p0"
+    x, g, y = frame(p1, "x"), frame(p2, "g"), frame(p3, "y")
+    sent = Sent()
+    async with lone(timeouts, sent, prove_time=0.0) as node:
+        machine = node.machine
+        assert machine is not None
+        announce_all(node, [p1, p2, p3])
+        for proposal in (x, g, y):
+            machine.receive_proposal(Peer(proposal.prover), proposal)
+        with trio.fail_after(10):
+            first = await sent.first(Vote)
+        assert first.frame_id == x.identity()
+        machine.receive_vote(Peer(p1), Peer(p2), vote(x, p2))
+        machine.receive_vote(Peer(p3), Peer(p3), vote(y, p3))
+        await trio.sleep(timeouts.grace + 0.1)  # attempt 1 began 0.1 s ago, give or take
+        machine.receive_confirmation(Peer(p2), precommit(x, 0))
+        with trio.fail_after(10):
+            cast = await sent.first(Vote, lambda v: v.attempt == 1)
+    assert cast.frame_id == x.identity()
 
 
 async def test_a_restarted_prover_keeps_the_messages_of_its_own_attempt(

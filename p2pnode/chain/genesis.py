@@ -244,7 +244,7 @@ class LeaderOrder:
         frame = self._frame_at(rank)
         if frame is None:
             return None  # not final here yet: read again next time
-        if len(self._winners) >= 4 * len(self._names):
+        if len(self._winners) >= 2 * leaders.memory(len(self._names)):
             del self._winners[min(self._winners)]
         self._winners[rank] = winner = frame.prover.hex()
         return winner

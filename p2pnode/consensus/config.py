@@ -27,7 +27,7 @@ class Timeouts:
     publishing: float = 1.0
     voting: float = 1.0
     """Also (attempts only) the longest an unlocked prover waits, from the start of an attempt
-    (in attempt 0, from the start of proving), for the proposal of the attempt's top live
+    (in attempt 0, from the start of proving), for the proposal of the attempt's top
     prover before it votes for the best one at hand."""
     finalizing: float = 1.0
     verifying: float = 1.0
@@ -50,9 +50,19 @@ class Timeouts:
     def __post_init__(self) -> None:
         _check_positive(self)
 
+    def settle(self, splits: int) -> float:
+        """How long a prover waits at the start of an attempt before it votes, after `splits`
+        attempts of the round in which a quorum voted and nothing was decided: none at first,
+        then an eighth of `grace`, doubling with each such attempt up to `grace` itself: a
+        precommit sent at the very end of an attempt, which a network that keeps `grace`'s
+        promise delivers within it, is then in before the vote."""
+        if splits == 0:
+            return 0.0
+        return min(self.grace, self.grace / 8 * 2.0 ** min(splits - 1, 8))
+
     def for_proving(self, seconds: float) -> Timeouts:
         """These timeouts, raised where needed for proofs that take `seconds`: an unlocked
-        prover waits for the top live prover's proposal (`voting`) twice a proving time from
+        prover waits for the top prover's proposal (`voting`) twice a proving time from
         the start of the attempt, an attempt lasts two proving times, that wait and two more
         seconds, and proving itself is allowed four times its expected time. Never lowered."""
         voting = max(self.voting, 2.0 * seconds)

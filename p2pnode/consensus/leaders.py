@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 PROBATION = 16
-"""A prover that did not win its last turn at the top of the rotation is moved to the end of
-the order until its next probation turn, one of every this many of its turns (each prover's
+"""A prover that did not win the latest rank it led is moved to the end of the order until its
+next probation turn, one of every this many of its own turns in the rotation (each prover's
 fall on different ranks): it fails one turn in this many at most, and an honest prover that
 missed one turn through a fault is back within as many of its turns."""
 
@@ -19,30 +20,57 @@ def rotation(base: Sequence[str], rank: int) -> list[str]:
     return [*base[shift:], *base[:shift]]
 
 
+def memory(n: int) -> int:
+    """How many earlier ranks the order of a rank depends on: every prover's probation turn
+    falls within them, so a place lost before them is back by then."""
+    return (PROBATION + 1) * n
+
+
 def leader_order(base: Sequence[str], rank: int, winner: Callable[[int], str | None]) -> list[str]:
     """The provers of `rank`, highest priority first.
 
     `base` is fixed before any rank (the genesis prover set, sorted) and `winner(r)` names the
     prover whose frame is final at rank r (None if unknown). The order is the rotation of the
-    base by the rank, with every prover that lost its latest turn at the top moved to the end
-    (see `PROBATION`). Nothing a prover chooses when it proposes (its timestamp, its mutations,
-    which of its frames it publishes, or when) changes the rotation, and the only thing a
-    prover's conduct changes is its own place: it loses it by not winning its own turn.
+    base by the rank, with every prover that led an earlier rank and did not win it moved to
+    the end, until it wins a rank it leads or its probation turn comes (see `PROBATION`). A
+    prover that leads in a demoted prover's place is judged by that rank like any other.
+
+    It is a function of the base, the rank and the winners of the `memory(n)` ranks before it.
+    Nothing a prover chooses when it proposes (its timestamp, its mutations, which of its frames
+    it publishes, or when) changes the rotation, and the only thing a prover's conduct changes
+    is its own place: it loses it by not winning a rank it leads.
     """
+    start = max(1, rank - memory(len(base)))
+    return list(_folded(tuple(base), rank, tuple(winner(r) for r in range(start, rank))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _folded(base: tuple[str, ...], rank: int, winners: tuple[str | None, ...]) -> tuple[str, ...]:
+    """The order of `rank`, given the winners of the ranks just before it, oldest first
+    (a pure function, cached: a rank's order is asked for many times)."""
+    lost: set[str] = set()
+    for earlier, won in enumerate(winners, start=rank - len(winners)):
+        if won is None:
+            continue
+        top = _arranged(base, earlier, lost)[0]
+        if won == top:
+            lost.discard(top)
+        else:
+            lost.add(top)
+    return tuple(_arranged(base, rank, lost))
+
+
+def _arranged(base: Sequence[str], rank: int, lost: set[str]) -> list[str]:
+    """The rotation with the provers in `lost` moved to the end, but for one on probation."""
     order = rotation(base, rank)
-    n = len(base)
-    demoted = {p for i, p in enumerate(base) if _lost_last_turn(p, i, n, rank, winner)}
+    if not lost:
+        return order
+    probation = order[0] if _on_probation(len(base), rank) else None
+    demoted = {p for p in lost if p != probation}
     return [p for p in order if p not in demoted] + [p for p in order if p in demoted]
 
 
-def _lost_last_turn(
-    prover: str, index: int, n: int, rank: int, winner: Callable[[int], str | None]
-) -> bool:
-    last = rank - 1 - (rank - 1 - index) % n  # its latest turn at the top before `rank`
-    if last < 1:
-        return False
-    following = rank + (index - rank) % n  # its next turn at the top, from `rank` on
-    if (following // n + index) % PROBATION == 0:
-        return False  # its probation turn: it leads again, and keeps its place by winning
-    won = winner(last)
-    return won is not None and won != prover
+def _on_probation(n: int, rank: int) -> bool:
+    """Whether the owner of `rank` in the rotation (base index `rank % n`) leads it again even
+    if it lost its place: one of every `PROBATION` of its turns, staggered by its index."""
+    return (rank // n + rank % n) % PROBATION == 0

@@ -27,6 +27,8 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
     deadline: float = math.inf
     quorum_voted_at: float | None = None
     """When votes of the current attempt from a quorum of provers were first all in."""
+    splits: int = 0
+    """Attempts of this round this peer left after a quorum of provers had voted in them."""
     vote_started: set[int] = field(default_factory=set)
     votes: dict[int, VoteT] = field(default_factory=dict)
     confirmed: set[int] = field(default_factory=set)
@@ -79,14 +81,20 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
 
     def move_to(self, attempt: int, now: float, timeouts: Timeouts) -> None:
         """Enter a later attempt; its timeout grows with its number."""
+        if self.quorum_voted_at is not None:
+            self.splits += 1
         self.attempt = attempt
         self.opened_at = now
         self.deadline = now + timeouts.attempt_length(attempt)
         self.quorum_voted_at = None
 
     def wait_ends(self, timeouts: Timeouts) -> float:
-        """When an unlocked prover stops waiting for the top live prover's proposal."""
+        """When an unlocked prover stops waiting for the top prover's proposal."""
         return self.opened_at + timeouts.voting
+
+    def settled_at(self, timeouts: Timeouts) -> float:
+        """When this peer may vote in the current attempt (see `Timeouts.settle`)."""
+        return self.opened_at + timeouts.settle(self.splits)
 
     def quorum_voted(self, now: float, timeouts: Timeouts) -> bool:
         """A quorum has voted in the current attempt: from now on it lasts at most `grace` more

@@ -36,7 +36,7 @@ def quorum_size(provers: int) -> int:
 
 
 def priority(leaders: Sequence[str], attempt: int) -> list[str]:
-    """Leader priority in an attempt: the order from the prior frame, rotated by the attempt."""
+    """Leader priority in an attempt: the rank's leader order, rotated by the attempt."""
     if not leaders:
         return []
     shift = attempt % len(leaders)

@@ -59,12 +59,13 @@ def _quorum_voted(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> bool:
 
 async def attempt_timer(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> None:
     """Raise `voting_timeout` when the current attempt's deadline passes, and run the state
-    again when the wait for the top live prover's proposal ends (see `_candidates`)."""
+    again when a wait before voting ends (see `voting` and `_candidates`)."""
     passed: set[float] = set()
     while True:
         ctx.deadline_moved = moved = trio.Event()
         rnd = ctx.round
-        alarms = [t for t in (rnd.deadline, rnd.wait_ends(ctx.timeouts)) if t not in passed]
+        waits = (rnd.deadline, rnd.wait_ends(ctx.timeouts), rnd.settled_at(ctx.timeouts))
+        alarms = [t for t in waits if t not in passed]
         due = min(alarms, default=math.inf)
         with trio.move_on_at(due) as waiting:
             await moved.wait()
@@ -84,7 +85,11 @@ async def voting(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -
     rnd = ctx.round
     if ctx.attempts and rnd.attempt > 0 and rnd.proposal is None:
         await _propose_late(ctx, epoch)
-    if rnd.attempt not in rnd.vote_started:
+    # After a split attempt, wait a little before voting: a certificate completed at another
+    # prover at the very end of the last attempt reaches this one with its precommit first, so
+    # that one late vote cannot leave the honest provers voting apart attempt after attempt.
+    settled = not ctx.attempts or trio.current_time() >= rnd.settled_at(ctx.timeouts)
+    if settled and rnd.attempt not in rnd.vote_started:
         candidates = _candidates(ctx)
         if candidates:
             await _cast_vote(ctx, candidates, epoch)
@@ -106,27 +111,25 @@ def _candidates(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> dict[str, S
     if not ctx.attempts:
         return proposals if len(proposals) >= ctx.minimum() else {}
     # Only the first f+1 provers prove in attempt 0, and the others only from attempt 1 on:
-    # wait for the attempt's highest-priority live prover, until one `voting` period from the
-    # start of the attempt (of proving, in attempt 0). The wait is counted from this peer's own
-    # clock, never from what another prover sent: an early, fast or invalid proposal from a
-    # prover lower in the order cannot cut short the wait for the top one.
+    # wait for the attempt's top prover, until one `voting` period from the start of the
+    # attempt (of proving, in attempt 0). The wait is counted from this peer's own clock, never
+    # from what another prover sent, and is for the top of the order whether or not its
+    # liveness is in: an early, fast or invalid proposal from a prover lower in the order, or
+    # its liveness sent ahead of the top prover's, cannot cut short the wait for the top one.
     enough = bool(proposals) and (
-        _top_live_proposed(ctx, proposals) or trio.current_time() >= rnd.wait_ends(ctx.timeouts)
+        _top_proposed(ctx, proposals) or trio.current_time() >= rnd.wait_ends(ctx.timeouts)
     )
     choice = choose_vote(rnd.attempt, rnd.lock, rnd.best, proposals, rnd.leader_ids(), enough)
     return {} if choice is None else {choice.proposer: choice.frame}
 
 
-def _top_live_proposed(
+def _top_proposed(
     ctx: Context[StateT, VoteT, PeerIDT, CollectedT], proposals: Mapping[str, StateT]
 ) -> bool:
-    """Whether the attempt's highest-priority prover that announced liveness has its
-    proposal in (see `_candidates`)."""
-    live = ctx.book.liveness(ctx.round.target)
-    for leader in priority(ctx.round.leader_ids(), ctx.round.attempt):
-        if leader in live:
-            return leader in proposals
-    return True
+    """Whether the attempt's highest-priority prover has its proposal in (see `_candidates`);
+    a crashed top prover costs its turn one `voting` wait, and then its place in the order."""
+    order = priority(ctx.round.leader_ids(), ctx.round.attempt)
+    return not order or order[0] in proposals
 
 
 async def _cast_vote(
