@@ -343,7 +343,7 @@ def test_a_grinding_prover_won_most_ranks_when_the_prior_frame_seeded_the_order(
     assert outcome.share > 2 * SHARE_BOUND
 
 
-@pytest.mark.parametrize("name", ["silent_leader", "mute", "subset_leader", "laggard"])
+@pytest.mark.parametrize("name", ["silent_leader", "mute", "subset_leader", "laggard", "heir"])
 @pytest.mark.parametrize("provers", [4, 7])
 def test_f_byzantine_provers_keep_three_quarters_of_the_throughput(name: str, provers: int) -> None:
     outcome = run(scenario(name), provers, 3, echo=False)

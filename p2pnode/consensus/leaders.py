@@ -61,13 +61,21 @@ def _folded(base: tuple[str, ...], rank: int, winners: tuple[str | None, ...]) -
 
 
 def _arranged(base: Sequence[str], rank: int, lost: set[str]) -> list[str]:
-    """The rotation with the provers in `lost` moved to the end, but for one on probation."""
+    """The rotation with the provers in `lost` moved to the end, but for one on probation; a
+    demoted owner's rank goes to a prover that is not demoted, another one each cycle of n
+    ranks, so no fixed heir gains its ranks."""
     order = rotation(base, rank)
     if not lost:
         return order
-    probation = order[0] if _on_probation(len(base), rank) else None
-    demoted = {p for p in lost if p != probation}
-    return [p for p in order if p not in demoted] + [p for p in order if p in demoted]
+    n = len(base)
+    owner = order[0]
+    demoted = lost - {owner} if _on_probation(n, rank) else lost
+    head = [p for p in order if p not in demoted]
+    if owner in demoted and head:
+        heir = head[(rank // n) % len(head)]
+        head.remove(heir)
+        head.insert(0, heir)
+    return head + [p for p in order if p in demoted]
 
 
 def _on_probation(n: int, rank: int) -> bool:

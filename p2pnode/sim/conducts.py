@@ -53,6 +53,9 @@ class Conduct(enum.Enum):
     """Sends half its messages 0.45 s late and the rest 3 s late."""
     GRINDER = "grinder"
     """Re-stamps its proposal until it would lead the next rank, and holds it back 0.40 s."""
+    HEIR = "heir"
+    """Proposes as an honest prover on the ranks it owns in the rotation, keeping its place,
+    and equivocates on every other rank (those it leads in a demoted prover's place)."""
     CERT_REPLAYER = "cert_replayer"
     """Equivocates as a proposer, and replays a rank's older certificates whenever it hears a
     newer one."""
@@ -123,7 +126,9 @@ class Misbehaviour:
     def _propose(self, conduct: Conduct, frame: Frame) -> bool:
         half, rest = self.halves()
         match conduct:
-            case Conduct.EQUIVOCATING_PROPOSER | Conduct.CERT_REPLAYER:
+            case Conduct.HEIR if self._owns(frame.round):
+                return False  # its own rank: proposed as an honest prover would
+            case Conduct.EQUIVOCATING_PROPOSER | Conduct.CERT_REPLAYER | Conduct.HEIR:
                 twin = replace(frame, payload=frame.payload + "'")
                 self.bus.publish(self.name, Topic.PROPOSAL, frame, to=rest)
                 self.bus.publish(self.name, Topic.PROPOSAL, twin, to=half)
@@ -147,6 +152,11 @@ class Misbehaviour:
             case _:
                 return False
         return True
+
+    def _owns(self, rank: int) -> bool:
+        """Whether `rank` is this prover's in the rotation of the sorted prover set."""
+        provers = sorted(self.registry.provers)
+        return provers[rank % len(provers)] == self.name
 
     def _scripted(self, coalition: Coalition, topic: Topic, payload: object) -> None:
         """Publish as the coalition's script says (see `sim.stale`)."""

@@ -245,6 +245,21 @@ def _measured(conduct: Conduct) -> Callable[[list[str], random.Random], Plan]:
     return plan
 
 
+def _heir(names: list[str], rng: random.Random) -> Plan:
+    """An honest prover crashes for a few seconds, loses its turn and its place; the f provers
+    after it in the rotation are Byzantine heirs that fail the ranks they inherit from it."""
+    base = sorted(names)
+    victim = rng.randrange(len(base))
+    bad = [base[(victim + k) % len(base)] for k in range(1, max_faults(len(base)) + 1)]
+    return Plan(
+        faults=Faults(until=1.0, jitter=0.05),
+        conducts=dict.fromkeys(bad, Conduct.HEIR),
+        crashes=(Crash(base[victim], 0.5, 4.0),),
+        calm_after=4.0,
+        measure=MEASURED,
+    )
+
+
 def _stale_certificate(names: list[str], rng: random.Random) -> Plan:
     """The script of `sim.stale`: a rank with certificates for two frames of one Byzantine
     proposer, the older one replayed whenever the newer one is heard."""
@@ -378,6 +393,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "grinder",
         "f provers re-stamp their frames to lead the next rank, 0.4 s late (share measured)",
         _measured(Conduct.GRINDER),
+        measured=True,
+    ),
+    Scenario(
+        "heir",
+        "an honest prover crashes and loses its place; its Byzantine heirs fail its ranks",
+        _heir,
         measured=True,
     ),
     Scenario(
