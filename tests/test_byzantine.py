@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from p2pnode.chain import vdf
-from p2pnode.consensus import Event, Limits, Receipt, RoundRecord, State, Timeouts
+from p2pnode.consensus import Event, Limits, Receipt, RoundRecord, State, StateMachine, Timeouts
 from p2pnode.consensus.book import MessageBook
 from p2pnode.local.homes import generate_testnet
 from p2pnode.peer.node import Node
@@ -28,6 +28,7 @@ from p2pnode.sim.world import SHARE_BOUND, THROUGHPUT_KEPT, build, run
 
 NAMES = ["p0", "p1", "p2", "p3"]
 T = TypeVar("T")
+Engine = StateMachine[Frame, Vote, Peer, Collected]
 
 
 def frame(prover: str, payload: str) -> Frame:
@@ -95,10 +96,23 @@ class Voting:
             self.entered.set()
 
 
-def announce_all(node: SimNode, provers: Sequence[str]) -> None:
-    assert node.machine is not None
+@asynccontextmanager
+async def voting_p0(timeouts: Timeouts, sent: Sent, live: Sequence[str]) -> AsyncIterator[Engine]:
+    """p0 alone (see `lone`), once the liveness of `live` is in and its engine votes in
+    attempt 0 of rank 1; yields its engine."""
+    async with lone(timeouts, sent) as node:
+        machine = node.machine
+        assert machine is not None
+        voting = Voting(node)
+        announce_all(machine, live)
+        with trio.fail_after(10):
+            await voting.entered.wait()
+        yield machine
+
+
+def announce_all(machine: Engine, provers: Sequence[str]) -> None:
     for prover in provers:
-        node.machine.receive_liveness_check(Peer(prover), Collected(1, (f"{prover}:1",)))
+        machine.receive_liveness_check(Peer(prover), Collected(1, (f"{prover}:1",)))
 
 
 # -- certified frames by frame id -----------------------------------------------------------
@@ -149,7 +163,7 @@ async def test_a_replayed_older_certificate_does_not_turn_the_vote_from_the_newe
         machine = node.machine
         assert machine is not None
         a, b = frame("p1", "a"), frame("p1", "b")
-        announce_all(node, ["p1", "p2", "p3"])
+        announce_all(machine, ["p1", "p2", "p3"])
         machine.receive_proposal(Peer("p1"), a)
         machine.receive_certified(Peer("p1"), b, 1)
         machine.receive_confirmation(Peer("p2"), precommit(b, 1))
@@ -172,7 +186,7 @@ async def test_a_certified_frame_that_comes_in_after_its_votes_is_precommitted_a
     async with lone(Timeouts(), sent) as node:
         machine = node.machine
         assert machine is not None
-        announce_all(node, ["p1", "p2", "p3"])
+        announce_all(machine, ["p1", "p2", "p3"])
         x = frame("p1", "x")
         for voter in ("p1", "p2", "p3"):
             machine.receive_vote(Peer("p1"), Peer(voter), vote(x, voter))
@@ -195,13 +209,7 @@ async def test_a_top_prover_that_never_proposes_costs_one_voting_wait_from_the_s
     top, second = model.leader_order(NAMES, 1, {})[:2]
     assert "p0" not in (top, second)  # p0 does not prove in attempt 0: it only votes
     sent = Sent()
-    async with lone(timeouts, sent) as node:
-        machine = node.machine
-        assert machine is not None
-        voting = Voting(node)
-        announce_all(node, [top, second])
-        with trio.fail_after(10):
-            await voting.entered.wait()
+    async with voting_p0(timeouts, sent, [top, second]) as machine:
         started = trio.current_time()
         await trio.sleep(0.5)  # the second prover's proposal comes in after proving
         machine.receive_proposal(Peer(second), frame(second, "s"))
@@ -222,13 +230,7 @@ async def test_an_early_or_invalid_proposal_does_not_cut_the_wait_for_the_top_pr
     timeouts = Timeouts(voting=3.0, attempt=200.0, attempt_max=200.0)
     top, second = model.leader_order(NAMES, 1, {})[:2]
     sent = Sent()
-    async with lone(timeouts, sent) as node:
-        machine = node.machine
-        assert machine is not None
-        voting = Voting(node)
-        announce_all(node, [top, second])
-        with trio.fail_after(10):
-            await voting.entered.wait()
+    async with voting_p0(timeouts, sent, [top, second]) as machine:
         third = model.leader_order(NAMES, 1, {})[2]
         machine.receive_proposal(Peer(second), replace(frame(second, "early"), proof=False))
         machine.receive_proposal(Peer(third), frame(third, "early"))
@@ -247,16 +249,10 @@ async def test_liveness_sent_ahead_of_the_top_provers_does_not_cut_the_wait_for_
     timeouts = Timeouts(voting=3.0, attempt=200.0, attempt_max=200.0)
     top, second, third = model.leader_order(NAMES, 1, {})[:3]
     sent = Sent()
-    async with lone(timeouts, sent) as node:
-        machine = node.machine
-        assert machine is not None
-        voting = Voting(node)
-        announce_all(node, [second, third])
-        with trio.fail_after(10):
-            await voting.entered.wait()
+    async with voting_p0(timeouts, sent, [second, third]) as machine:
         machine.receive_proposal(Peer(second), frame(second, "early"))
         await trio.sleep(2.5)
-        announce_all(node, [top])
+        announce_all(machine, [top])
         machine.receive_proposal(Peer(top), frame(top, "t"))
         with trio.fail_after(10):
             cast = await sent.first(Vote)
@@ -278,7 +274,7 @@ async def test_a_certificate_completed_at_the_end_of_a_split_attempt_is_in_befor
     async with lone(timeouts, sent, prove_time=0.0) as node:
         machine = node.machine
         assert machine is not None
-        announce_all(node, [p1, p2, p3])
+        announce_all(machine, [p1, p2, p3])
         for proposal in (x, g, y):
             machine.receive_proposal(Peer(proposal.prover), proposal)
         with trio.fail_after(10):
@@ -366,6 +362,12 @@ def test_slow_proofs_split_the_votes_with_waits_not_derived_from_them(
     monkeypatch.setattr(Timeouts, "for_proving", lambda self, seconds: self)
     outcome = run(scenario("slow_proving"), 4, 0, echo=True)
     assert outcome.retried
+
+
+def test_the_wait_after_split_attempts_doubles_from_an_eighth_of_grace_up_to_grace() -> None:
+    timeouts = Timeouts(grace=2.0)
+    assert [timeouts.settle(splits) for splits in range(7)] == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    assert timeouts.settle(10_000) == 2.0  # never more, however many
 
 
 def test_waits_derived_from_the_proving_time_are_never_lowered() -> None:

@@ -145,21 +145,27 @@ class MessageBook(Generic[StateT, VoteT, CollectedT]):
         plain proposal (a quorum's votes seen here, while the same proposer's older certificate
         came with a precommit)."""
         sent = self.proposals(rank)
-        layers = list(self._certified_frames.get(rank, {}).items())
+        layers = self._certified_layers(rank)
         newest = self._certified.get(rank)
         if newest is not None:
             attempt, frame_id = newest
-            came = [(p, f) for p, f in sent.items() if f.identity() == frame_id]
-            layers += [(frame_id, (attempt, p, f)) for p, f in came]
+            layers += [
+                (attempt, frame_id, p, f) for p, f in sent.items() if f.identity() == frame_id
+            ]
         held = dict(sent)
-        for _, (_, proposer, frame) in sorted(layers, key=lambda i: (i[1][0], i[0])):
+        for _, _, proposer, frame in sorted(layers, key=lambda layer: layer[:2]):
             held[proposer] = frame
         return held
 
     def certified_frames(self, rank: int) -> list[tuple[str, StateT]]:
         """The certified frames of a rank as (proposer, frame), oldest certificate first."""
-        held = sorted(self._certified_frames.get(rank, {}).items(), key=lambda i: (i[1][0], i[0]))
-        return [(proposer, frame) for _, (_, proposer, frame) in held]
+        layers = sorted(self._certified_layers(rank), key=lambda layer: layer[:2])
+        return [(proposer, frame) for _, _, proposer, frame in layers]
+
+    def _certified_layers(self, rank: int) -> list[tuple[int, str, str, StateT]]:
+        """(attempt, frame id, proposer, frame) of each certified frame of a rank."""
+        held = self._certified_frames.get(rank, {})
+        return [(attempt, fid, proposer, frame) for fid, (attempt, proposer, frame) in held.items()]
 
     def discard_proposal(self, rank: int, sender: str, frame_id: str) -> None:
         """Drop a proposal found invalid; the same frame is refused from then on at this rank."""

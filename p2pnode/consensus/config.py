@@ -58,7 +58,7 @@ class Timeouts:
         promise delivers within it, is then in before the vote."""
         if splits == 0:
             return 0.0
-        return min(self.grace, self.grace / 8 * 2.0 ** min(splits - 1, 8))
+        return self.grace / 2.0 ** max(0, 4 - splits)
 
     def for_proving(self, seconds: float) -> Timeouts:
         """These timeouts, raised where needed for proofs that take `seconds`: an unlocked

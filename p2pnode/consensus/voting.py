@@ -65,7 +65,7 @@ async def attempt_timer(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch:
         ctx.deadline_moved = moved = trio.Event()
         rnd = ctx.round
         waits = (rnd.deadline, rnd.wait_ends(ctx.timeouts), rnd.settled_at(ctx.timeouts))
-        alarms = [t for t in waits if t not in passed]
+        alarms = [t for t in waits if t > rnd.opened_at and t not in passed]
         due = min(alarms, default=math.inf)
         with trio.move_on_at(due) as waiting:
             await moved.wait()
