@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from p2pnode.chain import certs, vdf
 from p2pnode.chain.certs import CertificateChecker, statement_of
 from p2pnode.chain.crypto import Keypair, frame_statement, sign
-from p2pnode.chain.genesis import Genesis, GenesisError, frame_challenge, leader_order
+from p2pnode.chain.genesis import Genesis, GenesisError, LeaderOrder, frame_challenge, leader_order
 from p2pnode.chain.mempool import (
     MAX_FRAME_MUTATION_BYTES,
     MAX_MUTATION_SIZE,
@@ -213,6 +213,24 @@ def test_a_prover_that_lost_its_turn_is_last_in_the_order() -> None:
     order = leader_order(GENESIS, rank, chain.get)
     assert order[-1] == provers[2]
     assert order[:-1] == [p for p in provers[1:] + provers[:1] if p != provers[2]]
+
+
+def test_the_leader_order_of_a_chain_reads_each_final_frame_once() -> None:
+    provers = sorted(GENESIS.provers, key=lambda p: p.key.hex())
+    n = len(provers)
+    last = 40 * n  # far beyond the winners it keeps (twice the order's memory)
+    won = {r: provers[(r * r) % n].key for r in range(1, last)}  # leaders won and lost
+    chain = {r: replace(GENESIS.frame(), round=r, prover=key) for r, key in won.items()}
+    read: list[int] = []
+
+    def frame_at(rank: int) -> Frame | None:
+        read.append(rank)
+        return chain.get(rank)
+
+    order = LeaderOrder(GENESIS, frame_at)
+    for rank in range(1, last):
+        assert order(rank) == leader_order(GENESIS, rank, chain.get)
+    assert read == list(range(1, last - 1))
 
 
 def _document(**changes: object) -> bytes:
