@@ -56,6 +56,9 @@ class Conduct(enum.Enum):
     HEIR = "heir"
     """Proposes as an honest prover on the ranks it owns in the rotation, keeping its place,
     and equivocates on every other rank (those it leads in a demoted prover's place)."""
+    LAST_VOTER = "last_voter"
+    """Equivocates as a proposer, and sends each vote to one peer only, just before the
+    `grace` most attempts end with, so that it completes a certificate there alone."""
     CERT_REPLAYER = "cert_replayer"
     """Equivocates as a proposer, and replays a rank's older certificates whenever it hears a
     newer one."""
@@ -67,6 +70,11 @@ class Conduct(enum.Enum):
     def honest(self) -> bool:
         """Whether the prover keeps every promise the checks hold honest provers to."""
         return self in (Conduct.HONEST, Conduct.SPAMMER)
+
+
+LAST_VOTE = 1.95
+"""How long a LAST_VOTER holds its vote: just under the default `grace` (2 s), which ends an
+attempt once a quorum has voted."""
 
 
 @dataclass
@@ -128,7 +136,12 @@ class Misbehaviour:
         match conduct:
             case Conduct.HEIR if self._owns(frame.round):
                 return False  # its own rank: proposed as an honest prover would
-            case Conduct.EQUIVOCATING_PROPOSER | Conduct.CERT_REPLAYER | Conduct.HEIR:
+            case (
+                Conduct.EQUIVOCATING_PROPOSER
+                | Conduct.CERT_REPLAYER
+                | Conduct.HEIR
+                | Conduct.LAST_VOTER
+            ):
                 twin = replace(frame, payload=frame.payload + "'")
                 self.bus.publish(self.name, Topic.PROPOSAL, frame, to=rest)
                 self.bus.publish(self.name, Topic.PROPOSAL, twin, to=half)
@@ -186,6 +199,10 @@ class Misbehaviour:
         return frame
 
     def _vote(self, conduct: Conduct, vote: Vote) -> bool:
+        if conduct is Conduct.LAST_VOTER:
+            one = {self.rng.choice(sorted(p for p in self.bus.peers() if p != self.name))}
+            self.later(LAST_VOTE, lambda: self.bus.publish(self.name, Topic.VOTE, vote, to=one))
+            return True
         if conduct is Conduct.DOUBLE_VOTER:
             twin = replace(vote, frame_id="0" * 16, proposer=self.name)
         elif conduct is Conduct.SPLIT_VOTER:

@@ -394,6 +394,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         _measured(Conduct.GRINDER),
     ),
     Scenario(
+        "last_voter",
+        "f provers equivocate, and send each vote to one peer just before the attempt ends",
+        _byzantine(Conduct.LAST_VOTER),
+    ),
+    Scenario(
         "heir",
         "an honest prover crashes and loses its place; its Byzantine heirs fail its ranks",
         _heir,
