@@ -17,6 +17,7 @@ import trio.testing
 from p2pnode.chain import vdf
 from p2pnode.consensus import Event, Limits, Receipt, RoundRecord, State, StateMachine, Timeouts
 from p2pnode.consensus.book import MessageBook
+from p2pnode.consensus.round import Round
 from p2pnode.local.homes import generate_testnet
 from p2pnode.peer.node import Node
 from p2pnode.sim import model
@@ -197,6 +198,26 @@ async def test_a_certified_frame_that_comes_in_after_its_votes_is_precommitted_a
     assert (confirmation.frame.identity(), confirmation.frame.cert_attempt) == (x.identity(), 0)
 
 
+async def test_a_prover_sends_the_commit_as_soon_as_its_rank_is_final(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A prover that completes a commit from the precommits publishes it at once, so a prover
+    one precommit short (a Byzantine signer sent its own to the others only) finalizes now,
+    not a re-send period later, and can lead the next rank in time."""
+    sent = Sent()
+    async with voting_p0(Timeouts(), sent, ["p1", "p2", "p3"]) as machine:
+        x = frame("p1", "x")
+        machine.receive_proposal(Peer("p1"), x)
+        for voter in ("p1", "p2", "p3"):
+            machine.receive_confirmation(Peer(voter), precommit(x, 0))
+        completed = trio.current_time()
+        with trio.fail_after(10):
+            commit = await sent.first(Confirmation, lambda c: c.frame.final)
+        # Heard by the watcher one bus latency (at most 30 ms) after it was sent.
+        assert trio.current_time() - completed <= 0.05
+    assert commit.frame.identity() == x.identity()
+
+
 # -- the wait for the top prover's proposal --------------------------------------------------
 
 
@@ -368,6 +389,15 @@ def test_the_wait_after_split_attempts_doubles_from_an_eighth_of_grace_up_to_gra
     timeouts = Timeouts(grace=2.0)
     assert [timeouts.settle(splits) for splits in range(7)] == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
     assert timeouts.settle(10_000) == 2.0  # never more, however many
+
+
+def test_a_quorum_in_before_the_wait_after_split_attempts_leaves_the_prover_time_to_vote() -> None:
+    timeouts = Timeouts(grace=2.0)
+    rnd: Round[Frame, Vote, Peer, Collected] = Round(1, splits=4)
+    rnd.move_to(5, 10.0, timeouts)
+    assert rnd.settled_at(timeouts) == 12.0  # it may vote from then on
+    assert rnd.quorum_voted(10.0, timeouts)  # the others' votes were in already
+    assert rnd.deadline == 12.0 + timeouts.grace  # not 12.0: it would leave without a vote
 
 
 def test_waits_derived_from_the_proving_time_are_never_lowered() -> None:

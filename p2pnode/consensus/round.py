@@ -98,13 +98,16 @@ class Round(Generic[StateT, VoteT, PeerIDT, CollectedT]):
 
     def quorum_voted(self, now: float, timeouts: Timeouts) -> bool:
         """A quorum has voted in the current attempt: from now on it lasts at most `grace` more
-        seconds, however long it could have lasted. Returns whether the deadline moved."""
+        seconds, however long it could have lasted, counted from when this peer may vote in it
+        at the earliest (a quorum's votes can be in before its own wait after a split attempt
+        is over: it still votes). Returns whether the deadline moved."""
         if self.quorum_voted_at is not None:
             return False
         self.quorum_voted_at = now
-        if now + timeouts.grace >= self.deadline:
+        ends = max(now, self.settled_at(timeouts)) + timeouts.grace
+        if ends >= self.deadline:
             return False
-        self.deadline = now + timeouts.grace
+        self.deadline = ends
         return True
 
     def learn_certificate(self, attempt: int, frame_id: str) -> None:

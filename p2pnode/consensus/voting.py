@@ -277,7 +277,10 @@ async def verifying(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int
     frame = rnd.committed if rnd.committed is not None else rnd.next_state
     if frame is None:
         return
-    if not ctx.attempts and not rnd.confirmation_sent:
+    if not rnd.confirmation_sent:
+        # Without attempts this is the confirmation; with them, the commit goes out at once:
+        # a prover left one precommit short (its signer sent it to others only) finalizes now,
+        # not at its next re-send, and is ready to lead the next rank in time.
         rnd.confirmation_sent = True
         await ctx.once("send_confirmation", lambda: ctx.voting.send_confirmation(frame), epoch)
     if not ctx.adopt(frame):
