@@ -59,6 +59,10 @@ class Conduct(enum.Enum):
     LAST_VOTER = "last_voter"
     """Equivocates as a proposer, and sends each vote to one peer only, just before the
     `grace` most attempts end with, so that it completes a certificate there alone."""
+    STRANDER = "strander"
+    """Sends one frame to the next rank's leader and another to everyone else, and its vote,
+    precommit and commit of the rank to everyone but that leader: all the others can finalize
+    without it, which then starts the next rank late."""
     CERT_REPLAYER = "cert_replayer"
     """Equivocates as a proposer, and replays a rank's older certificates whenever it hears a
     newer one."""
@@ -94,6 +98,8 @@ class Misbehaviour:
     coalition: Coalition | None = None
     """The scripted choices a CERT_REPLAYER shares with the other Byzantine provers."""
     heard: deque[Confirmation] = field(default_factory=lambda: deque(maxlen=64))
+    stranded: dict[int, str] = field(default_factory=dict)
+    """A STRANDER's victim at each rank it proposed for."""
 
     def halves(self) -> tuple[set[str], set[str]]:
         peers = [p for p in self.bus.peers() if p != self.name]
@@ -153,18 +159,31 @@ class Misbehaviour:
                 self.bus.publish(self.name, Topic.PROPOSAL, orphan)
             case Conduct.BAD_PROOF:
                 self.bus.publish(self.name, Topic.PROPOSAL, replace(frame, proof=False))
+            case Conduct.STRANDER:
+                self._strand(frame)
             case Conduct.SILENT_LEADER:
                 pass
             case Conduct.SUBSET_LEADER:
-                self.bus.publish(
-                    self.name, Topic.PROPOSAL, frame, to={self.rng.choice(sorted(rest))}
-                )
+                one = self.rng.choice(sorted(rest - {self.name}))
+                self.bus.publish(self.name, Topic.PROPOSAL, frame, to={one})
             case Conduct.GRINDER:
                 ground = self._grind(frame)
                 self.later(0.40, lambda: self.bus.publish(self.name, Topic.PROPOSAL, ground))
             case _:
                 return False
         return True
+
+    def _strand(self, frame: Frame) -> None:
+        provers = self.registry.provers
+        victim = model.leader_order(provers, frame.round + 1, {**self.chain, frame.round: frame})[0]
+        self.stranded = {r: v for r, v in self.stranded.items() if r > frame.round - 8}
+        self.stranded[frame.round] = victim
+        twin = replace(frame, payload=frame.payload + "'")
+        self.bus.publish(self.name, Topic.PROPOSAL, frame, to=self.but(victim))
+        self.bus.publish(self.name, Topic.PROPOSAL, twin, to={victim})
+
+    def but(self, peer: str) -> set[str]:
+        return set(self.bus.peers()) - {peer}
 
     def _owns(self, rank: int) -> bool:
         """Whether `rank` is this prover's in the rotation of the sorted prover set."""
@@ -199,6 +218,9 @@ class Misbehaviour:
         return frame
 
     def _vote(self, conduct: Conduct, vote: Vote) -> bool:
+        if conduct is Conduct.STRANDER and vote.round in self.stranded:
+            self.bus.publish(self.name, Topic.VOTE, vote, to=self.but(self.stranded[vote.round]))
+            return True
         if conduct is Conduct.LAST_VOTER:
             one = {self.rng.choice(sorted(p for p in self.bus.peers() if p != self.name))}
             self.later(LAST_VOTE, lambda: self.bus.publish(self.name, Topic.VOTE, vote, to=one))
@@ -227,6 +249,10 @@ class Misbehaviour:
 
     def _confirm(self, conduct: Conduct, confirmation: Confirmation) -> bool:
         self.heard.append(confirmation)
+        victim = self.stranded.get(confirmation.frame.round)
+        if conduct is Conduct.STRANDER and victim is not None:
+            self.bus.publish(self.name, Topic.CONFIRMATION, confirmation, to=self.but(victim))
+            return True
         if conduct is not Conduct.WITHHOLDER:
             return False
         self.bus.publish(self.name, Topic.CONFIRMATION, confirmation, to=self.some())

@@ -399,6 +399,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         _byzantine(Conduct.LAST_VOTER),
     ),
     Scenario(
+        "strander",
+        "f provers leave the next rank's leader one vote short of their rank (throughput measured)",
+        _measured(Conduct.STRANDER),
+    ),
+    Scenario(
         "heir",
         "an honest prover crashes and loses its place; its Byzantine heirs fail its ranks",
         _heir,
