@@ -148,7 +148,7 @@ class Misbehaviour:
                 | Conduct.HEIR
                 | Conduct.LAST_VOTER
             ):
-                twin = replace(frame, payload=frame.payload + "'")
+                twin = stale.twin(frame)
                 self.bus.publish(self.name, Topic.PROPOSAL, frame, to=rest)
                 self.bus.publish(self.name, Topic.PROPOSAL, twin, to=half)
             case Conduct.LATE_LEADER:
@@ -178,7 +178,7 @@ class Misbehaviour:
         victim = model.leader_order(provers, frame.round + 1, {**self.chain, frame.round: frame})[0]
         self.stranded = {r: v for r, v in self.stranded.items() if r > frame.round - 8}
         self.stranded[frame.round] = victim
-        twin = replace(frame, payload=frame.payload + "'")
+        twin = stale.twin(frame)
         self.bus.publish(self.name, Topic.PROPOSAL, frame, to=self.but(victim))
         self.bus.publish(self.name, Topic.PROPOSAL, twin, to={victim})
 
