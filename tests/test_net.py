@@ -457,3 +457,23 @@ async def test_a_dial_goes_where_it_is_told_whatever_identify_stored_before() ->
             host.get_peerstore().add_addrs(peer, [stale], 3600)
             assert await dial(host, target.addrs()[:1]) == target.peer_id
             assert stale not in host.get_peerstore().addrs(peer)
+
+
+async def test_a_peer_whose_stream_from_us_failed_still_gets_our_messages() -> None:
+    """Our stream to a peer fails while its stream to us lives on (a flapping link ends the two
+    at different moments): we open another, keep the subscriptions it announced on its own
+    stream, and send it our messages again."""
+    with trio.fail_after(15):
+        first, second = Recorder(), Recorder()
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [first, second])
+            await until(lambda: fully_meshed(networks))
+            pubsub = networks[0]._stack.pubsub
+            other = ID.from_base58(networks[1].peer_id)
+            dead = pubsub.peers[other]
+            await dead.reset()
+            await networks[0].publish(Topic.VOTES, b"on the dead stream")
+            await until(lambda: pubsub.peers.get(other) not in (None, dead))
+            await until(lambda: fully_meshed(networks))
+            await networks[0].publish(Topic.VOTES, b"on the new stream")
+            await until(lambda: any(data == b"on the new stream" for _, _, data in second.calls))

@@ -218,6 +218,7 @@ class GuardedPubsub(Pubsub):
                 await stream.reset()
             return
         self._readers[peer] += 1
+        bad = False
         try:
             await self.pace(remote, 0)
             while self.manager.is_running:
@@ -234,11 +235,29 @@ class GuardedPubsub(Pubsub):
             self.report(remote, Malformed.UNDECODABLE)
             with contextlib.suppress(Exception):
                 await stream.reset()
-            self._handle_dead_peer(peer)
+            bad = True
         finally:
             self._readers[peer] -= 1
             if not self._readers[peer]:
                 del self._readers[peer]
+        if bad:  # no longer counted as read: its subscriptions go with its stream
+            self._handle_dead_peer(peer)
+
+    def _handle_dead_peer(self, peer_id: ID) -> None:
+        """Drop our stream to the peer, as py-libp2p does, but keep the peer's subscriptions
+        while its stream to us is read and it is still connected.
+
+        py-libp2p forgot them whenever our stream to the peer failed, though they came on the
+        peer's stream to us: a peer whose stream to us lived on never announced them again, so
+        we never again sent it a message. After a flapping link, a connected prover heard
+        nothing for minutes and never learned that the others had gone on without it."""
+        topics = [topic for topic, peers in self.peer_topics.items() if peer_id in peers]
+        reading = peer_id in self._readers
+        super()._handle_dead_peer(peer_id)
+        if not reading or not self._peer_is_connected(peer_id):
+            return
+        for topic in topics:
+            self.handle_subscription(peer_id, rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic))
 
     async def _handle_rpc(self, peer: ID, rpc: rpc_pb2.RPC) -> None:
         foreign = False
