@@ -11,7 +11,9 @@ from p2pnode.chain.messages import MutationMsg, SyncRequest
 from p2pnode.chain.types import CertKind, Frame
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.consensus import ProviderError
+from p2pnode.local.homes import generate_testnet
 from p2pnode.peer.catchup import BATCH, CatchUp, PeersAhead
+from p2pnode.peer.node import Node
 from p2pnode.peer.store import Store
 from p2pnode.wire.codec import decode, encode, encode_frame
 from tests import chainkit
@@ -181,3 +183,48 @@ async def test_requests_are_served_from_the_store(store: Store) -> None:
     assert await sync.serve(encode(SyncRequest(2, 10))) == []
     assert await sync.serve(encode(MutationMsg((b"not a request",)))) == []
     assert await sync.serve(b"\x00garbage") == []
+
+
+def prober(store: Store, answers: dict[str, list[bytes] | Exception]) -> CatchUp:
+    """A CatchUp whose peers are provers, but for those named "stranger"."""
+    provers = {peer for peer in answers if peer != "stranger"}
+    return CatchUp(store, FrameChecker(GENESIS), Fetcher(answers), provers=provers)
+
+
+async def test_a_probe_asks_one_prover_for_the_frame_after_the_tip_and_stores_nothing(
+    store: Store,
+) -> None:
+    final = encode_frame(final_frame())
+    sync = prober(store, {"stranger": [final], "prover": [final]})
+    assert await sync.probe() == final_frame()
+    assert isinstance(sync.fetcher, Fetcher)
+    assert sync.fetcher.asked == [("prover", SyncRequest(1, 1))]
+    assert store.tip() == GENESIS.frame(), "the engine decides what becomes final"
+
+
+async def test_a_probe_asks_the_next_prover_each_time_and_gets_nothing_from_a_bad_answer(
+    store: Store,
+) -> None:
+    sync = prober(store, {"down": OSError("unreachable"), "empty": [], "liar": [b"\x00junk"]})
+    assert [await sync.probe() for _ in range(3)] == [None, None, None]
+    assert isinstance(sync.fetcher, Fetcher)
+    assert sorted(peer for peer, _ in sync.fetcher.asked) == ["down", "empty", "liar"]
+    assert sync.rejected == 1
+    assert await prober(store, {"stranger": [encode_frame(final_frame())]}).probe() is None
+
+
+async def test_a_stalled_prover_hands_the_probed_frame_to_its_engine(tmp_path: Path) -> None:
+    """What a stalled prover does each period: its messages again, then a probe; a final frame
+    the probe brings is the engine's to finalize (or to sync from, were it further on)."""
+    genesis, homes = generate_testnet(tmp_path, 4, base_port=0, difficulty=100)
+    keys = [home.keypair() for home in homes]
+    frame = chainkit.proven(genesis, keys[1], (b"m",), timestamp=genesis.timestamp + 1)
+    final = chainkit.certified(genesis, frame, CertKind.COMMIT, 0, keys[1:])
+    node = Node(homes[0], keys[0], genesis, homes[0].settings({}))
+    try:
+        node.sync.fetcher = Fetcher({keys[2].prover.identity(): [encode_frame(final)]})
+        assert node.machine.stored_messages() == 0
+        await node._send_latest()
+        assert node.machine.stored_messages() == 1
+    finally:
+        node.store.close()

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 BATCH = 64
 """Frames asked for (and served) per request."""
 
+PROBE_TIMEOUT = 2.0
+"""Seconds a stalled prover waits for the answer to its probe (`CatchUp.probe`)."""
+
 
 class Fetcher(Protocol):
     """The request side of the sync protocol."""
@@ -130,6 +133,26 @@ class CatchUp:
         if failed == len(peers):
             raise ProviderError("no peer could be synchronized from")
         return self.store.tip()
+
+    async def probe(self) -> Frame | None:
+        """Ask one prover, in turn, for the final frame after our tip; return it if valid.
+
+        A stalled prover learns it is behind from confirmations gossiped for later ranks. Should
+        its gossip stop reaching it while it stays connected, only this question tells it
+        that the others went on without it."""
+        tip = self.store.tip()
+        peers = [p for p in self.fetcher.peers() if p in self.provers]
+        order = self.ahead.order(peers, tip.round, self._turn)
+        self._turn += 1
+        if not order:
+            return None
+        request = encode(SyncRequest(tip.round + 1, 1))
+        try:
+            items = await self.fetcher.request(order[0], request, timeout=PROBE_TIMEOUT)
+            return self._checked(items[0], tip) if items else None
+        except Exception as err:  # a failed or invalid answer: the next period asks another
+            log.debug("probe of %s failed: %s", order[0], err)
+            return None
 
     async def _catch_up_from(self, peer: str) -> None:
         while True:

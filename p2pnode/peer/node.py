@@ -265,9 +265,15 @@ class Node:
             self._stop.set()
 
     async def _send_latest(self) -> None:
-        """This peer's messages for the rank being decided, again."""
+        """This peer's messages for the rank being decided, again; and a probe whether the
+        others have finalized it already."""
         for message in self.providers.sent.at(self.store.tip().round + 1):
             await self.outbox.publish(message)
+        final = await self.sync.probe()
+        if final is not None:
+            # Its commit certificate is checked: the engine finalizes it, or syncs if it is
+            # further on than the rank being decided.
+            self.machine.receive_confirmation(ProverId(final.prover), final, commit=True)
 
     async def submit(self, data: bytes) -> tuple[str, Admission]:
         """Add a mutation to the pool, to be gossiped with the next batch; returns its id."""
