@@ -148,6 +148,8 @@ def test_a_peer_status_is_described_in_one_line() -> None:
     assert "\n" not in line
     assert line.startswith(f"peer3: {SAMPLE.state} for {SAMPLE.state_time} s")
     assert "rank 7 attempt 0: 4 live, 2 proposals, 0 votes (quorum 3), lock none; 3 peers" in line
+    taken = next(v.accept for v in SAMPLE.counters if v.topic == "votes")
+    assert f"votes mesh 3, {taken} in, confirmations mesh 3, " in line
     assert "unread" not in line
     assert checks.describe("peer1", parse_status({})).startswith("peer1: ? for 0.0 s")
     votes = {"a": "aaaa1111ff", "b": "bbbb2222ff", "c": "aaaa1111ff"}

@@ -116,8 +116,18 @@ def describe(peer: str, status: PeerStatus) -> str:
         f"{status.finalized_rank}, rank {view.rank} attempt {view.attempt}: "
         f"{len(view.live)} live, {len(view.proposals)} proposals, "
         f"{_tally(view.votes_for or ())} (quorum {view.quorum}), lock {held}; "
-        f"{len(status.peers)} peers{unread}"
+        f"{len(status.peers)} peers, {_gossip(status)}{unread}"
     )
+
+
+WATCHED = ("votes", "confirmations")
+"""The topics whose mesh and traffic tell whether a stuck peer still hears the others."""
+
+
+def _gossip(status: PeerStatus) -> str:
+    """Each watched topic's mesh size and the messages taken from it: "votes mesh 3, 41 in"."""
+    mesh, taken = dict(status.mesh), {v.topic: v.accept for v in status.counters}
+    return ", ".join(f"{t} mesh {mesh.get(t, '?')}, {taken.get(t, '?')} in" for t in WATCHED)
 
 
 def _tally(votes_for: Iterable[tuple[str, str]]) -> str:
