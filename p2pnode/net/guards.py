@@ -8,7 +8,7 @@ import hashlib
 import importlib.metadata
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -180,6 +180,11 @@ def content_id(topic: str, origin: bytes, data: bytes, seqno: bytes = b"") -> by
     return digest.digest()
 
 
+async def _reset_quietly(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.reset()
+
+
 class GuardedPubsub(Pubsub):
     """Pubsub whose stream reader and message path drop what they cannot handle, and charge it.
 
@@ -200,7 +205,8 @@ class GuardedPubsub(Pubsub):
         check_libp2p_version()
         super().__init__(*args, **kwargs)
         self._signatures: OrderedDict[bytes, bool] = OrderedDict()
-        self._readers: Counter[ID] = Counter()
+        self._readers: dict[ID, list[INetStream]] = {}
+        """The streams read from each peer, oldest first."""
         self.judges: dict[str, Judging] = {}
         """Each topic's verdict on a message, by the network's judge."""
         self.rejected = Remembered(verdict_ttl)
@@ -209,15 +215,17 @@ class GuardedPubsub(Pubsub):
     async def continuously_read_stream(self, stream: INetStream) -> None:
         """Read RPCs and handle each at once; after each, wait while the sender's budget is
         in debt (`pace`), so the next is read only when it may be: nothing waits in memory.
-        A peer reads on MAX_READERS streams at most (a reconnect's new one and its old)."""
+        A peer is read on MAX_READERS streams at most: a new one replaces its oldest."""
         peer = stream.muxed_conn.peer_id
         remote = peer.to_base58()
-        if self._readers[peer] >= MAX_READERS:
+        reading = self._readers.setdefault(peer, [])
+        if len(reading) >= MAX_READERS:
+            # Refusing the new stream silenced a peer for good once its link had flapped: its
+            # old streams sat on connections this side still held (half-open, with nothing
+            # to send there that could time out). The opener is charged all the same.
             self.report(remote, Malformed.CONTROL)
-            with contextlib.suppress(Exception):
-                await stream.reset()
-            return
-        self._readers[peer] += 1
+            self.manager.run_task(_reset_quietly, reading.pop(0))
+        reading.append(stream)
         bad = False
         try:
             await self.pace(remote, 0)
@@ -233,15 +241,19 @@ class GuardedPubsub(Pubsub):
                 return
             log.debug("bad pubsub RPC from %s (%r): dropping its stream", peer, err)
             self.report(remote, Malformed.UNDECODABLE)
-            with contextlib.suppress(Exception):
-                await stream.reset()
+            await _reset_quietly(stream)
             bad = True
         finally:
-            self._readers[peer] -= 1
-            if not self._readers[peer]:
-                del self._readers[peer]
+            self._stop_reading(peer, stream)
         if bad:  # no longer counted as read: its subscriptions go with its stream
             self._handle_dead_peer(peer)
+
+    def _stop_reading(self, peer: ID, stream: INetStream) -> None:
+        reading = self._readers.get(peer, [])
+        if stream in reading:  # not if a newer stream replaced it
+            reading.remove(stream)
+        if not reading:
+            self._readers.pop(peer, None)
 
     def _handle_dead_peer(self, peer_id: ID) -> None:
         """Drop our stream to the peer, as py-libp2p does, but keep the peer's subscriptions
