@@ -40,16 +40,22 @@ def resigned(genesis: Genesis, frame: Frame, keypair: Keypair) -> Frame:
 
 @functools.cache
 def proven(
-    genesis: Genesis, keypair: Keypair, mutations: tuple[bytes, ...] = (), *, timestamp: int
+    genesis: Genesis,
+    keypair: Keypair,
+    mutations: tuple[bytes, ...] = (),
+    *,
+    timestamp: int,
+    parent: Frame | None = None,
 ) -> Frame:
-    """A valid frame by `keypair` at rank 1 on the genesis frame, built as a prover would."""
-    parent = genesis.frame()
-    root = mutations_root(mutations)
-    challenge = frame_challenge(genesis, 1, parent.id, keypair.public, root)
+    """A valid frame by `keypair` on `parent` (by default the genesis frame), built as a
+    prover would."""
+    parent = parent or genesis.frame()
+    rank, root = parent.round + 1, mutations_root(mutations)
+    challenge = frame_challenge(genesis, rank, parent.id, keypair.public, root)
     output, proof = vdf.prove(challenge, genesis.difficulty)
     difficulty = genesis.difficulty
     unsigned = Frame(
-        1, parent.id, keypair.public, timestamp, root, mutations, difficulty, output, proof, b""
+        rank, parent.id, keypair.public, timestamp, root, mutations, difficulty, output, proof, b""
     )
     return resigned(genesis, unsigned, keypair)
 

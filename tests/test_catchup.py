@@ -12,7 +12,7 @@ from p2pnode.chain.types import CertKind, Frame
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.consensus import ProviderError
 from p2pnode.local.homes import generate_testnet
-from p2pnode.peer.catchup import BATCH, CatchUp, PeersAhead
+from p2pnode.peer.catchup import BATCH, PROBED, CatchUp, PeersAhead
 from p2pnode.peer.node import Node
 from p2pnode.peer.store import Store
 from p2pnode.wire.codec import decode, encode, encode_frame
@@ -198,8 +198,18 @@ async def test_a_probe_asks_one_prover_for_the_frame_after_the_tip_and_stores_no
     sync = prober(store, {"stranger": [final], "prover": [final]})
     assert await sync.probe() == final_frame()
     assert isinstance(sync.fetcher, Fetcher)
-    assert sync.fetcher.asked == [("prover", SyncRequest(1, 1))]
+    assert sync.fetcher.asked == [("prover", SyncRequest(1, PROBED))]
     assert store.tip() == GENESIS.frame(), "the engine decides what becomes final"
+
+
+async def test_a_probe_returns_the_furthest_of_the_frames_it_is_given(store: Store) -> None:
+    """Two ranks on: the engine, given the second, syncs at once."""
+    first = final_frame()
+    frame = chainkit.proven(GENESIS, KEYS[1], timestamp=T0 + 2, parent=first)
+    second = chainkit.certified(GENESIS, frame, CertKind.COMMIT, 0, KEYS[1:])
+    sync = prober(store, {"prover": [encode_frame(first), encode_frame(second), b"\x00"]})
+    assert await sync.probe() == second
+    assert sync.rejected == 0, "what is beyond PROBED frames is not even read"
 
 
 async def test_a_probe_asks_the_next_prover_each_time_and_gets_nothing_from_a_bad_answer(

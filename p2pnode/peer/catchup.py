@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 BATCH = 64
 """Frames asked for (and served) per request."""
 
+PROBED = 2
+"""Frames a stalled prover asks for in a probe: the next rank's, and one to show it is further."""
 PROBE_TIMEOUT = 2.0
 """Seconds a stalled prover waits for the answer to its probe (`CatchUp.probe`)."""
 
@@ -135,24 +137,28 @@ class CatchUp:
         return self.store.tip()
 
     async def probe(self) -> Frame | None:
-        """Ask one prover, in turn, for the final frame after our tip; return it if valid.
+        """Ask one prover, in turn, for the final frames after our tip (PROBED); return the
+        last valid one.
 
         A stalled prover learns it is behind from confirmations gossiped for later ranks. Should
         its gossip stop reaching it while it stays connected, only this question tells it
-        that the others went on without it."""
+        that the others went on without it; a frame beyond the next rank makes it sync at
+        once instead of finalizing one rank per period."""
         tip = self.store.tip()
         peers = [p for p in self.fetcher.peers() if p in self.provers]
         order = self.ahead.order(peers, tip.round, self._turn)
         self._turn += 1
         if not order:
             return None
-        request = encode(SyncRequest(tip.round + 1, 1))
+        request = encode(SyncRequest(tip.round + 1, PROBED))
+        last = None
         try:
             items = await self.fetcher.request(order[0], request, timeout=PROBE_TIMEOUT)
-            return self._checked(items[0], tip) if items else None
+            for item in items[:PROBED]:
+                last = tip = self._checked(item, tip)
         except Exception as err:  # a failed or invalid answer: the next period asks another
             log.debug("probe of %s failed: %s", order[0], err)
-            return None
+        return last
 
     async def _catch_up_from(self, peer: str) -> None:
         while True:
