@@ -196,31 +196,38 @@ async def test_a_probe_asks_one_prover_for_the_frame_after_the_tip_and_stores_no
 ) -> None:
     final = encode_frame(final_frame())
     sync = prober(store, {"stranger": [final], "prover": [final]})
-    assert await sync.probe() == final_frame()
+    assert await sync.probe() == [final_frame()]
     assert isinstance(sync.fetcher, Fetcher)
     assert sync.fetcher.asked == [("prover", SyncRequest(1, PROBED))]
     assert store.tip() == GENESIS.frame(), "the engine decides what becomes final"
 
 
-async def test_a_probe_returns_the_furthest_of_the_frames_it_is_given(store: Store) -> None:
-    """Two ranks on: the engine, given the second, syncs at once."""
+async def test_a_probe_returns_the_frames_in_order_and_notes_their_prover_ahead(
+    store: Store,
+) -> None:
+    """Two ranks on: the engine finalizes the first and, given the second, syncs at once,
+    asking first the prover that showed it (a prover that answers with less does not end
+    that sync)."""
     first = final_frame()
     frame = chainkit.proven(GENESIS, KEYS[1], timestamp=T0 + 2, parent=first)
     second = chainkit.certified(GENESIS, frame, CertKind.COMMIT, 0, KEYS[1:])
     sync = prober(store, {"prover": [encode_frame(first), encode_frame(second), b"\x00"]})
-    assert await sync.probe() == second
+    assert await sync.probe() == [first, second]
     assert sync.rejected == 0, "what is beyond PROBED frames is not even read"
+    assert sync.ahead.best() == 2
+    assert sync.ahead.order(["other", "prover"], 0, 0) == ["prover", "other"]
 
 
 async def test_a_probe_asks_the_next_prover_each_time_and_gets_nothing_from_a_bad_answer(
     store: Store,
 ) -> None:
     sync = prober(store, {"down": OSError("unreachable"), "empty": [], "liar": [b"\x00junk"]})
-    assert [await sync.probe() for _ in range(3)] == [None, None, None]
+    assert [await sync.probe() for _ in range(3)] == [[], [], []]
     assert isinstance(sync.fetcher, Fetcher)
     assert sorted(peer for peer, _ in sync.fetcher.asked) == ["down", "empty", "liar"]
     assert sync.rejected == 1
-    assert await prober(store, {"stranger": [encode_frame(final_frame())]}).probe() is None
+    assert await prober(store, {"stranger": [encode_frame(final_frame())]}).probe() == []
+    assert sync.ahead.best() == 0
 
 
 async def test_a_stalled_prover_hands_the_probed_frame_to_its_engine(tmp_path: Path) -> None:

@@ -477,3 +477,54 @@ async def test_a_peer_whose_stream_from_us_failed_still_gets_our_messages() -> N
             await until(lambda: fully_meshed(networks))
             await networks[0].publish(Topic.VOTES, b"on the new stream")
             await until(lambda: any(data == b"on the new stream" for _, _, data in second.calls))
+
+
+async def test_a_peer_that_resets_each_of_our_streams_is_not_sent_the_cache_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each stream we open again to a peer used to replay the whole message cache of every
+    topic to it: a peer resetting our streams had it sent at the rate of a round trip."""
+    with trio.fail_after(15):
+        first, second = Recorder(), Recorder()
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [first, second])
+            await until(lambda: fully_meshed(networks))
+            pubsub = networks[0]._stack.pubsub
+            other = ID.from_base58(networks[1].peer_id)
+            replays: list[str] = []
+            original = pubsub.router.send_recent_messages
+
+            async def counted(peer: ID, topic: str) -> None:
+                if peer == other:
+                    replays.append(topic)
+                await original(peer, topic)
+
+            monkeypatch.setattr(pubsub.router, "send_recent_messages", counted)
+            for index in range(3):
+                dead = pubsub.peers[other]
+                await dead.reset()
+                await networks[0].publish(Topic.VOTES, b"reset %d" % index)
+                await until(lambda: pubsub.peers.get(other) not in (None, dead))  # noqa: B023
+            await until(lambda: fully_meshed(networks))
+            await networks[0].publish(Topic.VOTES, b"still heard")
+            await until(lambda: any(data == b"still heard" for _, _, data in second.calls))
+            assert replays == []
+
+
+async def test_a_connected_peer_left_without_our_stream_gets_one_again() -> None:
+    """py-libp2p retries a stream only from the failure it sees; one lost while its retry
+    still counted as pending left a connected peer without our messages for good."""
+    with trio.fail_after(15):
+        first, second = Recorder(), Recorder()
+        async with AsyncExitStack() as stack:
+            networks = await start(stack, [first, second])
+            await until(lambda: fully_meshed(networks))
+            pubsub = networks[0]._stack.pubsub
+            other = ID.from_base58(networks[1].peer_id)
+            del pubsub.peers[other]  # as the lost retry left it: no stream, none pending
+            pubsub.peer_queues.pop(other).close()
+            pubsub.router.remove_peer(other)
+            await until(lambda: other in pubsub.peers)
+            await until(lambda: fully_meshed(networks))
+            await networks[0].publish(Topic.VOTES, b"on the mended stream")
+            await until(lambda: any(data == b"on the mended stream" for _, _, data in second.calls))

@@ -9,7 +9,7 @@ import importlib.metadata
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from libp2p.abc import INetStream
@@ -264,12 +264,26 @@ class GuardedPubsub(Pubsub):
         we never again sent it a message. After a flapping link, a connected prover heard
         nothing for minutes and never learned that the others had gone on without it."""
         topics = [topic for topic, peers in self.peer_topics.items() if peer_id in peers]
+        replayed = set(self._replayed_recent_topics.get(peer_id, ()))
         reading = peer_id in self._readers
         super()._handle_dead_peer(peer_id)
         if not reading or not self._peer_is_connected(peer_id):
             return
+        # Replayed once already: a peer resetting each stream we open would otherwise be sent
+        # the whole message cache again each time, unpaced.
+        self._replayed_recent_topics[peer_id] = replayed
         for topic in topics:
             self.handle_subscription(peer_id, rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic))
+
+    def mend_streams(self, connected: Iterable[ID]) -> None:
+        """Open a stream to each connected peer we have none to, unless one is being opened.
+
+        py-libp2p retries only from the failure it sees: a write failing during the retry's own
+        replay dropped the new stream while the retry still counted as pending, and the peer,
+        connected and subscribed, was sent nothing again."""
+        for peer in connected:
+            if peer not in self.peers and not self.is_peer_blacklisted(peer):
+                self._schedule_peer_stream_retry(peer)  # a no-op while one is pending
 
     async def _handle_rpc(self, peer: ID, rpc: rpc_pb2.RPC) -> None:
         foreign = False

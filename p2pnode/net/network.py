@@ -298,6 +298,7 @@ class Network:
                 if self._penalties.is_banned(peer, now) or not self._admission.seated(peer):
                     self._kick(peer)  # a kick that could not be queued before, say
             self._drop_slow_strangers()
+            self._stack.mend_streams()
             self._dialer.directory.forget_stale(now)
             self._dialer.dial_due(now)
             since_deliveries += _HOUSEKEEPING

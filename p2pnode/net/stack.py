@@ -304,6 +304,10 @@ class Stack:
     def connected(self) -> list[str]:
         return sorted(peer.to_base58() for peer in self.host.get_connected_peers())
 
+    def mend_streams(self) -> None:
+        """A pubsub stream to every connected peer (see `GuardedPubsub.mend_streams`)."""
+        self.pubsub.mend_streams(self.host.get_connected_peers())
+
     def mesh_size(self, topic: str) -> int:
         """Mesh members we can actually send to (registered pubsub peers); see `refuse`."""
         return len(self.router.mesh.get(topic, set()) & self.pubsub.peers.keys())

@@ -136,29 +136,31 @@ class CatchUp:
             raise ProviderError("no peer could be synchronized from")
         return self.store.tip()
 
-    async def probe(self) -> Frame | None:
-        """Ask one prover, in turn, for the final frames after our tip (PROBED); return the
-        last valid one.
+    async def probe(self) -> list[Frame]:
+        """Ask one prover, in turn, for the final frames after our tip (PROBED of them);
+        return the valid ones, in order.
 
         A stalled prover learns it is behind from confirmations gossiped for later ranks. Should
         its gossip stop reaching it while it stays connected, only this question tells it
-        that the others went on without it; a frame beyond the next rank makes it sync at
-        once instead of finalizing one rank per period."""
+        that the others went on without it. The prover that answered is noted as ahead: a
+        sync asks it first, and does not stop short of what it showed."""
         tip = self.store.tip()
         peers = [p for p in self.fetcher.peers() if p in self.provers]
         order = self.ahead.order(peers, tip.round, self._turn)
         self._turn += 1
         if not order:
-            return None
+            return []
         request = encode(SyncRequest(tip.round + 1, PROBED))
-        last = None
+        checked: list[Frame] = []
         try:
             items = await self.fetcher.request(order[0], request, timeout=PROBE_TIMEOUT)
             for item in items[:PROBED]:
-                last = tip = self._checked(item, tip)
+                checked.append(self._checked(item, checked[-1] if checked else tip))
         except Exception as err:  # a failed or invalid answer: the next period asks another
             log.debug("probe of %s failed: %s", order[0], err)
-        return last
+        if checked:
+            self.ahead.note(order[0], checked[-1].round)
+        return checked
 
     async def _catch_up_from(self, peer: str) -> None:
         while True:

@@ -269,10 +269,9 @@ class Node:
         others have finalized it already."""
         for message in self.providers.sent.at(self.store.tip().round + 1):
             await self.outbox.publish(message)
-        final = await self.sync.probe()
-        if final is not None:
-            # Its commit certificate is checked: the engine finalizes it, or syncs if it is
-            # further on than the rank being decided.
+        for final in await self.sync.probe():
+            # Each one's commit certificate is checked: the engine finalizes the rank being
+            # decided, and syncs on seeing a later one final.
             self.machine.receive_confirmation(ProverId(final.prover), final, commit=True)
 
     async def submit(self, data: bytes) -> tuple[str, Admission]:
