@@ -62,11 +62,12 @@ def choose_vote(
 
     - Locked on X in attempt l: vote X, unless a certificate for Y from an attempt in [l, attempt)
       is known and Y's frame is at hand (Tendermint's unlock on a newer polka).
-    - Not locked: vote the newest certified frame at hand, else the proposal of the
-      highest-priority leader (priority rotated by the attempt).
+    - Not locked: vote the newest certificate's frame if at hand (never an older one's), else
+      the proposal of the highest-priority leader (priority rotated by the attempt).
     - Unlocked and without a certified frame at hand, a prover waits until `enough_proposals`
-      (the engine: the proposal of the attempt's highest-priority live prover is in, or one
-      voting period has passed), so that provers vote alike rather than in arrival order.
+      (the engine: the proposal of the attempt's highest-priority prover is in, live or not,
+      or one voting period has passed), so that provers vote alike rather than in arrival
+      order.
     """
     if lock is not None:
         if best is not None and lock.attempt <= best.attempt < attempt:
