@@ -47,7 +47,7 @@ from p2pnode.chain.types import (
 from p2pnode.chain.validation import AHEAD_OF_CLOCK, MAX_CLOCK_AHEAD_MS, FrameChecker
 from p2pnode.consensus import Receipt, StateMachine
 from p2pnode.net import Topic, Verdict
-from p2pnode.peer.inbound import Inbound, verdict_of
+from p2pnode.peer.inbound import PRECOMMITS_AHEAD, Inbound, verdict_of
 from p2pnode.peer.store import Store
 from p2pnode.wire.codec import VERSION, encode
 from tests import chainkit
@@ -753,3 +753,16 @@ def test_a_batch_costs_no_more_than_its_sender_s_quota(tmp_path: Path) -> None:
     finally:
         setup.machine.close()
         setup.store.close()
+
+
+def test_precommits_far_beyond_the_tip_are_not_kept(setup: Setup) -> None:
+    """Each precommit of a later rank is signed by a prover; a peer stuck far behind kept
+    three per rank the others finalized until it synced. Beyond the engine's window, the
+    certificate makes the peer sync, and the signature is not kept."""
+    near = certificate(synthetic(PRECOMMITS_AHEAD), CertKind.VOTES, 0, (ME, PROPOSER, VOTER))
+    far = certificate(synthetic(PRECOMMITS_AHEAD + 1), CertKind.VOTES, 0, (ME, PROPOSER, VOTER))
+    for frame in (near, far):
+        verdict = setup.judge(Topic.CONFIRMATIONS, OTHER, confirmation(OTHER, frame))
+        assert verdict is not Verdict.REJECT, setup.inbound.reasons
+    kept = {rank for rank, _, _ in setup.providers.precommits.signatures}
+    assert kept == {PRECOMMITS_AHEAD}

@@ -52,6 +52,12 @@ CROWDED = {
 """Mutations the pool turned away for room, not for what they are: ignored, by reason."""
 
 
+PRECOMMITS_AHEAD = 8
+"""Ranks beyond the tip whose precommit signatures are kept (the engine keeps messages as far
+ahead, `Limits.ranks_ahead`): a prover stuck far behind kept three for every rank the others
+finalized, until it synced."""
+
+
 class RejectedError(Exception):
     """The message is invalid: drop it, count it, penalise its sender."""
 
@@ -238,7 +244,7 @@ class Inbound:
                 raise RejectedError("not a prover")
             statement = precommit_statement(frame.round, certificate.attempt, frame.id)
             self._signed(message.sender, statement, message.signature)
-            if not self.precommits.add(
+            if frame.round <= tip.round + PRECOMMITS_AHEAD and not self.precommits.add(
                 frame.round, certificate.attempt, message.sender, frame.id, message.signature
             ):
                 # Evidence against the signer, relayed in good faith: ignored, counted.
