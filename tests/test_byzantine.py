@@ -310,6 +310,41 @@ async def test_a_certificate_completed_at_the_end_of_a_split_attempt_is_in_befor
     assert cast.frame_id == x.identity()
 
 
+async def test_a_quorum_in_during_the_wait_after_a_split_attempt_gets_the_prover_s_vote_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Attempt 0 splits (X twice, Y once). Attempt 1's votes for X come in from the three
+    others while p0 still waits after the split: p0 votes in attempt 1 before it precommits.
+    It used to go to the precommit without a vote, and provers that had missed a Byzantine
+    vote were left a vote short, attempt after attempt."""
+    timeouts = Timeouts()
+    p1, p2, p3, p0 = model.leader_order(NAMES, 1, {})
+    assert p0 == "p0"
+    x, g, y = frame(p1, "x"), frame(p2, "g"), frame(p3, "y")
+    sent = Sent()
+    async with lone(timeouts, sent, prove_time=0.0) as node:
+        machine = node.machine
+        assert machine is not None
+        announce_all(machine, [p1, p2, p3])
+        for proposal in (x, g, y):
+            machine.receive_proposal(Peer(proposal.prover), proposal)
+        with trio.fail_after(10):
+            await sent.first(Vote)
+        machine.receive_vote(Peer(p1), Peer(p2), vote(x, p2))
+        machine.receive_vote(Peer(p3), Peer(p3), vote(y, p3))
+        await trio.sleep(timeouts.grace + 0.05)  # in attempt 1, within the wait after the split
+        assert timeouts.settle(1) > 0.05
+        for voter in (p1, p2, p3):
+            machine.receive_vote(Peer(p1), Peer(voter), vote(x, voter, attempt=1))
+        with trio.fail_after(10):
+            precommitted = await sent.first(
+                Confirmation, lambda c: c.frame.cert_attempt == 1 and not c.frame.final
+            )
+    voted = [m for m in sent.messages if isinstance(m, Vote) and m.attempt == 1]
+    assert voted, "p0 voted in attempt 1"
+    assert sent.messages.index(voted[0]) < sent.messages.index(precommitted)
+
+
 async def test_a_restarted_prover_keeps_the_messages_of_its_own_attempt(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
