@@ -280,6 +280,22 @@ async def test_liveness_sent_ahead_of_the_top_provers_does_not_cut_the_wait_for_
     assert cast.proposer == top
 
 
+async def _split_first_attempt(machine: Engine, sent: Sent) -> Frame:
+    """Attempt 0 splits at p0: it votes X (the top proposal), p2 votes X, p3 votes Y; X."""
+    p1, p2, p3, p0 = model.leader_order(NAMES, 1, {})
+    assert p0 == "p0"
+    x, g, y = frame(p1, "x"), frame(p2, "g"), frame(p3, "y")
+    announce_all(machine, [p1, p2, p3])
+    for proposal in (x, g, y):
+        machine.receive_proposal(Peer(proposal.prover), proposal)
+    with trio.fail_after(10):
+        first = await sent.first(Vote)
+    assert first.frame_id == x.identity()
+    machine.receive_vote(Peer(p1), Peer(p2), vote(x, p2))
+    machine.receive_vote(Peer(p3), Peer(p3), vote(y, p3))
+    return x
+
+
 async def test_a_certificate_completed_at_the_end_of_a_split_attempt_is_in_before_the_next_vote(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -288,21 +304,12 @@ async def test_a_certificate_completed_at_the_end_of_a_split_attempt_is_in_befor
     1. p0 waits before voting after a split attempt, so it votes X, not attempt 1's top (its
     proof, needed in attempt 1, takes no time here: the wait is not the proof's)."""
     timeouts = Timeouts()
-    p1, p2, p3, p0 = model.leader_order(NAMES, 1, {})
-    assert p0 == "p0"
-    x, g, y = frame(p1, "x"), frame(p2, "g"), frame(p3, "y")
+    p2 = model.leader_order(NAMES, 1, {})[1]
     sent = Sent()
     async with lone(timeouts, sent, prove_time=0.0) as node:
         machine = node.machine
         assert machine is not None
-        announce_all(machine, [p1, p2, p3])
-        for proposal in (x, g, y):
-            machine.receive_proposal(Peer(proposal.prover), proposal)
-        with trio.fail_after(10):
-            first = await sent.first(Vote)
-        assert first.frame_id == x.identity()
-        machine.receive_vote(Peer(p1), Peer(p2), vote(x, p2))
-        machine.receive_vote(Peer(p3), Peer(p3), vote(y, p3))
+        x = await _split_first_attempt(machine, sent)
         await trio.sleep(timeouts.grace + 0.1)  # attempt 1 began 0.1 s ago, give or take
         machine.receive_confirmation(Peer(p2), precommit(x, 0))
         with trio.fail_after(10):
@@ -318,20 +325,12 @@ async def test_a_quorum_in_during_the_wait_after_a_split_attempt_gets_the_prover
     It used to go to the precommit without a vote, and provers that had missed a Byzantine
     vote were left a vote short, attempt after attempt."""
     timeouts = Timeouts()
-    p1, p2, p3, p0 = model.leader_order(NAMES, 1, {})
-    assert p0 == "p0"
-    x, g, y = frame(p1, "x"), frame(p2, "g"), frame(p3, "y")
+    p1, p2, p3 = model.leader_order(NAMES, 1, {})[:3]
     sent = Sent()
     async with lone(timeouts, sent, prove_time=0.0) as node:
         machine = node.machine
         assert machine is not None
-        announce_all(machine, [p1, p2, p3])
-        for proposal in (x, g, y):
-            machine.receive_proposal(Peer(proposal.prover), proposal)
-        with trio.fail_after(10):
-            await sent.first(Vote)
-        machine.receive_vote(Peer(p1), Peer(p2), vote(x, p2))
-        machine.receive_vote(Peer(p3), Peer(p3), vote(y, p3))
+        x = await _split_first_attempt(machine, sent)
         await trio.sleep(timeouts.grace + 0.05)  # in attempt 1, within the wait after the split
         assert timeouts.settle(1) > 0.05
         for voter in (p1, p2, p3):

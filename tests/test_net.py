@@ -459,6 +459,22 @@ async def test_a_dial_goes_where_it_is_told_whatever_identify_stored_before() ->
             assert stale not in host.get_peerstore().addrs(peer)
 
 
+async def _reset_our_stream(network: Network, other: ID, note: bytes) -> None:
+    """Reset `network`'s stream to `other`; a publish finds it dead and another is opened."""
+    pubsub = network._stack.pubsub
+    dead = pubsub.peers[other]
+    await dead.reset()
+    await network.publish(Topic.VOTES, note)
+    await until(lambda: pubsub.peers.get(other) not in (None, dead))
+
+
+async def _heard(networks: Sequence[Network], judge: Recorder, data: bytes) -> None:
+    """Once meshed again, what the first network publishes reaches `judge`."""
+    await until(lambda: fully_meshed(networks))
+    await networks[0].publish(Topic.VOTES, data)
+    await until(lambda: any(call[2] == data for call in judge.calls))
+
+
 async def test_a_peer_whose_stream_from_us_failed_still_gets_our_messages() -> None:
     """Our stream to a peer fails while its stream to us lives on (a flapping link ends the two
     at different moments): we open another, keep the subscriptions it announced on its own
@@ -468,15 +484,9 @@ async def test_a_peer_whose_stream_from_us_failed_still_gets_our_messages() -> N
         async with AsyncExitStack() as stack:
             networks = await start(stack, [first, second])
             await until(lambda: fully_meshed(networks))
-            pubsub = networks[0]._stack.pubsub
             other = ID.from_base58(networks[1].peer_id)
-            dead = pubsub.peers[other]
-            await dead.reset()
-            await networks[0].publish(Topic.VOTES, b"on the dead stream")
-            await until(lambda: pubsub.peers.get(other) not in (None, dead))
-            await until(lambda: fully_meshed(networks))
-            await networks[0].publish(Topic.VOTES, b"on the new stream")
-            await until(lambda: any(data == b"on the new stream" for _, _, data in second.calls))
+            await _reset_our_stream(networks[0], other, b"on the dead stream")
+            await _heard(networks, second, b"on the new stream")
 
 
 async def test_a_peer_that_resets_each_of_our_streams_is_not_sent_the_cache_again(
@@ -501,13 +511,8 @@ async def test_a_peer_that_resets_each_of_our_streams_is_not_sent_the_cache_agai
 
             monkeypatch.setattr(pubsub.router, "send_recent_messages", counted)
             for index in range(3):
-                dead = pubsub.peers[other]
-                await dead.reset()
-                await networks[0].publish(Topic.VOTES, b"reset %d" % index)
-                await until(lambda: pubsub.peers.get(other) not in (None, dead))  # noqa: B023
-            await until(lambda: fully_meshed(networks))
-            await networks[0].publish(Topic.VOTES, b"still heard")
-            await until(lambda: any(data == b"still heard" for _, _, data in second.calls))
+                await _reset_our_stream(networks[0], other, b"reset %d" % index)
+            await _heard(networks, second, b"still heard")
             assert replays == []
 
 
@@ -525,6 +530,4 @@ async def test_a_connected_peer_left_without_our_stream_gets_one_again() -> None
             pubsub.peer_queues.pop(other).close()
             pubsub.router.remove_peer(other)
             await until(lambda: other in pubsub.peers)
-            await until(lambda: fully_meshed(networks))
-            await networks[0].publish(Topic.VOTES, b"on the mended stream")
-            await until(lambda: any(data == b"on the mended stream" for _, _, data in second.calls))
+            await _heard(networks, second, b"on the mended stream")

@@ -27,7 +27,7 @@ from p2pnode.chain.messages import (
 from p2pnode.chain.providers import Precommits
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote, peer_id_text
 from p2pnode.chain.validation import AHEAD_OF_CLOCK, FrameChecker
-from p2pnode.consensus import EquivocationError, Receipt, StateMachine
+from p2pnode.consensus import EquivocationError, Limits, Receipt, StateMachine
 from p2pnode.net import Topic, Verdict
 from p2pnode.wire.codec import CodecError, decode
 
@@ -52,10 +52,9 @@ CROWDED = {
 """Mutations the pool turned away for room, not for what they are: ignored, by reason."""
 
 
-PRECOMMITS_AHEAD = 8
-"""Ranks beyond the tip whose precommit signatures are kept (the engine keeps messages as far
-ahead, `Limits.ranks_ahead`): a prover stuck far behind kept three for every rank the others
-finalized, until it synced."""
+PRECOMMITS_AHEAD = Limits().ranks_ahead
+"""Ranks beyond the tip whose precommit signatures are kept, as far as the engine keeps messages
+by default: a prover stuck far behind kept three for every rank the others finalized."""
 
 
 class RejectedError(Exception):
