@@ -76,11 +76,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _memory_mb(pid: int, key: str) -> float:
+def _memory_mb(pid: int) -> dict[str, float]:
+    """A process's memory figures in MB, all from one read of its status."""
+    figures: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+        key, _, rest = line.partition(":")
+        if key.startswith("Vm") and rest.strip().endswith("kB"):
+            figures[key] = int(rest.split()[0]) / 1024
+    return figures
 
 
 async def _status(home: Home) -> PeerStatus | None:
@@ -117,9 +120,13 @@ class Fleet:
     def cpu(self) -> list[float]:
         return [_cpu_seconds(p.pid) for p in self.processes]
 
-    def memory_mb(self, key: str) -> float:
-        """The largest of the peers' VmRSS (now) or VmHWM (peak)."""
-        return max(_memory_mb(p.pid, key) for p in self.processes)
+    def memory_mb(self) -> tuple[float, float]:
+        """The largest of the peers' VmHWM (peak) and of their VmRSS (now).
+
+        Both come from one read per peer: read apart, RSS can grow past the peak read first.
+        """
+        figures = [_memory_mb(p.pid) for p in self.processes]
+        return max(f.get("VmHWM", 0.0) for f in figures), max(f.get("VmRSS", 0.0) for f in figures)
 
     def stop(self) -> None:
         stop_all(self.processes)
@@ -137,7 +144,7 @@ async def _sample(fleet: Fleet, samples: Samples, start_rank: int) -> None:
                     samples.phases[(str(index), row.rank)] = row.phases
         rank = _rank(statuses[0])
         if samples.rss_at_mark_mb is None and rank - start_rank >= SOAK_MARK:
-            samples.rss_at_mark_mb = fleet.memory_mb("VmRSS")
+            samples.rss_at_mark_mb = fleet.memory_mb()[1]
         await trio.sleep(SAMPLE_EVERY)
 
 
@@ -207,7 +214,7 @@ async def run_one(
         cpu = [after - before for after, before in zip(fleet.cpu(), cpu_before, strict=True)]
         end_rank = _rank(await _status(homes[0]))
         statuses = [s for s in [await _status(h) for h in homes] if s is not None]
-        memory = (fleet.memory_mb("VmHWM"), fleet.memory_mb("VmRSS"))
+        memory = fleet.memory_mb()
     finally:
         fleet.stop()
     return _measure(homes[0], (start_rank, end_rank), elapsed, cpu, statuses, memory, samples)
