@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 import pytest
 import trio
 
+from p2pnode.chain.validation import MAX_CLOCK_AHEAD_MS
 from p2pnode.consensus import Limits, Lock, ProviderError, State, Timeouts, rules, voting
 from p2pnode.consensus.rules import Certified, Choice
+from p2pnode.sim import node as sim_node
 from p2pnode.sim.bus import Bus, Faults, Topic
 from p2pnode.sim.cli import jobs, simulate
 from p2pnode.sim.conducts import Conduct
@@ -289,3 +291,17 @@ async def test_a_confirmation_counts_as_a_precommit_only_if_its_sender_signed_on
         assert node.inbox.ignored == 1  # held already, from its signer
         assert node.machine.round_view().confirmations == {0: ("p2",)}
         nursery.cancel_scope.cancel()
+
+
+def test_a_slow_clock_takes_a_fast_provers_frames_within_the_real_peers_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`anything`, n = 4, seed 1088: clocks that run 6 % apart are 5.7 s apart at calm, so a
+    slow-clock prover ignored a fast one's frames until its clock caught up, and the first new
+    rank came 12.25 s after calm. The simulator now ignores a frame only as far ahead as the
+    real peer does (30 s); with the old 1 s bound the recovery is slow again."""
+    recovered = run(scenario("anything"), 4, 1088, echo=True)
+    assert sim_node.MAX_AHEAD * 1000 == MAX_CLOCK_AHEAD_MS
+    assert not recovered.slow_recovery
+    monkeypatch.setattr(sim_node, "MAX_AHEAD", 1.0)
+    assert run(scenario("anything"), 4, 1088, echo=True).slow_recovery

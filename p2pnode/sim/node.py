@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import trio
 from trio_typing import TaskStatus
 
+from p2pnode.chain.validation import MAX_CLOCK_AHEAD_MS
 from p2pnode.consensus import EquivocationError, Limits, Receipt, StateMachine, Timeouts
 from p2pnode.peer.resend import ResendClock
 from p2pnode.sim.bus import Bus, Topic
@@ -20,9 +21,10 @@ from p2pnode.sim.stale import Coalition
 
 Machine = StateMachine[Frame, Vote, Peer, Collected]
 
-MAX_AHEAD = 1.0
+MAX_AHEAD = MAX_CLOCK_AHEAD_MS / 1000
 """How far (virtual seconds) a proposal's timestamp may run ahead of a peer's clock before the
-peer ignores it for now (a later re-send may be taken)."""
+peer ignores it for now (a later re-send may be taken): the real peer's bound. A tighter one
+left a prover whose clock runs slow ignoring a fast prover's frames for seconds after calm."""
 
 
 @dataclass
