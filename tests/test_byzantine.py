@@ -344,28 +344,6 @@ async def test_a_quorum_in_during_the_wait_after_a_split_attempt_gets_the_prover
     assert sent.messages.index(voted[0]) < sent.messages.index(precommitted)
 
 
-async def test_a_locked_prover_votes_before_it_proves_its_own_frame(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """p0, last in the order, proves nothing in attempt 0; it locks on X there (a quorum's
-    votes) and the attempt ends without a commit. In attempt 1 its vote is X whatever it
-    proves: it votes first, then proves its frame. Its vote used to wait for its proof."""
-    timeouts = Timeouts()
-    p1 = model.leader_order(NAMES, 1, {})[0]
-    sent = Sent()
-    async with lone(timeouts, sent, prove_time=timeouts.grace) as node:
-        machine = node.machine
-        assert machine is not None
-        x = await _split_first_attempt(machine, sent)
-        machine.receive_vote(Peer(p1), Peer(p1), vote(x, p1))
-        with trio.fail_after(10):
-            await sent.first(Confirmation, lambda c: c.frame.cert_attempt == 0)
-            cast = await sent.first(Vote, lambda v: v.attempt == 1)
-            own = await sent.first(Frame, lambda f: f.prover == "p0")
-    assert cast.frame_id == x.identity()
-    assert sent.messages.index(cast) < sent.messages.index(own)
-
-
 async def test_a_restarted_prover_keeps_the_messages_of_its_own_attempt(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -83,28 +83,13 @@ async def attempt_timer(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch:
 async def voting(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> None:
     ctx.take_events()
     rnd = ctx.round
-    late = bool(ctx.attempts) and rnd.attempt > 0 and rnd.proposal is None
-    if late and not _vote_is_settled(ctx):
+    if ctx.attempts and rnd.attempt > 0 and rnd.proposal is None:
         await _propose_late(ctx, epoch)
     if rnd.attempt not in rnd.vote_started and await _may_vote(ctx, epoch):
         candidates = _candidates(ctx)
         if candidates:
             await _cast_vote(ctx, candidates, epoch)
-    if late and rnd.proposal is None and rnd.attempt in rnd.vote_started:
-        await _propose_late(ctx, epoch)  # its vote did not need it, so it went first
     await _check_quorum(ctx, epoch)
-
-
-def _vote_is_settled(ctx: Context[StateT, VoteT, PeerIDT, CollectedT]) -> bool:
-    """Whether the prover's vote is already decided whatever it proposes: it is locked, or has
-    the newest certificate's frame at hand. It then votes before it proves its own frame (a
-    proof slower than the waits assume used to hold a locked prover's vote back)."""
-    rnd = ctx.round
-    enough_proposals = False  # what decides the vote must be at hand already
-    settled = choose_vote(
-        rnd.attempt, rnd.lock, rnd.best, ctx.proposals(), rnd.leader_ids(), enough_proposals
-    )
-    return settled is not None
 
 
 async def _may_vote(ctx: Context[StateT, VoteT, PeerIDT, CollectedT], epoch: int) -> bool:
