@@ -197,6 +197,33 @@ async def test_a_storm_of_sockets_from_an_address_no_prover_uses_is_closed_unrea
             await _delivers(networks, judge, b"after the storm")
 
 
+async def test_streams_a_stranger_opens_and_resets_in_a_loop_are_paced_then_reset() -> None:
+    """Each stream a stranger opened was negotiated at no charge: one that opened gossip
+    streams and reset them in a loop took 46 % of a peer's core. Each now costs its network
+    STREAM_COST of the strangers' work budget; beyond a second's wait, it is reset unread."""
+    with trio.fail_after(60):
+        async with AsyncExitStack() as stack:
+            networks, judge = await _meshed(stack, stranger_rate=16.0, stranger_prefix_rate=16.0)
+            victim = networks[0]
+            (evil,) = await _attackers(stack, 1)
+            peer = await evil.connect(victim.addrs())
+            opened = 0
+
+            async def open_and_reset() -> None:
+                nonlocal opened
+                with contextlib.suppress(Exception):
+                    stream = await open_stream(evil.host, peer, "/meshsub/1.1.0")
+                    opened += 1
+                    await stream.reset()
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):
+                    nursery.start_soon(open_and_reset)
+            assert victim.refused()[Refused.STREAMS] > 0
+            assert opened < 40
+            await _delivers(networks, judge, b"after the streams")
+
+
 def _network(cfg: Any) -> Any:
     from p2pnode.net import open_network
 

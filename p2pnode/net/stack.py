@@ -278,7 +278,8 @@ class Stack:
         self.host.get_network().register_notifee(notifee)
 
     def install(self, admission: Admission) -> None:
-        """Inbound sockets and handshakes bounded by `admission`, each RPC read paced by it."""
+        """Inbound sockets and handshakes bounded by `admission`, each stream opened and each RPC
+        read paced by it."""
         swarm = self.host.get_network()
         # The instance's own method, replaced on this instance only: the swarm calls it by
         # attribute for every inbound connection, between accepting and registering it.
@@ -286,6 +287,8 @@ class Stack:
         gate = admission.gate(inbound_handler(swarm))
         swarm._handle_inbound_connection = gate  # type: ignore[attr-defined]
         self.pubsub.pace = admission.pace
+        handler = swarm.common_stream_handler  # type: ignore[attr-defined]
+        swarm.common_stream_handler = admission.paced_streams(handler)  # type: ignore[attr-defined]
         self.router.budget_key = admission.budget_key
         self.router.spend = admission.spend
 
