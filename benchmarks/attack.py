@@ -38,6 +38,7 @@ ATTACKS = (
     "iwant-flood",
     "made-up-peers",
     "raw-sockets",
+    "stream-churn",
     "tag-submit",
 )
 """The outsider's attacks, and a local one: 256 KB bodies of CBOR tag 30 to POST /submit."""

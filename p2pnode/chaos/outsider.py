@@ -1,5 +1,6 @@
 """An outsider's floods against running peers, each from many cheap identities: bad signatures,
-a GRAFT eclipse, mutations from a thousand origins, empty IWANTs, made-up peers, raw sockets.
+a GRAFT eclipse, mutations from a thousand origins, empty IWANTs, made-up peers, raw sockets,
+gossip streams opened and reset.
 
 `python -m p2pnode.chaos.outsider ATTACK --network NET --target MA… --seconds S` runs one as a
 process of its own (one core), as `scripts/chaos` and `scripts/attack` do; it prints what it
@@ -21,8 +22,9 @@ from libp2p.identity_utils import create_identity_from_seed
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
-from p2pnode.chaos.raw import Attacker, attacker, publish
+from p2pnode.chaos.raw import GOSSIP_PROTOCOL, Attacker, attacker, publish
 from p2pnode.net import PeerRecord, Topic, encode_record, topic_name
+from p2pnode.net.stack import open_stream
 from p2pnode.wire.codec import MutationMsg, encode
 
 
@@ -55,6 +57,8 @@ MUTATION_SIZE = 100
 MADE_UP_PEERS = 40
 RAW_SOCKETS = 255
 IWANTS_PER_RPC = 50_000
+CHURN_IDENTITIES = 8
+CHURN_LOOPS = 1
 
 
 async def _under_new_names(
@@ -190,6 +194,30 @@ async def raw_sockets(target: Target, addr: str, count: Counter[str]) -> None:
             nursery.start_soon(hold)
 
 
+async def stream_churn(target: Target, addr: str, count: Counter[str]) -> None:
+    """CHURN_IDENTITIES identities, each opening gossip streams and resetting them at once in
+    CHURN_LOOPS loops: no RPC is ever read, only streams negotiated."""
+
+    async def churn(evil: Attacker, victim: str) -> None:
+        async def loop() -> None:
+            while trio.current_time() < target.until:
+                try:
+                    stream = await open_stream(evil.host, victim, GOSSIP_PROTOCOL)
+                    await stream.reset()
+                    count["streams"] += 1
+                except Exception:
+                    count["streams refused"] += 1
+                    await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(CHURN_LOOPS):
+                nursery.start_soon(loop)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(CHURN_IDENTITIES):
+            nursery.start_soon(_under_new_names, target, addr, [], count, churn)
+
+
 ATTACKS: dict[str, Attack] = {
     "bad-signatures": bad_signatures,
     "graft-eclipse": graft_eclipse,
@@ -197,6 +225,7 @@ ATTACKS: dict[str, Attack] = {
     "iwant-flood": iwant_flood,
     "made-up-peers": made_up_peers,
     "raw-sockets": raw_sockets,
+    "stream-churn": stream_churn,
 }
 
 
