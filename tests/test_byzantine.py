@@ -23,7 +23,7 @@ from p2pnode.peer.node import Node
 from p2pnode.sim import model
 from p2pnode.sim.bus import Bus, Topic
 from p2pnode.sim.model import GENESIS, Collected, Confirmation, Frame, Peer, Vote, digest
-from p2pnode.sim.node import NodeConfig, SimNode
+from p2pnode.sim.node import MAX_AHEAD, NodeConfig, SimNode
 from p2pnode.sim.scenarios import Plan, scenario
 from p2pnode.sim.world import SHARE_BOUND, THROUGHPUT_KEPT, build, run
 
@@ -363,6 +363,32 @@ async def test_a_restarted_prover_keeps_the_messages_of_its_own_attempt(
         x = frame("p1", "x")
         assert machine.receive_vote(Peer("p1"), Peer("p2"), vote(x, "p2", 12)) is Receipt.ACCEPTED
         nursery.cancel_scope.cancel()
+
+
+async def test_a_precommit_for_a_frame_ahead_of_the_clock_is_ignored_until_it_catches_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """As the real peer does: the certificate vouches for the frame, but not for its clock.
+    A precommit whose frame is stamped beyond MAX_AHEAD is ignored, not rejected; the same
+    precommit once the clock has caught up is taken."""
+    sent = Sent()
+    async with lone(Timeouts(), sent) as node:
+        machine = node.machine
+        assert machine is not None
+        ahead = Frame(1, GENESIS.identity(), "p1", "x", trio.current_time() + MAX_AHEAD + 5)
+        certified = ahead.certified(0, NAMES[1:], final=False)
+        for signer in NAMES[1:]:
+            node.registry.sign(("vote", 1, 0, ahead.identity(), signer))
+        node.registry.sign(("precommit", 1, 0, ahead.identity(), "p2"))
+        ignored = node.inbox.ignored
+        node.bus.publish("p2", Topic.CONFIRMATION, Confirmation(certified, "p2"))
+        await trio.sleep(1)
+        assert node.inbox.ignored == ignored + 1
+        assert "p2" not in machine.round_view().confirmations.get(0, ())
+        await trio.sleep(10)
+        node.bus.publish("p2", Topic.CONFIRMATION, Confirmation(certified, "p2"))
+        await trio.sleep(1)
+        assert "p2" in machine.round_view().confirmations.get(0, ())
 
 
 # -- the leader order and throughput in the simulator ----------------------------------------

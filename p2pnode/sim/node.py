@@ -312,6 +312,8 @@ class SimNode:
         if self.providers is not None:  # a certificate shows how far its sender has come
             self.providers.note_ahead(sender, frame.round if frame.final else frame.round - 1)
         if self._extends_tip(frame):
+            if frame.stamp > self.clock() + MAX_AHEAD:
+                return False  # as for a proposal: the certificate vouches for all but the clock
             # Kept by frame id, beside any other frame this prover sent us.
             machine.receive_certified(Peer(frame.prover), frame.body(), frame.cert_attempt)
             if not frame.final and self.providers is not None:
