@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 import trio
 from trio_typing import TaskStatus
 
-from p2pnode.chain.validation import MAX_CLOCK_AHEAD_MS
 from p2pnode.consensus import EquivocationError, Limits, Receipt, StateMachine, Timeouts
 from p2pnode.peer.resend import ResendClock
 from p2pnode.sim.bus import Bus, Topic
@@ -21,10 +20,11 @@ from p2pnode.sim.stale import Coalition
 
 Machine = StateMachine[Frame, Vote, Peer, Collected]
 
-MAX_AHEAD = MAX_CLOCK_AHEAD_MS / 1000
+MAX_AHEAD = 30.0
 """How far (virtual seconds) a proposal's timestamp may run ahead of a peer's clock before the
-peer ignores it for now (a later re-send may be taken): the real peer's bound. A tighter one
-left a prover whose clock runs slow ignoring a fast prover's frames for seconds after calm."""
+peer ignores it for now (a later re-send may be taken): the real peer's bound (its chain's
+MAX_CLOCK_AHEAD_MS; a test holds them equal). A tighter one left a prover whose clock runs
+slow ignoring a fast prover's frames for seconds after calm."""
 
 
 @dataclass
