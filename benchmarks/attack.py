@@ -39,6 +39,7 @@ ATTACKS = (
     "made-up-peers",
     "raw-sockets",
     "stream-churn",
+    "syn-resets",
     "tag-submit",
 )
 """The outsider's attacks, and a local one: 256 KB bodies of CBOR tag 30 to POST /submit."""

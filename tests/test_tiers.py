@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
 from libp2p.network.exceptions import SwarmException
 
-from p2pnode.net.admission import Admission, Refused
+from p2pnode.net.admission import STREAM_COST, Admission, Refused
 from p2pnode.net.contracts import NetConfig
 from p2pnode.net.tiers import UNKNOWN_PREFIX, Seats, Shares, Tier, Tiers, prefix
 
@@ -122,6 +125,52 @@ async def test_admission_never_refuses_or_paces_provers_and_paces_strangers_by_p
     await admission.pace("s2", 10)
     assert trio.current_time() - start == pytest.approx(1.0), "10 more at 10/s"
     assert admission.refused[Refused.PACED] == 1
+
+
+class _Stream:
+    """What `paced_streams` reads of a stream: its peer; and whether it was reset."""
+
+    def __init__(self, peer: str) -> None:
+        self.muxed_conn = SimpleNamespace(peer_id=SimpleNamespace(to_base58=lambda: peer))
+        self.was_reset = False
+
+    async def reset(self) -> None:
+        self.was_reset = True
+
+
+async def test_a_network_s_stream_flood_never_refuses_another_network_s_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Streams a stranger opens are paced by its network's share, and refused past a second's
+    wait on that share alone: refused ones were charged too, and one network's flood held
+    the strangers' total at its floor, so every other stranger's streams were refused."""
+    config = _config(stranger_rate=100, stranger_prefix_rate=50)
+    admission = Admission(config, Tiers(provers={"p1"}), lambda _: None)
+    for peer, ip in (("flooder", "10.0.0.1"), ("follower", "10.0.1.1"), ("p1", "10.0.0.2")):
+        assert admission.connected(peer, ip)
+    handled: list[str] = []
+
+    async def handler(stream: Any) -> None:
+        handled.append(stream.muxed_conn.peer_id.to_base58())
+
+    paced: Any = admission.paced_streams(handler)  # called with stand-ins for streams
+    flood = [_Stream("flooder") for _ in range(1000)]
+    async with trio.open_nursery() as nursery:
+        for stream in flood:
+            nursery.start_soon(paced, stream)
+        await trio.sleep(0)
+        follower, prover = _Stream("follower"), _Stream("p1")
+        start = trio.current_time()
+        await paced(follower)
+        await paced(prover)
+        assert trio.current_time() - start <= 1.0
+    assert not follower.was_reset
+    assert not prover.was_reset
+    assert handled.count("follower") == handled.count("p1") == 1
+    refused = sum(stream.was_reset for stream in flood)
+    assert refused == admission.refused[Refused.STREAMS] > 900
+    # What got through is what the network's share paid for: a burst and a second's rate.
+    assert handled.count("flooder") <= (2 * 50 + 50 * 1.0) / STREAM_COST + 1
 
 
 class _Socket:

@@ -1,7 +1,9 @@
-"""Yamux window credit: one WINDOW_UPDATE per half window read, not one per message."""
+"""Yamux window credit: one WINDOW_UPDATE per half window read, not one per message; a stream
+reset unread is dropped at once."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import multiaddr
@@ -9,11 +11,19 @@ import pytest
 import trio
 import trio.testing
 from libp2p.abc import INetStream
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux, YamuxStream
 
 from p2pnode.net.stack import new_libp2p_host
-from p2pnode.net.yamux import credit_at_half
+from p2pnode.net.yamux import (
+    STREAM_BOUND,
+    STREAM_BURST,
+    STREAM_RATE,
+    MuxerBoundsError,
+    credit_at_half,
+    windows_held,
+)
 
 LOOPBACK = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
 PROTOCOL = "/p2pnode-test/yamux/1"
@@ -90,11 +100,75 @@ def test_the_library_method_is_back_when_the_last_holder_leaves() -> None:
 
 
 def test_the_library_constructor_is_back_when_the_last_window_holder_leaves() -> None:
-    from libp2p.stream_muxer.yamux.yamux import Yamux
-
-    from p2pnode.net.yamux import windows_held
-
     original = vars(Yamux)["__init__"]
     with windows_held(), windows_held():
         assert vars(Yamux)["__init__"] is not original
     assert vars(Yamux)["__init__"] is original
+
+
+class _Quiet:
+    """A secured connection that takes every write and closes on demand."""
+
+    is_initiator = False
+
+    async def write(self, data: bytes) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+async def _reset_with_unread_bytes(connection: Yamux, stream_id: int) -> None:
+    """A stream the remote opened and wrote its protocol header on, reset here unread."""
+    async with connection.streams_lock:
+        stream = YamuxStream(stream_id, connection, False)
+        connection.streams[stream_id] = stream
+        connection.stream_buffers[stream_id] = bytearray()
+        connection.stream_events[stream_id] = trio.Event()
+        connection.stream_buffers[stream_id].extend(b"\x13/multistream/1.0.0\n")
+    await stream.reset()
+
+
+async def test_a_stream_reset_unread_is_dropped_at_once_not_counted_toward_the_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """py-libp2p kept a reset stream while it held unread bytes, for a minute or more, and each
+    counted toward STREAM_BOUND: a peer whose streams we reset unread (refused for want of
+    budget) lost its connection on the next one past the bound."""
+    with windows_held():
+        connection = Yamux(_Quiet(), ID(b"\x00\x01x"), is_initiator=False)  # type: ignore[arg-type]
+        for index in range(STREAM_BOUND + 8):
+            await _reset_with_unread_bytes(connection, 2 * index + 1)
+            await trio.sleep(1 / STREAM_RATE)  # within the rate of openings
+        assert connection.streams == {}
+        assert len(connection.stream_buffers) == 0
+
+
+def test_the_library_reset_is_back_when_the_last_window_holder_leaves() -> None:
+    original = vars(YamuxStream)["reset"]
+    with windows_held(), windows_held():
+        assert vars(YamuxStream)["reset"] is not original
+    assert vars(YamuxStream)["reset"] is original
+
+
+async def test_a_remote_opening_streams_faster_than_the_rate_loses_its_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each stream costs py-libp2p work before any handler of ours can charge it, and one
+    opened and reset in the same frame never counted toward STREAM_BOUND: SYN and RST in a
+    loop, 12 bytes a stream, kept a core busy. The remote's openings are now rate-bounded;
+    this side's own are not."""
+    with windows_held():
+        connection = Yamux(_Quiet(), ID(b"\x00\x01x"), is_initiator=False)  # type: ignore[arg-type]
+        theirs = (2 * index + 1 for index in itertools.count())
+        for _ in range(int(STREAM_BURST)):
+            await _reset_with_unread_bytes(connection, next(theirs))
+        for ours in range(2, 2 * int(STREAM_BURST), 2):
+            connection.stream_buffers[ours] = bytearray()
+            del connection.stream_buffers[ours]
+        await trio.sleep(1)
+        for _ in range(int(STREAM_RATE)):
+            await _reset_with_unread_bytes(connection, next(theirs))
+        with pytest.raises(MuxerBoundsError, match="faster than 32 a second"):
+            await _reset_with_unread_bytes(connection, next(theirs))
+        assert connection.event_shutting_down.is_set()

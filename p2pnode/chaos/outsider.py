@@ -1,6 +1,6 @@
 """An outsider's floods against running peers, each from many cheap identities: bad signatures,
 a GRAFT eclipse, mutations from a thousand origins, empty IWANTs, made-up peers, raw sockets,
-gossip streams opened and reset.
+gossip streams opened and reset, raw yamux frames opening and resetting streams.
 
 `python -m p2pnode.chaos.outsider ATTACK --network NET --target MA… --seconds S` runs one as a
 process of its own (one core), as `scripts/chaos` and `scripts/attack` do; it prints what it
@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import trio
 from libp2p.identity_utils import create_identity_from_seed
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2pnode.chaos.raw import GOSSIP_PROTOCOL, Attacker, attacker, publish
 from p2pnode.net import PeerRecord, Topic, encode_record, topic_name
@@ -218,6 +220,35 @@ async def stream_churn(target: Target, addr: str, count: Counter[str]) -> None:
             nursery.start_soon(_under_new_names, target, addr, [], count, churn)
 
 
+def _syn_resets(first: int, count: int) -> bytes:
+    """`count` yamux frames, each opening a stream and resetting it at once (SYN|RST)."""
+    header = struct.Struct("!BBHII")  # version, type, flags, stream id, length
+    window_update, syn, rst = 1, 0x1, 0x8
+    return b"".join(
+        header.pack(0, window_update, syn | rst, first + 2 * i, 0) for i in range(count)
+    )
+
+
+async def syn_resets(target: Target, addr: str, count: Counter[str]) -> None:
+    """CHURN_IDENTITIES identities writing raw yamux frames that open a stream and reset it in
+    one, 64 at a time, as fast as the connection takes them; no answer is ever awaited."""
+
+    async def flood(evil: Attacker, victim: str) -> None:
+        muxed = evil.host.get_network().get_connections(ID.from_base58(victim))[0].muxed_conn
+        if not isinstance(muxed, Yamux):
+            raise TypeError(f"not a yamux connection: {muxed!r}")
+        stream_id = 1 if muxed.is_initiator_value else 2
+        while trio.current_time() < target.until:
+            await muxed.secured_conn.write(_syn_resets(stream_id, 64))
+            stream_id += 128
+            count["streams"] += 64
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(CHURN_IDENTITIES):
+            nursery.start_soon(_under_new_names, target, addr, [], count, flood)
+
+
 ATTACKS: dict[str, Attack] = {
     "bad-signatures": bad_signatures,
     "graft-eclipse": graft_eclipse,
@@ -226,6 +257,7 @@ ATTACKS: dict[str, Attack] = {
     "made-up-peers": made_up_peers,
     "raw-sockets": raw_sockets,
     "stream-churn": stream_churn,
+    "syn-resets": syn_resets,
 }
 
 

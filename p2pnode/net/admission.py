@@ -7,7 +7,6 @@ not known yet, share seats by IP prefix too, and the oldest give way to newcomer
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -15,10 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
+from libp2p.abc import INetStream
 from libp2p.network.exceptions import SwarmException
 
 from p2pnode.net.contracts import NetConfig
-from p2pnode.net.fixes import Handle, socket_ip
+from p2pnode.net.fixes import Handle, reset_quietly, socket_ip
 from p2pnode.net.penalty import Buckets
 from p2pnode.net.tiers import Seats, Shares, Tiers, prefix
 
@@ -32,7 +32,7 @@ STREAM_WAIT = 1.0
 """The longest a stranger's new stream waits for its network's budget; one that would wait
 longer is reset at once (a task waiting for each stream of a flood would pile up)."""
 
-StreamHandler = Callable[[Any], Awaitable[None]]
+SwarmHandler = Callable[[INetStream], Awaitable[None]]
 """py-libp2p's swarm handler, called with every stream a remote opens."""
 
 Upgrade = Callable[[Any, Any], Awaitable[Any]]
@@ -232,23 +232,24 @@ class Admission:
         network = self._prefixes.get(peer, prefix(None))
         return self._work.take(network, trio.current_time(), units)
 
-    def paced_streams(self, handler: StreamHandler) -> StreamHandler:
+    def paced_streams(self, handler: SwarmHandler) -> SwarmHandler:
         """`handler`, run for a stranger's stream once its network has paid STREAM_COST.
 
         A stranger that opened a gossip stream and reset it, in a loop, had each one
-        negotiated at no charge: one Python attacker took 46 % of a peer's core."""
+        negotiated at no charge: one Python attacker took half a peer's core. A stream is
+        refused on its own network's debt alone, and only one let through is charged: one
+        network's flood never refuses another's streams, nor owes more than STREAM_WAIT."""
 
-        async def paced(stream: Any) -> None:
+        async def paced(stream: INetStream) -> None:
             peer = stream.muxed_conn.peer_id.to_base58()
             if self.tiers.is_stranger(peer):
                 network = self._prefixes.get(peer, prefix(None))
-                wait = self._work.charge(network, trio.current_time(), STREAM_COST)
-                if wait > STREAM_WAIT:
+                now = trio.current_time()
+                if self._work.owed(network, now) > STREAM_WAIT:
                     self.refused[Refused.STREAMS] += 1
-                    with contextlib.suppress(Exception):
-                        await stream.reset()
+                    await reset_quietly(stream)
                     return
-                await trio.sleep(wait)
+                await trio.sleep(self._work.charge(network, now, STREAM_COST))
             await handler(stream)
 
         return paced

@@ -24,6 +24,18 @@ from p2pnode.net.patches import Patch
 
 log = logging.getLogger(__name__)
 
+
+async def reset_quietly(stream: INetStream) -> None:
+    """Reset `stream`, for a second at most (a remote that reads nothing would hold the write
+    of the reset), whatever it raises."""
+    with trio.move_on_after(1) as scope:
+        scope.shield = True
+        try:
+            await stream.reset()
+        except Exception:
+            log.debug("stream reset failed", exc_info=True)
+
+
 SUBSCRIPTION_CAPACITY = 1024
 """py-libp2p gives each subscription a 32-slot channel and drops on overflow; a
 burst of relayed messages lands in one scheduler batch before the drain task runs."""

@@ -10,9 +10,10 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pnode.net.contracts import NetConfig, NetError, SyncServer, sync_protocol
+from p2pnode.net.fixes import reset_quietly
 from p2pnode.net.framing import read_frame, write_frame
 from p2pnode.net.penalty import Buckets, Limited
-from p2pnode.net.stack import Stack, reset_quietly
+from p2pnode.net.stack import Stack
 from p2pnode.net.sync import ask_sync, write_answer
 
 log = logging.getLogger(__name__)

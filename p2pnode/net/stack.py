@@ -10,7 +10,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import cast
 
 import multiaddr
-import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream, ISubscriptionAPI
 from libp2p.custom_types import TProtocol
@@ -37,6 +36,7 @@ from p2pnode.net.fixes import (
     Watcher,
     exclusive_listeners,
     inbound_handler,
+    reset_quietly,
 )
 from p2pnode.net.guards import GuardedPubsub, Report, content_id, message_id
 from p2pnode.net.router import GuardedGossipSub
@@ -85,15 +85,6 @@ def peer_info(addrs: Sequence[str]) -> PeerInfo:
     if len({info.peer_id for info in infos}) != 1:
         raise NetError(f"addresses of different peers: {list(addrs)}")
     return PeerInfo(infos[0].peer_id, [addr for info in infos for addr in info.addrs])
-
-
-async def reset_quietly(stream: INetStream) -> None:
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
-        try:
-            await stream.reset()
-        except Exception:
-            log.debug("stream reset failed", exc_info=True)
 
 
 async def dial(host: IHost, addrs: Sequence[str]) -> str:

@@ -8,8 +8,9 @@ import trio
 from libp2p.abc import IHost, INetStream
 
 from p2pnode.net.contracts import GENESIS_PROTOCOL, NetError
+from p2pnode.net.fixes import reset_quietly
 from p2pnode.net.framing import ByteStream, frame, read_frame, read_uvarint, uvarint, write_frame
-from p2pnode.net.stack import client_host, dial, open_stream, reset_quietly
+from p2pnode.net.stack import client_host, dial, open_stream
 
 log = logging.getLogger(__name__)
 

@@ -82,6 +82,10 @@ class Shares:
         own = self._prefixes.charge(network, now, cost)
         return max(-total / self._rate, -own / self._prefix_rate, 0.0)
 
+    def owed(self, network: str, now: float) -> float:
+        """The seconds until `network`'s own share is out of debt (whatever the total owes)."""
+        return max(-self._prefixes.tokens(network, now) / self._prefix_rate, 0.0)
+
     def take(self, network: str, now: float, cost: float = 1.0) -> bool:
         """Spend `cost` if both the total and `network`'s share hold it; False spends nothing."""
         if self._total.tokens("", now) < cost or self._prefixes.tokens(network, now) < cost:

@@ -1,11 +1,14 @@
 """Yamux receive windows credited once half is used, as go-yamux and rust-yamux do, and held:
-a sender that writes beyond the window loses its connection."""
+a sender that writes beyond the window loses its connection; a reset stream's unread bytes
+dropped with it."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+import trio
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux, YamuxStream
 
 from p2pnode.net.patches import Patch
@@ -51,6 +54,15 @@ that never names its protocol holds a slot of the swarm's global stream limit (1
 30 s: one stranger's connection filled it in a second, and provers' sync requests failed."""
 
 
+STREAM_RATE = 32.0
+STREAM_BURST = 64.0
+"""Streams a connection's remote may open per second, in bursts of STREAM_BURST. py-libp2p does
+its share of work for each stream before any handler of ours can charge it (SYN, stream
+objects, tasks, notifications: about 0.13 ms), and a stream opened and reset in the same frame
+never counts toward STREAM_BOUND. An honest peer opens a few a second (a catch-up asks for 64
+frames a stream, and checks them before it asks again)."""
+
+
 class MuxerBoundsError(OSError):
     """The remote wrote past a receive window, or opened streams past STREAM_BOUND (an
     OSError: py-libp2p's yamux reader ends the connection on those)."""
@@ -76,14 +88,34 @@ class _Buffers(dict[int, bytearray]):
     def __init__(self, conn: Yamux, buffers: dict[int, bytearray]) -> None:
         super().__init__((k, _Buffer(conn, v)) for k, v in buffers.items())
         self._conn = conn
+        self._opens = STREAM_BURST
+        self._since = trio.current_time()
+        # Yamux: the dialer's streams have odd ids, the listener's even ones.
+        self._theirs = 0 if conn.is_initiator_value else 1
 
     def __setitem__(self, key: int, value: bytearray) -> None:
-        if key not in self and len(self) >= STREAM_BOUND:
-            self._conn.event_shutting_down.set()
-            raise MuxerBoundsError(f"{self._conn.peer_id} opened more than {STREAM_BOUND} streams")
+        if key not in self:
+            if len(self) >= STREAM_BOUND:
+                self._end(f"opened more than {STREAM_BOUND} streams")
+            if key % 2 == self._theirs and not self._may_open():
+                self._end(f"opened streams faster than {STREAM_RATE:.0f} a second")
         super().__setitem__(
             key, value if isinstance(value, _Buffer) else _Buffer(self._conn, value)
         )
+
+    def _may_open(self) -> bool:
+        """Take one of the remote's stream openings, if its bucket holds one."""
+        now = trio.current_time()
+        self._opens = min(STREAM_BURST, self._opens + (now - self._since) * STREAM_RATE)
+        self._since = now
+        if self._opens < 1:
+            return False
+        self._opens -= 1
+        return True
+
+    def _end(self, why: str) -> None:
+        self._conn.event_shutting_down.set()
+        raise MuxerBoundsError(f"{self._conn.peer_id} {why}")
 
 
 _LIBRARY_INIT = vars(Yamux)["__init__"]
@@ -99,9 +131,26 @@ def _bounded_init(self: Yamux, *args: Any, **kwargs: Any) -> None:
 
 _WINDOWS = Patch(Yamux, "__init__", _bounded_init)
 
+_LIBRARY_RESET = vars(YamuxStream)["reset"]
 
-def windows_held() -> AbstractContextManager[None]:
+
+async def _reset_dropping_unread(self: YamuxStream) -> None:
+    """py-libp2p 0.8 keeps a reset stream while bytes it never read are buffered, until a
+    sweep 60 to 90 s later, and each one counts toward STREAM_BOUND: 64 streams of a peer
+    reset by us unread (refused for want of budget) closed its connection on the 65th."""
+    buffer = self.conn.stream_buffers.get(self.stream_id)
+    if buffer is not None:
+        del buffer[:]  # a reset ends both directions: nothing in it will be read
+    await _LIBRARY_RESET(self)
+
+
+_RESETS = Patch(YamuxStream, "reset", _reset_dropping_unread)
+
+
+@contextmanager
+def windows_held() -> Iterator[None]:
     """While held, every new yamux connection ends when its remote writes past a stream's
-    receive window or opens more than STREAM_BOUND streams at once; the library's own
-    constructor is back when the last holder leaves."""
-    return _WINDOWS.held()
+    receive window or opens more than STREAM_BOUND streams at once, and a stream reset here
+    drops what it holds unread; the library's own are back when the last holder leaves."""
+    with _WINDOWS.held(), _RESETS.held():
+        yield
