@@ -317,7 +317,12 @@ class Network:
 
     async def _start(self, drains: trio.Nursery) -> None:
         stack = self._stack
-        stack.watch(self._on_connected, self._on_disconnected, self._config.stall_timeout)
+        stack.watch(
+            self._on_connected,
+            self._on_disconnected,
+            self._config.stall_timeout,
+            trusted=lambda peer: not self._tiers.is_stranger(peer),
+        )
         stack.install(self._admission)
         stack.on_malformed(self._gate.malformed_from)
         stack.handle(sync_protocol(self._config.network), self._serving.serve_sync)

@@ -261,11 +261,13 @@ class Stack:
         on_connected: Callable[[str, str | None, int], None],
         on_disconnected: Callable[[str, int], None],
         stall_timeout: float,
+        trusted: Callable[[str], bool] = lambda _: False,
     ) -> None:
         """Call `on_connected` with each new connection's peer, remote IP and key, and
         `on_disconnected` with the peer and key of each one that ends; bound each connection's
-        unacknowledged data to `stall_timeout` seconds (see `bound_unacknowledged`)."""
-        notifee = Watcher(on_connected, on_disconnected, stall_timeout)
+        unacknowledged data to `stall_timeout` seconds (see `bound_unacknowledged`), and the
+        rate at which its remote opens streams unless the peer is `trusted`."""
+        notifee = Watcher(on_connected, on_disconnected, stall_timeout, trusted)
         self.host.get_network().register_notifee(notifee)
 
     def install(self, admission: Admission) -> None:

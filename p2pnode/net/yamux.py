@@ -56,11 +56,12 @@ that never names its protocol holds a slot of the swarm's global stream limit (1
 
 STREAM_RATE = 32.0
 STREAM_BURST = 64.0
-"""Streams a connection's remote may open per second, in bursts of STREAM_BURST. py-libp2p does
-its share of work for each stream before any handler of ours can charge it (SYN, stream
-objects, tasks, notifications: about 0.13 ms), and a stream opened and reset in the same frame
-never counts toward STREAM_BOUND. An honest peer opens a few a second (a catch-up asks for 64
-frames a stream, and checks them before it asks again)."""
+"""Streams a stranger may open per second on a connection, in bursts of STREAM_BURST; a prover
+or named peer, at any rate (see `free_openings`). py-libp2p does its share of work for each
+stream before any handler of ours can charge it (SYN, stream objects, tasks, notifications:
+about 0.13 ms), and a stream opened and reset in the same frame never counts toward
+STREAM_BOUND. A stranger's catch-up asks for 64 frames a stream, and its network's work
+budget lets it open some 25 a second anyway."""
 
 
 class MuxerBoundsError(OSError):
@@ -92,6 +93,8 @@ class _Buffers(dict[int, bytearray]):
         self._since = trio.current_time()
         # Yamux: the dialer's streams have odd ids, the listener's even ones.
         self._theirs = 0 if conn.is_initiator_value else 1
+        self.free = False
+        """Whether the remote opens streams at any rate (a trusted peer's connection)."""
 
     def __setitem__(self, key: int, value: bytearray) -> None:
         if key not in self:
@@ -105,6 +108,8 @@ class _Buffers(dict[int, bytearray]):
 
     def _may_open(self) -> bool:
         """Take one of the remote's stream openings, if its bucket holds one."""
+        if self.free:
+            return True
         now = trio.current_time()
         self._opens = min(STREAM_BURST, self._opens + (now - self._since) * STREAM_RATE)
         self._since = now
@@ -116,6 +121,13 @@ class _Buffers(dict[int, bytearray]):
     def _end(self, why: str) -> None:
         self._conn.event_shutting_down.set()
         raise MuxerBoundsError(f"{self._conn.peer_id} {why}")
+
+
+def free_openings(muxed: object) -> None:
+    """Let the remote of `muxed` (a connection's muxer) open streams at any rate."""
+    buffers = getattr(muxed, "stream_buffers", None)
+    if isinstance(buffers, _Buffers):
+        buffers.free = True
 
 
 _LIBRARY_INIT = vars(Yamux)["__init__"]
