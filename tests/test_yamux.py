@@ -4,6 +4,7 @@ reset unread is dropped at once."""
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Iterator
 
 import multiaddr
@@ -13,7 +14,16 @@ import trio.testing
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import (
+    DEFAULT_WINDOW_SIZE,
+    FLAG_RST,
+    FLAG_SYN,
+    TYPE_DATA,
+    TYPE_WINDOW_UPDATE,
+    YAMUX_HEADER_FORMAT,
+    Yamux,
+    YamuxStream,
+)
 
 from p2pnode.net.stack import new_libp2p_host
 from p2pnode.net.yamux import (
@@ -163,7 +173,9 @@ async def test_a_remote_opening_streams_faster_than_the_rate_loses_its_connectio
         theirs = (2 * index + 1 for index in itertools.count())
         for _ in range(int(STREAM_BURST)):
             await _reset_with_unread_bytes(connection, next(theirs))
-        for ours in range(2, 2 * int(STREAM_BURST), 2):
+        for _ in range(int(STREAM_BURST)):  # this side's own, as `open_stream` numbers them
+            ours = connection.next_stream_id
+            connection.next_stream_id += 2
             connection.stream_buffers[ours] = bytearray()
             del connection.stream_buffers[ours]
         await trio.sleep(1)
@@ -172,3 +184,65 @@ async def test_a_remote_opening_streams_faster_than_the_rate_loses_its_connectio
         with pytest.raises(MuxerBoundsError, match="faster than 32 a second"):
             await _reset_with_unread_bytes(connection, next(theirs))
         assert connection.event_shutting_down.is_set()
+
+
+async def test_a_remote_opening_a_stream_with_an_id_of_ours_loses_its_connection() -> None:
+    """py-libp2p takes a SYN on any id it does not hold: on this side's parity, a stranger's
+    openings escaped the rate (5,000 SYN|RST frames, 4,999 streams, the connection up)."""
+    with windows_held():
+        connection = Yamux(_Quiet(), ID(b"\x00\x01x"), is_initiator=False)  # type: ignore[arg-type]
+        with pytest.raises(MuxerBoundsError, match="an id of ours"):
+            await _reset_with_unread_bytes(connection, connection.next_stream_id + 2)
+        assert connection.event_shutting_down.is_set()
+
+
+class _Racing:
+    """A remote whose data is in flight when this side's RST goes out: it arrives while the
+    reset is being written."""
+
+    is_initiator = True
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.more = trio.Event()
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+        self.more.set()
+
+    async def read(self, n: int = -1) -> bytes:
+        while not self.data:
+            self.more = trio.Event()
+            await self.more.wait()
+        out = bytes(self.data[:n])
+        del self.data[:n]
+        return out
+
+    async def write(self, data: bytes) -> None:
+        header = struct.unpack(YAMUX_HEADER_FORMAT, data[:12])
+        if header[1] == TYPE_WINDOW_UPDATE and header[2] & FLAG_RST:
+            self.feed(struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, 2, 5) + b"hello")
+        await trio.sleep(0.01)  # the socket's send
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_bytes_that_come_in_while_a_reset_is_written_do_not_keep_the_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Dropping the unread bytes before the reset left those that came in during its write:
+    the stream was held again, toward the bound, for a minute or more."""
+    remote = _Racing()
+    with windows_held():
+        connection = Yamux(remote, ID(b"\x00\x01x"))  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.start)
+            remote.feed(struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, FLAG_SYN, 2, 5) + b"hello")
+            stream = await connection.accept_stream()
+            await trio.sleep(0.05)
+            await stream.reset()
+            await trio.sleep(0.05)
+            assert 2 not in connection.streams
+            assert not connection.stream_buffers.get(2)
+            nursery.cancel_scope.cancel()

@@ -100,8 +100,13 @@ class _Buffers(dict[int, bytearray]):
         if key not in self:
             if len(self) >= STREAM_BOUND:
                 self._end(f"opened more than {STREAM_BOUND} streams")
-            if key % 2 == self._theirs and not self._may_open():
-                self._end(f"opened streams faster than {STREAM_RATE:.0f} a second")
+            if key % 2 == self._theirs:
+                if not self._may_open():
+                    self._end(f"opened streams faster than {STREAM_RATE:.0f} a second")
+            elif key != self._conn.next_stream_id - 2:  # not the one this side just opened
+                # py-libp2p takes a SYN on any id it does not hold, of either side's parity:
+                # on ours, openings escaped the rate. go-yamux ends the connection too.
+                self._end(f"opened a stream with an id of ours ({key})")
         super().__setitem__(
             key, value if isinstance(value, _Buffer) else _Buffer(self._conn, value)
         )
@@ -150,10 +155,22 @@ async def _reset_dropping_unread(self: YamuxStream) -> None:
     """py-libp2p 0.8 keeps a reset stream while bytes it never read are buffered, until a
     sweep 60 to 90 s later, and each one counts toward STREAM_BOUND: 64 streams of a peer
     reset by us unread (refused for want of budget) closed its connection on the 65th."""
-    buffer = self.conn.stream_buffers.get(self.stream_id)
+    conn = self.conn
+    buffer = conn.stream_buffers.get(self.stream_id)
     if buffer is not None:
         del buffer[:]  # a reset ends both directions: nothing in it will be read
-    await _LIBRARY_RESET(self)
+    try:
+        await _LIBRARY_RESET(self)
+    finally:
+        # Bytes that came in while the reset was written (or a reset cut short) would keep
+        # the stream as well: dropped again, and the stream with them.
+        with trio.CancelScope(shield=True):
+            async with conn.streams_lock:
+                buffer = conn.stream_buffers.get(self.stream_id)
+                if buffer is not None:
+                    del buffer[:]
+                if self.closed:
+                    conn._finalize_stream_locked(self, fully_closed=True)
 
 
 _RESETS = Patch(YamuxStream, "reset", _reset_dropping_unread)
