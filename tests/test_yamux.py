@@ -16,9 +16,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.stream_muxer.yamux.yamux import (
     DEFAULT_WINDOW_SIZE,
+    FLAG_ACK,
     FLAG_RST,
     FLAG_SYN,
     TYPE_DATA,
+    TYPE_PING,
     TYPE_WINDOW_UPDATE,
     YAMUX_HEADER_FORMAT,
     Yamux,
@@ -32,6 +34,7 @@ from p2pnode.net.yamux import (
     STREAM_RATE,
     MuxerBoundsError,
     credit_at_half,
+    free_openings,
     windows_held,
 )
 
@@ -246,3 +249,48 @@ async def test_bytes_that_come_in_while_a_reset_is_written_do_not_keep_the_strea
             assert 2 not in connection.streams
             assert not connection.stream_buffers.get(2)
             nursery.cancel_scope.cancel()
+
+
+class _Asking(_Racing):
+    """A remote that asks for replies (pings, SYNs on a stream still open), and counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies = 0
+
+    async def write(self, data: bytes) -> None:
+        _, kind, flags, _, _ = struct.unpack(YAMUX_HEADER_FORMAT, data[:12])
+        pong = kind == TYPE_PING and flags & FLAG_ACK
+        self.replies += bool(pong or flags & FLAG_RST)
+        await trio.lowlevel.checkpoint()
+
+
+async def _asked(frames: bytes, *, trusted: bool) -> tuple[int, bool]:
+    """Replies sent to `frames`, and whether the connection is ending."""
+    remote = _Asking()
+    with windows_held():
+        connection = Yamux(remote, ID(b"\x00\x01x"))  # type: ignore[arg-type]
+        if trusted:
+            free_openings(connection)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.start)
+            remote.feed(frames)
+            await trio.testing.wait_all_tasks_blocked()
+            ending = connection.event_shutting_down.is_set()
+            nursery.cancel_scope.cancel()
+    return remote.replies, ending
+
+
+async def test_a_stranger_asking_for_replies_faster_than_the_rate_loses_its_connection(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Each ping was answered with a pong, and each SYN on a stream still open with an RST:
+    one frame written for 12 bytes read, uncharged. A reply now costs the remote one of its
+    stream openings; a prover's are not counted. (The clock stands still: no opening is
+    earned back meanwhile.)"""
+    pings = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_PING, FLAG_SYN, 0, 7) * 200
+    assert await _asked(pings, trusted=False) == (int(STREAM_BURST), True)
+    assert await _asked(pings, trusted=True) == (200, False)
+    syns = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_WINDOW_UPDATE, FLAG_SYN, 2, 0) * 200
+    # The first opens the stream (an opening too); each one after is answered with an RST.
+    assert await _asked(syns, trusted=False) == (int(STREAM_BURST) - 1, True)

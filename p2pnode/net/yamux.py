@@ -4,12 +4,22 @@ dropped with it."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import trio
-from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import (
+    DEFAULT_WINDOW_SIZE,
+    FLAG_ACK,
+    FLAG_RST,
+    HEADER_SIZE,
+    TYPE_PING,
+    YAMUX_HEADER_FORMAT,
+    Yamux,
+    YamuxStream,
+)
 
 from p2pnode.net.patches import Patch
 
@@ -95,6 +105,8 @@ class _Buffers(dict[int, bytearray]):
         self._theirs = 0 if conn.is_initiator_value else 1
         self.free = False
         """Whether the remote opens streams at any rate (a trusted peer's connection)."""
+        self.resetting: set[int] = set()
+        """Streams this side is resetting: their RST is not a reply."""
 
     def __setitem__(self, key: int, value: bytearray) -> None:
         if key not in self:
@@ -110,6 +122,18 @@ class _Buffers(dict[int, bytearray]):
         super().__setitem__(
             key, value if isinstance(value, _Buffer) else _Buffer(self._conn, value)
         )
+
+    def charge_reply(self, frame: bytes) -> None:
+        """A frame this side writes only because the remote asked for it (a pong; an RST to a
+        SYN on a stream still open) costs the remote an opening: py-libp2p wrote one for every
+        12 bytes read, uncharged."""
+        if len(frame) < HEADER_SIZE:
+            return
+        _, kind, flags, stream_id, _ = struct.unpack(YAMUX_HEADER_FORMAT, frame[:HEADER_SIZE])
+        pong = kind == TYPE_PING and flags & FLAG_ACK
+        refusal = flags & FLAG_RST and stream_id not in self.resetting
+        if (pong or refusal) and not self._may_open():
+            self._end(f"asked for replies faster than {STREAM_RATE:.0f} a second")
 
     def _may_open(self) -> bool:
         """Take one of the remote's stream openings, if its bucket holds one."""
@@ -140,10 +164,18 @@ _LIBRARY_INIT = vars(Yamux)["__init__"]
 
 def _bounded_init(self: Yamux, *args: Any, **kwargs: Any) -> None:
     """py-libp2p 0.8's yamux reads on whatever a sender writes, past the window it gave, and
-    only logs it (a stranger whose reads were paced had 20 MB buffered in seconds), and takes
-    any number of streams."""
+    only logs it (a stranger whose reads were paced had 20 MB buffered in seconds), takes any
+    number of streams, and answers any number of pings."""
     _LIBRARY_INIT(self, *args, **kwargs)
-    self.stream_buffers = _Buffers(self, self.stream_buffers)
+    buffers = _Buffers(self, self.stream_buffers)
+    self.stream_buffers = buffers
+    write = self._write_frame
+
+    async def charged_write(data: bytes) -> None:
+        buffers.charge_reply(data)
+        await write(data)
+
+    self._write_frame = charged_write  # type: ignore[method-assign]
 
 
 _WINDOWS = Patch(Yamux, "__init__", _bounded_init)
@@ -159,9 +191,12 @@ async def _reset_dropping_unread(self: YamuxStream) -> None:
     buffer = conn.stream_buffers.get(self.stream_id)
     if buffer is not None:
         del buffer[:]  # a reset ends both directions: nothing in it will be read
+    own = conn.stream_buffers.resetting if isinstance(conn.stream_buffers, _Buffers) else set()
+    own.add(self.stream_id)
     try:
         await _LIBRARY_RESET(self)
     finally:
+        own.discard(self.stream_id)
         # Bytes that came in while the reset was written (or a reset cut short) would keep
         # the stream as well: dropped again, and the stream with them.
         with trio.CancelScope(shield=True):
