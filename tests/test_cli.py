@@ -16,6 +16,7 @@ from typing import IO
 
 import pytest
 
+from p2pnode.cli import INTERRUPTED, READER_GONE, quiet_exit
 from p2pnode.peer.status_read import parse_status
 
 COMMANDS = ["init", "run", "testnet", "status", "dashboard", "submit", "frames", "id"]
@@ -61,6 +62,42 @@ def test_every_command_has_help(command: str) -> None:
     result = p2pnode(*([command] if command else []), "--help")
     assert result.returncode == 0
     assert "usage: p2pnode" in result.stdout
+
+
+def test_output_to_a_reader_that_went_away_ends_quietly(tmp_path: Path) -> None:
+    """`p2pnode frames … | head` ended in a BrokenPipeError traceback. The reader is gone
+    before the command writes a byte, so the write fails whatever the timing."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    command = ["testnet", "--peers", "2", "--out", str(tmp_path / "net"), "--generate-only"]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "p2pnode", *command],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == READER_GONE
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "err",
+    [
+        KeyboardInterrupt(),
+        BaseExceptionGroup("nursery", [KeyboardInterrupt()]),
+        BaseExceptionGroup("outer", [BaseExceptionGroup("inner", [KeyboardInterrupt()])]),
+    ],
+)
+def test_ctrl_c_ends_a_command_quietly_also_from_inside_a_nursery(err: BaseException) -> None:
+    """Ctrl-C on `p2pnode dashboard` printed a 30-line `BaseExceptionGroup … KeyboardInterrupt`:
+    trio hands it over in an exception group, which `except KeyboardInterrupt` missed."""
+    assert quiet_exit(err, "dashboard") == INTERRUPTED
+    assert quiet_exit(BaseExceptionGroup("other", [RuntimeError("bug")]), "dashboard") is None
 
 
 def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -132,19 +134,53 @@ def _client_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     machine.set_defaults(run=states.states)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    command: Command = args.run
-    try:
-        return command(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:
-        # Imported only now: the user errors' modules pull in libp2p, slow for a quick command.
-        from p2pnode.cli.errors import user_message
+INTERRUPTED = 130
+"""The exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it."""
+READER_GONE = 141
+"""The exit status of a command whose reader went away (128 + SIGPIPE), as `… | head` makes it."""
 
-        message = user_message(err)
-        if message is None:
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(words)
+        command: Command = args.run
+        return command(args)
+    except BaseException as err:
+        status = quiet_exit(err, next((w for w in words if not w.startswith("-")), ""))
+        if status is None:
             raise
-        print(f"p2pnode {args.command}: {message}", file=sys.stderr)
-        return 1
+        return status
+
+
+def quiet_exit(err: BaseException, command: str) -> int | None:
+    """The exit status for what ends a command without a traceback: Ctrl-C, a reader that went
+    away, or a user error (printed in one line); None for anything else. trio hands Ctrl-C and
+    errors of a nursery's tasks over in exception groups."""
+    if _holds(err, KeyboardInterrupt):
+        return INTERRUPTED
+    if _holds(err, BrokenPipeError):
+        # Whatever is left in stdout's buffer cannot be written either: send it nowhere, so
+        # that the flush at exit does not complain again.
+        with contextlib.suppress(OSError, ValueError):  # not a file (a test's capture)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return READER_GONE
+    if not isinstance(err, Exception):
+        return None
+    # Imported only now: the user errors' modules pull in libp2p, slow for a quick command.
+    from p2pnode.cli.errors import user_message
+
+    message = user_message(err)
+    if message is None:
+        return None
+    print(f"p2pnode {command}: {message}", file=sys.stderr)
+    return 1
+
+
+def _holds(err: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `err` is a `kind`, or an exception group with one among its leaves."""
+    if isinstance(err, BaseExceptionGroup):
+        return err.subgroup(kind) is not None
+    return isinstance(err, kind)
