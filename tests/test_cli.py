@@ -125,6 +125,7 @@ def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> N
         (["init", "--home", "{tmp}/x", "--listen", "not-a-multiaddr"], "invalid multiaddr"),
         (["init", "--home", "{tmp}/x", "--network", "Bad Name"], "network name"),
         (["init", "--home", "{tmp}/x", "--network", "ok", "--difficulty", "0"], "difficulty"),
+        (["init", "--home", "{tmp}/x", "--difficulty", "-5"], "give --network too"),
         (["run", "--home", "{tmp}/nobody"], "no key"),
         (["id", "--home", "{tmp}/nobody"], "no key"),
         (["testnet", "--peers", "0"], "--peers"),

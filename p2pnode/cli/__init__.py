@@ -51,7 +51,9 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     init.add_argument("--network", help="start a new network of this name with this peer")
     init.add_argument("--listen", help="multiaddr to listen on (default: a free loopback port)")
     init.add_argument(
-        "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
+        "--difficulty",
+        type=int,
+        help=f"VDF iterations per frame of the new network (default {DEFAULT_DIFFICULTY})",
     )
     init.set_defaults(run=commands.init)
 

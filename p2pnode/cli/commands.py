@@ -18,7 +18,7 @@ import trio
 from p2pnode.api.client import ClientError, get_json, post_json, status_url, submit_batch
 from p2pnode.api.server import MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.crypto import Keypair
-from p2pnode.chain.genesis import Genesis, wall_clock_ms
+from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, Genesis, wall_clock_ms
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE
 from p2pnode.cli.errors import UsageError
 from p2pnode.net.addresses import AddressError, interface_ips, shared
@@ -43,11 +43,14 @@ def _free_port() -> int:
 
 
 def init(args: argparse.Namespace) -> int:
+    if args.network is None and args.difficulty is not None:
+        raise UsageError("--difficulty is the new network's: give --network too")
+    difficulty = DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty
     listen = args.listen or f"/ip4/127.0.0.1/tcp/{_free_port()}"
     check_multiaddr(listen, with_peer=False)
     if args.network is not None:
         # Checked before anything is written: a failed init leaves no half-made home.
-        Genesis.create(args.network, [Keypair.generate().prover], args.difficulty, 0)
+        Genesis.create(args.network, [Keypair.generate().prover], difficulty, 0)
     home, keypair = create_home(Path(args.home))
     write_config(home, [listen], [])
     peer = keypair.prover.identity()
@@ -56,7 +59,7 @@ def init(args: argparse.Namespace) -> int:
     for address in _shared([listen], peer):
         print(f"address: {address}")
     if args.network is not None:
-        genesis = Genesis.create(args.network, [keypair.prover], args.difficulty, wall_clock_ms())
+        genesis = Genesis.create(args.network, [keypair.prover], difficulty, wall_clock_ms())
         genesis.save(home.genesis_file)
         print(f"network {genesis.network}, genesis sha256 {genesis.hash().hex()}")
     else:
