@@ -223,6 +223,14 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
         listing = p2pnode("frames", "--url", url, "--from", rank).stdout
         assert f"rank {rank:>6}" in listing
         assert mutation in listing
+        ranks = [
+            int(line.split()[1])
+            for line in p2pnode("frames", "--url", url, "--from", "1").stdout.splitlines()
+            if line.startswith("rank")
+        ]
+        assert ranks == sorted(ranks)
+        assert ranks[0] == 1
+        one_line_error(p2pnode("frames", "--url", url, "--from", "999999"), "the tip is")
         human = p2pnode("status", "--home", str(solo)).stdout
         assert "final     rank" in human
         metrics = subprocess.run(

@@ -294,7 +294,10 @@ def frames(args: argparse.Namespace) -> int:
     path = "/frames" if args.start is None else f"/frames?from={args.start}"
     reply = trio.run(get_json, url_from(args), path)
     listed = reply.get("frames")
-    for frame in listed if isinstance(listed, list) else []:
+    listed = listed if isinstance(listed, list) else []
+    if args.start is not None and not listed:
+        raise UsageError(f"no final frame from rank {args.start}: the tip is {reply.get('tip')}")
+    for frame in sorted(listed, key=lambda f: f.get("rank") or 0):  # in rank order
         mutations = frame.get("mutations") or []
         print(f"rank {frame.get('rank'):>6}  {frame.get('id')}  {len(mutations)} mutations")
         for mutation in mutations:

@@ -175,7 +175,8 @@ def status_server(node: Node) -> StatusServer:
         return json_reply({"rank": node.store.mutation_rank(key)})
 
     async def frames(request: Request) -> Reply:
-        """16 final frames from the rank `from` (GET /frames?from=N), or the last 16."""
+        """16 final frames from the rank `from` (GET /frames?from=N), or the last 16, newest
+        first; and the tip's rank."""
         given = request.query.get("from")
         try:
             start = max(1, node.store.tip().round - 15) if given is None else int(given)
@@ -186,6 +187,7 @@ def status_server(node: Node) -> StatusServer:
         listed = node.store.frames(start, 16)
         return json_reply(
             {
+                "tip": node.store.tip().round,
                 "frames": [
                     {
                         "rank": frame.round,
@@ -194,7 +196,7 @@ def status_server(node: Node) -> StatusServer:
                         "mutations": [mutation_id(m).hex() for m in frame.mutations],
                     }
                     for frame in reversed(listed)
-                ]
+                ],
             }
         )
 
