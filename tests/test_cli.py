@@ -19,6 +19,7 @@ import pytest
 from p2pnode.cli import INTERRUPTED, READER_GONE, quiet_exit
 from p2pnode.peer.status_read import parse_status
 
+LOOPBACK_0 = "/ip4/127.0.0.1/tcp/0"
 COMMANDS = ["init", "run", "testnet", "status", "dashboard", "submit", "frames", "id"]
 
 
@@ -252,6 +253,28 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+
+
+def test_id_of_a_running_peer_prints_what_it_listens_on(solo: Path) -> None:
+    """`p2pnode id` printed the address of the config, not the one the running peer chose."""
+    configured = p2pnode("id", "--home", str(solo)).stdout
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2pnode", "run", "--home", str(solo), "--listen", LOOPBACK_0],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = first_lines(process.stdout, 3)  # the third once its status is served
+        listening = lines[1].split()[2]
+        assert listening.startswith("/ip4/127.0.0.1/tcp/")
+        assert listening not in configured
+        running = p2pnode("id", "--home", str(solo)).stdout
+        assert listening in running
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
 
 
 def test_a_second_run_of_a_home_or_on_a_taken_port_is_one_line_and_leaves_the_peer_be(

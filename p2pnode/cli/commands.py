@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -15,7 +16,14 @@ from pathlib import Path
 import multiaddr
 import trio
 
-from p2pnode.api.client import ClientError, get_json, post_json, status_url, submit_batch
+from p2pnode.api.client import (
+    ClientError,
+    get_json,
+    get_status,
+    post_json,
+    status_url,
+    submit_batch,
+)
 from p2pnode.api.server import MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, Genesis, wall_clock_ms
@@ -114,11 +122,25 @@ def ident(args: argparse.Namespace) -> int:
     peer = home.keypair().prover.identity()
     settings = home.settings(os.environ)
     print(f"peer id: {peer}")
+    running = _running_addrs(home, peer)
+    if running:  # what it listens on, not what its config asked for (a port 0, say)
+        for address in running:
+            print(f"address: {address}")
+        return 0
     for address in _shared(settings.listen, peer, settings.announce):
         port_zero = f"/tcp/0/p2p/{peer}" in address
         suffix = "  (port chosen when the peer starts)" if port_zero else ""
         print(f"address: {address}{suffix}")
     return 0
+
+
+def _running_addrs(home: Home, peer: str) -> tuple[str, ...]:
+    """The addresses the peer running in `home` shares, if one runs there and answers."""
+    try:
+        status = trio.run(functools.partial(get_status, status_url(home), timeout=2))
+    except ClientError:
+        return ()
+    return status.addrs if status.peer_id == peer else ()
 
 
 def _shared(listen: Sequence[str], peer: str, announce: Sequence[str] = ()) -> list[str]:
