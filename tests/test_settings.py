@@ -22,6 +22,9 @@ from p2pnode.peer.settings import (
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
+PEER_A = "12D3KooWKu3SHG1t1ibfrQ5nr8718pxM6aFQ9anZvzcjaat4wPkR"
+PEER_B = "12D3KooWDQTNMBqwyELv8DnPopWDAYKfHbP9eQ9vEPeBe6RQso28"
+
 
 def test_the_default_file_holds_every_default() -> None:
     settings = load_settings(CONFIG / "default.toml")
@@ -81,13 +84,18 @@ def test_the_environment_beats_the_file_and_flags_beat_both(tmp_path: Path) -> N
     )
     environ = {
         "P2PNODE_NODE_ECHO": "false",
-        "P2PNODE_NODE_BOOTSTRAP": "/ip4/127.0.0.1/tcp/1/p2p/a, /ip4/127.0.0.1/tcp/2/p2p/b",
+        "P2PNODE_NODE_BOOTSTRAP": (
+            f"/ip4/127.0.0.1/tcp/1/p2p/{PEER_A}, /ip4/127.0.0.1/tcp/2/p2p/{PEER_B}"
+        ),
         "P2PNODE_CONSENSUS_TIMEOUTS_VOTING": "2.5",
         "UNRELATED": "x",
     }
     settings = load_settings(config, environ, ["consensus.timeouts.voting=1.5"])
     assert settings.echo is False
-    assert settings.bootstrap == ("/ip4/127.0.0.1/tcp/1/p2p/a", "/ip4/127.0.0.1/tcp/2/p2p/b")
+    assert settings.bootstrap == (
+        f"/ip4/127.0.0.1/tcp/1/p2p/{PEER_A}",
+        f"/ip4/127.0.0.1/tcp/2/p2p/{PEER_B}",
+    )
     assert settings.engine.timeouts.voting == 1.5
     assert settings.status == "127.0.0.1:7000"
 

@@ -219,6 +219,22 @@ DIALABLE_ADDRESS = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/\d{1,5}(/p2p
 """What another host can dial: an IP address or a DNS name, a TCP port, maybe the peer id."""
 
 
+def _bootstrap(node: Mapping[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+    """Peers to join: each a dialable address with the peer's id, wherever it was given (the
+    `--bootstrap` flag was checked; the config, the environment and `--set` ran with 0 peers)."""
+    addresses = _addresses(node, "bootstrap", default)
+    for address in addresses:
+        try:
+            multiaddr.Multiaddr(address)
+        except Exception:  # the library raises several unrelated types
+            raise SettingsError(f"node.bootstrap: {address!r} is not a multiaddr") from None
+        if not DIALABLE_ADDRESS.match(address) or "/p2p/" not in address:
+            raise SettingsError(
+                f"node.bootstrap: {address!r} needs the peer's id: /ip4/HOST/tcp/PORT/p2p/12D3KooW…"
+            )
+    return addresses
+
+
 def _announce(node: Mapping[str, Any]) -> tuple[str, ...]:
     addresses = _addresses(node, "announce", ())
     for address in addresses:
@@ -305,7 +321,7 @@ def _named(node: Mapping[str, Any]) -> tuple[str, ...]:
 
 _CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
     "listen": lambda node, default: _addresses(node, "listen", default),
-    "bootstrap": lambda node, default: _addresses(node, "bootstrap", default),
+    "bootstrap": _bootstrap,
     "announce": lambda node, default: _announce(node),
     "echo": _echo,
     "rebroadcast": _rebroadcast,
