@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from typing import IO
 
 import pytest
 
-from p2pnode.cli import INTERRUPTED, READER_GONE, quiet_exit
+from p2pnode.cli import INTERRUPTED, READER_GONE, build_parser, quiet_exit
 from p2pnode.peer.status_read import parse_status
 
 LOOPBACK_0 = "/ip4/127.0.0.1/tcp/0"
@@ -63,6 +64,22 @@ def test_every_command_has_help(command: str) -> None:
     result = p2pnode(*([command] if command else []), "--help")
     assert result.returncode == 0
     assert "usage: p2pnode" in result.stdout
+
+
+def test_help_says_which_flags_repeat() -> None:
+    """`dashboard --help` did not say that --home and --url repeat, nor `run --help` --bootstrap
+    and --set: every flag that may be given again says so."""
+    parser = build_parser()
+    (commands,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    repeating = [
+        (name, action)
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if isinstance(action, argparse._AppendAction)
+    ]
+    assert {name for name, _ in repeating} >= {"dashboard", "run"}
+    for name, action in repeating:
+        assert "(repeatable)" in (action.help or ""), (name, action.option_strings)
 
 
 def test_output_to_a_reader_that_went_away_ends_quietly(tmp_path: Path) -> None:

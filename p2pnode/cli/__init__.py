@@ -24,9 +24,12 @@ class OneLineParser(argparse.ArgumentParser):
 def _target(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
     """--home DIR or --url URL: the peer a command talks to."""
     action = "append" if many else "store"
+    again = " (repeatable)" if many else ""
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--home", action=action, help="the home folder of a running peer")
-    group.add_argument("--url", action=action, help="a peer's status url, http://127.0.0.1:PORT")
+    group.add_argument("--home", action=action, help=f"the home folder of a running peer{again}")
+    group.add_argument(
+        "--url", action=action, help=f"a peer's status url, http://127.0.0.1:PORT{again}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +63,9 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     run = sub.add_parser("run", help="run a peer until Ctrl-C")
     run.add_argument("--home", required=True, help="the peer's home folder")
     run.add_argument("--listen", action="append", help="multiaddr to listen on (repeatable)")
-    run.add_argument("--bootstrap", action="append", help="multiaddr of a peer to join")
+    run.add_argument(
+        "--bootstrap", action="append", help="multiaddr of a peer to join, with /p2p/ (repeatable)"
+    )
     run.add_argument(
         "--announce",
         action="append",
@@ -74,7 +79,11 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     run.add_argument("--dashboard", action="store_true", help="show the live dashboard")
     run.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of config.toml, e.g. consensus.timeouts.voting=2 (repeatable)",
     )
     run.set_defaults(run=commands.run)
 
