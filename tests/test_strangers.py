@@ -287,6 +287,7 @@ async def test_strangers_of_one_address_share_its_sync_budget_whatever_their_nam
         ("graft-eclipse", lambda v: v.refused()[Refused.MESH]),
         ("mutation-flood", lambda v: v.counters()[(Topic.MUTATIONS, Verdict.ACCEPT)]),
         ("iwant-flood", lambda v: v.malformed()[Malformed.CONTROL]),
+        ("stream-churn", lambda v: v.refused()[Refused.STREAMS] + v.refused()[Refused.PACED]),
     ],
 )
 async def test_the_outsiders_floods_reach_the_peer_and_leave_it_delivering(

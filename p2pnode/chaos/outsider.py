@@ -83,6 +83,21 @@ async def _under_new_names(
             await trio.sleep(pause)
 
 
+async def _crowd(
+    identities: int,
+    target: Target,
+    addr: str,
+    topics: list[str],
+    count: Counter[str],
+    flood: Callable[[Attacker, str], Awaitable[None]],
+    pause: float = 0.05,
+) -> None:
+    """`identities` floods at once, each under new names (see `_under_new_names`)."""
+    async with trio.open_nursery() as nursery:
+        for _ in range(identities):
+            nursery.start_soon(_under_new_names, target, addr, topics, count, flood, pause)
+
+
 async def bad_signatures(target: Target, addr: str, count: Counter[str]) -> None:
     """Votes whose signature does not verify, at BAD_SIGNATURE_RATE."""
     topic = target.topic(Topic.VOTES)
@@ -113,9 +128,7 @@ async def graft_eclipse(target: Target, addr: str, count: Counter[str]) -> None:
             count["grafts"] += len(topics)
             await trio.sleep(1)
 
-    async with trio.open_nursery() as nursery:
-        for _ in range(ECLIPSE_IDENTITIES):
-            nursery.start_soon(_under_new_names, target, addr, topics, count, flood, 1.0)
+    await _crowd(ECLIPSE_IDENTITIES, target, addr, topics, count, flood, 1.0)
 
 
 async def mutation_flood(target: Target, addr: str, count: Counter[str]) -> None:
@@ -215,9 +228,7 @@ async def stream_churn(target: Target, addr: str, count: Counter[str]) -> None:
             for _ in range(CHURN_LOOPS):
                 nursery.start_soon(loop)
 
-    async with trio.open_nursery() as nursery:
-        for _ in range(CHURN_IDENTITIES):
-            nursery.start_soon(_under_new_names, target, addr, [], count, churn)
+    await _crowd(CHURN_IDENTITIES, target, addr, [], count, churn)
 
 
 def _syn_resets(first: int, count: int) -> bytes:
@@ -244,9 +255,7 @@ async def syn_resets(target: Target, addr: str, count: Counter[str]) -> None:
             count["streams"] += 64
             await trio.lowlevel.checkpoint()
 
-    async with trio.open_nursery() as nursery:
-        for _ in range(CHURN_IDENTITIES):
-            nursery.start_soon(_under_new_names, target, addr, [], count, flood)
+    await _crowd(CHURN_IDENTITIES, target, addr, [], count, flood)
 
 
 ATTACKS: dict[str, Attack] = {
