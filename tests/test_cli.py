@@ -195,6 +195,8 @@ def solo(tmp_path: Path) -> Path:
         ({"flag": "--listen=/nowhere"}, "invalid multiaddr"),
         ({"flag": "--listen=/dns4/example.invalid/tcp/4001"}, "node.listen"),
         ({"flag": "consensus.minimum_provers=3"}, "only 1 provers"),
+        ({"flag": "node.log_format=xml"}, "node.log_format must be 'text' or 'json'"),
+        ({"env": "P2PNODE_NODE_LOG_TO=stdout", "flag": "--dashboard"}, "over the dashboard"),
     ],
 )
 def test_bad_settings_are_named_in_one_line(solo: Path, setup: dict[str, str], needle: str) -> None:
@@ -274,6 +276,35 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+    # One banner line per start: a restart shows in the log, with what started.
+    banners = [line for line in (solo / "node.log").read_text().splitlines() if "started" in line]
+    assert len(banners) == 1
+    assert f"pid {process.pid}: peer 12D3KooW" in banners[0]
+    assert "prover of network" in banners[0]
+    assert "genesis sha256 " in banners[0]
+    assert f"status {url}" in banners[0]
+
+
+def test_a_peer_logging_json_to_stdout_writes_only_json_lines_there(solo: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "p2pnode", "run", "--home", str(solo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "P2PNODE_NODE_LOG_TO": "stdout", "P2PNODE_NODE_LOG_FORMAT": "json"},
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stdout is not None
+        assert first_lines(process.stderr, 1)[0].startswith("peer id: 12D3KooW")
+        banner = json.loads(first_lines(process.stdout, 1)[0])
+        assert banner["message"].startswith("started p2pnode")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    records = [json.loads(line) for line in process.stdout.read().splitlines()]
+    assert "signal 15: stopping" in [record["message"] for record in records]
+    assert not (solo / "node.log").exists()
 
 
 def test_id_of_a_running_peer_prints_what_it_listens_on(solo: Path) -> None:

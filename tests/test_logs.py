@@ -40,11 +40,10 @@ def test_lines_formatted_before_logging_are_kinds_by_their_words() -> None:
 def test_the_peer_s_log_file_holds_a_flood_to_a_few_lines(tmp_path: object) -> None:
     from pathlib import Path
 
-    from p2pnode.cli.daemon import log_to
-    from p2pnode.peer.home import Home
+    from p2pnode.peer.logsetup import LogSettings, logging_to
 
-    home = Home(Path(str(tmp_path)))
-    with log_to(home):
+    log_file = Path(str(tmp_path)) / "node.log"
+    with logging_to(log_file, LogSettings()):
         for index in range(10_000):
             logging.getLogger("p2pnode.net.libp2p.pubsub").warning("IWANT from %d", index)
-    assert len(home.log_file.read_text().splitlines()) == 10
+    assert len(log_file.read_text().splitlines()) == 10

@@ -31,6 +31,7 @@ from p2pnode.chain.mempool import MAX_MUTATION_SIZE
 from p2pnode.cli.errors import UsageError
 from p2pnode.net.addresses import AddressError, interface_ips, shared
 from p2pnode.peer.home import Home, create_home, write_config
+from p2pnode.peer.logsetup import LogTarget, logging_to
 from p2pnode.peer.settings import NodeSettings, node_settings
 
 
@@ -94,7 +95,7 @@ def _run_settings(args: argparse.Namespace, home: Home) -> NodeSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p2pnode.cli.daemon import log_to, serve
+    from p2pnode.cli.daemon import serve
     from p2pnode.peer.node import Node
 
     home = Home(Path(args.home))
@@ -107,14 +108,22 @@ def run(args: argparse.Namespace) -> int:
         await trio.run_process(command, check=False, stdin=None)
 
     # The lock first: a second run of a home changes nothing of it, its log included.
-    with home.locked(), log_to(home):
+    if args.dashboard and settings.log_to is LogTarget.STDOUT:
+        raise UsageError('node.log_to = "stdout" would write over the dashboard: drop one')
+    with home.locked(), logging_to(home.log_file, settings.log):
         # With a dashboard, the peer's lines stay above it.
-        trio.run(serve, home, settings, _say, *([show] if args.dashboard else []))
+        # Logs on stdout stay nothing but log records (JSON lines, say): the rest to stderr.
+        say = _say_to_stderr if settings.log_to is LogTarget.STDOUT else _say
+        trio.run(serve, home, settings, say, *([show] if args.dashboard else []))
     return 0
 
 
 def _say(line: str) -> None:
     print(line, flush=True)
+
+
+def _say_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def ident(args: argparse.Namespace) -> int:

@@ -1,15 +1,16 @@
-"""Running one peer as a process: logging to its home, signals, a graceful stop."""
+"""Running one peer as a process: its genesis, its status server, signals, a graceful stop."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 
+from p2pnode import __version__
 from p2pnode.api.batch import BatchError, decode_batch
 from p2pnode.api.server import (
     CBOR,
@@ -23,7 +24,6 @@ from p2pnode.api.server import (
 from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
 from p2pnode.chain.mempool import MUTATION_ID_SIZE, Admission, mutation_id
 from p2pnode.net import NetError, fetch_genesis
-from p2pnode.net.logs import Throttle
 from p2pnode.peer.home import Home, HomeError
 from p2pnode.peer.node import Node
 from p2pnode.peer.settings import NodeSettings, split_endpoint
@@ -32,25 +32,6 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def log_to(home: Home, level: int = logging.INFO) -> Iterator[None]:
-    """Inside the block, send the process's logs to the home's log file only (the terminal may
-    hold a dashboard); the root logger's handlers and level are restored after it."""
-    handler = logging.FileHandler(home.log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(Throttle())
-    root = logging.getLogger()
-    handlers, previous = list(root.handlers), root.level
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    try:
-        yield
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(previous)
-        handler.close()
 
 
 async def ensure_genesis(home: Home, settings: NodeSettings, say: Callable[[str], None]) -> Genesis:
@@ -118,9 +99,27 @@ async def serve(
             for address in node.network.addrs() if node.network else []:
                 say(f"{shown} {address}")
             say(f"status: {url}/status  metrics: {url}/metrics")
+            _banner(node, genesis, url)
             nursery.start_soon(_stop_on_signal, signals, node)
             if beside is not None:
                 nursery.start_soon(_beside_then_stop, beside, node, url)
+
+
+def _banner(node: Node, genesis: Genesis, url: str) -> None:
+    """One line per start, so that a restart shows in the log and says what started."""
+    addresses = " ".join(node.network.addrs()) if node.network else "none"
+    log.info(
+        "started p2pnode %s, pid %d: peer %s, %s of network %s, genesis sha256 %s, "
+        "addresses %s, status %s",
+        __version__,
+        os.getpid(),
+        node.keypair.prover.identity(),
+        node.role,
+        genesis.network,
+        genesis.hash().hex(),
+        addresses,
+        url,
+    )
 
 
 async def _beside_then_stop(

@@ -76,11 +76,17 @@ _EXPECTED = {("libp2p.transport.tcp.tcp", "Failed to open TCP stream: %s")}
 off): logged at DEBUG, like the network layer's own line on the failed dial."""
 
 
+_STOPPED = {"libp2p.network.auto_connector"}
+"""py-libp2p's services the stack stops (see `Stack`): what they log before the stop is
+not what the peer does, so it goes to DEBUG."""
+
+
 class _Forward(logging.Handler):
     _target = logging.getLogger("p2pnode.net.libp2p")
 
     def emit(self, record: logging.LogRecord) -> None:
-        level = logging.DEBUG if (record.name, record.msg) in _EXPECTED else record.levelno
+        expected = (record.name, record.msg) in _EXPECTED or record.name in _STOPPED
+        level = logging.DEBUG if expected else record.levelno
         if self._target.isEnabledFor(level):
             # A copy: other handlers on the libp2p logger may hold the original.
             copy = logging.makeLogRecord(record.__dict__)

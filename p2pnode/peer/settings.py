@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import tomllib
@@ -15,6 +16,7 @@ import multiaddr
 from p2pnode.chain.types import key_of_peer_id
 from p2pnode.consensus import Limits, Timeouts
 from p2pnode.net.addresses import is_loopback_ip, is_wildcard
+from p2pnode.peer.logsetup import LogFormat, LogLevel, LogSettings, LogTarget
 
 ENV_PREFIX = "P2PNODE_"
 
@@ -53,17 +55,30 @@ class NodeSettings:
     named: tuple[str, ...] = ()
     """Peer ids of followers the operator runs or trusts: a tier of their own, like provers
     (never refused a connection or held to the strangers' budgets), not provers."""
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.TEXT
+    """text, or json: one JSON object per line."""
+    log_to: LogTarget = LogTarget.FILE
+    """file: the home's node.log, rotated; stdout: for journald or a container."""
+    log_max_mb: float = 10.0
+    log_keep: int = 5
     engine: EngineSettings = field(
         default_factory=lambda: EngineSettings(None, Timeouts(), Limits())
     )
 
+    @property
+    def log(self) -> LogSettings:
+        return LogSettings(
+            self.log_level, self.log_format, self.log_to, self.log_max_mb, self.log_keep
+        )
+
 
 def _kind(annotation: Any) -> type:
-    """The TOML value type of a NodeSettings field: list, bool, float or str."""
+    """The TOML value type of a NodeSettings field: list, bool, int, float or str."""
     if get_origin(annotation) is tuple:
         return list
-    if annotation is bool or annotation is float:
-        return annotation
+    if annotation in (bool, int, float):
+        return annotation  # type: ignore[no-any-return]
     return str
 
 
@@ -319,6 +334,33 @@ def _named(node: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _choice(name: str) -> Callable[[Mapping[str, Any], enum.Enum], enum.Enum]:
+    def check(node: Mapping[str, Any], default: enum.Enum) -> enum.Enum:
+        value = node.get(name, default.value)
+        kind = type(default)
+        try:
+            return kind(value)
+        except ValueError:
+            choices = " or ".join(repr(item.value) for item in kind)
+            raise SettingsError(f"node.{name} must be {choices}, got {value!r}") from None
+
+    return check
+
+
+def _log_max_mb(node: Mapping[str, Any], default: float) -> float:
+    value = node.get("log_max_mb", default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.01 <= value <= 1e5:
+        raise SettingsError("node.log_max_mb must be a number of MB from 0.01 to 100000")
+    return float(value)
+
+
+def _log_keep(node: Mapping[str, Any], default: int) -> int:
+    value = node.get("log_keep", default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+        raise SettingsError("node.log_keep must be a whole number of files from 0 to 1000")
+    return value
+
+
 _CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
     "listen": lambda node, default: _addresses(node, "listen", default),
     "bootstrap": _bootstrap,
@@ -328,6 +370,11 @@ _CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
     "status": _status,
     "genesis_sha256": lambda node, default: _genesis_sha256(node),
     "named": lambda node, default: _named(node),
+    "log_level": _choice("log_level"),
+    "log_format": _choice("log_format"),
+    "log_to": _choice("log_to"),
+    "log_max_mb": _log_max_mb,
+    "log_keep": _log_keep,
 }
 """How each [node] setting is read and checked, given the section and the field's default."""
 
