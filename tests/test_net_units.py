@@ -346,6 +346,19 @@ def test_a_failed_dial_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixtur
     ]
 
 
+def test_the_stopped_auto_connector_s_lines_are_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """Its first check runs before the stack stops it, and said it was `initiating 2048 new
+    dials` at INFO, though it dials nothing after the stop."""
+    route_libp2p_logging()
+    with caplog.at_level(logging.DEBUG, logger="p2pnode.net.libp2p"):
+        connector = logging.getLogger("libp2p.network.auto_connector")
+        connector.setLevel(logging.INFO)
+        connector.info("below target; initiating %d new dials", 2048)
+        connector.setLevel(logging.NOTSET)
+    levels = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("p2p")]
+    assert levels == [("DEBUG", "below target; initiating 2048 new dials")]
+
+
 def test_libp2p_cannot_install_a_root_stderr_handler_behind_our_back() -> None:
     route_libp2p_logging()
     # The module logs with `logging.debug(...)`: it must be a named logger now, not the root.
