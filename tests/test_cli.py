@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import IO
@@ -21,6 +22,7 @@ from p2pnode.cli import INTERRUPTED, READER_GONE, build_parser, quiet_exit
 from p2pnode.peer.status_read import parse_status
 
 LOOPBACK_0 = "/ip4/127.0.0.1/tcp/0"
+ANOTHER_PEER = "12D3KooWKu3SHG1t1ibfrQ5nr8718pxM6aFQ9anZvzcjaat4wPkR"
 COMMANDS = ["init", "run", "testnet", "status", "dashboard", "submit", "frames", "id"]
 
 
@@ -305,6 +307,69 @@ def test_a_peer_logging_json_to_stdout_writes_only_json_lines_there(solo: Path) 
     records = [json.loads(line) for line in process.stdout.read().splitlines()]
     assert "signal 15: stopping" in [record["message"] for record in records]
     assert not (solo / "node.log").exists()
+
+
+def _log_lines_with(home: Path, *needles: str, timeout: float = 30) -> list[str]:
+    """The lines of the home's node.log holding each needle, once all are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = (home / "node.log").read_text() if (home / "node.log").exists() else ""
+        found = [next((ln for ln in text.splitlines() if n in ln), None) for n in needles]
+        if all(found) or time.monotonic() > deadline:
+            assert all(found), f"{needles} not all in {home / 'node.log'}:\n{text}"
+            return [line for line in found if line is not None]
+        time.sleep(0.05)
+
+
+def test_bootstrap_problems_are_told_in_a_line_and_a_foreign_network_stops_the_peer(
+    solo: Path, tmp_path: Path
+) -> None:
+    """Dial failures printed py-libp2p's lines; a bootstrap peer of another network went
+    unnoticed, and the peer ran alone."""
+    process = run_solo(solo)
+    other = tmp_path / "other"
+    assert p2pnode("init", "--home", str(other), "--network", "other").returncode == 0
+    refused = socket.socket()
+    try:
+        assert process.stdout is not None
+        address = first_lines(process.stdout, 3)[1].split()[2]
+        solo_id = address.split("/p2p/")[1]
+        # Bound, never listening: a dial to it is refused, and the port stays ours.
+        refused.bind(("127.0.0.1", 0))
+        refused_port = refused.getsockname()[1]
+        wrong_id = address.replace(solo_id, ANOTHER_PEER)
+        unreachable = [
+            "--bootstrap",
+            wrong_id,
+            "--bootstrap",
+            f"/ip4/127.0.0.1/tcp/{refused_port}/p2p/{solo_id}",
+        ]
+        retrying = subprocess.Popen(
+            [sys.executable, "-m", "p2pnode", "run", "--home", str(other), *unreachable],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lines = _log_lines_with(other, "connection refused", f"not {ANOTHER_PEER}")
+        finally:
+            retrying.send_signal(signal.SIGTERM)
+            assert retrying.wait(timeout=20) == 0
+        assert lines[0].endswith(
+            f"cannot reach 127.0.0.1:{refused_port}: connection refused (retrying)"
+        )
+        host_port = address.split("/")[2] + ":" + address.split("/")[4]
+        assert lines[1].endswith(f"{host_port} is {solo_id}, not {ANOTHER_PEER} (retrying)")
+        foreign = p2pnode("run", "--home", str(other), "--bootstrap", address, timeout=60)
+        assert foreign.returncode == 1
+        assert foreign.stderr.strip().splitlines() == [
+            f"p2pnode run: no bootstrap peer is of this network: bootstrap peer {solo_id} at "
+            f"{host_port} serves 'solo', not 'other'"
+        ]
+    finally:
+        refused.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
 
 
 def test_id_of_a_running_peer_prints_what_it_listens_on(solo: Path) -> None:

@@ -567,7 +567,7 @@ def test_another_host_s_loopback_address_is_never_kept_to_dial() -> None:
 def test_a_dial_that_reached_another_peer_is_told_apart() -> None:
     from libp2p.security.noise.exceptions import PeerIDMismatchesPubkey
 
-    from p2pnode.net.stack import answered_as_another
+    from p2pnode.net.failures import answered_as_another
 
     failed = RuntimeError("handshake failed")
     failed.__cause__ = PeerIDMismatchesPubkey("expected one, got another")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +51,12 @@ def sync_protocol(network: str) -> str:
 
 GENESIS_PROTOCOL = "/p2pnode/genesis/1"
 """Not network-specific: a new peer fetches the genesis before it knows the network id."""
+
+
+def networks_served(protocols: Iterable[str]) -> frozenset[str]:
+    """The networks whose sync protocol is among `protocols` (what a peer's identify lists)."""
+    found = (re.fullmatch(r"/p2pnode/([^/]+)/sync/1", protocol) for protocol in protocols)
+    return frozenset(match.group(1) for match in found if match is not None)
 
 
 class Judge(Protocol):

@@ -11,8 +11,9 @@ import trio
 from p2pnode.net.addresses import interface_ips, ip_of
 from p2pnode.net.contracts import NetConfig, NetError, mesh_degrees
 from p2pnode.net.discovery import Directory, Learned, PeerRecord
+from p2pnode.net.failures import answered_as_another, endpoint, why_dial_failed
 from p2pnode.net.penalty import Buckets
-from p2pnode.net.stack import Stack, answered_as_another
+from p2pnode.net.stack import Stack
 from p2pnode.net.tiers import Tiers
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ DIAL_RATE, DIAL_BURST = 4.0, 16.0
 opens a few connections a second at most."""
 BOOTSTRAP_CHECK = 1.0
 """How often a bootstrap peer that is connected (or banned) is looked at again."""
+IDENTIFY_WAIT = 10.0
+"""How long a connected bootstrap peer has to say (identify) which networks it serves."""
 
 
 class Dialer:
@@ -61,6 +64,8 @@ class Dialer:
         )
         self._dials = Buckets(DIAL_RATE, DIAL_BURST, max_peers=1)
         self._dialling: set[str] = set()
+        self._foreign: dict[str, str] = {}
+        """Bootstrap peers of other networks, and the line that told so."""
         self.closing = False
 
     def learn(self, record: PeerRecord) -> Learned:
@@ -116,7 +121,8 @@ class Dialer:
 
     async def _bootstrap(self, addr: str) -> None:
         """Stay connected to one bootstrap peer: dial with backoff until connected, and again
-        whenever the connection is lost."""
+        whenever the connection is lost. A failure is logged when its reason changes; a peer
+        of another network is dropped, and if all of them are, the peer stops (NetError)."""
         target = self._peer_of(addr)
         if target is None:
             log.warning("bootstrap address ignored: %s names no peer", addr)
@@ -124,7 +130,7 @@ class Dialer:
         if target == self._stack.peer_id:
             return
         first, most = self._config.redial
-        delay = first
+        delay, told = first, ""
         while True:
             if target in self._stack.connected() or target in self._banned(trio.current_time()):
                 delay = first
@@ -133,9 +139,37 @@ class Dialer:
             try:
                 with trio.fail_after(self._config.dial_timeout):
                     await self._stack.connect([addr])
-                log.info("connected to bootstrap peer %s", target)
-                delay = first
             except Exception as err:
+                why = why_dial_failed(err, addr, target, self._config.dial_timeout)
+                if why != told:
+                    log.warning("bootstrap peer: %s (retrying)", why)
+                told = why
                 log.debug("bootstrap %s not reachable (%r); retry in %.2f s", addr, err, delay)
                 await trio.sleep(delay)
                 delay = min(2 * delay, most)
+                continue
+            log.info("connected to bootstrap peer %s at %s", target, endpoint(addr))
+            delay, told = first, ""
+            if not await self._same_network(target, addr):
+                return
+
+    async def _same_network(self, target: str, addr: str) -> bool:
+        """Whether a connected bootstrap peer serves this peer's network (or has not said);
+        one that does not is disconnected, logged, and never dialled again."""
+        with trio.move_on_after(IDENTIFY_WAIT):
+            while (networks := self._stack.networks_of(target)) is None:
+                await trio.sleep(0.05)
+        if networks is None or self._config.network in networks:
+            return True
+        serves = ", ".join(map(repr, sorted(networks))) or "no p2pnode network"
+        line = (
+            f"bootstrap peer {target} at {endpoint(addr)} serves {serves}, "
+            f"not {self._config.network!r}"
+        )
+        log.error("%s: not dialled again", line)
+        self._foreign[target] = line
+        await self._stack.disconnect(target)
+        bootstrap = {self._peer_of(a) for a in self._config.bootstrap} - {self._stack.peer_id}
+        if bootstrap <= set(self._foreign):
+            raise NetError(f"no bootstrap peer is of this network: {line}")
+        return False

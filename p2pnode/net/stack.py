@@ -20,12 +20,17 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.security.noise.exceptions import PeerIDMismatchesPubkey
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pnode.net.addresses import AddressError, interface_ips, shared, why_unbound, with_peer
 from p2pnode.net.admission import Admission
-from p2pnode.net.contracts import MAX_PAYLOAD, MeshDegrees, NetError, Verdict
+from p2pnode.net.contracts import (
+    MAX_PAYLOAD,
+    MeshDegrees,
+    NetError,
+    Verdict,
+    networks_served,
+)
 from p2pnode.net.fixes import (
     ORIGIN_CACHE_SIZE,
     SUBSCRIPTION_CAPACITY,
@@ -102,24 +107,6 @@ async def dial(host: IHost, addrs: Sequence[str]) -> str:
     host.get_peerstore().clear_addrs(info.peer_id)
     await host.connect(info)
     return info.peer_id.to_base58()
-
-
-def answered_as_another(failure: BaseException) -> bool:
-    """Whether a failed dial reached a peer other than the one dialled (the address is not
-    that peer's), as py-libp2p's exception chain shows it."""
-    seen: set[int] = set()
-    pending: list[BaseException | None] = [failure]
-    while pending:
-        error = pending.pop()
-        if error is None or id(error) in seen:
-            continue
-        seen.add(id(error))
-        if isinstance(error, PeerIDMismatchesPubkey) or "Peer ID mismatch" in str(error):
-            return True
-        pending += [error.__cause__, error.__context__]
-        if isinstance(error, BaseExceptionGroup):
-            pending += list(error.exceptions)
-    return False
 
 
 async def open_stream(host: IHost, peer: str, protocol: str) -> INetStream:
@@ -299,6 +286,14 @@ class Stack:
 
     def connected(self) -> list[str]:
         return sorted(peer.to_base58() for peer in self.host.get_connected_peers())
+
+    def networks_of(self, peer: str) -> frozenset[str] | None:
+        """The p2pnode networks `peer` serves, as its identify told; None until it told."""
+        try:
+            protocols = self.host.get_peerstore().get_protocols(ID.from_base58(peer))
+        except Exception:  # not in the peerstore (yet), or not a peer id
+            return None
+        return networks_served(protocols) if protocols else None
 
     def mend_streams(self) -> None:
         """A pubsub stream to every connected peer (see `GuardedPubsub.mend_streams`)."""
