@@ -21,13 +21,11 @@ ADDRESS = f"/ip4/127.0.0.1/tcp/4009/p2p/{WANTED}"
 def _as_libp2p_raises(leaf: BaseException) -> BaseException:
     """`leaf` wrapped as py-libp2p 0.8.1 wraps a dial's failure (swarm.py: a SwarmException
     per address, a MultiError of them, the SwarmException that dial_peer raises)."""
-    try:
-        try:
-            raise SwarmException("fail to open connection to peer") from leaf
-        except SwarmException as per_address:
-            raise SwarmException("unable to connect") from MultiError([per_address])
-    except SwarmException as dial:
-        return dial
+    per_address = SwarmException("fail to open connection to peer")
+    per_address.__cause__ = leaf
+    dial = SwarmException("unable to connect")
+    dial.__cause__ = MultiError([per_address])
+    return dial
 
 
 @pytest.mark.parametrize(
