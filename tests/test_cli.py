@@ -169,15 +169,6 @@ def test_user_errors_are_one_line(tmp_path: Path, args: list[str], needle: str) 
     one_line_error(p2pnode(*(a.replace("{tmp}", str(tmp_path)) for a in args)), needle)
 
 
-@pytest.fixture
-def solo(tmp_path: Path) -> Path:
-    """A home of a one-prover network, able to finalize alone."""
-    home = tmp_path / "solo"
-    made = p2pnode("init", "--home", str(home), "--network", "solo", "--difficulty", "100")
-    assert made.returncode == 0, made.stderr
-    return home
-
-
 @pytest.mark.parametrize(
     ("setup", "needle"),
     [
@@ -269,11 +260,11 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
             text=True,
             check=True,
         ).stdout
-        assert "consensus_rank " in metrics
-        assert 'p2p_messages_total{topic="votes",verdict="accept"}' in metrics
-        assert "# TYPE p2p_limited_total counter" in metrics
-        assert "# TYPE p2p_dropped_total counter" in metrics
-        assert "consensus_round_duration_seconds_bucket" in metrics
+        assert "p2pnode_consensus_rank " in metrics
+        assert 'p2pnode_p2p_messages_total{topic="votes",verdict="accept"}' in metrics
+        assert "# TYPE p2pnode_p2p_limited_total counter" in metrics
+        assert "# TYPE p2pnode_p2p_dropped_total counter" in metrics
+        assert "p2pnode_consensus_round_duration_seconds_bucket" in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0

@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 from p2pnode.api.batch import BatchError, decode_batch
 from p2pnode.api.client import ClientError, post_json, submit_batch
+from p2pnode.api.routes import status_server
 from p2pnode.api.server import CBOR, MAX_BODY, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Admission, mutation_id
 from p2pnode.chain.types import Frame
 from p2pnode.cli.commands import batches
-from p2pnode.cli.daemon import status_server
 from p2pnode.local.homes import generate_testnet
 from p2pnode.peer.node import SUBMIT_SLICE, Node
 

@@ -34,6 +34,8 @@ LINGER = 1.0
 """How long a body over its limit is discarded once its request is answered (see
 `_discard_unread`), at most LINGER_SIZE bytes of it."""
 LINGER_SIZE = 65536
+MAX_CONNECTIONS = 64
+MAX_PER_IP = 8
 HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]{1,5})?")
 """A Host header: a name or IPv4 literal, or an IPv6 literal in brackets; maybe a port."""
 
@@ -81,17 +83,28 @@ class Limited:
 
 
 class StatusServer:
-    """A tiny HTTP/1.1 server (one request per connection) for a few routes."""
+    """A tiny HTTP/1.1 server (one request per connection) for a few routes.
 
-    def __init__(self, routes: Mapping[tuple[str, str], Route | Limited]) -> None:
+    A loopback server refuses requests a web page could have made (see `refusal_of`); a
+    `public` one, which serves read-only routes beyond loopback (metrics, health), takes any
+    Host. Either holds at most MAX_CONNECTIONS connections, a public one MAX_PER_IP of them
+    from one IP: what comes beyond is closed unanswered, so a stranger cannot hold them all."""
+
+    def __init__(
+        self, routes: Mapping[tuple[str, str], Route | Limited], *, public: bool = False
+    ) -> None:
         self._routes = {
             key: route if isinstance(route, Limited) else Limited(route, MAX_BODY)
             for key, route in routes.items()
         }
+        self._public = public
         self.port = 0
         self.refused = 0
         """Requests refused for their Host or Origin: a browser page tried to reach the peer."""
+        self.turned_away = 0
+        """Connections closed unanswered, over MAX_CONNECTIONS or MAX_PER_IP."""
         self._origins: frozenset[str] = frozenset()
+        self._open: dict[str, int] = {}
 
     async def serve(
         self, host: str, port: int, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -106,13 +119,31 @@ class StatusServer:
         return tuple(sorted(method for method, known in self._routes if known == path))
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            source = str(stream.socket.getpeername()[0])
+        except OSError:  # gone already
+            source = ""
+        per_ip = MAX_PER_IP if self._public else MAX_CONNECTIONS  # loopback: all one IP
+        if sum(self._open.values()) >= MAX_CONNECTIONS or self._open.get(source, 0) >= per_ip:
+            self.turned_away += 1
+            await stream.aclose()
+            return
+        self._open[source] = self._open.get(source, 0) + 1
+        try:
+            await self._answer_one(stream)
+        finally:
+            self._open[source] -= 1
+            if not self._open[source]:
+                del self._open[source]
+
+    async def _answer_one(self, stream: trio.SocketStream) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
         try:
             with trio.fail_after(READ_TIMEOUT):
                 head = await _read_head(stream, connection)
                 path, _, query = head.target.decode("ascii", "replace").partition("?")
                 route = self._routes.get((head.method.decode("ascii", "replace"), path))
-                refusal = refusal_of(head, self._origins)
+                refusal = None if self._public else refusal_of(head, self._origins)
                 content_type = media_type(head)
                 limit = MAX_BODY  # a refused or unknown request is answered as such
                 if route is not None and refusal is None:

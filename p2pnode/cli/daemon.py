@@ -1,28 +1,21 @@
-"""Running one peer as a process: its genesis, its status server, signals, a graceful stop."""
+"""Running one peer as a process: its genesis, its servers, signals, a graceful stop."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
 
 from p2pnode import __version__
-from p2pnode.api.batch import BatchError, decode_batch
-from p2pnode.api.server import (
-    CBOR,
-    MAX_SUBMIT_BODY,
-    Limited,
-    Reply,
-    Request,
-    StatusServer,
-    json_reply,
-)
+from p2pnode.api.routes import metrics_server, status_server
+from p2pnode.api.server import StatusServer
 from p2pnode.chain.genesis import MAX_GENESIS_SIZE, Genesis, GenesisError, check_pin
-from p2pnode.chain.mempool import MUTATION_ID_SIZE, Admission, mutation_id
 from p2pnode.net import NetError, fetch_genesis
 from p2pnode.peer.home import Home, HomeError
 from p2pnode.peer.node import Node
@@ -84,25 +77,58 @@ async def serve(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(_run_until_stopped, node, nursery)
-            host, port = split_endpoint(settings.status)
-            try:
-                bound = await nursery.start(status_server(node).serve, host, port)
-            except OSError as err:
-                raise HomeError(
-                    f"cannot serve status on {settings.status}: {err.strerror}"
-                ) from None
-            url = f"http://{f'[{host}]' if ':' in host else host}:{bound}"
-            home.status_url_file.write_text(url + "\n", encoding="utf-8")
+            url = await _serve_status(nursery, node, home, settings.status)
             say(f"peer id: {keypair.prover.identity()} ({node.role} of {genesis.network})")
             # Addresses to give peers on other hosts: wildcards expanded, or the announced ones.
             shown = "announcing" if settings.announce else "listening on"
             for address in node.network.addrs() if node.network else []:
                 say(f"{shown} {address}")
             say(f"status: {url}/status  metrics: {url}/metrics")
+            if settings.metrics:
+                metrics = await _serve(nursery, metrics_server(node), settings.metrics, "metrics")
+                say(f"metrics and health for monitoring: {metrics}/metrics  {metrics}/health")
             _banner(node, genesis, url)
             nursery.start_soon(_stop_on_signal, signals, node)
             if beside is not None:
                 nursery.start_soon(_beside_then_stop, beside, node, url)
+
+
+async def _serve_status(nursery: trio.Nursery, node: Node, home: Home, endpoint: str) -> str:
+    """Serve the status endpoint and write its URL to the home. With port 0, the port of the
+    last start comes first: a restarted peer keeps its URL (dashboards, scrapers)."""
+    host, port = split_endpoint(endpoint)
+    last = _last_port(home, host) if port == 0 else None
+    url = None
+    if last is not None:
+        with contextlib.suppress(HomeError):  # taken meanwhile: any free port, then
+            url = await _serve(nursery, status_server(node), f"{_bracket(host)}:{last}", "status")
+    if url is None:
+        url = await _serve(nursery, status_server(node), endpoint, "status")
+    home.status_url_file.write_text(url + "\n", encoding="utf-8")
+    return url
+
+
+def _last_port(home: Home, host: str) -> int | None:
+    """The port of the home's last status URL, if it was on `host`."""
+    try:
+        last = urllib.parse.urlsplit(home.status_url_file.read_text(encoding="utf-8").strip())
+        return last.port if last.hostname == host and last.port else None
+    except (OSError, ValueError):
+        return None
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _serve(nursery: trio.Nursery, server: StatusServer, endpoint: str, what: str) -> str:
+    """Start `server` on `endpoint` (host:port); its URL. HomeError if it cannot listen."""
+    host, port = split_endpoint(endpoint)
+    try:
+        bound = await nursery.start(server.serve, host, port)
+    except OSError as err:
+        raise HomeError(f"cannot serve {what} on {endpoint}: {err.strerror}") from None
+    return f"http://{_bracket(host)}:{bound}"
 
 
 def _banner(node: Node, genesis: Genesis, url: str) -> None:
@@ -137,78 +163,6 @@ async def _run_until_stopped(
     """Run the node; once it has stopped, end everything else the peer runs."""
     await node.run(task_status=task_status)
     nursery.cancel_scope.cancel()
-
-
-def status_server(node: Node) -> StatusServer:
-    async def status(_: Request) -> Reply:
-        return json_reply(node.status().to_json())
-
-    async def metrics(_: Request) -> Reply:
-        return Reply(200, node.metrics.exposition(), "text/plain; version=0.0.4")
-
-    async def submit(request: Request) -> Reply:
-        """One mutation (the body as it is), or a batch: a CBOR array of byte strings."""
-        if request.content_type != CBOR:
-            mutation, admission = await node.submit(request.body)
-            return json_reply({"id": mutation, "admission": admission.value})
-        try:
-            batch = decode_batch(request.body)
-        except BatchError as err:
-            return json_reply({"error": str(err)}, 400)
-        results = await node.submit_many(batch)
-        return json_reply(
-            {
-                "results": [{"id": key, "admission": admitted.value} for key, admitted in results],
-                "added": sum(admitted is Admission.ADDED for _, admitted in results),
-            }
-        )
-
-    async def mutation(request: Request) -> Reply:
-        """The rank of the final frame that holds a mutation (GET /mutation?id=HEX), or null."""
-        try:
-            key = bytes.fromhex(request.query.get("id", ""))
-        except ValueError:
-            key = b""
-        if len(key) != MUTATION_ID_SIZE:
-            return json_reply({"error": "id must be a mutation id in hex"}, 400)
-        return json_reply({"rank": node.store.mutation_rank(key)})
-
-    async def frames(request: Request) -> Reply:
-        """16 final frames from the rank `from` (GET /frames?from=N), or the last 16, newest
-        first; and the tip's rank."""
-        given = request.query.get("from")
-        try:
-            start = max(1, node.store.tip().round - 15) if given is None else int(given)
-        except ValueError:
-            start = -1
-        if not 0 <= start < 2**63:
-            return json_reply({"error": "from must be a rank"}, 400)
-        listed = node.store.frames(start, 16)
-        return json_reply(
-            {
-                "tip": node.store.tip().round,
-                "frames": [
-                    {
-                        "rank": frame.round,
-                        "id": frame.identity(),
-                        "timestamp": frame.timestamp,
-                        "mutations": [mutation_id(m).hex() for m in frame.mutations],
-                    }
-                    for frame in reversed(listed)
-                ],
-            }
-        )
-
-    return StatusServer(
-        {
-            ("GET", "/status"): status,
-            ("GET", "/frames"): frames,
-            ("GET", "/metrics"): metrics,
-            # Only a batch may be large; one mutation keeps the MAX_BODY bound.
-            ("POST", "/submit"): Limited(submit, MAX_SUBMIT_BODY, CBOR),
-            ("GET", "/mutation"): mutation,
-        }
-    )
 
 
 async def _stop_on_signal(signals: trio.abc.ReceiveChannel[int], node: Node) -> None:

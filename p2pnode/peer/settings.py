@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 import math
 import re
 import tomllib
@@ -50,6 +51,10 @@ class NodeSettings:
     status: str = "127.0.0.1:0"
     """Loopback host:port of the status endpoint (JSON status, metrics, submits); port 0 picks
     a free port, written to the home's status.url."""
+    metrics: str = ""
+    """IP:port (any IP: 0.0.0.0 for every interface) of a server of /metrics and /health
+    only, for a monitoring system on the network; empty: none (the status endpoint serves
+    both on loopback)."""
     genesis_sha256: str | None = None
     """The sha256 (hex) the genesis must have; None takes what the first bootstrap peer serves."""
     named: tuple[str, ...] = ()
@@ -322,6 +327,20 @@ def _status(node: Mapping[str, Any], default: str) -> str:
     return status
 
 
+def _metrics(node: Mapping[str, Any], default: str) -> str:
+    value = node.get("metrics", default)
+    if value == "":
+        return ""
+    try:
+        host, _ = split_endpoint(value if isinstance(value, str) else "")
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise SettingsError(
+            "node.metrics must be an IP and port, e.g. 0.0.0.0:9100 or [::]:9100, or empty"
+        ) from None
+    return str(value)
+
+
 def _named(node: Mapping[str, Any]) -> tuple[str, ...]:
     value = node.get("named", [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -368,6 +387,7 @@ _CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
     "echo": _echo,
     "rebroadcast": _rebroadcast,
     "status": _status,
+    "metrics": _metrics,
     "genesis_sha256": lambda node, default: _genesis_sha256(node),
     "named": lambda node, default: _named(node),
     "log_level": _choice("log_level"),

@@ -1,0 +1,184 @@
+"""Monitoring: health from the status, metric names, the public metrics server's bounds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pnode.api.server import MAX_PER_IP, Reply, Request, StatusServer, json_reply
+from p2pnode.peer.health import health_problems
+from p2pnode.peer.metrics import Metrics
+from p2pnode.peer.settings import SettingsError, node_settings
+from tests.status_sample import OTHERS, SAMPLE
+from tests.test_cli import first_lines, run_solo
+from tests.test_status_endpoint import BOUND, get_status, raw
+
+FAMILIES = {
+    "p2pnode_build_info": "gauge",
+    "p2pnode_healthy": "gauge",
+    "p2pnode_consensus_rank": "gauge",
+    "p2pnode_consensus_since_final_seconds": "gauge",
+    "p2pnode_consensus_attempt": "gauge",
+    "p2pnode_consensus_state": "gauge",
+    "p2pnode_consensus_state_seconds": "gauge",
+    "p2pnode_consensus_round_duration_seconds": "histogram",
+    "p2pnode_consensus_round_duration_seconds_created": "gauge",
+    "p2pnode_p2p_peers": "gauge",
+    "p2pnode_p2p_mesh_peers": "gauge",
+    "p2pnode_p2p_messages_total": "counter",
+    "p2pnode_p2p_dropped_total": "counter",
+    "p2pnode_p2p_limited_total": "counter",
+    "p2pnode_mempool_mutations": "gauge",
+}
+"""Every p2pnode metric and its type: renaming one breaks dashboards and alerts."""
+
+
+def _families(exposition: str) -> dict[str, str]:
+    kinds = {}
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            kinds[name] = kind
+    return kinds
+
+
+def test_the_metrics_are_the_checked_list_prefixed_beside_the_process_ones() -> None:
+    exposition = Metrics(lambda: SAMPLE).exposition().decode()
+    kinds = _families(exposition)
+    ours = {name: kind for name, kind in kinds.items() if name.startswith("p2pnode_")}
+    assert ours == FAMILIES
+    others = set(kinds) - set(ours)
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"} <= others
+    assert all(name.startswith(("process_", "python_")) for name in others)
+    build = next(line for line in exposition.splitlines() if line.startswith("p2pnode_build_info"))
+    assert 'version="0.1.0"' in build
+    assert "commit=" in build
+    assert "p2pnode_healthy 1.0" in exposition.splitlines()
+
+
+def test_a_registry_is_the_peer_s_own() -> None:
+    """Two peers in one process (the tests, the simulator) do not share a metric."""
+    first, second = Metrics(lambda: SAMPLE), Metrics(lambda: SAMPLE)
+    first.round_duration.observe(1.0)
+    assert "p2pnode_consensus_round_duration_seconds_count 0.0" in second.exposition().decode()
+
+
+def test_a_peer_connected_to_a_quorum_and_finalizing_is_healthy() -> None:
+    assert health_problems(SAMPLE) == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "problems"),
+    [
+        (
+            {"peers": OTHERS[:1]},
+            ("connected to 1 of 3 other provers: a quorum is 3 provers",),
+        ),
+        ({"since_finalized": 41.2}, ("no final frame for 41 s",)),
+        ({"since_finalized": None}, ("no final frame since the peer started",)),
+        (
+            {"sync": "catching up", "best_peer_rank": 90},
+            ("catching up: rank 6 of 90 known",),
+        ),
+        ({"role": "follower", "peers": ()}, ("connected to no peer",)),
+        ({"role": "follower", "peers": OTHERS[:1]}, ()),
+        (
+            {"peers": (), "since_finalized": 31.0},
+            (
+                "connected to 0 of 3 other provers: a quorum is 3 provers",
+                "no final frame for 31 s",
+            ),
+        ),
+    ],
+)
+def test_health_names_every_problem(change: dict[str, object], problems: tuple[str, ...]) -> None:
+    assert health_problems(dataclasses.replace(SAMPLE, **change)) == problems  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0:9100", "[::]:9100", "10.1.2.3:0", ""])
+def test_a_metrics_address_may_be_any_ip(value: str) -> None:
+    assert node_settings({"node": {"metrics": value}}).metrics == value
+
+
+@pytest.mark.parametrize("value", ["metrics.example:9100", "0.0.0.0", "9100", 9100])
+def test_a_metrics_address_that_is_not_an_ip_and_port_is_refused(value: object) -> None:
+    with pytest.raises(SettingsError, match=r"node\.metrics must be an IP and port"):
+        node_settings({"node": {"metrics": value}})
+
+
+async def _ok(_: Request) -> Reply:
+    return json_reply({"ok": True})
+
+
+async def test_a_public_server_answers_any_host_but_holds_few_connections_per_ip() -> None:
+    server = StatusServer({("GET", "/status"): _ok}, public=True)
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, "127.0.0.1", 0)
+            assert await raw(server, get_status("monitor.example:9100")) == 200
+            held = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(MAX_PER_IP)]
+            # The server took all of them before it takes the next one (accepts are in order).
+            await held[-1].send_all(b"GET ")
+            extra = await trio.open_tcp_stream("127.0.0.1", server.port)
+            assert await extra.receive_some(100) == b"", "closed unanswered"
+            assert server.turned_away == 1
+            for stream in held:
+                await stream.aclose()
+            await extra.aclose()
+            assert await raw(server, get_status("10.0.0.1")) == 200
+            nursery.cancel_scope.cancel()
+    assert server.refused == 0
+
+
+def _get(url: str, host: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_a_peer_serves_metrics_and_health_to_a_monitor_and_keeps_its_status_port(
+    solo: Path,
+) -> None:
+    """The status port changed at every start; metrics could not be served beyond loopback;
+    /health was 404."""
+    config = solo / "config.toml"
+    config.write_text(config.read_text() + 'metrics = "127.0.0.1:0"\n')  # into [node], the last
+    first = run_solo(solo)
+    try:
+        assert first.stdout is not None
+        lines = first_lines(first.stdout, 4)
+        monitor = lines[3].split()[-1].removesuffix("/health")
+        assert lines[3].startswith("metrics and health for monitoring: http://127.0.0.1:")
+        status, metrics = _get(f"{monitor}/metrics", host="prometheus.example:9100")
+        assert status == 200
+        assert b"p2pnode_build_info{" in metrics
+        deadline = time.monotonic() + 60
+        while (health := _get(f"{monitor}/health", host="10.0.0.9"))[0] != 200:
+            assert health[0] == 503, health
+            assert json.loads(health[1])["problems"], health
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
+        assert json.loads(health[1]) == {"healthy": True, "problems": []}
+        assert _get(f"{monitor}/status")[0] == 404  # read-only routes only
+        url = (solo / "status.url").read_text().strip()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+    again = run_solo(solo)
+    try:
+        assert again.stdout is not None
+        assert f"status: {url}/status" in "".join(first_lines(again.stdout, 3))
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=20) == 0
