@@ -23,7 +23,7 @@ from p2pnode.peer.status_read import parse_status
 
 LOOPBACK_0 = "/ip4/127.0.0.1/tcp/0"
 ANOTHER_PEER = "12D3KooWKu3SHG1t1ibfrQ5nr8718pxM6aFQ9anZvzcjaat4wPkR"
-COMMANDS = ["init", "run", "testnet", "status", "dashboard", "submit", "frames", "id"]
+COMMANDS = ["init", "run", "testnet", "status", "dashboard", "submit", "mutation", "frames", "id"]
 
 
 def p2pnode(
@@ -159,7 +159,8 @@ def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> N
         (["submit", "--url", "http://127.0.0.1:9", "hi", "--file", "-"], "not allowed with"),
         (["submit", "--url", "http://127.0.0.1:9"], "one of the arguments data --file"),
         (["submit", "--url", "http://127.0.0.1:9", "--file", "{tmp}/none"], "cannot read"),
-        (["submit", "--url", "http://127.0.0.1:9", "--file", "-", "--wait"], "--wait"),
+        (["mutation", "--url", "http://127.0.0.1:9", "xyz"], "'xyz' is not a mutation id"),
+        (["mutation", "--url", "http://127.0.0.1:9", "ab" * 32], "cannot reach"),
         (["frames", "--url", "http://127.0.0.1:9"], "cannot reach"),
         (["bogus"], "invalid choice"),
         (["status"], "required"),
@@ -248,6 +249,7 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
         assert ranks == sorted(ranks)
         assert ranks[0] == 1
         one_line_error(p2pnode("frames", "--url", url, "--from", "999999"), "the tip is")
+        _follow_mutations(solo, url, mutation)
         human = p2pnode("status", "--home", str(solo)).stdout
         assert "final     rank" in human
         metrics = subprocess.run(
@@ -276,6 +278,27 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
     assert "prover of network" in banners[0]
     assert "genesis sha256 " in banners[0]
     assert f"status {url}" in banners[0]
+
+
+def _follow_mutations(home: Path, url: str, final: str) -> None:
+    """A file of mutations waited for, and `p2pnode mutation` of a final and an unknown one
+    (submit --file printed counts only and refused --wait; no command told where one was)."""
+    batch = home / "batch.txt"
+    batch.write_text("first\nsecond\nhello world\n")
+    waited = p2pnode("submit", "--url", url, "--file", str(batch), "--wait", "--json")
+    assert waited.returncode == 0, waited.stderr
+    results = json.loads(waited.stdout)["results"]
+    assert [r["admission"] for r in results] == ["added", "added", "duplicate"]
+    assert all(isinstance(r["rank"], int) for r in results)
+    assert results[2]["id"] == final
+    told = p2pnode("mutation", "--url", url, final)
+    assert told.returncode == 0
+    assert told.stdout.startswith(f"mutation {final}: final in rank {results[2]['rank']}, frame ")
+    unknown = p2pnode("mutation", "--home", str(home), "ab" * 32)
+    assert (unknown.returncode, unknown.stdout) == (
+        1,
+        f"mutation {'ab' * 32}: unknown to the peer (never submitted to it, or long gone)\n",
+    )
 
 
 def test_a_peer_logging_json_to_stdout_writes_only_json_lines_there(solo: Path) -> None:

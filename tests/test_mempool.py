@@ -18,7 +18,9 @@ from p2pnode.chain.mempool import (
     STRANGER_BYTES_PER_S,
     STRANGER_SHARE,
     Admission,
+    Fate,
     Mempool,
+    mutation_id,
 )
 
 FLOODER, HONEST, THIRD = "12D3KooWFlooder", "12D3KooWHonest", "12D3KooWThird"
@@ -106,6 +108,34 @@ def test_a_local_submit_of_a_gossiped_mutation_makes_it_local() -> None:
     assert (pool.held_by(LOCAL), pool.held_by(FLOODER)) == (1, 1)
     assert pool.add(b"h1", HONEST) is Admission.ADDED  # displaces f2, not the adopted entry
     assert pool.take() == (b"shared", b"h1")  # which kept its place in the queue
+
+
+def test_a_mutation_s_fate_is_told_until_it_is_final_or_forgotten() -> None:
+    clock = Clock()
+    pool = Mempool(capacity=2, quota=2, remembered=2, expiry_ms=1_000, clock=clock)
+    key = mutation_id
+    assert pool.fate(key(b"mine")) is Fate.UNKNOWN
+    pool.add(b"mine", LOCAL)
+    pool.add(b"gossip", FLOODER)
+    assert pool.fate(key(b"mine")) is Fate.PENDING
+    assert pool.add(b"local", LOCAL) is Admission.ADDED  # full: the gossip entry makes room
+    assert pool.fate(key(b"gossip")) is Fate.DISPLACED
+    clock.now = 1_000
+    pool.expire()
+    assert pool.fate(key(b"mine")) is Fate.EXPIRED
+    pool.add(b"mine", LOCAL)  # submitted again: pending again, then final
+    assert pool.fate(key(b"mine")) is Fate.PENDING
+    pool.finalized([b"mine"])
+    assert pool.fate(key(b"mine")) is Fate.UNKNOWN  # the store tells a final one
+    for n in range(3):
+        pool.add(f"x{n}".encode(), LOCAL)
+        pool.finalized([f"x{n}".encode()])
+        clock.now += 1_000
+        pool.add(f"y{n}".encode(), LOCAL)
+        clock.now += 1_000
+        pool.expire()
+    assert pool.fate(key(b"y2")) is Fate.EXPIRED
+    assert pool.fate(key(b"gossip")) is Fate.UNKNOWN, "only the last `remembered` are told"
 
 
 def test_entries_expire() -> None:

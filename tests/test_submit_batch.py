@@ -22,9 +22,9 @@ from p2pnode.api.batch import BatchError, decode_batch
 from p2pnode.api.client import ClientError, post_json, submit_batch
 from p2pnode.api.routes import status_server
 from p2pnode.api.server import CBOR, MAX_BODY, MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
-from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Admission, mutation_id
+from p2pnode.chain.mempool import MAX_MUTATION_SIZE, Admission, Mempool, mutation_id
 from p2pnode.chain.types import Frame
-from p2pnode.cli.commands import batches
+from p2pnode.cli.mutations import batches
 from p2pnode.local.homes import generate_testnet
 from p2pnode.peer.node import SUBMIT_SLICE, Node
 
@@ -66,6 +66,7 @@ class FakeNode:
     batches: list[list[bytes]] = field(default_factory=list)
     singles: list[bytes] = field(default_factory=list)
     store: FakeStore = field(default_factory=FakeStore)
+    mempool: Mempool = field(default_factory=Mempool)
 
     async def submit_many(self, mutations: Sequence[bytes]) -> list[tuple[str, Admission]]:
         self.batches.append(list(mutations))
@@ -337,8 +338,28 @@ async def test_submit_a_file(tmp_path: Path) -> None:
     async with peer() as (node, port):
         done = await p2pnode("submit", "--url", f"http://127.0.0.1:{port}", "--file", str(path))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.decode() == "5 mutations: 4 added, 1 duplicate, 0 refused\n"
-    assert node.batches == [[line for line in lines if line]]
+    submitted = [line for line in lines if line]
+    assert done.stdout.decode().splitlines() == [
+        *(f"mutation {mutation_id(m).hex()} ({admission_of(m).value})" for m in submitted),
+        "5 mutations: 4 added, 1 duplicate, 0 refused",
+    ]
+    assert node.batches == [submitted]
+
+
+async def test_submit_a_file_as_json() -> None:
+    async with peer() as (_, port):
+        url = f"http://127.0.0.1:{port}"
+        done = await p2pnode("submit", "--url", url, "--file", "-", "--json", stdin=b"a\nfull")
+    assert done.returncode == 1, "one was refused"
+    assert json.loads(done.stdout) == {
+        "results": [
+            {"id": mutation_id(b"a").hex(), "admission": "added"},
+            {"id": mutation_id(b"full").hex(), "admission": "full"},
+        ],
+        "added": 1,
+        "duplicate": 0,
+        "refused": 1,
+    }
 
 
 async def test_submit_stdin_in_batches_and_count_refusals() -> None:
@@ -348,7 +369,10 @@ async def test_submit_stdin_in_batches_and_count_refusals() -> None:
         done = await p2pnode("submit", "--url", url, "--file", "-", stdin=b"\n".join(lines))
     assert done.returncode == 1, "some were refused"
     summary = f"{len(lines)} mutations: {MAX_SUBMIT_BATCH} added, 0 duplicate, 3 refused"
-    assert done.stdout.decode() == f"{summary} (2 full, 1 over_quota)\n"
+    printed = done.stdout.decode().splitlines()
+    assert printed[-1] == f"{summary} (2 full, 1 over_quota)"
+    assert printed[-2] == f"mutation {mutation_id(b'full2').hex()} (full)"
+    assert len(printed) == len(lines) + 1
     assert done.stderr == b""
     assert node.batches == [lines[:MAX_SUBMIT_BATCH], lines[MAX_SUBMIT_BATCH:]]
 
@@ -383,8 +407,13 @@ async def test_submit_one_mutation_still_works() -> None:
 async def test_a_mutation_is_looked_up_by_its_id_in_the_query() -> None:
     async with peer() as (node, port):
         wanted = f"/mutation?id={'ab' * 32}"
-        assert await send(port, post(wanted, b"", None, method="GET")) == (200, {"rank": None})
+        unknown = {"status": "unknown", "rank": None}
+        assert await send(port, post(wanted, b"", None, method="GET")) == (200, unknown)
         assert node.store.asked == [bytes.fromhex("ab" * 32)]
+        node.mempool.add(b"pending")
+        pending = f"/mutation?id={mutation_id(b'pending').hex()}"
+        reply = await send(port, post(pending, b"", None, method="GET"))
+        assert reply == (200, {"status": "pending", "rank": None})
         for bad in ("/mutation", "/mutation?id=xyz"):
             reply = await send(port, post(bad, b"", None, method="GET"))
             assert reply == (400, {"error": "id must be a mutation id in hex"})

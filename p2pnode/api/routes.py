@@ -63,14 +63,20 @@ def status_server(node: Node) -> StatusServer:
         )
 
     async def mutation(request: Request) -> Reply:
-        """The rank of the final frame that holds a mutation (GET /mutation?id=HEX), or null."""
+        """Where a mutation is (GET /mutation?id=HEX): final (its rank and frame), pending,
+        expired, displaced or unknown; `rank` is null unless it is final."""
         try:
             key = bytes.fromhex(request.query.get("id", ""))
         except ValueError:
             key = b""
         if len(key) != MUTATION_ID_SIZE:
             return json_reply({"error": "id must be a mutation id in hex"}, 400)
-        return json_reply({"rank": node.store.mutation_rank(key)})
+        rank = node.store.mutation_rank(key)
+        frame = None if rank is None else node.store.frame(rank)
+        if rank is not None:
+            frame_id = None if frame is None else frame.identity()
+            return json_reply({"status": "final", "rank": rank, "frame": frame_id})
+        return json_reply({"status": node.mempool.fate(key).value, "rank": None})
 
     async def frames(request: Request) -> Reply:
         """16 final frames from the rank `from` (GET /frames?from=N), or the last 16, newest

@@ -80,6 +80,19 @@ MUTATION_ID_SIZE = 32
 """Bytes of a mutation id: the sha256 of the mutation."""
 
 
+class Fate(enum.Enum):
+    """What became of a mutation this peer was given, as far as its mempool knows."""
+
+    PENDING = "pending"
+    """Waiting for a frame."""
+    EXPIRED = "expired"
+    """Left after `expiry_ms` without a frame taking it."""
+    DISPLACED = "displaced"
+    """Made room for another origin's mutation in a full pool (never a local submit's)."""
+    UNKNOWN = "unknown"
+    """Not held, or forgotten (the last `remembered` that left are told)."""
+
+
 def mutation_id(data: bytes) -> bytes:
     return digest(data)
 
@@ -129,6 +142,8 @@ class Mempool:
         """Each local or trusted origin's pending ids, in the order it came to hold them (for a
         gossip origin, oldest first); an origin holding none has no key."""
         self._done: OrderedDict[bytes, None] = OrderedDict()
+        self._gone: OrderedDict[bytes, Fate] = OrderedDict()
+        """Ids that left unfinalized, and why: the last `remembered` of them."""
         self._capacity = capacity
         self._quota = quota if quota is not None else max(1, capacity // QUOTA_SHARE)
         self._remembered = remembered
@@ -171,14 +186,19 @@ class Mempool:
         if key in self._done or self._is_final(key):
             return Admission.DUPLICATE
         if stranger and len(self._strangers) >= self._stranger_share:
-            self._remove(next(iter(self._strangers)))
+            self._leave(next(iter(self._strangers)), Fate.DISPLACED)
         if len(self._pending) >= self._capacity:
             victim = self._victim(origin)
             if victim is None:
                 return Admission.FULL
-            self._remove(victim)
+            self._leave(victim, Fate.DISPLACED)
+        self._gone.pop(key, None)
         self._insert(key, Entry(data, origin, self._now()))
         return Admission.ADDED
+
+    def fate(self, key: bytes) -> Fate:
+        """Whether the mutation `key` is pending, or why it left (a final one: see the store)."""
+        return Fate.PENDING if key in self._pending else self._gone.get(key, Fate.UNKNOWN)
 
     def _is_stranger(self, origin: str) -> bool:
         return origin != LOCAL and not self._trusted(origin)
@@ -224,6 +244,7 @@ class Mempool:
         for data in mutations:
             key = mutation_id(data)
             self._remove(key)
+            self._gone.pop(key, None)
             self._done[key] = None
         while len(self._done) > self._remembered:
             self._done.popitem(last=False)
@@ -238,7 +259,7 @@ class Mempool:
             key, entry = next(iter(self._pending.items()))
             if entry.added_ms > cutoff:
                 return
-            self._remove(key)
+            self._leave(key, Fate.EXPIRED)
 
     def _victim(self, origin: str) -> bytes | None:
         """The entry a new one from `origin` displaces in a full pool, if any. Strangers'
@@ -276,6 +297,12 @@ class Mempool:
             self._stranger_counts[entry.origin] += 1
         else:
             self._by_origin.setdefault(entry.origin, OrderedDict())[key] = None
+
+    def _leave(self, key: bytes, fate: Fate) -> None:
+        self._remove(key)
+        self._gone[key] = fate
+        while len(self._gone) > self._remembered:
+            self._gone.popitem(last=False)
 
     def _remove(self, key: bytes) -> None:
         entry = self._pending.pop(key, None)

@@ -1,4 +1,4 @@
-"""The `p2pnode` command: init, run, testnet, status, dashboard, submit, frames, id."""
+"""The `p2pnode` command: init, run, testnet, id, status, dashboard, submit, mutation, frames."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
 
 def _client_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     """Commands that ask running peers, and one that needs no peer at all."""
-    from p2pnode.cli import commands, states
+    from p2pnode.cli import commands, mutations, states
 
     status = sub.add_parser("status", help="a running peer's status")
     _target(status)
@@ -128,12 +128,27 @@ def _client_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     what.add_argument(
         "--file",
         metavar="PATH",
-        help="submit a mutation per line of PATH (- reads stdin), in batches; prints a summary",
+        help="submit a mutation per line of PATH (- reads stdin), in batches; prints each "
+        "one's id and a summary",
     )
     submit.add_argument(
-        "--wait", action="store_true", help="wait until a frame holds it (not with --file)"
+        "--wait",
+        action="store_true",
+        help=f"wait until final frames hold them (at most {mutations.WAIT_FINAL:.0f} s)",
     )
-    submit.set_defaults(run=commands.submit)
+    submit.add_argument("--json", action="store_true", help="the results as one JSON object")
+    submit.set_defaults(run=mutations.submit)
+
+    mutation = sub.add_parser(
+        "mutation",
+        help="where a mutation is: final (rank, frame), pending, expired, displaced, unknown",
+        description="Exits 0 if the mutation is final or pending, 1 if it will not be final "
+        "unless submitted again.",
+    )
+    _target(mutation)
+    mutation.add_argument("id", help="the mutation's id, as submit prints it")
+    mutation.add_argument("--json", action="store_true", help="the answer as one JSON object")
+    mutation.set_defaults(run=mutations.mutation)
 
     frames = sub.add_parser("frames", help="final frames and their mutations")
     _target(frames)

@@ -20,14 +20,10 @@ from p2pnode.api.client import (
     ClientError,
     get_json,
     get_status,
-    post_json,
     status_url,
-    submit_batch,
 )
-from p2pnode.api.server import MAX_SUBMIT_BATCH, MAX_SUBMIT_BODY
 from p2pnode.chain.crypto import Keypair
 from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, Genesis, wall_clock_ms
-from p2pnode.chain.mempool import MAX_MUTATION_SIZE
 from p2pnode.cli.errors import UsageError
 from p2pnode.net.addresses import AddressError, interface_ips, shared
 from p2pnode.peer.home import Home, create_home, write_config
@@ -201,122 +197,6 @@ def dashboard(args: argparse.Namespace) -> int:
     urls = urls_from(args)
     trio.run(watch, urls)
     return 0
-
-
-def submit(args: argparse.Namespace) -> int:
-    if args.file is not None:
-        return submit_file(args)
-    data = args.data.encode()
-    if not data or len(data) > MAX_MUTATION_SIZE:
-        raise UsageError(f"a mutation is 1 to {MAX_MUTATION_SIZE} bytes")
-    url = url_from(args)
-    reply = trio.run(post_json, url, "/submit", data)
-    mutation, admission = str(reply.get("id")), str(reply.get("admission"))
-    print(f"mutation {mutation} ({admission})")
-    if admission not in ("added", "duplicate"):
-        raise UsageError(f"the peer did not take the mutation: {admission}")
-    if args.wait:
-        rank = trio.run(_wait_final, url, mutation)
-        if rank is None:
-            raise UsageError(f"mutation {mutation} is not final after {WAIT_FINAL:.0f} s")
-        print(f"final in rank {rank}")
-    return 0
-
-
-def submit_file(args: argparse.Namespace) -> int:
-    """Submit every line of --file as a mutation, in batches; one summary line. Exits 1 if
-    the peer refused any."""
-    if args.wait:
-        raise UsageError("--wait takes one mutation, not a --file of them")
-    mutations = read_mutations(args.file)
-    url = url_from(args)
-    counts = trio.run(_submit_batches, url, mutations)
-    added, duplicate = counts.pop("added", 0), counts.pop("duplicate", 0)
-    refused = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
-    total = sum(counts.values())
-    print(
-        f"{len(mutations)} mutations: {added} added, {duplicate} duplicate, {total} refused"
-        + (f" ({refused})" if refused else "")
-    )
-    return 1 if total else 0
-
-
-def read_mutations(path: str) -> list[bytes]:
-    """The mutations of a file (or stdin for -): its lines without their newline, empty ones
-    skipped. A line over MAX_MUTATION_SIZE is a UsageError naming it."""
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
-    name = "stdin" if path == "-" else path
-    mutations = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if len(line) > MAX_MUTATION_SIZE:
-            raise UsageError(
-                f"{name}: line {number} is {len(line)} bytes; a mutation is at most "
-                f"{MAX_MUTATION_SIZE}; nothing was submitted"
-            )
-        if line:
-            mutations.append(line)
-    if not mutations:
-        raise UsageError(f"{name} holds no mutation; nothing was submitted")
-    return mutations
-
-
-def batches(mutations: Sequence[bytes]) -> list[list[bytes]]:
-    """The mutations in order, cut into batches of at most MAX_SUBMIT_BATCH mutations and
-    MAX_SUBMIT_BODY bytes of CBOR each."""
-    cut: list[list[bytes]] = []
-    batch: list[bytes] = []
-    size = _cbor_head_size(MAX_SUBMIT_BATCH)  # the array's head, at its largest
-    for mutation in mutations:
-        item = _cbor_head_size(len(mutation)) + len(mutation)
-        if batch and (len(batch) == MAX_SUBMIT_BATCH or size + item > MAX_SUBMIT_BODY):
-            cut.append(batch)
-            batch, size = [], _cbor_head_size(MAX_SUBMIT_BATCH)
-        batch.append(mutation)
-        size += item
-    if batch:
-        cut.append(batch)
-    return cut
-
-
-def _cbor_head_size(length: int) -> int:
-    """The bytes CBOR takes to say an array's or a byte string's length."""
-    return 1 if length < 24 else 2 if length < 2**8 else 3 if length < 2**16 else 5
-
-
-async def _submit_batches(url: str, mutations: Sequence[bytes]) -> dict[str, int]:
-    """How many mutations had each admission."""
-    counts: dict[str, int] = {}
-    done = 0
-    for batch in batches(mutations):
-        try:
-            reply = await submit_batch(url, batch)
-        except ClientError as err:
-            raise ClientError(f"{err} ({done} of {len(mutations)} submitted before)") from None
-        results = reply.get("results")
-        if not isinstance(results, list) or len(results) != len(batch):
-            raise ClientError(f"the peer did not answer a result per mutation: {reply}"[:200])
-        for result in results:
-            admission = str(result.get("admission")) if isinstance(result, dict) else "?"
-            counts[admission] = counts.get(admission, 0) + 1
-        done += len(batch)
-    return counts
-
-
-WAIT_FINAL = 120.0
-
-
-async def _wait_final(url: str, mutation: str) -> int | None:
-    """The rank that holds the mutation, once final; None if it is not within WAIT_FINAL."""
-    deadline = trio.current_time() + WAIT_FINAL
-    while trio.current_time() < deadline:
-        reply = await get_json(url, f"/mutation?id={mutation}")
-        if isinstance(reply.get("rank"), int):
-            return int(str(reply["rank"]))
-        await trio.sleep(0.5)  # another process's state: polled, it cannot be awaited
-    return None
 
 
 def frames(args: argparse.Namespace) -> int:
