@@ -23,7 +23,7 @@ from p2pnode.peer.status_read import parse_status
 
 LOOPBACK_0 = "/ip4/127.0.0.1/tcp/0"
 ANOTHER_PEER = "12D3KooWKu3SHG1t1ibfrQ5nr8718pxM6aFQ9anZvzcjaat4wPkR"
-COMMANDS = ["init", "run", "testnet", "status", "dashboard", "submit", "mutation", "frames", "id"]
+COMMANDS = ["init", "run", "testnet", "config", "status", "dashboard", "submit", "mutation", "frames", "id"]
 
 
 def p2pnode(
@@ -278,6 +278,9 @@ def test_a_peer_runs_serves_status_takes_mutations_and_stops_on_sigterm(solo: Pa
     assert "prover of network" in banners[0]
     assert "genesis sha256 " in banners[0]
     assert f"status {url}" in banners[0]
+    # Stopped: said so, with when it was last seen, not "cannot reach http://…".
+    stopped = p2pnode("status", "--home", str(solo))
+    one_line_error(stopped, f"no peer is running in {solo} (last seen 20")
 
 
 def _follow_mutations(home: Path, url: str, final: str) -> None:

@@ -1,4 +1,4 @@
-"""The `p2pnode` command: init, run, testnet, id, status, dashboard, submit, mutation, frames."""
+"""The `p2pnode` command: init, run, testnet, id, config, status, dashboard, submit, mutation…"""
 
 from __future__ import annotations
 
@@ -21,12 +21,30 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+HOME_VARIABLE = "P2PNODE_HOME"
+"""The --home of every command that takes one, when the flag is left out."""
+
+
+def _home_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """--home, required unless $P2PNODE_HOME gives it."""
+    home = os.environ.get(HOME_VARIABLE) or None
+    parser.add_argument(
+        "--home", required=home is None, default=home, help=f"{what} (default: ${HOME_VARIABLE})"
+    )
+
+
 def _target(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
     """--home DIR or --url URL: the peer a command talks to."""
     action = "append" if many else "store"
     again = " (repeatable)" if many else ""
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--home", action=action, help=f"the home folder of a running peer{again}")
+    home = os.environ.get(HOME_VARIABLE) or None
+    group = parser.add_mutually_exclusive_group(required=home is None)
+    group.add_argument(
+        "--home",
+        action=action,
+        default=([home] if many else home) if home else None,
+        help=f"the home folder of a running peer{again} (default: ${HOME_VARIABLE})",
+    )
     group.add_argument(
         "--url", action=action, help=f"a peer's status url, http://127.0.0.1:PORT{again}"
     )
@@ -47,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     """Commands that make or run peers."""
     from p2pnode.chain.genesis import DEFAULT_DIFFICULTY
-    from p2pnode.cli import commands, testnet
+    from p2pnode.cli import commands, config, testnet
 
     init = sub.add_parser("init", help="create a peer home: key, config and maybe a genesis")
     init.add_argument("--home", required=True, help="the folder to create")
@@ -60,8 +78,12 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     init.set_defaults(run=commands.init)
 
-    run = sub.add_parser("run", help="run a peer until Ctrl-C")
-    run.add_argument("--home", required=True, help="the peer's home folder")
+    run = sub.add_parser(
+        "run",
+        help="run a peer until Ctrl-C",
+        epilog="`p2pnode config` lists every setting --set takes, with its default.",
+    )
+    _home_flag(run, "the peer's home folder")
     run.add_argument("--listen", action="append", help="multiaddr to listen on (repeatable)")
     run.add_argument(
         "--bootstrap", action="append", help="multiaddr of a peer to join, with /p2p/ (repeatable)"
@@ -104,8 +126,26 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     net.set_defaults(run=testnet.testnet)
 
     ident = sub.add_parser("id", help="a home's peer id and multiaddrs")
-    ident.add_argument("--home", required=True)
+    _home_flag(ident, "the peer's home folder")
     ident.set_defaults(run=commands.ident)
+
+    settings = sub.add_parser(
+        "config", help="every setting's value and where it comes from (the defaults: no --home)"
+    )
+    settings.add_argument(
+        "--home",
+        default=os.environ.get(HOME_VARIABLE) or None,
+        help=f"the peer's home folder (default: ${HOME_VARIABLE}, else none)",
+    )
+    settings.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="as run takes it (repeatable)",
+    )
+    settings.add_argument("--json", action="store_true", help="as one JSON object")
+    settings.set_defaults(run=config.config)
 
 
 def _client_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import replace
@@ -158,9 +160,24 @@ def _shared(listen: Sequence[str], peer: str, announce: Sequence[str] = ()) -> l
 
 
 def url_from(args: argparse.Namespace) -> str:
+    """The status URL of --url, or of the peer running in --home (ClientError if none)."""
     if args.url is not None:
         return str(args.url)
-    return status_url(Home(Path(args.home)))
+    home = Home(Path(args.home))
+    if not home.in_use():
+        raise ClientError(f"no peer is running in {home.path} ({_last_seen(home)})")
+    return status_url(home)
+
+
+def _last_seen(home: Home) -> str:
+    """When a peer of `home` last wrote its log, store or status URL."""
+    times = []
+    for path in (home.log_file, home.store_file, home.status_url_file):
+        with contextlib.suppress(OSError):
+            times.append(path.stat().st_mtime)
+    if not times:
+        return "never run" if home.config_file.exists() else "not a home"
+    return "last seen " + time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(max(times)))
 
 
 def urls_from(args: argparse.Namespace) -> list[str]:

@@ -140,7 +140,10 @@ def write_config(
     """The home's config.toml: where the peer listens, whom it joins, and `extra` [node]
     settings (e.g. {"echo": False})."""
     node = {"listen": listen, "bootstrap": bootstrap, **(extra or {})}
-    header = "# p2pnode peer settings; see config/default.toml for every setting and its default.\n"
+    header = (
+        "# p2pnode peer settings. `p2pnode config --home HOME` prints every setting, its\n"
+        "# value and where it comes from; `p2pnode config` alone, the defaults.\n"
+    )
     home.config_file.write_text(header + tomli_w.dumps({"node": node}), encoding="utf-8")
 
 

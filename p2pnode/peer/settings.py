@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import ipaddress
 import math
@@ -107,6 +108,12 @@ def env_name(path: str) -> str:
     return ENV_PREFIX + path.upper().replace(".", "_")
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean node.bootstrap?)' for a misspelt name, or ''."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
@@ -141,7 +148,14 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Settings given as P2PNODE_SECTION_KEY variables (e.g. P2PNODE_CONSENSUS_TIMEOUTS_VOTING)."""
+    """Settings given as P2PNODE_SECTION_KEY variables (e.g. P2PNODE_CONSENSUS_TIMEOUTS_VOTING).
+    A P2PNODE_NODE_… or P2PNODE_CONSENSUS_… variable that names no setting is an error: a
+    misspelt one would be ignored."""
+    names = {env_name(path) for path in setting_paths()}
+    for variable in sorted(environ):
+        sections = (env_name("node."), env_name("consensus."))
+        if variable.startswith(sections) and variable not in names:
+            raise SettingsError(f"{variable} names no setting{did_you_mean(variable, names)}")
     document: dict[str, Any] = {}
     for path, kind in setting_paths().items():
         raw = environ.get(env_name(path))
@@ -160,7 +174,7 @@ def from_assignments(assignments: Iterable[str]) -> dict[str, Any]:
         if not equals:
             raise SettingsError(f"--set {assignment!r}: expected section.key=value")
         if path not in paths:
-            raise SettingsError(f"--set: unknown setting {path}")
+            raise SettingsError(f"--set: unknown setting {path}{did_you_mean(path, paths)}")
         document = merge(document, _nest(path, _literal(raw.strip(), paths[path], path)))
     return document
 
@@ -186,7 +200,8 @@ def _table(
         raise SettingsError(f"{path} must be a table")
     unknown = sorted(set(value) - known)
     if unknown:
-        raise SettingsError(f"unknown setting {path}.{unknown[0]}")
+        wrong = f"{path}.{unknown[0]}"
+        raise SettingsError(f"unknown setting {wrong}{did_you_mean(wrong, setting_paths())}")
     return value
 
 
