@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -23,7 +24,18 @@ from p2pnode.peer.status_read import parse_status
 
 LOOPBACK_0 = "/ip4/127.0.0.1/tcp/0"
 ANOTHER_PEER = "12D3KooWKu3SHG1t1ibfrQ5nr8718pxM6aFQ9anZvzcjaat4wPkR"
-COMMANDS = ["init", "run", "testnet", "config", "status", "dashboard", "submit", "mutation", "frames", "id"]
+COMMANDS = [
+    "init",
+    "run",
+    "testnet",
+    "config",
+    "status",
+    "dashboard",
+    "submit",
+    "mutation",
+    "frames",
+    "id",
+]
 
 
 def p2pnode(
@@ -442,6 +454,11 @@ def test_a_second_run_of_a_home_or_on_a_taken_port_is_one_line_and_leaves_the_pe
         assert process.wait(timeout=20) == 0
 
 
+SCRIPT = Path(sys.executable).parent / "p2pnode"
+if SCRIPT.is_relative_to(Path.cwd()):  # the command that works from here, .venv/bin/p2pnode
+    SCRIPT = SCRIPT.relative_to(Path.cwd())
+
+
 def test_testnet_generate_only_writes_homes_that_run_by_hand(tmp_path: Path) -> None:
     out = tmp_path / "net"
     result = p2pnode("testnet", "--peers", "3", "--out", str(out), "--generate-only")
@@ -450,11 +467,24 @@ def test_testnet_generate_only_writes_homes_that_run_by_hand(tmp_path: Path) -> 
         home = out / f"peer{index}"
         assert (home / "identity.key").exists()
         assert (home / "genesis.json").read_text() == (out / "peer0" / "genesis.json").read_text()
-        assert f"p2pnode run --home {home}" in result.stdout
+        assert f"{SCRIPT} run --home {home}" in result.stdout
     config = (out / "peer2" / "config.toml").read_text()
     assert "/p2p/12D3KooW" in config, "the bootstrap address of peer0 is filled in"
+    genesis = json.loads((out / "peer0" / "genesis.json").read_text())
+    assert result.stdout.splitlines()[:2] == [
+        f"created 3 prover homes in {out}",
+        f"network {genesis['network']}, genesis sha256 "
+        + hashlib.sha256((out / "peer0" / "genesis.json").read_bytes()).hexdigest(),
+    ]
     again = p2pnode("testnet", "--peers", "3", "--out", str(out), "--generate-only")
-    assert "reusing" in again.stdout
+    assert "reusing the 3 prover homes" in again.stdout
+    elsewhere = ["--base-port", "5000", "--generate-only"]
+    one_line_error(
+        p2pnode("testnet", "--peers", "3", "--out", str(out), *elsewhere),
+        "listen from port 4001, not 5000",
+    )
+    alone = p2pnode("testnet", "--peers", "1", "--out", str(tmp_path / "one"), "--generate-only")
+    assert "created 1 prover home in" in alone.stdout
     one_line_error(
         p2pnode("testnet", "--peers", "2", "--out", str(out), "--generate-only"), "something else"
     )

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import trio
 from p2pnode.local.homes import generate_testnet
 from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
 from p2pnode.peer.home import Home, HomeError
+from p2pnode.peer.status import PeerStatus
+from tests.status_sample import OTHERS, SAMPLE
 
 
 async def test_a_peer_that_exits_on_start_is_reported_with_its_last_words(tmp_path: Path) -> None:
@@ -52,8 +55,29 @@ async def test_a_home_held_by_a_peer_refuses_a_second_and_keeps_its_status_url(
             stop_all([process])
         assert home.status_url_file.read_text() == "http://127.0.0.1:1\n", "the holder's own"
     assert not home.in_use(), "released when its holder leaves"
-    spawn(home, "--help").wait()
-    assert not home.status_url_file.exists(), "a stale one goes"
+
+
+class Running:
+    returncode = None
+
+    def poll(self) -> None:
+        return None
+
+
+async def test_a_status_url_left_by_a_last_run_counts_only_once_its_own_peer_answers(
+    tmp_path: Path, autojump_clock: object
+) -> None:
+    """A home keeps its status.url across runs (and so its port): until the new run serves,
+    another process may answer there, and must not pass for the peer."""
+    home = generate_testnet(tmp_path, 1, base_port=0, difficulty=100)[1][0]
+    own = replace(SAMPLE, peer_id=home.keypair().prover.identity())
+    answers = iter([replace(SAMPLE, peer_id=OTHERS[0]), replace(SAMPLE, peer_id=OTHERS[1]), own])
+
+    async def read() -> PeerStatus:
+        return next(answers)
+
+    with trio.fail_after(10):
+        assert await serving(home, Running(), read=read) == own
 
 
 PARENT = """

@@ -53,8 +53,8 @@ def wait_exit(pid: int, timeout: float) -> int:
     raise AssertionError(f"the testnet command did not exit within {timeout} s of Ctrl-C")
 
 
-def peers_alive(out: Path) -> list[int]:
-    """Processes whose command line runs a peer of the testnet in `out`."""
+def peers_alive(out: Path, home: str = "") -> list[int]:
+    """Processes whose command line runs a peer of the testnet in `out` (in its `home`)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -62,7 +62,7 @@ def peers_alive(out: Path) -> list[int]:
                 command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if str(out).encode() in command and b"\x00run\x00" in command:
+            if str(out / home).encode() in command and b"\x00run\x00" in command:
                 found.append(int(entry.name))
     return found
 
@@ -80,11 +80,22 @@ def test_testnet_shows_ranks_advancing_and_ctrl_c_leaves_nothing(tmp_path: Path)
         assert len(set(seen)) >= 3, f"the final rank did not advance on screen: {seen}"
         assert max(seen) >= 3
         assert len(peers_alive(out)) == 4, "four peer processes run behind the dashboard"
+        # A dead peer shows as ended, with how (it showed as unreachable, and counted as
+        # stopped at the end).
+        os.kill(peers_alive(out, "peer3")[0], signal.SIGKILL)
+        screen = ""
+        deadline = time.monotonic() + 30
+        while "killed by SIGKILL" not in screen and time.monotonic() < deadline:
+            screen = read_screen(master, 1)
+        assert "killed by SIGKILL" in screen
+        assert "ended" in screen
         os.write(master, b"\x03")  # Ctrl-C
         tail = read_screen(master, 1)
         status = wait_exit(pid, timeout=30)
         assert os.WIFEXITED(status), f"ended by a signal: {status}"
         assert os.WEXITSTATUS(status) == 0, tail
+        assert "stopped 3 peers" in tail
+        assert "peer3 killed by SIGKILL" in tail
         assert peers_alive(out) == []
     finally:
         os.close(master)

@@ -115,14 +115,16 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     net.add_argument(
         "--base-port",
         type=int,
-        default=4001,
-        help="peer I listens on base+I (0: ports the system picks)",
+        help="new homes: peer I listens on base+I (default 4001; 0: ports the system picks)",
     )
     net.add_argument(
         "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
     )
     net.add_argument("--no-dashboard", action="store_true", help="print a line per peer instead")
     net.add_argument("--generate-only", action="store_true", help="write the homes and exit")
+    net.add_argument(
+        "--restart", action="store_true", help="start a peer that exited again (after 1 to 30 s)"
+    )
     net.set_defaults(run=testnet.testnet)
 
     ident = sub.add_parser("id", help="a home's peer id and multiaddrs")

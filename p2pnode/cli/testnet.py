@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 import signal
-import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
-from p2pnode.api.client import ClientError, get_status, status_url
+from p2pnode.api.client import ClientError, status_url
 from p2pnode.cli.errors import UsageError
+from p2pnode.dashboard.live import Reader, fetch
+from p2pnode.dashboard.model import Reading, Unreachable
 from p2pnode.local.homes import generate_testnet
-from p2pnode.local.processes import PeerExitedError, serving, spawn, stop_all
+from p2pnode.local.processes import PeerExitedError, serving
+from p2pnode.local.supervisor import Supervised, Supervisor
 from p2pnode.peer.home import KEY_FILE, Home
 from p2pnode.peer.status import PeerStatus
 
+DEFAULT_BASE_PORT = 4001
 STOP_TIMEOUT = 15.0
 START_TIMEOUT = 60.0
 
@@ -23,32 +30,63 @@ START_TIMEOUT = 60.0
 def testnet(args: argparse.Namespace) -> int:
     if not 1 <= args.peers <= 16:
         raise UsageError("--peers must be between 1 and 16")
-    if args.base_port != 0 and not 1024 <= args.base_port <= 65535 - args.peers:
+    base_port = DEFAULT_BASE_PORT if args.base_port is None else args.base_port
+    if base_port != 0 and not 1024 <= base_port <= 65535 - args.peers:
         raise UsageError(
             f"--base-port must be 0 or leave {args.peers} ports below 65536, from 1024"
         )
-    if args.base_port == 0 and args.generate_only:
+    if base_port == 0 and args.generate_only:
         raise UsageError("--generate-only needs a --base-port: the homes must name their ports")
     out = Path(args.out)
     homes = _existing(out, args.peers)
+    plural = "s" if args.peers > 1 else ""
     if homes is None:
-        _, homes = generate_testnet(
-            out, args.peers, base_port=args.base_port, difficulty=args.difficulty
+        genesis, homes = generate_testnet(
+            out, args.peers, base_port=base_port, difficulty=args.difficulty
         )
-        print(f"created {args.peers} prover homes in {out}")
+        print(f"created {args.peers} prover home{plural} in {out}")
     else:
-        print(f"reusing the {args.peers} prover homes in {out} (with the ports they name)")
+        genesis = homes[0].genesis()
+        _check_ports(homes, args.base_port)
+        print(f"reusing the {args.peers} prover home{plural} in {out} (with the ports they name)")
+    print(f"network {genesis.network}, genesis sha256 {genesis.hash().hex()}")
     if args.generate_only:
         for home in homes:
-            print(f"  p2pnode run --home {home.path}")
+            print(f"  {_command()} run --home {shlex.quote(str(home.path))}")
         return 0
-    processes: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor(restart=args.restart)
     try:
-        trio.run(_watch_until_stopped, homes, processes, not args.no_dashboard)
+        trio.run(_watch_until_stopped, homes, supervisor, not args.no_dashboard)
     finally:
-        stop_all(processes, STOP_TIMEOUT)
-    print(f"stopped {len(processes)} peers; their logs are in {out}/peer*/node.log")
+        ended = supervisor.stop(STOP_TIMEOUT)
+    stopped = len(supervisor.peers) - len(ended)
+    print(f"stopped {stopped} peer{'s' if stopped != 1 else ''}; logs in {out}/peer*/node.log")
+    for line in ended:
+        print(f"  {line}")
     return 0
+
+
+def _command() -> str:
+    """How this `p2pnode` is run from here: the script beside the interpreter (relative to
+    the working folder when under it, e.g. .venv/bin/p2pnode), else `python -m p2pnode`."""
+    script = Path(sys.executable).parent / "p2pnode"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m p2pnode"
+    with contextlib.suppress(ValueError):
+        script = script.relative_to(Path.cwd())
+    return shlex.quote(str(script))
+
+
+def _check_ports(homes: list[Home], asked: int | None) -> None:
+    """A --base-port given for homes that name other ports is an error, not ignored."""
+    if asked is None:
+        return
+    first = homes[0].settings().listen[0].rsplit("/", 1)[-1]
+    if first != str(asked):
+        raise UsageError(
+            f"the homes in {homes[0].path.parent} listen from port {first}, not {asked}: "
+            "--base-port applies to new homes (use another --out, or leave it out)"
+        )
 
 
 def _existing(out: Path, peers: int) -> list[Home] | None:
@@ -62,22 +100,43 @@ def _existing(out: Path, peers: int) -> list[Home] | None:
     return homes
 
 
-async def _watch_until_stopped(
-    homes: list[Home], processes: list[subprocess.Popen[bytes]], dashboard: bool
-) -> None:
+async def _watch_until_stopped(homes: list[Home], supervisor: Supervisor, dashboard: bool) -> None:
     # SIGHUP: the terminal closed; the peers are in their own sessions and must be stopped.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, stop, nursery)
-            urls = await _started(homes, processes)
+            urls = await _started(homes, supervisor)
+            nursery.start_soon(supervisor.watch)
+            read = supervised_reader(supervisor, dict(zip(urls, homes, strict=True)))
             if dashboard:
                 from p2pnode.dashboard.live import watch
 
-                await watch(urls, stop=stop)
+                await watch(urls, stop=stop, read=read)
             else:
-                await _print_lines(urls, stop)
+                await _print_lines(urls, stop, read)
             nursery.cancel_scope.cancel()
+
+
+def supervised_reader(
+    supervisor: Supervisor, homes: dict[str, Home], read: Reader = fetch
+) -> Reader:
+    """Read a peer's status at the URL its home names now; a peer that exited reads as what
+    ended it (its exit status and last line), not as a URL that does not answer."""
+
+    async def supervised(url: str, timeout: float) -> Reading:
+        home = homes[url]
+        ended = supervisor.exited(home)
+        if ended is not None:
+            return Unreachable(url, ended, ended=True)
+        try:
+            current = status_url(home)
+        except ClientError:  # restarting: no status.url until it serves
+            current = url
+        reading = await read(current, timeout)
+        return replace(reading, url=url) if isinstance(reading, Unreachable) else reading
+
+    return supervised
 
 
 async def _stop_on_signal(
@@ -89,51 +148,41 @@ async def _stop_on_signal(
         return
 
 
-def _log(home: Home) -> Path:
-    return home.path / "process.log"
-
-
-async def _started(homes: list[Home], processes: list[subprocess.Popen[bytes]]) -> list[str]:
+async def _started(homes: list[Home], supervisor: Supervisor) -> list[str]:
     """Start peer0, then the others with peer0's address (read back from its status, so a
     port the system picked works); each peer's status url once every one answers."""
     with trio.move_on_after(START_TIMEOUT):
-        first = await _start(homes[0], processes)
+        first = await _serving(supervisor.start(homes[0]))
         # Loopback first; a home that announces another address is joined there.
         joins = [a for a in first.addrs if "/ip4/127.0.0.1/" in a] or list(first.addrs)
         if not joins:
             raise UsageError(f"{homes[0].path.name} shows no address to join")
-        for home in homes[1:]:
-            processes.append(spawn(home, "--bootstrap", joins[0], log=_log(home), own_session=True))
-        for home, process in zip(homes[1:], processes[1:], strict=True):
-            await _serving(home, process)
+        others = [supervisor.start(home, "--bootstrap", joins[0]) for home in homes[1:]]
+        for peer in others:
+            await _serving(peer)
         return [status_url(home) for home in homes]
     raise UsageError(f"the peers did not start within {START_TIMEOUT:.0f} s")
 
 
-async def _start(home: Home, processes: list[subprocess.Popen[bytes]]) -> PeerStatus:
-    processes.append(spawn(home, log=_log(home), own_session=True))
-    return await _serving(home, processes[-1])
-
-
-async def _serving(home: Home, process: subprocess.Popen[bytes]) -> PeerStatus:
+async def _serving(peer: Supervised) -> PeerStatus:
     try:
-        return await serving(home, process, _log(home))
+        return await serving(peer.home, peer.process, peer.log)
     except PeerExitedError as err:
         raise UsageError(str(err)) from None
 
 
-async def _print_lines(urls: list[str], stop: trio.Event) -> None:
+async def _print_lines(urls: list[str], stop: trio.Event, read: Reader) -> None:
     """Without a dashboard: one line per peer every two seconds."""
     while not stop.is_set():
         for url in urls:
-            try:
-                status = await get_status(url, timeout=1)
+            reading = await read(url, 1.0)
+            if isinstance(reading, Unreachable):
+                print(f"{url}: {reading.reason}", flush=True)
+            else:
                 print(
-                    f"{status.peer_id[-8:]}  rank {status.finalized_rank:>6}"
-                    f"  {status.state}  {status.sync}",
+                    f"{reading.peer_id[-8:]}  rank {reading.finalized_rank:>6}"
+                    f"  {reading.state}  {reading.sync}",
                     flush=True,
                 )
-            except ClientError as err:
-                print(f"{url}: {err}", flush=True)
         with trio.move_on_after(2):
             await stop.wait()

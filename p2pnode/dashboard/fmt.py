@@ -146,7 +146,7 @@ def mark(flag: bool, style: str = "green") -> Text:
 
 
 def unreachable_text(peer: Unreachable, now: float) -> Text:
-    text = Text("unreachable", style="bold red")
+    text = Text("ended" if peer.ended else "unreachable", style="bold red")
     if peer.since is not None:
         # Whole seconds: the column is narrow and the exact age does not matter.
         age = now - peer.since

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -130,7 +131,7 @@ def _since(reading: Reading, before: Reading | None) -> Reading:
     if isinstance(reading, PeerStatus):
         return reading
     since = before.since if isinstance(before, Unreachable) else None
-    return Unreachable(reading.url, reading.reason, since or time.time())
+    return replace(reading, since=since or time.time())
 
 
 @contextlib.contextmanager

@@ -14,6 +14,8 @@ class Unreachable:
     url: str
     reason: str
     since: float | None = None
+    ended: bool = False
+    """Its process is known to have ended (a supervisor saw it): `reason` says how."""
 
 
 Reading = PeerStatus | Unreachable

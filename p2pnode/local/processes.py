@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -56,8 +57,6 @@ def spawn(
     in order; and should the parent die, the peer gets `on_parent_death`. `inside` is a
     command that execs the peer (`ip netns exec NAME`), so the process is still the peer.
     """
-    if not home.in_use():  # a running peer's is its own; it refuses this second run
-        home.status_url_file.unlink(missing_ok=True)  # a stale one would answer for a dead peer
     command = [*inside, sys.executable, "-m", "p2pnode", "run", "--home", str(home.path), *args]
     death = None
     if own_session and _PRCTL is not None:
@@ -103,16 +102,19 @@ async def serving(
     read: Callable[[], Awaitable[PeerStatus]] | None = None,
 ) -> PeerStatus:
     """The peer's first status, once it answers (the caller bounds the wait); `PeerExitedError`
-    if the process ends first. `read` asks for the status (by default over loopback)."""
+    if the process ends first. `read` asks for the status (by default over loopback). The
+    home's status.url is that of its last run until the new one serves (it keeps its port),
+    so only a status of the home's own peer id counts."""
     ask = read if read is not None else lambda: get_status(status_url(home), timeout=1)
     while True:
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:].strip() if log is not None else ""
             raise PeerExitedError(f"{home.path.name} exited with {process.returncode}: {tail}")
-        try:
-            return await ask()
-        except ClientError:
-            await trio.sleep(POLL)
+        with contextlib.suppress(ClientError):
+            status = await ask()
+            if status.peer_id == home.keypair().prover.identity():
+                return status
+        await trio.sleep(POLL)
 
 
 def stop_all(processes: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
