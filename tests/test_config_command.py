@@ -83,3 +83,9 @@ def test_a_misspelt_setting_is_named_with_what_was_meant(make: object, message: 
 def test_config_of_a_home_that_is_not_one_is_one_line(tmp_path: Path) -> None:
     one_line_error(p2pnode("config", "--home", str(tmp_path / "none")), "no home at")
     one_line_error(p2pnode("config", "--set", "node.ech=1"), "did you mean node.echo?")
+
+
+@pytest.mark.parametrize("name", ["peer 0", "x" * 33, "../etc", 7])
+def test_a_name_that_is_not_a_short_word_is_refused(name: object) -> None:
+    with pytest.raises(SettingsError, match=r"node\.name must be up to 32 letters"):
+        node_settings({"node": {"name": name}})

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.peer.logsetup import LogFormat, LogLevel, LogSettings, LogTarget, logging_to
+from p2pnode.peer.logsetup import (
+    LogCounter,
+    LogFormat,
+    LogLevel,
+    LogSettings,
+    LogTarget,
+    counting,
+    logging_to,
+)
 from p2pnode.peer.settings import SettingsError, node_settings
 
 log = logging.getLogger("p2pnode.peer.test")
@@ -115,3 +123,16 @@ def test_the_log_settings_are_read_from_the_node_section() -> None:
         {"node": {"log_level": "debug", "log_format": "json", "log_to": "stdout", "log_keep": 0}}
     )
     assert settings.log == LogSettings(LogLevel.DEBUG, LogFormat.JSON, LogTarget.STDOUT, 10.0, 0)
+
+
+def test_warnings_and_errors_are_counted_for_the_status_with_the_last_error() -> None:
+    counter = LogCounter()
+    with counting(counter):
+        log.info("routine")
+        log.warning("odd")
+        _failure()
+        log.error("the store is %s", "read-only")
+    log.error("after the block: not counted")
+    assert (counter.warnings, counter.errors) == (1, 2)
+    assert counter.last_error == "the store is read-only"
+    assert counter not in logging.getLogger().handlers

@@ -80,6 +80,10 @@ def test_testnet_shows_ranks_advancing_and_ctrl_c_leaves_nothing(tmp_path: Path)
         assert len(set(seen)) >= 3, f"the final rank did not advance on screen: {seen}"
         assert max(seen) >= 3
         assert len(peers_alive(out)) == 4, "four peer processes run behind the dashboard"
+        screen = read_screen(master, 1)
+        assert "peer0" in screen, "peers are called by their homes' names"
+        assert "Ctrl-C stops the testnet" in screen
+        assert "join with --bootstrap /ip4/127.0.0.1/tcp/" in screen
         # A dead peer shows as ended, with how (it showed as unreachable, and counted as
         # stopped at the end).
         os.kill(peers_alive(out, "peer3")[0], signal.SIGKILL)

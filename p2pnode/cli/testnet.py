@@ -106,13 +106,14 @@ async def _watch_until_stopped(homes: list[Home], supervisor: Supervisor, dashbo
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_signal, signals, stop, nursery)
-            urls = await _started(homes, supervisor)
+            urls, join = await _started(homes, supervisor)
             nursery.start_soon(supervisor.watch)
             read = supervised_reader(supervisor, dict(zip(urls, homes, strict=True)))
             if dashboard:
                 from p2pnode.dashboard.live import watch
 
-                await watch(urls, stop=stop, read=read)
+                footer = f"Ctrl-C stops the testnet · join with --bootstrap {join}"
+                await watch(urls, stop=stop, read=read, footer=footer)
             else:
                 await _print_lines(urls, stop, read)
             nursery.cancel_scope.cancel()
@@ -148,9 +149,10 @@ async def _stop_on_signal(
         return
 
 
-async def _started(homes: list[Home], supervisor: Supervisor) -> list[str]:
+async def _started(homes: list[Home], supervisor: Supervisor) -> tuple[list[str], str]:
     """Start peer0, then the others with peer0's address (read back from its status, so a
-    port the system picked works); each peer's status url once every one answers."""
+    port the system picked works); each peer's status url once every one answers, and the
+    address others join at."""
     with trio.move_on_after(START_TIMEOUT):
         first = await _serving(supervisor.start(homes[0]))
         # Loopback first; a home that announces another address is joined there.
@@ -160,7 +162,7 @@ async def _started(homes: list[Home], supervisor: Supervisor) -> list[str]:
         others = [supervisor.start(home, "--bootstrap", joins[0]) for home in homes[1:]]
         for peer in others:
             await _serving(peer)
-        return [status_url(home) for home in homes]
+        return [status_url(home) for home in homes], joins[0]
     raise UsageError(f"the peers did not start within {START_TIMEOUT:.0f} s")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -10,7 +10,7 @@ from rich.text import Text
 from p2pnode.dashboard import fmt, layout, parts
 from p2pnode.dashboard.layout import Block, Cell
 from p2pnode.dashboard.model import Reading, Unreachable
-from p2pnode.peer.status import PeerStatus, RoundSummary
+from p2pnode.peer.status import STALLED_AFTER, PeerStatus, RoundSummary
 
 LABEL_WIDTH = 12
 COLUMN_WIDTH = 15
@@ -40,9 +40,12 @@ def _messages_cell(s: PeerStatus, wide: bool) -> Text:
 
 
 def _errors_cell(s: PeerStatus, wide: bool) -> Text:
-    if not s.errors:
+    """Errors in the peer's log (the engine's own go there too), else the engine's."""
+    count = s.log_errors or len(s.errors)
+    if not count:
         return Text(fmt.NONE, style="dim")
-    return Text(f"{len(s.errors)}: {s.errors[-1].message}", style="red")
+    last = s.last_log_error or (s.errors[-1].message if s.errors else "")
+    return Text(f"{count}: {last}", style="red")
 
 
 def _final_cell(s: PeerStatus, wide: bool) -> Text:
@@ -119,6 +122,7 @@ def peer_grid(
     """A column per peer: the header essentials and its current round, then the prover matrix
     and, when there is room, its verdicts per topic."""
     chosen, wide = set(PRIORITY[:rows]), column >= WIDE_COLUMN
+    names = fmt.names_of(readings)
     lines: list[list[Cell]] = []
     for label, cell in (row for row in ROWS if row[0] in chosen):
         lines.append(
@@ -126,21 +130,24 @@ def peer_grid(
         )
     for prover in provers_of(readings)[:provers]:
         lines.append(
-            [Text(fmt.short_id(prover), style="bold"), *(_marks(r, prover) for r in readings)]
+            [Text(fmt.who(prover, names), style="bold"), *(_marks(r, prover) for r in readings)]
         )
     for topic in topics_of(readings)[:topics]:
         name = Text(topic if wide else fmt.SHORT_TOPICS.get(topic, topic), style="dim")
         lines.append([name, *(_verdicts(r, topic) for r in readings)])
     headers: list[Cell] = ["", *(_peer_header(r, wide) for r in readings)]
-    limits = dict.fromkeys(range(1, len(readings) + 1), column)
-    label_width = LABEL_WIDTH + 2 if wide else LABEL_WIDTH
-    return layout.table(headers, lines, width, limits=limits, fixed={0: label_width})
+    # Every column as wide whatever it holds now: widths do not jump from one refresh to the next.
+    fixed = dict.fromkeys(range(1, len(readings) + 1), column)
+    fixed[0] = LABEL_WIDTH + 2 if wide else LABEL_WIDTH
+    return layout.table(headers, lines, width, fixed=fixed)
 
 
 def _peer_header(reading: Reading, wide: bool) -> Text:
     if isinstance(reading, Unreachable):
         return Text(fmt.url_label(reading.url), style="bold red")
-    text = Text(fmt.short_id(reading.peer_id, 8 if wide else 4), style="bold")
+    text = Text(reading.name or fmt.short_id(reading.peer_id, 8 if wide else 4), style="bold")
+    if reading.name and wide:
+        text.append(f" {fmt.short_id(reading.peer_id)}", style="dim")
     if wide:
         text.append(f" {fmt.url_label(reading.url)}", style="dim")
     return text
@@ -183,7 +190,7 @@ def _verdicts(reading: Reading, topic: str) -> Text:
     return text
 
 
-MATRIX_LEGEND = "provers: L live P proposed V voted C confirmed E equivocated, as each peer sees it"
+MATRIX_LEGEND = "provers: L live  P proposed  V voted  C confirmed  E equivocated"
 TOPICS_LEGEND = "; topics: accept / ignore / reject"
 
 
@@ -230,7 +237,12 @@ def shared_rounds(statuses: Sequence[PeerStatus]) -> list[SharedRound]:
 
 
 def shared_rounds_table(
-    rounds: Sequence[SharedRound], peers: int, width: int, *, limit: int
+    rounds: Sequence[SharedRound],
+    peers: int,
+    width: int,
+    *,
+    limit: int,
+    names: Mapping[str, str] | None = None,
 ) -> Block:
     """Recent final frames of the whole testnet; `final` counts the peers holding each rank."""
     lines: list[list[Cell]] = []
@@ -244,7 +256,7 @@ def shared_rounds_table(
         lines.append(
             [
                 Text(str(row.rank), style=retried),
-                fmt.short_id(row.prover),
+                fmt.who(row.prover, names or {}),
                 frame,
                 str(row.mutations),
                 str(row.signers),
@@ -263,5 +275,30 @@ def testnet_events(statuses: Sequence[PeerStatus]) -> list[parts.Event]:
     """Every peer's events, each marked with the tail of its peer id."""
     rows: list[parts.Event] = []
     for status in statuses:
-        rows += parts.events(status, who=status.peer_id[-4:] + " ")
+        rows += parts.events(status, who=(status.name or status.peer_id[-4:]) + " ")
     return rows
+
+
+def stalled(readings: Sequence[Reading]) -> str | None:
+    """`stalled: no final frame for 25 s: 2 of 4 peers unreachable, no quorum (2 of 3)` when
+    no reachable peer saw a frame become final for STALLED_AFTER seconds; else None. The
+    quorum part counts the provers the best connected peer reaches, itself included."""
+    reachable = [r for r in readings if isinstance(r, PeerStatus)]
+    if not reachable:
+        return f"stalled: none of the {len(readings)} peers answers"
+    since = [r.since_finalized for r in reachable]
+    latest = min((s for s in since if s is not None), default=None)
+    if latest is not None and latest <= STALLED_AFTER:
+        return None
+    if latest is None and max(r.state_time for r in reachable) <= STALLED_AFTER:
+        return None  # just started
+    told = "since start" if latest is None else f"for {latest:.0f} s"
+    reasons = []
+    down = len(readings) - len(reachable)
+    if down:
+        reasons.append(f"{down} of {len(readings)} peers unreachable")
+    quorum = reachable[0].round.quorum
+    reached = max(1 + len(set(r.peers) & set(r.provers)) for r in reachable)
+    if reached < quorum:
+        reasons.append(f"no quorum ({reached} of {quorum})")
+    return f"stalled: no final frame {told}" + (": " + ", ".join(reasons) if reasons else "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from rich.text import Text
 
 from p2pnode.dashboard.model import Unreachable
@@ -29,6 +31,16 @@ def short_id(peer_id: str, keep: int = 4) -> str:
     if len(peer_id) <= 2 * keep + 1:
         return peer_id
     return f"{peer_id[:4]}{ELLIPSIS}{peer_id[-keep:]}"
+
+
+def who(peer_id: str, names: Mapping[str, str], keep: int = 4) -> str:
+    """A peer's name (peer0, as its operator calls it) where known, else its short id."""
+    return names.get(peer_id) or short_id(peer_id, keep)
+
+
+def names_of(readings: Iterable[object]) -> dict[str, str]:
+    """Peer id -> name of the peers whose status tells their name."""
+    return {r.peer_id: r.name for r in readings if isinstance(r, PeerStatus) and r.name}
 
 
 def short_frame(frame_id: str, keep: int = 8) -> str:

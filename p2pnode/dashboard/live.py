@@ -49,11 +49,11 @@ def _reason(url: str, err: Exception) -> str:
     return text or type(err).__name__
 
 
-def view(readings: Sequence[Reading], width: int, height: int) -> RenderableType:
+def view(readings: Sequence[Reading], width: int, height: int, footer: str = "") -> RenderableType:
     """The full view of one peer, or all peers side by side."""
     if len(readings) == 1:
-        return peer_view(readings[0], width, height)
-    return testnet_view(readings, width, height)
+        return peer_view(readings[0], width, height, footer=footer)
+    return testnet_view(readings, width, height, footer=footer)
 
 
 async def watch(
@@ -64,10 +64,12 @@ async def watch(
     stop: trio.Event | None = None,
     log_file: Path | None = None,
     read: Reader = fetch,
+    footer: str = "Ctrl-C to quit",
 ) -> None:
     """Show the peers at `urls` until `stop` is set or the caller cancels.
 
-    `read` gets one peer's status (over HTTP by default; tests give an in-memory one).
+    `read` gets one peer's status (over HTTP by default; tests give an in-memory one);
+    `footer` ends the view (how to stop it, where to join).
     """
     if not urls:
         raise ValueError("no peer to watch")
@@ -86,7 +88,7 @@ async def watch(
             await everyone.wait()
         if not stop.is_set():
             with _logs_off_terminal(log_file):
-                await _show(console, urls, latest, refresh, stop)
+                await _show(console, urls, latest, refresh, stop, footer)
         nursery.cancel_scope.cancel()
 
 
@@ -96,6 +98,7 @@ async def _show(
     latest: dict[str, Reading],
     refresh: float,
     stop: trio.Event,
+    footer: str,
 ) -> None:
     """Render the latest readings every `refresh` until `stop` is set."""
     # No refresh thread: this loop renders, between polls, in this process only.
@@ -103,7 +106,7 @@ async def _show(
         while not stop.is_set():
             width, height = console.size
             readings = [latest.get(u) or Unreachable(u, "no reply yet") for u in urls]
-            live.update(view(readings, width, height), refresh=True)
+            live.update(view(readings, width, height, footer), refresh=True)
             with trio.move_on_after(refresh):
                 await stop.wait()
 

@@ -24,13 +24,21 @@ SIDE_BY_SIDE = 76
 EVENTS = "recent transitions and errors"
 
 
-def peer_view(status: Reading, width: int, height: int, *, now: float | None = None) -> Group:
-    """One peer in full detail; rows are dropped, never wrapped, to fit width by height."""
+def peer_view(
+    status: Reading, width: int, height: int, *, now: float | None = None, footer: str = ""
+) -> Group:
+    """One peer in full detail; rows are dropped, never wrapped, to fit width by height; a
+    line says when the peer is stalled and why, and `footer` ends the view."""
     now = time.time() if now is None else now
+    ends = [layout.clip(Text(footer, style="dim"), width)] if footer else []
     if isinstance(status, Unreachable):
-        return Group(*_unreachable(status, width, now))
+        return Group(*_unreachable(status, width, now), *ends)
+    height -= len(ends)
     wide = width >= WIDE
     lines = parts.header(status, width, wide=wide, full=width >= FULL_IDS)
+    stalled = fleet.stalled([status])
+    if stalled:
+        lines.insert(1, layout.clip(Text(stalled, style="bold red"), width))
     lines += parts.round_lines(status, width)
     room = height - len(lines)
     top = max(1 + len(parts.prover_order(status)), parts.verdict_height(status, WIDE_REASONS))
@@ -38,7 +46,7 @@ def peer_view(status: Reading, width: int, height: int, *, now: float | None = N
         lines += _wide_body(status, room, width, now)
     else:
         lines += _narrow_body(status, room, width, now)
-    return Group(*lines[: max(height, 0)])
+    return Group(*lines[: max(height, 0)], *ends)
 
 
 def _narrow_body(status: PeerStatus, room: int, width: int, now: float) -> Block:
@@ -97,15 +105,21 @@ def testnet_view(
     height: int,
     *,
     now: float | None = None,  # noqa: PT028 (a view whose name merely starts like a test's)
+    footer: str = "",  # noqa: PT028
 ) -> Group:
-    """All peers side by side, then the testnet's recent rounds beside its latest events."""
+    """All peers side by side, then the testnet's recent rounds beside its latest events;
+    a line says when the testnet is stalled and why, and `footer` ends the view."""
     now = time.time() if now is None else now
     shown = list(statuses[: fleet.columns_that_fit(width)])
     reachable = [s for s in statuses if isinstance(s, PeerStatus)]
     rounds = fleet.shared_rounds(reachable)
-    room = height - 1
-    # The grid first, leaving a few recent rounds below; then the matrix, then the topics.
-    grid_room = room - 1 - (min(1 + len(rounds), 6) if rounds else 0)
+    stalled = fleet.stalled(statuses)
+    ends = [layout.clip(Text(footer, style="dim"), width)] if footer else []
+    height -= len(ends)
+    room = height - 1 - (1 if stalled else 0)
+    # The grid first, leaving a legend and a few recent rounds below; then the matrix, then
+    # the topics.
+    grid_room = room - 2 - (min(1 + len(rounds), 6) if rounds else 0)
     provers, topics = len(fleet.provers_of(shown)), len(fleet.topics_of(shown))
     rows = max(1, min(len(fleet.PRIORITY), grid_room - provers))
     provers = max(0, min(provers, grid_room - rows))
@@ -113,14 +127,16 @@ def testnet_view(
     topics = topics if grid_room - rows - provers >= topics else 0
     column = fleet.column_width(width, len(shown))
     lines = [_title(statuses, reachable, len(shown), width)]
+    if stalled:
+        lines.append(layout.clip(Text(stalled, style="bold red"), width))
     lines += fleet.peer_grid(
         shown, now, width, column=column, rows=rows, provers=provers, topics=topics
     )
-    if provers and height - len(lines) >= 8:
+    if provers and height - len(lines) >= 2:
         legend = fleet.MATRIX_LEGEND + (fleet.TOPICS_LEGEND if topics else "")
         lines.append(layout.clip(Text(legend, style="dim"), width))
     lines += _testnet_rest(rounds, reachable, len(reachable), height - len(lines), width, now)
-    return Group(*lines[: max(height, 0)])
+    return Group(*lines[: max(height, 0)], *ends)
 
 
 def _title(
@@ -155,10 +171,12 @@ def _testnet_rest(
         return []
     evs = fleet.testnet_events(reachable)
     if width >= 100:
-        table = fleet.shared_rounds_table(rounds, peers, width, limit=room - 1)
+        names = fmt.names_of(reachable)
+        table = fleet.shared_rounds_table(rounds, peers, width, limit=room - 1, names=names)
         lines = parts.event_lines(evs, now, width, room, "recent events")
         return layout.beside(table, lines, width)
     ev_room = min(1 + len(evs), max(0, room - 1 - len(rounds)), 6)
     ev_room = ev_room if ev_room >= 2 else 0
-    table = fleet.shared_rounds_table(rounds, peers, width, limit=room - 1 - ev_room)
+    names = fmt.names_of(reachable)
+    table = fleet.shared_rounds_table(rounds, peers, width, limit=room - 1 - ev_room, names=names)
     return table + parts.event_lines(evs, now, width, ev_room, "recent events")

@@ -116,3 +116,33 @@ def logging_to(log_file: Path, settings: LogSettings) -> Iterator[None]:
         root.handlers[:] = handlers
         root.setLevel(previous)
         handler.close()
+
+
+class LogCounter(logging.Handler):
+    """Counts the warnings and errors a process logs, and keeps the last error's message:
+    what a dashboard shows of a log it cannot read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.warnings = 0
+        self.errors = 0
+        self.last_error = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            self.errors += 1
+            with contextlib.suppress(Exception):  # a record that cannot format: counted anyway
+                self.last_error = _one_line(record.getMessage())[:200]
+        else:
+            self.warnings += 1
+
+
+@contextlib.contextmanager
+def counting(counter: LogCounter) -> Iterator[None]:
+    """Inside the block, the root logger's records reach `counter` too."""
+    root = logging.getLogger()
+    root.addHandler(counter)
+    try:
+        yield
+    finally:
+        root.removeHandler(counter)

@@ -25,6 +25,7 @@ from p2pnode.peer.batches import Batcher
 from p2pnode.peer.catchup import CatchUp
 from p2pnode.peer.home import Home
 from p2pnode.peer.inbound import Inbound
+from p2pnode.peer.logsetup import LogCounter, counting
 from p2pnode.peer.metrics import Metrics
 from p2pnode.peer.phases import PhaseClock
 from p2pnode.peer.resend import ResendClock, Resender
@@ -139,6 +140,7 @@ class Node:
                 f"{len(genesis.provers)} provers"
             )
         self.activity = Activity()
+        self.log_counts = LogCounter()
         self.machine: Machine = StateMachine(
             keypair.prover,
             self.store.tip(),
@@ -213,6 +215,11 @@ class Node:
         )
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the peer until `stop`; its warnings and errors are counted for its status."""
+        with counting(self.log_counts):
+            await self._run(task_status)
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         crashed = False
         clock = ResendClock(self.settings.rebroadcast, trio.current_time())
         self._resender = resender = Resender(clock, self._send_latest)
@@ -302,6 +309,7 @@ class Node:
         rounds, recent = self._recent_history()
         return PeerStatus(
             peer_id=self.keypair.prover.identity(),
+            name=self.settings.name or self.home.path.name,
             network=self.genesis.network,
             role=self.role,
             state=str(self.machine.get_state()),
@@ -325,6 +333,9 @@ class Node:
             rejected=tuple(
                 (f"{t.value}: {why}", n) for (t, why), n in self.inbound.reasons.items()
             ),
+            log_warnings=self.log_counts.warnings,
+            log_errors=self.log_counts.errors,
+            last_log_error=self.log_counts.last_error,
             **_network_status(network),
         )
 

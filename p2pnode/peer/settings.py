@@ -39,6 +39,8 @@ class EngineSettings:
 class NodeSettings:
     """How a peer runs: its addresses, its self-delivery mode and its engine settings."""
 
+    name: str = ""
+    """The peer's name in dashboards and its status; empty: its home folder's name."""
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: tuple[str, ...] = ()
     announce: tuple[str, ...] = ()
@@ -395,7 +397,20 @@ def _log_keep(node: Mapping[str, Any], default: int) -> int:
     return value
 
 
+NAME = re.compile(r"[\w.-]{0,32}")
+
+
+def _name(node: Mapping[str, Any], default: str) -> str:
+    value = node.get("name", default)
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise SettingsError(
+            "node.name must be up to 32 letters, digits, '.', '-' or '_' (empty: the home's name)"
+        )
+    return value
+
+
 _CHECKS: dict[str, Callable[[Mapping[str, Any], Any], Any]] = {
+    "name": _name,
     "listen": lambda node, default: _addresses(node, "listen", default),
     "bootstrap": _bootstrap,
     "announce": lambda node, default: _announce(node),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from p2pnode.consensus import Event, RoundView, State
 from p2pnode.peer.phases import RoundPhases
 
-STALLED_AFTER = 30.0
+STALLED_AFTER = 20.0
 """Seconds without a final frame after which a peer calls itself stalled."""
 SYNC_STATES = ("synced", "catching up", "stalled")
 
@@ -227,6 +227,12 @@ class PeerStatus:
     banned: tuple[str, ...] = ()
     limited: tuple[tuple[str, int], ...] = ()
     """Requests, messages and connections refused by a per-peer rate or a ban, per limit."""
+    name: str = ""
+    """The operator's name for the peer: node.name, else its home folder's name."""
+    log_warnings: int = 0
+    log_errors: int = 0
+    """Records the peer logged at WARNING, and at ERROR or above, since it started."""
+    last_log_error: str = ""
     url: str = ""
     """Where a reader fetched it (not served)."""
     problems: tuple[str, ...] = ()
@@ -239,6 +245,7 @@ class PeerStatus:
     def to_json(self) -> dict[str, object]:
         return {
             "peer_id": self.peer_id,
+            "name": self.name,
             "addrs": list(self.addrs),
             "network": self.network,
             "role": self.role,
@@ -267,6 +274,11 @@ class PeerStatus:
             "transition_log": [[t.at, t.source, t.target, t.event] for t in self.transition_log],
             "errors": [[e.at, e.message] for e in self.errors],
             "round": self.round.to_json(),
+            "log": {
+                "warnings": self.log_warnings,
+                "errors": self.log_errors,
+                "last_error": self.last_log_error,
+            },
         }
 
 

@@ -114,6 +114,8 @@ def parse_status(data: object, url: str = "") -> PeerStatus:
     since = f.number("since_finalized")
     provers = f.texts("provers")
     sync = f.opt_text("sync")
+    # Counts of the log: absent from an older peer's status, which is no problem.
+    logs = f.sub("log") if "log" in f.data else _Fields({}, "log.", [])
     if sync not in SYNC_STATES:
         sync = sync_state(finalized, max(best, finalized), since)
     return PeerStatus(
@@ -147,6 +149,10 @@ def parse_status(data: object, url: str = "") -> PeerStatus:
         malformed=f.counts("malformed"),
         banned=f.texts("banned"),
         limited=f.counts("limited"),
+        name=f.opt_text("name") or "",
+        log_warnings=logs.integer("warnings"),
+        log_errors=logs.integer("errors"),
+        last_log_error=logs.opt_text("last_error") or "",
         problems=tuple(dict.fromkeys(problems)),
     )
 
