@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     """Commands that make or run peers."""
     from p2pnode.chain.genesis import DEFAULT_DIFFICULTY
-    from p2pnode.cli import commands, config, testnet
+    from p2pnode.cli import commands, config, reset, testnet
 
     init = sub.add_parser("init", help="create a peer home: key, config and maybe a genesis")
     init.add_argument("--home", required=True, help="the folder to create")
@@ -130,6 +130,18 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     ident = sub.add_parser("id", help="a home's peer id and multiaddrs")
     _home_flag(ident, "the peer's home folder")
     ident.set_defaults(run=commands.ident)
+
+    wipe = sub.add_parser(
+        "reset",
+        help="wipe a stopped peer's store (it syncs again); keeps its key, genesis and config",
+    )
+    _home_flag(wipe, "the peer's home folder")
+    wipe.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="reset a prover too, though it forgets the votes it signed",
+    )
+    wipe.set_defaults(run=reset.reset)
 
     settings = sub.add_parser(
         "config", help="every setting's value and where it comes from (the defaults: no --home)"
