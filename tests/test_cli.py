@@ -166,7 +166,7 @@ def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> N
         (["testnet", "--peers", "nine"], "invalid int"),
         (["status", "--url", "http://127.0.0.1:9"], "cannot reach"),
         (["status", "--url", "ftp://somewhere"], "http://host:port"),
-        (["status", "--home", "{tmp}/nobody"], "no running peer"),
+        (["status", "--home", "{tmp}/nobody"], "no peer is running in"),
         (["submit", "--url", "http://127.0.0.1:9", "hello"], "cannot reach"),
         (["submit", "--url", "http://127.0.0.1:9", "hi", "--file", "-"], "not allowed with"),
         (["submit", "--url", "http://127.0.0.1:9"], "one of the arguments data --file"),
