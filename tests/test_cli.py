@@ -387,6 +387,8 @@ def test_bootstrap_problems_are_told_in_a_line_and_a_foreign_network_stops_the_p
         assert lines[0].endswith(
             f"cannot reach 127.0.0.1:{refused_port}: connection refused (retrying)"
         )
+        # One line per address and reason: not py-libp2p's ERROR lines per attempt.
+        assert " ERROR " not in (other / "node.log").read_text()
         host_port = address.split("/")[2] + ":" + address.split("/")[4]
         assert lines[1].endswith(f"{host_port} is {solo_id}, not {ANOTHER_PEER} (retrying)")
         foreign = p2pnode("run", "--home", str(other), "--bootstrap", address, timeout=60)

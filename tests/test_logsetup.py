@@ -108,8 +108,8 @@ def test_stdout_gets_the_records_and_no_file_is_written(
         ({"log_format": "xml"}, "node.log_format must be 'text' or 'json', got 'xml'"),
         ({"log_to": "syslog"}, "node.log_to must be 'file' or 'stdout', got 'syslog'"),
         ({"log_max_mb": 0}, "node.log_max_mb must be a number of MB from 0.01 to 100000"),
-        ({"log_keep": -1}, "node.log_keep must be a whole number of files from 0 to 1000"),
-        ({"log_keep": 2.5}, "node.log_keep must be a whole number of files from 0 to 1000"),
+        ({"log_keep": 0}, "node.log_keep must be a whole number of files from 1 to 1000"),
+        ({"log_keep": 2.5}, "node.log_keep must be a whole number of files from 1 to 1000"),
     ],
 )
 def test_a_bad_log_setting_is_named(node: dict[str, object], message: str) -> None:
@@ -120,9 +120,9 @@ def test_a_bad_log_setting_is_named(node: dict[str, object], message: str) -> No
 
 def test_the_log_settings_are_read_from_the_node_section() -> None:
     settings = node_settings(
-        {"node": {"log_level": "debug", "log_format": "json", "log_to": "stdout", "log_keep": 0}}
+        {"node": {"log_level": "debug", "log_format": "json", "log_to": "stdout", "log_keep": 1}}
     )
-    assert settings.log == LogSettings(LogLevel.DEBUG, LogFormat.JSON, LogTarget.STDOUT, 10.0, 0)
+    assert settings.log == LogSettings(LogLevel.DEBUG, LogFormat.JSON, LogTarget.STDOUT, 10.0, 1)
 
 
 def test_warnings_and_errors_are_counted_for_the_status_with_the_last_error() -> None:

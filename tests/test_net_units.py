@@ -339,10 +339,13 @@ def test_a_failed_dial_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixtur
         tcp = logging.getLogger("libp2p.transport.tcp.tcp")
         tcp.error("Failed to open TCP stream: %s", OSError("unreachable"))
         tcp.error("Unexpected error opening TCP stream: %s", "boom")
+        swarm = logging.getLogger("libp2p.network.swarm")
+        swarm.error("failed to upgrade security for peer %s: %s", "12D3KooWx", "mismatch")
     levels = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("p2p")]
     assert levels == [
         ("DEBUG", "Failed to open TCP stream: unreachable"),
         ("ERROR", "Unexpected error opening TCP stream: boom"),
+        ("DEBUG", "failed to upgrade security for peer 12D3KooWx: mismatch"),
     ]
 
 

@@ -66,6 +66,9 @@ class Dialer:
         self._dialling: set[str] = set()
         self._foreign: dict[str, str] = {}
         """Bootstrap peers of other networks, and the line that told so."""
+        self._ours_seen = False
+        """Whether a bootstrap peer ever said it serves this network: from then on a foreign
+        one is dropped, never a reason to stop."""
         self.closing = False
 
     def learn(self, record: PeerRecord) -> Learned:
@@ -159,9 +162,12 @@ class Dialer:
         with trio.move_on_after(IDENTIFY_WAIT):
             while (networks := self._stack.networks_of(target)) is None:
                 await trio.sleep(0.05)
-        if networks is None or self._config.network in networks:
+        # None: identify did not tell in time; empty: it lists no sync protocol of any network
+        # (caught starting up, or a newer version): neither proves another network.
+        if not networks or self._config.network in networks:
+            self._ours_seen = self._ours_seen or bool(networks)
             return True
-        serves = ", ".join(map(repr, sorted(networks))) or "no p2pnode network"
+        serves = ", ".join(map(repr, sorted(networks)))
         line = (
             f"bootstrap peer {target} at {endpoint(addr)} serves {serves}, "
             f"not {self._config.network!r}"
@@ -170,6 +176,6 @@ class Dialer:
         self._foreign[target] = line
         await self._stack.disconnect(target)
         bootstrap = {self._peer_of(a) for a in self._config.bootstrap} - {self._stack.peer_id}
-        if bootstrap <= set(self._foreign):
+        if not self._ours_seen and bootstrap <= set(self._foreign):
             raise NetError(f"no bootstrap peer is of this network: {line}")
         return False

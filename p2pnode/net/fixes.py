@@ -71,9 +71,15 @@ def route_libp2p_logging() -> None:
         target.addHandler(logging.NullHandler())
 
 
-_EXPECTED = {("libp2p.transport.tcp.tcp", "Failed to open TCP stream: %s")}
-"""py-libp2p's ERROR records of what a peer expects (a dial to a peer that is down or cut
-off): logged at DEBUG, like the network layer's own line on the failed dial."""
+_EXPECTED = {
+    ("libp2p.transport.tcp.tcp", "Failed to open TCP stream: %s"),
+    ("libp2p.network.swarm", "failed to upgrade security for peer %s: %s"),
+    ("libp2p.protocol_muxer.multiselect_client", "MultiselectClient handshake: read failed: %s"),
+    ("libp2p.protocol_muxer.multiselect_client", "MultiselectClient handshake: write failed: %s"),
+}
+"""py-libp2p's ERROR records of what a peer expects (a dial to a peer that is down, cut off,
+not the peer dialled or not libp2p at all): logged at DEBUG, like the network layer's own
+line on the failed dial (the dialler logs one WARNING line naming why)."""
 
 
 _STOPPED = {"libp2p.network.auto_connector"}

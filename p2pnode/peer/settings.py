@@ -392,8 +392,9 @@ def _log_max_mb(node: Mapping[str, Any], default: float) -> float:
 
 def _log_keep(node: Mapping[str, Any], default: int) -> int:
     value = node.get("log_keep", default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
-        raise SettingsError("node.log_keep must be a whole number of files from 0 to 1000")
+    # 0 would never rotate: RotatingFileHandler rolls over only when it keeps a file.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise SettingsError("node.log_keep must be a whole number of files from 1 to 1000")
     return value
 
 
