@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pnode.cli import parse
 from p2pnode.peer.settings import SettingsError, from_environment, load_settings, node_settings
 from p2pnode.peer.sources import effective_settings
 from tests.test_cli import one_line_error, p2pnode
@@ -89,3 +90,15 @@ def test_config_of_a_home_that_is_not_one_is_one_line(tmp_path: Path) -> None:
 def test_a_name_that_is_not_a_short_word_is_refused(name: object) -> None:
     with pytest.raises(SettingsError, match=r"node\.name must be up to 32 letters"):
         node_settings({"node": {"name": name}})
+
+
+def test_p2pnode_home_stands_for_a_home_left_out_and_only_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("P2PNODE_HOME", "/env")
+    assert parse(["dashboard", "--home", "/b"]).home == ["/b"], "not /env beside it"
+    assert parse(["dashboard"]).home == ["/env"]
+    assert parse(["dashboard", "--url", "http://127.0.0.1:1"]).home is None
+    assert parse(["status"]).home == "/env"
+    assert parse(["init"]).home == "/env"
+    assert parse(["run", "--home", "/c"]).home == "/c"

@@ -5,24 +5,32 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
+import trio.testing
 
+from p2pnode.api.routes import FRESH, read_only_routes
 from p2pnode.api.server import MAX_PER_IP, Reply, Request, StatusServer, json_reply
 from p2pnode.peer.health import health_problems
 from p2pnode.peer.metrics import Metrics
+from p2pnode.peer.node import Node
 from p2pnode.peer.settings import SettingsError, node_settings
+from p2pnode.peer.status import PeerStatus
 from tests.status_sample import OTHERS, SAMPLE
-from tests.test_cli import first_lines, run_solo
+from tests.test_cli import first_lines, one_line_error, p2pnode, run_solo
 from tests.test_status_endpoint import BOUND, get_status, raw
 
 FAMILIES = {
     "p2pnode_build_info": "gauge",
+    "p2pnode_peer_info": "gauge",
     "p2pnode_healthy": "gauge",
     "p2pnode_consensus_rank": "gauge",
     "p2pnode_consensus_since_final_seconds": "gauge",
@@ -127,7 +135,8 @@ async def test_a_public_server_answers_any_host_but_holds_few_connections_per_ip
             held = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(MAX_PER_IP)]
             # The server took all of them before it takes the next one (accepts are in order).
             await held[-1].send_all(b"GET ")
-            extra = await trio.open_tcp_stream("127.0.0.1", server.port)
+            # Another address of the same /24 is the same network: turned away too.
+            extra = await trio.open_tcp_stream("127.0.0.1", server.port, local_address="127.0.0.2")
             assert await extra.receive_some(100) == b"", "closed unanswered"
             assert server.turned_away == 1
             for stream in held:
@@ -182,3 +191,54 @@ def test_a_peer_serves_metrics_and_health_to_a_monitor_and_keeps_its_status_port
     finally:
         again.send_signal(signal.SIGTERM)
         assert again.wait(timeout=20) == 0
+
+
+class CountingNode:
+    """The part of a peer the read-only routes use, counting how often each is worked out."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.metrics = self
+
+    def exposition(self) -> bytes:
+        self.asked += 1
+        return b"p2pnode_healthy 1.0\n"
+
+    def status(self) -> PeerStatus:
+        self.asked += 1
+        return SAMPLE
+
+
+async def test_a_public_server_works_its_answers_out_once_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every scrape built the whole status in the consensus loop: a loop of requests from
+    strangers took a third of a core."""
+    node = CountingNode()
+    routes = read_only_routes(cast(Node, node), cached=True)
+    for _ in range(100):
+        await routes["GET", "/metrics"](Request(b""))
+        await routes["GET", "/health"](Request(b""))
+    assert node.asked == 2
+    await trio.sleep(FRESH)
+    reply = await routes["GET", "/health"](Request(b""))
+    assert (node.asked, reply.status) == (3, 200)
+    loopback = read_only_routes(cast(Node, node))
+    await loopback["GET", "/metrics"](Request(b""))
+    await loopback["GET", "/metrics"](Request(b""))
+    assert node.asked == 5, "on loopback, always fresh"
+
+
+def test_a_taken_metrics_port_stops_the_peer_before_it_starts(solo: Path) -> None:
+    """The peer ran consensus and printed its addresses, then exited over the metrics port."""
+    with closing(socket.socket()) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = p2pnode("run", "--home", str(solo), "--set", f"node.metrics=127.0.0.1:{port}")
+    one_line_error(result, f"cannot serve metrics on 127.0.0.1:{port}", "in use")
+    assert result.stdout == "", "nothing started, nothing said"
+    assert not (solo / "status.url").exists()
+    assert (
+        not (solo / "store.sqlite").exists() or "final rank" not in (solo / "node.log").read_text()
+    )

@@ -407,13 +407,13 @@ async def test_submit_one_mutation_still_works() -> None:
 async def test_a_mutation_is_looked_up_by_its_id_in_the_query() -> None:
     async with peer() as (node, port):
         wanted = f"/mutation?id={'ab' * 32}"
-        unknown = {"status": "unknown", "rank": None}
+        unknown = {"status": "unknown", "rank": None, "frame": None}
         assert await send(port, post(wanted, b"", None, method="GET")) == (200, unknown)
         assert node.store.asked == [bytes.fromhex("ab" * 32)]
         node.mempool.add(b"pending")
         pending = f"/mutation?id={mutation_id(b'pending').hex()}"
         reply = await send(port, post(pending, b"", None, method="GET"))
-        assert reply == (200, {"status": "pending", "rank": None})
+        assert reply == (200, {"status": "pending", "rank": None, "frame": None})
         for bad in ("/mutation", "/mutation?id=xyz"):
             reply = await send(port, post(bad, b"", None, method="GET"))
             assert reply == (400, {"error": "id must be a mutation id in hex"})

@@ -10,10 +10,13 @@ import re
 import select
 import signal
 import struct
+import subprocess
 import sys
 import termios
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 ANSI = re.compile(rb"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-B]|[=>78])")
 FINAL = re.compile(r"final (\d+)")
@@ -110,3 +113,57 @@ def test_testnet_shows_ranks_advancing_and_ctrl_c_leaves_nothing(tmp_path: Path)
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+def test_a_restarted_first_peer_keeps_its_address_and_the_testnet_goes_on(tmp_path: Path) -> None:
+    """`--restart` of peer0 on ports the system picks: it came back on another port, where
+    the others (told its old address) never found it, and the testnet stalled."""
+    out = tmp_path / "net"
+    argv = [sys.executable, "-m", "p2pnode", "testnet", "--peers", "2", "--out", str(out)]
+    argv += ["--base-port", "0", "--difficulty", "200", "--no-dashboard", "--restart"]
+    testnet = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert testnet.stdout is not None
+        before = _rank_reaching(testnet.stdout, 2)
+        first = peers_alive(out, "peer0")
+        os.kill(first[0], signal.SIGKILL)
+        told = _line_with(testnet.stdout, "killed by")
+        assert told.startswith("peer0 killed by SIGKILL: ")
+        assert told.endswith("(restarting)\n")
+        # Back, and the two finalize together again: rank beyond what they had.
+        _rank_reaching(testnet.stdout, before + 3, timeout=90)
+        assert peers_alive(out, "peer0") != first
+    finally:
+        testnet.send_signal(signal.SIGINT)
+        assert testnet.wait(timeout=30) == 0
+        for stray in peers_alive(out):
+            os.kill(stray, signal.SIGKILL)
+
+
+def _line_with(stream: IO[str], needle: str, timeout: float = 30) -> str:
+    """The next line of `stream` holding `needle` (a thread reads: no hang past `timeout`)."""
+    found: list[str] = []
+
+    def read() -> None:
+        for line in stream:
+            if needle in line:
+                found.append(line)
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert found, f"no line with {needle!r} within {timeout} s"
+    return found[0]
+
+
+def _rank_reaching(stream: IO[str], rank: int, timeout: float = 60) -> int:
+    """Read lines (`…  rank N  state  sync`) until one shows a rank of at least `rank`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no peer reached rank {rank}"
+        line = _line_with(stream, "  rank ", left)
+        seen = int(line.split("  rank ")[1].split()[0])
+        if seen >= rank:
+            return seen

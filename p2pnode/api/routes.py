@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable
+
+import trio
+
 from p2pnode.api.batch import BatchError, decode_batch
 from p2pnode.api.server import (
     CBOR,
@@ -20,25 +26,55 @@ from p2pnode.peer.node import Node
 METRICS_TYPE = "text/plain; version=0.0.4"
 
 
-def read_only_routes(node: Node) -> dict[tuple[str, str], Route]:
-    """What a monitoring system reads: metrics and health, nothing that changes the peer."""
+FRESH = 1.0
+"""Seconds a public server's answer is served again before it is worked out anew: a status
+costs the event loop some milliseconds, and scrapers ask every few seconds."""
 
-    async def metrics(_: Request) -> Reply:
+
+class Cached:
+    """A reply worked out at most once per FRESH seconds, whoever asks."""
+
+    def __init__(self, make: Callable[[], Reply]) -> None:
+        self._make = make
+        self._reply: Reply | None = None
+        self._at = -math.inf
+
+    async def __call__(self, _: Request) -> Reply:
+        now = trio.current_time()
+        if self._reply is None or now - self._at >= FRESH:
+            self._reply, self._at = self._make(), now
+        return self._reply
+
+
+def read_only_routes(node: Node, *, cached: bool = False) -> dict[tuple[str, str], Route]:
+    """What a monitoring system reads: metrics and health, nothing that changes the peer;
+    `cached` for a server any host can reach (see FRESH)."""
+
+    def metrics() -> Reply:
         return Reply(200, node.metrics.exposition(), METRICS_TYPE)
 
-    async def health(_: Request) -> Reply:
+    def health() -> Reply:
         """200 while connected to a quorum and finalizing, else 503 with the reasons."""
         problems = health_problems(node.status())
-        return json_reply(
-            {"healthy": not problems, "problems": list(problems)}, 503 if problems else 200
-        )
+        answer = {"healthy": not problems, "problems": list(problems)}
+        return json_reply(answer, 503 if problems else 200)
 
-    return {("GET", "/metrics"): metrics, ("GET", "/health"): health}
+    if cached:
+        return {("GET", "/metrics"): Cached(metrics), ("GET", "/health"): Cached(health)}
+
+    async def now(make: Callable[[], Reply], _: Request) -> Reply:
+        return make()
+
+    return {
+        ("GET", "/metrics"): functools.partial(now, metrics),
+        ("GET", "/health"): functools.partial(now, health),
+    }
 
 
 def metrics_server(node: Node) -> StatusServer:
-    """The server of `node.metrics`: read-only routes, any Host (it may face a network)."""
-    return StatusServer(read_only_routes(node), public=True)
+    """The server of `node.metrics`: read-only routes, cached, any Host (it may face a
+    network)."""
+    return StatusServer(read_only_routes(node, cached=True), public=True)
 
 
 def status_server(node: Node) -> StatusServer:
@@ -76,7 +112,7 @@ def status_server(node: Node) -> StatusServer:
         if rank is not None:
             frame_id = None if frame is None else frame.identity()
             return json_reply({"status": "final", "rank": rank, "frame": frame_id})
-        return json_reply({"status": node.mempool.fate(key).value, "rank": None})
+        return json_reply({"status": node.mempool.fate(key).value, "rank": None, "frame": None})
 
     async def frames(request: Request) -> Reply:
         """16 final frames from the rank `from` (GET /frames?from=N), or the last 16, newest

@@ -15,6 +15,7 @@ import h11
 import trio
 
 from p2pnode.net.addresses import is_loopback_ip
+from p2pnode.net.tiers import prefix
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -30,12 +31,16 @@ MAX_SUBMIT_BATCH = 10_000
 CBOR = "application/cbor"
 READ_SIZE = 65536
 READ_TIMEOUT = 10.0
+PUBLIC_READ_TIMEOUT = 3.0
+"""A public server's: a request that has not come whole by then is dropped (the slots a slow
+stranger holds are freed sooner)."""
 LINGER = 1.0
 """How long a body over its limit is discarded once its request is answered (see
 `_discard_unread`), at most LINGER_SIZE bytes of it."""
 LINGER_SIZE = 65536
 MAX_CONNECTIONS = 64
 MAX_PER_IP = 8
+"""A public server's connections from one network: a /24 of IPv4 or a /64 of IPv6."""
 HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]{1,5})?")
 """A Host header: a name or IPv4 literal, or an IPv6 literal in brackets; maybe a port."""
 
@@ -88,7 +93,8 @@ class StatusServer:
     A loopback server refuses requests a web page could have made (see `refusal_of`); a
     `public` one, which serves read-only routes beyond loopback (metrics, health), takes any
     Host. Either holds at most MAX_CONNECTIONS connections, a public one MAX_PER_IP of them
-    from one IP: what comes beyond is closed unanswered, so a stranger cannot hold them all."""
+    from one /24 or /64 and each for PUBLIC_READ_TIMEOUT at most: what comes beyond is closed
+    unanswered, so a stranger cannot hold them all."""
 
     def __init__(
         self, routes: Mapping[tuple[str, str], Route | Limited], *, public: bool = False
@@ -109,9 +115,21 @@ class StatusServer:
     async def serve(
         self, host: str, port: int, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        await self.serve_on(await self.listen(host, port), task_status=task_status)
+
+    async def listen(self, host: str, port: int) -> list[trio.SocketListener]:
+        """Bind host:port (OSError if it cannot), without answering yet (see `serve_on`)."""
+        listeners = list(await trio.open_tcp_listeners(port, host=host))
         self.port = listeners[0].socket.getsockname()[1]
         self._origins = loopback_origins(host, self.port)
+        return listeners
+
+    async def serve_on(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         task_status.started(self.port)
         await trio.serve_listeners(self._handle, listeners)
 
@@ -120,12 +138,22 @@ class StatusServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
-            source = str(stream.socket.getpeername()[0])
+            source = prefix(str(stream.socket.getpeername()[0]))
         except OSError:  # gone already
-            source = ""
+            source = prefix(None)
         per_ip = MAX_PER_IP if self._public else MAX_CONNECTIONS  # loopback: all one IP
         if sum(self._open.values()) >= MAX_CONNECTIONS or self._open.get(source, 0) >= per_ip:
             self.turned_away += 1
+            # Logged at 1, 2, 4, 8, ... connections: a flood cannot flood the log.
+            if self.turned_away & (self.turned_away - 1) == 0:
+                log.warning(
+                    "%s server: %d connections turned away, over %d from %s or %d in all",
+                    "public" if self._public else "status",
+                    self.turned_away,
+                    per_ip,
+                    source,
+                    MAX_CONNECTIONS,
+                )
             await stream.aclose()
             return
         self._open[source] = self._open.get(source, 0) + 1
@@ -139,7 +167,7 @@ class StatusServer:
     async def _answer_one(self, stream: trio.SocketStream) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
         try:
-            with trio.fail_after(READ_TIMEOUT):
+            with trio.fail_after(PUBLIC_READ_TIMEOUT if self._public else READ_TIMEOUT):
                 head = await _read_head(stream, connection)
                 path, _, query = head.target.decode("ascii", "replace").partition("?")
                 route = self._routes.get((head.method.decode("ascii", "replace"), path))

@@ -39,10 +39,11 @@ def _target(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
     again = " (repeatable)" if many else ""
     home = os.environ.get(HOME_VARIABLE) or None
     group = parser.add_mutually_exclusive_group(required=home is None)
+    # An `append` default would be kept beside the flags given: filled in after parsing.
     group.add_argument(
         "--home",
         action=action,
-        default=([home] if many else home) if home else None,
+        default=None if many else home,
         help=f"the home folder of a running peer{again} (default: ${HOME_VARIABLE})",
     )
     group.add_argument(
@@ -68,7 +69,7 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     from p2pnode.cli import commands, config, reset, testnet
 
     init = sub.add_parser("init", help="create a peer home: key, config and maybe a genesis")
-    init.add_argument("--home", required=True, help="the folder to create")
+    _home_flag(init, "the folder to create")
     init.add_argument("--network", help="start a new network of this name with this peer")
     init.add_argument("--listen", help="multiaddr to listen on (default: a free loopback port)")
     init.add_argument(
@@ -223,7 +224,7 @@ READER_GONE = 141
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(words)
+        args = parse(words)
         command: Command = args.run
         return command(args)
     except BaseException as err:
@@ -231,6 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if status is None:
             raise
         return status
+
+
+def parse(words: Sequence[str]) -> argparse.Namespace:
+    """The command line's arguments; $P2PNODE_HOME fills in a --home left out (for the
+    dashboard's repeatable one too, but only when no --home and no --url is given)."""
+    args = build_parser().parse_args(words)
+    if getattr(args, "home", "") is None and getattr(args, "url", None) is None:
+        home = os.environ.get(HOME_VARIABLE) or None
+        args.home = [home] if home and args.command == "dashboard" else home
+    return args
 
 
 def quiet_exit(err: BaseException, command: str) -> int | None:

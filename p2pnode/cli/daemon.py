@@ -74,38 +74,56 @@ async def serve(
     keypair = home.keypair()
     genesis = await ensure_genesis(home, settings, say)
     node = Node(home, keypair, genesis, settings)
+    # Every port bound before the peer starts: a taken one stops it before it did anything.
+    status = status_server(node)
+    status_bound = await _listen_status(status, home, settings.status)
+    metrics = metrics_server(node) if settings.metrics else None
+    try:
+        metrics_bound = await _listen(metrics, settings.metrics, "metrics") if metrics else []
+    except HomeError:
+        for listener in status_bound:
+            listener.socket.close()
+        raise
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(_run_until_stopped, node, nursery)
-            url = await _serve_status(nursery, node, home, settings.status)
+            url = _url(settings.status, await nursery.start(status.serve_on, status_bound))
+            _write_status_url(home, url)
             say(f"peer id: {keypair.prover.identity()} ({node.role} of {genesis.network})")
             # Addresses to give peers on other hosts: wildcards expanded, or the announced ones.
             shown = "announcing" if settings.announce else "listening on"
             for address in node.network.addrs() if node.network else []:
                 say(f"{shown} {address}")
             say(f"status: {url}/status  metrics: {url}/metrics")
-            if settings.metrics:
-                metrics = await _serve(nursery, metrics_server(node), settings.metrics, "metrics")
-                say(f"metrics and health for monitoring: {metrics}/metrics  {metrics}/health")
+            if metrics is not None:
+                public = _url(
+                    settings.metrics, await nursery.start(metrics.serve_on, metrics_bound)
+                )
+                say(f"metrics and health for monitoring: {public}/metrics  {public}/health")
             _banner(node, genesis, url)
             nursery.start_soon(_stop_on_signal, signals, node)
             if beside is not None:
                 nursery.start_soon(_beside_then_stop, beside, node, url)
 
 
-async def _serve_status(nursery: trio.Nursery, node: Node, home: Home, endpoint: str) -> str:
-    """Serve the status endpoint and write its URL to the home. With port 0, the port of the
-    last start comes first: a restarted peer keeps its URL (dashboards, scrapers)."""
+async def _listen_status(
+    server: StatusServer, home: Home, endpoint: str
+) -> list[trio.SocketListener]:
+    """Bind the status endpoint. With port 0, the port of the last start comes first: a
+    restarted peer keeps its URL (dashboards, scrapers)."""
     host, port = split_endpoint(endpoint)
     last = _last_port(home, host) if port == 0 else None
-    url = None
     if last is not None:
         with contextlib.suppress(HomeError):  # taken meanwhile: any free port, then
-            url = await _serve(nursery, status_server(node), f"{_bracket(host)}:{last}", "status")
-    if url is None:
-        url = await _serve(nursery, status_server(node), endpoint, "status")
-    home.status_url_file.write_text(url + "\n", encoding="utf-8")
-    return url
+            return await _listen(server, f"{_bracket(host)}:{last}", "status")
+    return await _listen(server, endpoint, "status")
+
+
+def _write_status_url(home: Home, url: str) -> None:
+    """Whole or not at all: a reader never sees half a URL."""
+    partial = home.status_url_file.with_suffix(".url.partial")
+    partial.write_text(url + "\n", encoding="utf-8")
+    partial.replace(home.status_url_file)
 
 
 def _last_port(home: Home, host: str) -> int | None:
@@ -121,14 +139,18 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _serve(nursery: trio.Nursery, server: StatusServer, endpoint: str, what: str) -> str:
-    """Start `server` on `endpoint` (host:port); its URL. HomeError if it cannot listen."""
+async def _listen(server: StatusServer, endpoint: str, what: str) -> list[trio.SocketListener]:
+    """Bind `server` to `endpoint` (host:port). HomeError if it cannot."""
     host, port = split_endpoint(endpoint)
     try:
-        bound = await nursery.start(server.serve, host, port)
+        return await server.listen(host, port)
     except OSError as err:
         raise HomeError(f"cannot serve {what} on {endpoint}: {err.strerror}") from None
-    return f"http://{_bracket(host)}:{bound}"
+
+
+def _url(endpoint: str, port: int) -> str:
+    host, _ = split_endpoint(endpoint)
+    return f"http://{_bracket(host)}:{port}"
 
 
 def _banner(node: Node, genesis: Genesis, url: str) -> None:

@@ -54,7 +54,9 @@ def testnet(args: argparse.Namespace) -> int:
         for home in homes:
             print(f"  {_command()} run --home {shlex.quote(str(home.path))}")
         return 0
-    supervisor = Supervisor(restart=args.restart)
+    # Without a dashboard, a line per exit (with one, the view shows it).
+    told = (lambda line: print(line, flush=True)) if args.no_dashboard else (lambda line: None)
+    supervisor = Supervisor(restart=args.restart, told=told)
     try:
         trio.run(_watch_until_stopped, homes, supervisor, not args.no_dashboard)
     finally:
@@ -159,6 +161,9 @@ async def _started(homes: list[Home], supervisor: Supervisor) -> tuple[list[str]
         joins = [a for a in first.addrs if "/ip4/127.0.0.1/" in a] or list(first.addrs)
         if not joins:
             raise UsageError(f"{homes[0].path.name} shows no address to join")
+        # Restarted, peer0 listens where the others were told to join it (its home may say
+        # port 0: another port each start).
+        supervisor.peers[0].args = ("--listen", joins[0].split("/p2p/")[0])
         others = [supervisor.start(home, "--bootstrap", joins[0]) for home in homes[1:]]
         for peer in others:
             await _serving(peer)

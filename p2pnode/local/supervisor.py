@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,9 +81,17 @@ class Supervisor:
     """Starts peers in their own sessions; `watch` notes each exit and, with `restart`,
     starts the peer again (the home keeps its ports, so its status URL stays)."""
 
-    def __init__(self, *, restart: bool, first_delay: float = RESTART_FIRST) -> None:
+    def __init__(
+        self,
+        *,
+        restart: bool,
+        first_delay: float = RESTART_FIRST,
+        told: Callable[[str], None] = lambda line: None,
+    ) -> None:
         self.restart = restart
         self.first_delay = first_delay
+        self.told = told
+        """Called with a line for each exit noted (`peer2 killed by SIGKILL: …`)."""
         self.peers: list[Supervised] = []
 
     def start(self, home: Home, *args: str) -> Supervised:
@@ -101,7 +110,10 @@ class Supervisor:
 
     def check(self) -> list[Supervised]:
         """Note the exits since the last check; the peers that exited."""
-        return [peer for peer in self.peers if peer.note_exit()]
+        exited = [peer for peer in self.peers if peer.note_exit()]
+        for peer in exited:
+            self.told(f"{peer.name} {self.exited(peer.home)}")
+        return exited
 
     async def watch(self) -> None:
         """Note each exit as it happens and restart when asked; runs until cancelled."""

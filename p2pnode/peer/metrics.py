@@ -44,6 +44,11 @@ class StatusCollector(Collector):
             "The p2pnode that runs",
             value={"version": VERSION, "commit": commit()},
         )
+        yield InfoMetricFamily(
+            f"{PREFIX}peer",
+            "Who answers: the peer's id, name and network",
+            value={"peer_id": status.peer_id, "name": status.name, "network": status.network},
+        )
         yield GaugeMetricFamily(
             f"{PREFIX}healthy",
             "1 when connected to a quorum and finalizing (see /health), else 0",
