@@ -334,7 +334,9 @@ def test_a_peer_logging_json_to_stdout_writes_only_json_lines_there(solo: Path) 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     records = [json.loads(line) for line in process.stdout.read().splitlines()]
-    assert "signal 15: stopping" in [record["message"] for record in records]
+    messages = [record["message"] for record in records]
+    assert "signal 15: stopping" in messages
+    assert messages.index("stopped") > messages.index("signal 15: stopping"), "the banner's pair"
     assert not (solo / "node.log").exists()
 
 

@@ -102,3 +102,24 @@ def test_p2pnode_home_stands_for_a_home_left_out_and_only_then(
     assert parse(["status"]).home == "/env"
     assert parse(["init"]).home == "/env"
     assert parse(["run", "--home", "/c"]).home == "/c"
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"name": "x"}, "unknown section [name] (did you mean name under [node]?)"),
+        ({"nodes": {}}, "unknown section [nodes] (did you mean [node]?)"),
+        ({"zz": {}}, "unknown section [zz]"),
+    ],
+)
+def test_a_setting_or_section_in_the_wrong_place_is_named(
+    document: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        node_settings(document)
+    assert str(caught.value) == message
+
+
+def test_a_log_level_is_read_in_any_case_and_warn_is_warning() -> None:
+    assert node_settings({"node": {"log_level": "DEBUG"}}).log_level.value == "debug"
+    assert node_settings({"node": {"log_level": "warn"}}).log_level.value == "warning"

@@ -61,6 +61,12 @@ def test_a_failed_dial_is_one_line_naming_the_address_and_why(
     assert "\n" not in told
 
 
+def test_an_address_of_this_peer_itself_is_said_so() -> None:
+    mismatch = PeerIDMismatchesPubkey(f"remote_peer={WANTED}, remote_peer_id_from_pubkey={OTHER}")
+    told = why_dial_failed(_as_libp2p_raises(mismatch), ADDRESS, WANTED, 10.0, own=OTHER)
+    assert told == f"127.0.0.1:4009 is this peer itself, not {WANTED}"
+
+
 def test_an_endpoint_is_host_and_port() -> None:
     assert endpoint("/ip6/::1/tcp/4001/p2p/x") == "[::1]:4001"
     assert endpoint("/dns4/seed.example/tcp/4001") == "seed.example:4001"

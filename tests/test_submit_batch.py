@@ -469,3 +469,29 @@ async def test_a_large_batch_lets_the_event_loop_run_while_it_is_admitted(tmp_pa
         node.store.close()
     assert [admitted for _, admitted in results] == [Admission.ADDED] * MAX_SUBMIT_BATCH
     assert turns - before >= MAX_SUBMIT_BATCH // SUBMIT_SLICE - 1
+
+
+async def test_a_refused_mutation_is_still_told_as_json() -> None:
+    async with peer() as (_, port):
+        done = await p2pnode("submit", "--url", f"http://127.0.0.1:{port}", "full!", "--json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["results"] == [
+        {"id": mutation_id(b"full!").hex(), "admission": "full"}
+    ]
+    assert (
+        done.stderr.decode().strip() == "p2pnode submit: the peer did not take the mutation: full"
+    )
+
+
+async def test_waiting_ends_once_the_peer_says_a_mutation_will_not_be_final() -> None:
+    """--wait polled for the whole 120 s after the mutation had left the mempool."""
+    async with peer() as (node, port):
+        url = f"http://127.0.0.1:{port}"
+        with trio.fail_after(60):
+            done = await p2pnode("submit", "--url", url, "gone", "--wait")
+    assert done.returncode == 1
+    assert node.singles == [b"gone"]
+    assert done.stderr.decode().strip() == (
+        "p2pnode submit: 1 of 1 mutations not final, 1 of them unknown "
+        f"(p2pnode mutation {mutation_id(b'gone').hex()} tells where it is)"
+    )

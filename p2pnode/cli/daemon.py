@@ -184,6 +184,7 @@ async def _run_until_stopped(
 ) -> None:
     """Run the node; once it has stopped, end everything else the peer runs."""
     await node.run(task_status=task_status)
+    log.info("stopped")  # the banner's pair: a run's end shows in the log
     nursery.cancel_scope.cancel()
 
 

@@ -22,6 +22,12 @@ WAIT_FINAL = 120.0
 POLL = 0.5
 """Seconds between asks of a peer while waiting: another process's state cannot be awaited."""
 TAKEN = ("added", "duplicate")
+LOST = ("expired", "displaced", "unknown")
+"""Where a mutation waited for is not going to be final unless submitted again."""
+ASK_EVERY = 5.0
+"""While waiting, how often the peer is asked where the mutations not yet final are."""
+ASKED = 16
+"""At most this many of them each time (the rest are followed by frames only)."""
 MUTATION_ID = re.compile(r"[0-9a-f]{64}")
 WHERE = {
     "pending": "pending in the peer's mempool",
@@ -53,15 +59,18 @@ def submit(args: argparse.Namespace) -> int:
         if args.file is not None:
             print(_summary(results))
     taken = [r for r in results if r["admission"] in TAKEN]
-    if args.file is None and not taken:
-        raise UsageError(f"the peer did not take the mutation: {results[0]['admission']}")
-    late = trio.run(_wait_final, url, taken, tip, args.json) if args.wait else []
+    late = trio.run(_wait_final, url, taken, tip, args.json) if args.wait and taken else []
     if args.json:
         print(json.dumps({"results": results, **_counts(results)}))
+    if args.file is None and not taken:
+        raise UsageError(f"the peer did not take the mutation: {results[0]['admission']}")
     if late:
+        lost = [r for r in late if r.get("status") in LOST]
+        why = f", {len(lost)} of them {'/'.join(sorted({str(r['status']) for r in lost}))}"
         raise UsageError(
-            f"{len(late)} of {len(taken)} mutations not final after {WAIT_FINAL:.0f} s "
-            f"(p2pnode mutation {late[0]['id']} tells where it is)"
+            f"{len(late)} of {len(taken)} mutations not final"
+            + (why if lost else f" after {WAIT_FINAL:.0f} s")
+            + f" (p2pnode mutation {late[0]['id']} tells where it is)"
         )
     return 1 if len(taken) < len(results) else 0
 
@@ -175,6 +184,8 @@ async def _wait_final(url: str, taken: Sequence[Result], tip: int, quiet: bool) 
         reply = await get_json(url, f"/mutation?id={result['id']}")
         if reply.get("status") == "final":
             final(str(result["id"]), _rank(reply.get("rank")))
+    lost: list[Result] = []
+    asked_at = trio.current_time()
     with trio.move_on_after(WAIT_FINAL):
         while waiting:
             reply = await get_json(url, f"/frames?from={tip + 1}")
@@ -183,9 +194,25 @@ async def _wait_final(url: str, taken: Sequence[Result], tip: int, quiet: bool) 
                 for mutation in frame.get("mutations") or ():
                     final(str(mutation), _rank(frame.get("rank")))
                 tip = max(tip, _rank(frame.get("rank")))
+            if trio.current_time() - asked_at >= ASK_EVERY:
+                asked_at = trio.current_time()
+                lost += await _lost(url, waiting)
             if _rank(reply.get("tip")) <= tip:
                 await trio.sleep(POLL)
-    return list(waiting.values())
+    return lost + list(waiting.values())
+
+
+async def _lost(url: str, waiting: dict[str, Result]) -> list[Result]:
+    """Those of (the first ASKED of) `waiting` that the peer says will not be final: taken
+    out of it, with their status noted."""
+    lost = []
+    for mutation in list(waiting)[:ASKED]:
+        status = (await get_json(url, f"/mutation?id={mutation}")).get("status")
+        if status in LOST:
+            result = waiting.pop(mutation)
+            result["status"] = str(status)
+            lost.append(result)
+    return lost
 
 
 def mutation(args: argparse.Namespace) -> int:

@@ -65,7 +65,7 @@ def testnet(args: argparse.Namespace) -> int:
     print(f"stopped {stopped} peer{'s' if stopped != 1 else ''}; logs in {out}/peer*/node.log")
     for line in ended:
         print(f"  {line}")
-    return 0
+    return 1 if ended else 0  # a peer that ended on its own is a failure to look at
 
 
 def _command() -> str:

@@ -143,7 +143,8 @@ class Dialer:
                 with trio.fail_after(self._config.dial_timeout):
                     await self._stack.connect([addr])
             except Exception as err:
-                why = why_dial_failed(err, addr, target, self._config.dial_timeout)
+                timeout, own = self._config.dial_timeout, self._stack.peer_id
+                why = why_dial_failed(err, addr, target, timeout, own)
                 if why != told:
                     log.warning("bootstrap peer: %s (retrying)", why)
                 told = why

@@ -50,7 +50,9 @@ def answered_as_another(failure: BaseException) -> bool:
     )
 
 
-def why_dial_failed(failure: BaseException, address: str, expected: str, timeout: float) -> str:
+def why_dial_failed(
+    failure: BaseException, address: str, expected: str, timeout: float, own: str = ""
+) -> str:
     """One line: `cannot reach 127.0.0.1:4009: connection refused`, `127.0.0.1:4002 is
     12D3…, not 12D3…`, `127.0.0.1:80 does not speak libp2p`…"""
     where = endpoint(address)
@@ -59,6 +61,8 @@ def why_dial_failed(failure: BaseException, address: str, expected: str, timeout
         if isinstance(error, PeerIDMismatchesPubkey):
             found = _ANSWERED_AS.search(str(error))
             other = found.group(1) if found else "another peer"
+            if other == own:
+                return f"{where} is this peer itself, not {expected}"
             return f"{where} is {other}, not {expected}"
     for error in errors:
         if isinstance(error, socket.gaierror):

@@ -374,8 +374,8 @@ def _choice(name: str) -> Callable[[Mapping[str, Any], enum.Enum], enum.Enum]:
     def check(node: Mapping[str, Any], default: enum.Enum) -> enum.Enum:
         value = node.get(name, default.value)
         kind = type(default)
-        try:
-            return kind(value)
+        try:  # in any case, and `warn` for warning as Python's logging takes it
+            return kind({"warn": "warning"}.get(str(value).lower(), str(value).lower()))
         except ValueError:
             choices = " or ".join(repr(item.value) for item in kind)
             raise SettingsError(f"node.{name} must be {choices}, got {value!r}") from None
@@ -434,7 +434,12 @@ def node_settings(document: Mapping[str, Any]) -> NodeSettings:
     """A whole settings document, checked: every problem is reported by the setting's name."""
     unknown = sorted(set(document) - {"node", "consensus"})
     if unknown:
-        raise SettingsError(f"unknown section [{unknown[0]}]")
+        wrong = unknown[0]
+        if f"node.{wrong}" in setting_paths():  # a [node] setting above every section
+            raise SettingsError(f"unknown section [{wrong}] (did you mean {wrong} under [node]?)")
+        close = difflib.get_close_matches(wrong, ["node", "consensus"], n=1, cutoff=0.75)
+        hint = f" (did you mean [{close[0]}]?)" if close else ""
+        raise SettingsError(f"unknown section [{wrong}]{hint}")
     defaults = NodeSettings()
     node = _table(document, "node", set(_node_fields()))
     values = {name: _CHECKS[name](node, getattr(defaults, name)) for name in _node_fields()}
