@@ -494,13 +494,19 @@ def test_testnet_generate_only_writes_homes_that_run_by_hand(tmp_path: Path) -> 
     )
 
 
-def test_a_busy_status_port_is_one_line(solo: Path) -> None:
+@pytest.mark.parametrize("server", ["status", "metrics"])
+def test_a_busy_status_or_metrics_port_is_one_line_before_the_peer_starts(
+    solo: Path, server: str
+) -> None:
+    """Over the metrics port, the peer had run consensus and printed its addresses first."""
     with closing(socket.socket()) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = p2pnode("run", "--home", str(solo), "--set", f"node.status=127.0.0.1:{port}")
-    one_line_error(result, "cannot serve status", "in use")
+        result = p2pnode("run", "--home", str(solo), "--set", f"node.{server}=127.0.0.1:{port}")
+    one_line_error(result, f"cannot serve {server} on 127.0.0.1:{port}", "in use")
+    assert result.stdout == "", "nothing started, nothing said"
+    assert not (solo / "status.url").exists()
 
 
 def test_a_failed_init_leaves_no_home(tmp_path: Path) -> None:

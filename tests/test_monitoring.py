@@ -5,11 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
-from contextlib import closing
 from pathlib import Path
 from typing import cast
 
@@ -25,7 +23,7 @@ from p2pnode.peer.node import Node
 from p2pnode.peer.settings import SettingsError, node_settings
 from p2pnode.peer.status import PeerStatus
 from tests.status_sample import OTHERS, SAMPLE
-from tests.test_cli import first_lines, one_line_error, p2pnode, run_solo
+from tests.test_cli import first_lines, run_solo
 from tests.test_status_endpoint import BOUND, get_status, raw
 
 FAMILIES = {
@@ -227,18 +225,3 @@ async def test_a_public_server_works_its_answers_out_once_a_second(
     await loopback["GET", "/metrics"](Request(b""))
     await loopback["GET", "/metrics"](Request(b""))
     assert node.asked == 5, "on loopback, always fresh"
-
-
-def test_a_taken_metrics_port_stops_the_peer_before_it_starts(solo: Path) -> None:
-    """The peer ran consensus and printed its addresses, then exited over the metrics port."""
-    with closing(socket.socket()) as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = p2pnode("run", "--home", str(solo), "--set", f"node.metrics=127.0.0.1:{port}")
-    one_line_error(result, f"cannot serve metrics on 127.0.0.1:{port}", "in use")
-    assert result.stdout == "", "nothing started, nothing said"
-    assert not (solo / "status.url").exists()
-    assert (
-        not (solo / "store.sqlite").exists() or "final rank" not in (solo / "node.log").read_text()
-    )
