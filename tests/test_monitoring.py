@@ -16,7 +16,17 @@ import trio
 import trio.testing
 
 from p2pnode.api.routes import FRESH, read_only_routes
-from p2pnode.api.server import MAX_PER_IP, Reply, Request, StatusServer, json_reply
+from p2pnode.api.server import (
+    MAX_PER_IP,
+    PUBLIC_BURST,
+    PUBLIC_RATE,
+    PUBLIC_TOTAL_BURST,
+    PUBLIC_TOTAL_RATE,
+    Reply,
+    Request,
+    StatusServer,
+    json_reply,
+)
 from p2pnode.peer.health import health_problems
 from p2pnode.peer.metrics import Metrics
 from p2pnode.peer.node import Node
@@ -24,7 +34,7 @@ from p2pnode.peer.settings import SettingsError, node_settings
 from p2pnode.peer.status import PeerStatus
 from tests.status_sample import OTHERS, SAMPLE
 from tests.test_cli import first_lines, run_solo
-from tests.test_status_endpoint import BOUND, get_status, raw
+from tests.test_status_endpoint import BOUND, get_status, raw, raw_reply
 
 FAMILIES = {
     "p2pnode_build_info": "gauge",
@@ -175,7 +185,7 @@ def test_a_peer_serves_metrics_and_health_to_a_monitor_and_keeps_its_status_port
             assert health[0] == 503, health
             assert json.loads(health[1])["problems"], health
             assert time.monotonic() < deadline, health
-            time.sleep(0.1)
+            time.sleep(0.6)  # another process: polled, within the server's 2 requests a second
         assert json.loads(health[1]) == {"healthy": True, "problems": []}
         assert _get(f"{monitor}/status")[0] == 404  # read-only routes only
         url = (solo / "status.url").read_text().strip()
@@ -225,3 +235,37 @@ async def test_a_public_server_works_its_answers_out_once_a_second(
     await loopback["GET", "/metrics"](Request(b""))
     await loopback["GET", "/metrics"](Request(b""))
     assert node.asked == 5, "on loopback, always fresh"
+
+
+async def test_a_public_server_answers_a_network_a_few_requests_a_second(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """A loop of requests from one stranger took a whole core of the peer's event loop."""
+    server = StatusServer({("GET", "/status"): _ok}, public=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, "127.0.0.1", 0)
+        answered = [await raw_reply(server, get_status("x")) for _ in range(int(PUBLIC_BURST) + 1)]
+        assert [reply[:12] for reply in answered] == [b"HTTP/1.1 200"] * 10 + [b""]
+        mock_clock.jump(1 / PUBLIC_RATE)
+        assert await raw(server, get_status("x")) == 200
+        nursery.cancel_scope.cancel()
+    assert server.turned_away == 1
+
+
+async def test_a_public_server_accepts_a_few_connections_a_second_from_everyone(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """What comes faster waits in the kernel's backlog, costing the peer nothing."""
+    server = StatusServer({("GET", "/status"): _ok}, public=True)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, "127.0.0.1", 0)
+        waiting = int(PUBLIC_TOTAL_BURST) + 3
+        streams = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(waiting)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.accepted == PUBLIC_TOTAL_BURST
+        mock_clock.jump(3 / PUBLIC_TOTAL_RATE)
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.accepted == waiting
+        for stream in streams:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()

@@ -25,7 +25,7 @@ from p2pnode.sim.providers import Disk, Reference, Registry
 from p2pnode.sim.scenarios import SCENARIOS, scenario
 from p2pnode.sim.world import Outcome, run
 
-SEEDS = int(os.environ.get("P2PNODE_SIM_SEEDS", "20"))
+SEEDS = int(os.environ.get("P2PNODE_SIM_SEEDS", "14"))
 """Seeds per scenario and size in the suite; `scripts/simulate --seeds N` runs more."""
 SIZES = (4, 7)
 

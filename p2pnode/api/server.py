@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ import h11
 import trio
 
 from p2pnode.net.addresses import is_loopback_ip
+from p2pnode.net.penalty import Buckets
 from p2pnode.net.tiers import prefix
 
 if TYPE_CHECKING:
@@ -41,6 +43,15 @@ LINGER_SIZE = 65536
 MAX_CONNECTIONS = 64
 MAX_PER_IP = 8
 """A public server's connections from one network: a /24 of IPv4 or a /64 of IPv6."""
+PUBLIC_RATE, PUBLIC_BURST = 2.0, 10.0
+"""A public server's requests per second from one network, and its burst: a scraper asks
+every few seconds; a loop of requests would take the event loop the peer decides in."""
+PUBLIC_TOTAL_RATE, PUBLIC_TOTAL_BURST = 20.0, 40.0
+"""Its connections accepted per second from all networks together: beyond them a flood
+waits in the kernel's backlog and costs the peer nothing (accepting and closing a
+connection costs some 100 µs of the event loop: a loop of connects took most of a core)."""
+CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+"""Accept failures that pass once some connections have ended."""
 HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]{1,5})?")
 """A Host header: a name or IPv4 literal, or an IPv6 literal in brackets; maybe a port."""
 
@@ -92,9 +103,10 @@ class StatusServer:
 
     A loopback server refuses requests a web page could have made (see `refusal_of`); a
     `public` one, which serves read-only routes beyond loopback (metrics, health), takes any
-    Host. Either holds at most MAX_CONNECTIONS connections, a public one MAX_PER_IP of them
-    from one /24 or /64 and each for PUBLIC_READ_TIMEOUT at most: what comes beyond is closed
-    unanswered, so a stranger cannot hold them all."""
+    Host. Either holds at most MAX_CONNECTIONS connections; a public one MAX_PER_IP of them
+    from one /24 or /64, each for PUBLIC_READ_TIMEOUT at most, and PUBLIC_RATE requests a
+    second from one such network (PUBLIC_TOTAL_RATE from all): what comes beyond is closed
+    unanswered, so a stranger can neither hold the slots nor keep the event loop busy."""
 
     def __init__(
         self, routes: Mapping[tuple[str, str], Route | Limited], *, public: bool = False
@@ -108,9 +120,13 @@ class StatusServer:
         self.refused = 0
         """Requests refused for their Host or Origin: a browser page tried to reach the peer."""
         self.turned_away = 0
-        """Connections closed unanswered, over MAX_CONNECTIONS or MAX_PER_IP."""
+        """Connections closed unanswered: over MAX_CONNECTIONS, or a public server's bounds."""
+        self.accepted = 0
+        """Connections a public server accepted (see `_accept_paced`)."""
         self._origins: frozenset[str] = frozenset()
         self._open: dict[str, int] = {}
+        self._rates = Buckets(PUBLIC_RATE, PUBLIC_BURST)
+        self._total = Buckets(PUBLIC_TOTAL_RATE, PUBLIC_TOTAL_BURST, max_peers=1)
 
     async def serve(
         self, host: str, port: int, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -131,7 +147,12 @@ class StatusServer:
         task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         task_status.started(self.port)
-        await trio.serve_listeners(self._handle, listeners)
+        if self._public:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(self._accept_paced, listener, nursery)
+        else:
+            await trio.serve_listeners(self._handle, listeners)
 
     def _allowed(self, path: str) -> tuple[str, ...]:
         return tuple(sorted(method for method, known in self._routes if known == path))
@@ -142,7 +163,11 @@ class StatusServer:
         except OSError:  # gone already
             source = prefix(None)
         per_ip = MAX_PER_IP if self._public else MAX_CONNECTIONS  # loopback: all one IP
-        if sum(self._open.values()) >= MAX_CONNECTIONS or self._open.get(source, 0) >= per_ip:
+        if (
+            sum(self._open.values()) >= MAX_CONNECTIONS
+            or self._open.get(source, 0) >= per_ip
+            or (self._public and not self._paced(source))
+        ):
             self.turned_away += 1
             # Logged at 1, 2, 4, 8, ... connections: a flood cannot flood the log.
             if self.turned_away & (self.turned_away - 1) == 0:
@@ -163,6 +188,29 @@ class StatusServer:
             self._open[source] -= 1
             if not self._open[source]:
                 del self._open[source]
+
+    def _paced(self, source: str) -> bool:
+        """Whether a public request from `source` fits its network's rate."""
+        return self._rates.take(source, trio.current_time())
+
+    async def _accept_paced(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept at most PUBLIC_TOTAL_RATE connections a second (what comes faster waits
+        in the backlog), each handled in `nursery`."""
+        while True:
+            short = 1 - self._total.tokens("", trio.current_time())
+            if short > 0:
+                await trio.sleep(short / PUBLIC_TOTAL_RATE)
+                continue
+            try:
+                stream = await listener.accept()
+            except OSError as err:
+                if err.errno not in CAPACITY_ERRNOS:
+                    raise
+                await trio.sleep(0.1)  # out of descriptors: some connections end meanwhile
+                continue
+            self._total.charge("", trio.current_time(), 1)
+            self.accepted += 1
+            nursery.start_soon(self._handle, stream)
 
     async def _answer_one(self, stream: trio.SocketStream) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
