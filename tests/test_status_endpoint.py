@@ -257,3 +257,48 @@ async def test_the_cli_shows_what_it_could_not_read_of_an_unexpected_status(
 async def test_the_client_speaks_only_to_an_http_host_and_port(url: str) -> None:
     with pytest.raises(ClientError, match="not an http://host:port url"):
         await get_json(url, "/status")
+
+
+@pytest.mark.parametrize("public", [False, True])
+@pytest.mark.parametrize("target", ["/status", "/nowhere", "/submit"])
+async def test_a_head_request_gets_a_head_and_the_server_goes_on(public: bool, target: str) -> None:
+    """A HEAD request made h11 refuse the reply's body: the error ended the server, and with
+    it the peer (one `curl -I` from anyone who reached the metrics port)."""
+    routes = Routes()
+    server = StatusServer(routes.table(), public=public)
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, "127.0.0.1", 0)
+            reply = await raw_reply(
+                server, get_status("127.0.0.1", target=target).replace(b"GET", b"HEAD", 1)
+            )
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.split(b" ", 2)[1] in (b"200", b"404", b"405")
+            assert body == b""
+            assert await raw(server, get_status("127.0.0.1")) == 200
+            nursery.cancel_scope.cancel()
+    assert server.failed == 0
+
+
+async def test_a_bug_met_by_one_request_ends_neither_the_server_nor_the_peer(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = StatusServer(Routes().table())
+    answer = server._answer_one
+    calls = []
+
+    async def first_one_fails(stream: trio.SocketStream) -> None:
+        calls.append(stream)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        await answer(stream)
+
+    monkeypatch.setattr(server, "_answer_one", first_one_fails)
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, "127.0.0.1", 0)
+            assert await raw_reply(server, get_status("127.0.0.1")) == b"", "closed, unanswered"
+            assert await raw(server, get_status("127.0.0.1")) == 200
+            nursery.cancel_scope.cancel()
+    assert server.failed == 1
+    assert "the status server failed on a request (1 so far)" in caplog.text

@@ -123,6 +123,8 @@ class StatusServer:
         """Connections closed unanswered: over MAX_CONNECTIONS, or a public server's bounds."""
         self.accepted = 0
         """Connections a public server accepted (see `_accept_paced`)."""
+        self.failed = 0
+        """Requests that met a bug of the server (see `_handle`)."""
         self._origins: frozenset[str] = frozenset()
         self._open: dict[str, int] = {}
         self._rates = Buckets(PUBLIC_RATE, PUBLIC_BURST)
@@ -184,6 +186,12 @@ class StatusServer:
         self._open[source] = self._open.get(source, 0) + 1
         try:
             await self._answer_one(stream)
+        except Exception:
+            # One connection never ends a server (and with it the peer): a request that
+            # found a bug is logged, at 1, 2, 4, 8, ... such requests.
+            self.failed += 1
+            if self.failed & (self.failed - 1) == 0:
+                log.exception("the status server failed on a request (%d so far)", self.failed)
         finally:
             self._open[source] -= 1
             if not self._open[source]:
@@ -237,7 +245,7 @@ class StatusServer:
             else:
                 parameters = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
                 reply = await _answer(route.route, Request(body, content_type, parameters))
-            await _send(stream, connection, reply)
+            await _send(stream, connection, reply, head=head.method == b"HEAD")
             if body is None:
                 await _discard_unread(stream)
         except (h11.RemoteProtocolError, trio.TooSlowError):
@@ -359,7 +367,10 @@ async def _discard_unread(stream: trio.SocketStream) -> None:
             discarded += len(chunk)
 
 
-async def _send(stream: trio.SocketStream, connection: h11.Connection, reply: Reply) -> None:
+async def _send(
+    stream: trio.SocketStream, connection: h11.Connection, reply: Reply, *, head: bool = False
+) -> None:
+    """The reply; to a HEAD request, its head only (h11 refuses a body there)."""
     headers = [
         ("content-type", reply.content_type),
         ("content-length", str(len(reply.body))),
@@ -367,9 +378,10 @@ async def _send(stream: trio.SocketStream, connection: h11.Connection, reply: Re
     ]
     if reply.allow:
         headers.append(("allow", ", ".join(reply.allow)))
+    body = [] if head else [h11.Data(data=reply.body)]
     for event in (
         h11.Response(status_code=reply.status, headers=headers),
-        h11.Data(data=reply.body),
+        *body,
         h11.EndOfMessage(),
     ):
         data = connection.send(event)
