@@ -1,17 +1,20 @@
-"""A follower's CPU, idle and under a loop of /metrics requests from 6 threads on its public
-metrics server (node.metrics), from /proc: `python -m benchmarks.metrics_flood [SECONDS]`."""
+"""A follower's public metrics server (node.metrics) under a loop of /metrics requests from 6
+threads, from one /24 and then from 200: the follower's CPU (from /proc), the requests it
+answered, and the latency of a scraper asking once a second from another /24.
+`python -m benchmarks.metrics_flood [SECONDS]`."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,34 +37,63 @@ def _follower(base: Path) -> tuple[subprocess.Popen[str], str]:
     for args in (["--home", str(solo), "--network", "solo"], ["--home", str(home)]):
         subprocess.run(_p2pnode("init", *args), check=True, capture_output=True)
     shutil.copy(solo / "genesis.json", home / "genesis.json")
-    command = _p2pnode("run", "--home", str(home), "--set", "node.metrics=127.0.0.1:0")
+    command = _p2pnode("run", "--home", str(home), "--set", "node.metrics=0.0.0.0:0")
     peer = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert peer.stdout is not None
     for line in peer.stdout:
         if line.startswith("metrics and health"):
-            return peer, line.split()[-2].removesuffix("/metrics")
+            return peer, line.split()[-2].removesuffix("/metrics")  # http://0.0.0.0:PORT
     raise SystemExit("the follower did not start")
 
 
-def _flood(url: str, seconds: float) -> int:
-    """Requests answered while CLIENTS threads each ask in a loop for `seconds`."""
+SCRAPER = "127.0.250.1"
+"""The scraper's address: a /24 of its own."""
+
+
+def _get(port: int, source: str, timeout: float) -> bool:
+    """GET /metrics from `source`; whether it was answered whole."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout, (source, 0)) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        return reply.startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def _flood(port: int, seconds: float, networks: int) -> tuple[int, list[float], int]:
+    """While CLIENTS threads each ask in a loop for `seconds`, from `networks` /24s in turn:
+    the requests answered, the scraper's latencies (ms) and its failures."""
     end, answered = time.monotonic() + seconds, [0] * CLIENTS
+    sources = [f"127.0.{n}.{1 + i}" for n in range(networks) for i in range(CLIENTS)]
 
     def ask(index: int) -> None:
+        turn = index
         while time.monotonic() < end:
-            try:
-                with urllib.request.urlopen(url + "/metrics", timeout=5) as reply:
-                    reply.read()
-                answered[index] += 1
-            except OSError:
-                pass
+            answered[index] += _get(port, sources[turn % len(sources)], 5.0)
+            turn += CLIENTS
+
+    latencies: list[float] = []
+    failures = [0]
+
+    def scrape() -> None:
+        while time.monotonic() < end:
+            start = time.monotonic()
+            if _get(port, SCRAPER, 10.0):
+                latencies.append(1000 * (time.monotonic() - start))
+            else:
+                failures[0] += 1
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - start)))
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(CLIENTS)]
+    threads.append(threading.Thread(target=scrape))
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(answered)
+    return sum(answered), latencies, failures[0]
 
 
 def _share(pid: int, work: Callable[[], object]) -> float:
@@ -71,20 +103,37 @@ def _share(pid: int, work: Callable[[], object]) -> float:
     return (_cpu_seconds(pid) - cpu) / (time.monotonic() - start)
 
 
+Row = tuple[str, float, str, str, str]
+
+
+def _flooded(pid: int, port: int, seconds: float, networks: int) -> Row:
+    """A table row: a flood from `networks` /24s, and what it cost and left the scraper."""
+    got: list[tuple[int, list[float], int]] = []
+    share = _share(pid, lambda: got.append(_flood(port, seconds, networks)))
+    answered, latencies, failures = got[0]
+    late = "-"
+    if latencies:
+        late = f"{statistics.median(latencies):.0f} / {max(latencies):.0f}"
+    return (f"{networks} /24", 100 * share, str(answered), late, str(failures))
+
+
 def main() -> int:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as base:
         peer, url = _follower(Path(base))
+        port = int(url.rsplit(":", 1)[1])
         try:
             idle = _share(peer.pid, lambda: time.sleep(seconds))
-            answered: list[int] = []
-            flood = _share(peer.pid, lambda: answered.append(_flood(url, seconds)))
+            rows.append(("idle", 100 * idle, "", "", ""))
+            rows += [_flooded(peer.pid, port, seconds, networks) for networks in (1, 200)]
         finally:
             peer.send_signal(signal.SIGTERM)
             peer.wait()
-    print(f"{'phase':<8} {'% of a core':>12} {'answered':>9}")
-    print(f"{'idle':<8} {100 * idle:>12.1f} {'':>9}")
-    print(f"{'flood':<8} {100 * flood:>12.1f} {answered[0]:>9}")
+    head = ("flood from", "% of a core", "answered", "scraper ms p50 / max", "failed")
+    print(f"{head[0]:<10} {head[1]:>12} {head[2]:>9} {head[3]:>21} {head[4]:>7}")
+    for name, share, answered, late, failed in rows:
+        print(f"{name:<10} {share:>12.1f} {answered:>9} {late:>21} {failed:>7}")
     return 0
 
 

@@ -110,6 +110,7 @@ def test_p2pnode_home_stands_for_a_home_left_out_and_only_then(
         ({"name": "x"}, "unknown section [name] (did you mean name under [node]?)"),
         ({"nodes": {}}, "unknown section [nodes] (did you mean [node]?)"),
         ({"zz": {}}, "unknown section [zz]"),
+        ({"grace": 3}, "unknown section [grace] (did you mean grace under [consensus.timeouts]?)"),
     ],
 )
 def test_a_setting_or_section_in_the_wrong_place_is_named(

@@ -7,6 +7,8 @@ import errno
 import json
 import logging
 import re
+import socket
+import struct
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -46,10 +48,12 @@ MAX_PER_IP = 8
 PUBLIC_RATE, PUBLIC_BURST = 2.0, 10.0
 """A public server's requests per second from one network, and its burst: a scraper asks
 every few seconds; a loop of requests would take the event loop the peer decides in."""
-PUBLIC_TOTAL_RATE, PUBLIC_TOTAL_BURST = 20.0, 40.0
+PUBLIC_TOTAL_RATE, PUBLIC_TOTAL_BURST = 100.0, 100.0
 """Its connections accepted per second from all networks together: beyond them a flood
-waits in the kernel's backlog and costs the peer nothing (accepting and closing a
-connection costs some 100 µs of the event loop: a loop of connects took most of a core)."""
+waits in the kernel's backlog (PUBLIC_BACKLOG long) and costs the peer nothing. One beyond
+its network's bounds is reset as it is accepted, for some tens of µs of the event loop."""
+PUBLIC_BACKLOG = 64
+"""A short backlog: a flood cannot queue minutes of connections ahead of a scraper's."""
 CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 """Accept failures that pass once some connections have ended."""
 HOST = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+))(?::[0-9]{1,5})?")
@@ -109,8 +113,13 @@ class StatusServer:
     unanswered, so a stranger can neither hold the slots nor keep the event loop busy."""
 
     def __init__(
-        self, routes: Mapping[tuple[str, str], Route | Limited], *, public: bool = False
+        self,
+        routes: Mapping[tuple[str, str], Route | Limited],
+        *,
+        public: bool = False,
+        accepts: tuple[float, float] = (PUBLIC_TOTAL_RATE, PUBLIC_TOTAL_BURST),
     ) -> None:
+        """`accepts`: a public server's accepted connections a second, and their burst."""
         self._routes = {
             key: route if isinstance(route, Limited) else Limited(route, MAX_BODY)
             for key, route in routes.items()
@@ -128,7 +137,8 @@ class StatusServer:
         self._origins: frozenset[str] = frozenset()
         self._open: dict[str, int] = {}
         self._rates = Buckets(PUBLIC_RATE, PUBLIC_BURST)
-        self._total = Buckets(PUBLIC_TOTAL_RATE, PUBLIC_TOTAL_BURST, max_peers=1)
+        self._accept_rate = accepts[0]
+        self._total = Buckets(*accepts, max_peers=1)
 
     async def serve(
         self, host: str, port: int, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
@@ -137,7 +147,8 @@ class StatusServer:
 
     async def listen(self, host: str, port: int) -> list[trio.SocketListener]:
         """Bind host:port (OSError if it cannot), without answering yet (see `serve_on`)."""
-        listeners = list(await trio.open_tcp_listeners(port, host=host))
+        backlog = PUBLIC_BACKLOG if self._public else None
+        listeners = list(await trio.open_tcp_listeners(port, host=host, backlog=backlog))
         self.port = listeners[0].socket.getsockname()[1]
         self._origins = loopback_origins(host, self.port)
         return listeners
@@ -160,27 +171,10 @@ class StatusServer:
         return tuple(sorted(method for method, known in self._routes if known == path))
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        try:
-            source = prefix(str(stream.socket.getpeername()[0]))
-        except OSError:  # gone already
-            source = prefix(None)
-        per_ip = MAX_PER_IP if self._public else MAX_CONNECTIONS  # loopback: all one IP
-        if (
-            sum(self._open.values()) >= MAX_CONNECTIONS
-            or self._open.get(source, 0) >= per_ip
-            or (self._public and not self._paced(source))
-        ):
-            self.turned_away += 1
-            # Logged at 1, 2, 4, 8, ... connections: a flood cannot flood the log.
-            if self.turned_away & (self.turned_away - 1) == 0:
-                log.warning(
-                    "%s server: %d connections turned away, over %d from %s or %d in all",
-                    "public" if self._public else "status",
-                    self.turned_away,
-                    per_ip,
-                    source,
-                    MAX_CONNECTIONS,
-                )
+        """Answer one connection, if it is admitted (a public server's accept loop admitted
+        it already)."""
+        source = _source(stream) if self._public else self._admit(stream)
+        if source is None:
             await stream.aclose()
             return
         self._open[source] = self._open.get(source, 0) + 1
@@ -197,17 +191,33 @@ class StatusServer:
             if not self._open[source]:
                 del self._open[source]
 
-    def _paced(self, source: str) -> bool:
-        """Whether a public request from `source` fits its network's rate."""
-        return self._rates.take(source, trio.current_time())
+    def _admit(self, stream: trio.SocketStream) -> str | None:
+        """The network (/24 or /64) of a connection within the bounds; None (counted, and
+        logged at 1, 2, 4, 8, ...) for one beyond them."""
+        source = _source(stream)
+        per_ip = MAX_PER_IP if self._public else MAX_CONNECTIONS  # loopback: all one IP
+        if sum(self._open.values()) >= MAX_CONNECTIONS:
+            why = f"over {MAX_CONNECTIONS} connections in all"
+        elif self._open.get(source, 0) >= per_ip:
+            why = f"over {per_ip} connections from {source}"
+        elif self._public and not self._rates.take(source, trio.current_time()):
+            why = f"over {PUBLIC_RATE:g} requests a second from {source}"
+        else:
+            return source
+        self.turned_away += 1
+        if self.turned_away & (self.turned_away - 1) == 0:
+            server = "public" if self._public else "status"
+            log.warning("%s server: %d turned away, the last %s", server, self.turned_away, why)
+        return None
 
     async def _accept_paced(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         """Accept at most PUBLIC_TOTAL_RATE connections a second (what comes faster waits
-        in the backlog), each handled in `nursery`."""
+        in a short backlog); one beyond the bounds is reset at once, without a task (some
+        tens of µs), and the rest are handled in `nursery`."""
         while True:
             short = 1 - self._total.tokens("", trio.current_time())
             if short > 0:
-                await trio.sleep(short / PUBLIC_TOTAL_RATE)
+                await trio.sleep(short / self._accept_rate)
                 continue
             try:
                 stream = await listener.accept()
@@ -218,7 +228,10 @@ class StatusServer:
                 continue
             self._total.charge("", trio.current_time(), 1)
             self.accepted += 1
-            nursery.start_soon(self._handle, stream)
+            if self._admit(stream) is None:
+                _reset(stream)
+            else:
+                nursery.start_soon(self._handle, stream)
 
     async def _answer_one(self, stream: trio.SocketStream) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
@@ -260,6 +273,21 @@ class StatusServer:
         # Logged at 1, 2, 4, 8, ... refusals: a page retrying in a loop cannot flood the log.
         if self.refused & (self.refused - 1) == 0:
             log.warning("status endpoint: %s (%d refused so far)", refusal, self.refused)
+
+
+def _source(stream: trio.SocketStream) -> str:
+    """The network a connection comes from: its /24 or /64 (see `net.tiers.prefix`)."""
+    try:
+        return prefix(str(stream.socket.getpeername()[0]))
+    except OSError:  # gone already
+        return prefix(None)
+
+
+def _reset(stream: trio.SocketStream) -> None:
+    """Close at once, with a reset: no FIN handshake, no task, nothing left in TIME_WAIT."""
+    with contextlib.suppress(OSError):
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stream.socket.close()
 
 
 def loopback_origins(host: str, port: int) -> frozenset[str]:

@@ -197,8 +197,8 @@ def _client_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     mutation = sub.add_parser(
         "mutation",
         help="where a mutation is: final (rank, frame), pending, expired, displaced, unknown",
-        description="Exits 0 if the mutation is final or pending, 1 if it will not be final "
-        "unless submitted again.",
+        description="Exits 0 if the mutation is final or pending, 1 if the peer no longer "
+        "holds it (expired, displaced, unknown).",
     )
     _target(mutation)
     mutation.add_argument("id", help="the mutation's id, as submit prints it")

@@ -23,7 +23,8 @@ POLL = 0.5
 """Seconds between asks of a peer while waiting: another process's state cannot be awaited."""
 TAKEN = ("added", "duplicate")
 LOST = ("expired", "displaced", "unknown")
-"""Where a mutation waited for is not going to be final unless submitted again."""
+"""Where a mutation waited for is no longer held by the peer asked (another peer it was
+gossiped to may still get it into a frame)."""
 ASK_EVERY = 5.0
 """While waiting, how often the peer is asked where the mutations not yet final are."""
 ASKED = 16
@@ -31,7 +32,7 @@ ASKED = 16
 MUTATION_ID = re.compile(r"[0-9a-f]{64}")
 WHERE = {
     "pending": "pending in the peer's mempool",
-    "expired": "expired from the peer's mempool before a frame took it: submit it again",
+    "expired": "expired from the peer's mempool before a frame took it",
     "displaced": "displaced from the peer's full mempool by other origins' mutations",
     "unknown": "unknown to the peer (never submitted to it, or long gone)",
 }
@@ -203,7 +204,7 @@ async def _wait_final(url: str, taken: Sequence[Result], tip: int, quiet: bool) 
 
 
 async def _lost(url: str, waiting: dict[str, Result]) -> list[Result]:
-    """Those of (the first ASKED of) `waiting` that the peer says will not be final: taken
+    """Those of (the first ASKED of) `waiting` that the peer no longer holds: taken
     out of it, with their status noted."""
     lost = []
     for mutation in list(waiting)[:ASKED]:
@@ -217,7 +218,7 @@ async def _lost(url: str, waiting: dict[str, Result]) -> list[Result]:
 
 def mutation(args: argparse.Namespace) -> int:
     """Where a mutation is: final (rank and frame), pending, expired, displaced or unknown.
-    Exits 0 if it is final or pending, 1 if it will not be final unless submitted again."""
+    Exits 0 if it is final or pending, 1 if the peer no longer holds it."""
     key = args.id.strip().lower()
     if not MUTATION_ID.fullmatch(key):
         raise UsageError(f"{args.id!r} is not a mutation id (64 hex digits, as submit prints)")

@@ -167,6 +167,12 @@ class Dialer:
         # (caught starting up, or a newer version): neither proves another network.
         if not networks or self._config.network in networks:
             self._ours_seen = self._ours_seen or bool(networks)
+            if networks == frozenset():
+                log.warning(
+                    "bootstrap peer %s at %s serves no p2pnode network (yet): is it a p2pnode peer?",
+                    target,
+                    endpoint(addr),
+                )
             return True
         serves = ", ".join(map(repr, sorted(networks)))
         line = (

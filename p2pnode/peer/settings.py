@@ -435,8 +435,12 @@ def node_settings(document: Mapping[str, Any]) -> NodeSettings:
     unknown = sorted(set(document) - {"node", "consensus"})
     if unknown:
         wrong = unknown[0]
-        if f"node.{wrong}" in setting_paths():  # a [node] setting above every section
-            raise SettingsError(f"unknown section [{wrong}] (did you mean {wrong} under [node]?)")
+        placed = [p for p in setting_paths() if p.rsplit(".", 1)[-1] == wrong]
+        if placed:  # a setting above every section
+            section = placed[0].rsplit(".", 1)[0]
+            raise SettingsError(
+                f"unknown section [{wrong}] (did you mean {wrong} under [{section}]?)"
+            )
         close = difflib.get_close_matches(wrong, ["node", "consensus"], n=1, cutoff=0.75)
         hint = f" (did you mean [{close[0]}]?)" if close else ""
         raise SettingsError(f"unknown section [{wrong}]{hint}")
