@@ -169,7 +169,7 @@ class Dialer:
             self._ours_seen = self._ours_seen or bool(networks)
             if networks == frozenset():
                 log.warning(
-                    "bootstrap peer %s at %s serves no p2pnode network (yet): is it a p2pnode peer?",
+                    "bootstrap peer %s at %s serves no p2pnode network (yet): a p2pnode peer?",
                     target,
                     endpoint(addr),
                 )
