@@ -7,7 +7,7 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import multiaddr
 import pytest
@@ -576,3 +576,27 @@ def test_a_dial_that_reached_another_peer_is_told_apart() -> None:
     failed.__cause__ = PeerIDMismatchesPubkey("expected one, got another")
     assert answered_as_another(BaseExceptionGroup("dial", [failed]))
     assert not answered_as_another(OSError("connection refused"))
+
+
+async def test_an_rpc_leaves_without_the_signed_peer_record() -> None:
+    """py-libp2p put a signed peer record (about 213 bytes) in every RPC a peer sent: a fifth
+    of its bytes at n = 4, and nobody reads ours."""
+    from libp2p.pubsub.pb import rpc_pb2
+
+    from p2pnode.net.guards import GuardedPubsub
+
+    written: list[bytes] = []
+
+    class Stream:
+        async def write(self, data: bytes) -> None:
+            written.append(data)
+
+    rpc = rpc_pb2.RPC(publish=[rpc_pb2.Message(data=b"vote", topicIDs=["votes"])])
+    rpc.senderRecord = b"\x0a" * 213
+    pubsub = object.__new__(GuardedPubsub)  # write_msg uses nothing of a running pubsub
+    assert await pubsub.write_msg(cast(Any, Stream()), rpc)
+    (data,) = written
+    assert data[0] == len(data) - 1, "one byte of length: the RPC is under 128 bytes"
+    sent = rpc_pb2.RPC.FromString(data[1:])
+    assert not sent.HasField("senderRecord")
+    assert list(sent.publish) == list(rpc.publish)
