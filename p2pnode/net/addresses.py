@@ -200,6 +200,10 @@ def why_unbound(addr: str) -> str:
     return "py-libp2p could not listen there (see the log)"
 
 
+LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
+LOOPBACK_V6 = ipaddress.IPv6Address("::1")
+
+
 def is_loopback_ip(host: str) -> bool:
     """An IP literal of this machine: 127.0.0.0/8 or ::1. A name is never one (DNS could
     answer anything for it)."""
@@ -208,5 +212,5 @@ def is_loopback_ip(host: str) -> bool:
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address):
-        return address == ipaddress.IPv6Address("::1") and address.scope_id is None
-    return address in ipaddress.IPv4Network("127.0.0.0/8")
+        return address == LOOPBACK_V6 and address.scope_id is None
+    return address in LOOPBACK_V4  # built once: every status request asks
