@@ -10,6 +10,7 @@ from rich.text import Text
 from p2pnode.dashboard import fmt, layout, parts
 from p2pnode.dashboard.layout import Block, Cell
 from p2pnode.dashboard.model import Reading, Unreachable
+from p2pnode.peer.health import provers_reached
 from p2pnode.peer.status import STALLED_AFTER, PeerStatus, RoundSummary
 
 LABEL_WIDTH = 12
@@ -298,7 +299,7 @@ def stalled(readings: Sequence[Reading]) -> str | None:
     if down:
         reasons.append(f"{down} of {len(readings)} peers unreachable")
     quorum = reachable[0].round.quorum
-    reached = max(1 + len(set(r.peers) & set(r.provers)) for r in reachable)
+    reached = max(provers_reached(r) for r in reachable)
     if reached < quorum:
         reasons.append(f"no quorum ({reached} of {quorum})")
     return f"stalled: no final frame {told}" + (": " + ", ".join(reasons) if reasons else "")

@@ -5,6 +5,11 @@ from __future__ import annotations
 from p2pnode.peer.status import STALLED_AFTER, PeerStatus
 
 
+def provers_reached(status: PeerStatus) -> int:
+    """The provers a peer decides with: those it is connected to, and itself if a prover."""
+    return len(set(status.peers) & set(status.provers)) + (status.role == "prover")
+
+
 def health_problems(status: PeerStatus) -> tuple[str, ...]:
     """Why the peer is not healthy, one line each; none when it is connected to a quorum of
     provers (a follower: to any peer), has a final frame from the last `STALLED_AFTER`
@@ -13,7 +18,7 @@ def health_problems(status: PeerStatus) -> tuple[str, ...]:
     quorum = status.round.quorum
     if status.role == "prover":
         # This prover counts itself: n - f provers together decide.
-        reached = 1 + len(set(status.peers) & set(status.provers))
+        reached = provers_reached(status)
         if reached < quorum:
             problems.append(
                 f"connected to {reached - 1} of {len(status.provers) - 1} other provers: "
