@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 from typing import cast
 
@@ -279,3 +281,24 @@ async def test_a_public_server_accepts_a_few_connections_a_second_from_everyone(
         for stream in streams:
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_a_remembered_status_port_taken_meanwhile_gives_way_to_a_free_one(solo: Path) -> None:
+    """The home's last port is tried first; if another process holds it, the peer serves on
+    a free port and says so in status.url, rather than failing to start."""
+    with closing(socket.socket()) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (solo / "status.url").write_text(f"http://127.0.0.1:{port}\n")
+        process = run_solo(solo)
+        try:
+            assert process.stdout is not None
+            status_line = first_lines(process.stdout, 3)[2]
+            url = (solo / "status.url").read_text().strip()
+            assert url.startswith("http://127.0.0.1:")
+            assert url != f"http://127.0.0.1:{port}"
+            assert status_line.startswith(f"status: {url}/status")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
