@@ -52,6 +52,17 @@ def table(results: list[Result]) -> Table:
     return out
 
 
+def work_table(results: list[Result]) -> Table:
+    out = Table(title="work per final round per peer (mean over the peers)")
+    names = sorted({name for r in results for name in r.work_per_round})
+    out.add_column("peers", justify="right")
+    for name in names:
+        out.add_column(name.replace("_", " "), justify="right")
+    for r in results:
+        out.add_row(str(r.peers), *(f"{r.work_per_round.get(n, 0.0):.2f}" for n in names))
+    return out
+
+
 def soak_table(results: list[Result]) -> Table:
     out = Table(title="memory over the soak (largest resident set of any peer)")
     for column in ("peers", "rounds", "RSS at 1,000 rounds (MB)", "RSS at the end (MB)", "growth"):
@@ -97,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(trio.run(run_one, *run))
     console = Console(width=200)
     console.print(table(results))
+    console.print(work_table(results))
     if args.rounds is not None:
         console.print(soak_table(results))
     if args.json is not None:

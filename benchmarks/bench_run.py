@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import statistics
@@ -54,6 +55,8 @@ class Result:
     peak_rss_mb: float
     rss_at_1000_mb: float | None
     rss_end_mb: float
+    work_per_round: dict[str, float] = field(default_factory=dict)
+    """Each of the status's work counters, per final round per peer (mean over the peers)."""
 
     @property
     def ratio(self) -> float:
@@ -202,6 +205,7 @@ async def run_one(
             while min([_rank(await _status(home)) for home in homes]) < 2:  # warmed up
                 await trio.sleep(0.2)
         start_rank = _rank(await _status(homes[0]))
+        work_before = [await _work(home) for home in homes]
         cpu_before, started = fleet.cpu(), time.monotonic()
         done = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -214,10 +218,32 @@ async def run_one(
         cpu = [after - before for after, before in zip(fleet.cpu(), cpu_before, strict=True)]
         end_rank = _rank(await _status(homes[0]))
         statuses = [s for s in [await _status(h) for h in homes] if s is not None]
+        work = _per_round(work_before, [await _work(home) for home in homes], end_rank - start_rank)
         memory = fleet.memory_mb()
     finally:
         fleet.stop()
-    return _measure(homes[0], (start_rank, end_rank), elapsed, cpu, statuses, memory, samples)
+    result = _measure(homes[0], (start_rank, end_rank), elapsed, cpu, statuses, memory, samples)
+    return dataclasses.replace(result, work_per_round=work)
+
+
+async def _work(home: Home) -> dict[str, int]:
+    status = await _status(home)
+    return {} if status is None else dict(status.work)
+
+
+def _per_round(
+    before: Sequence[dict[str, int]], after: Sequence[dict[str, int]], rounds: int
+) -> dict[str, float]:
+    """Each counter's growth per round, averaged over the peers that reported it both times."""
+    names = sorted({name for counts in after for name in counts})
+    per_round = {}
+    for name in names:
+        grown = [
+            a[name] - b[name] for b, a in zip(before, after, strict=True) if name in a and name in b
+        ]
+        if grown:
+            per_round[name] = statistics.mean(grown) / max(rounds, 1)
+    return per_round
 
 
 def _measure(

@@ -109,6 +109,7 @@ statuses = st.builds(
     malformed=keyed(counts),
     banned=names,
     limited=keyed(counts),
+    work=keyed(counts),
     # A peer knows of no rank below its own: the best rank it reports is never lower.
 ).map(lambda s: replace(s, best_peer_rank=s.finalized_rank + s.best_peer_rank % 3))
 

@@ -22,7 +22,8 @@ from p2pnode.chain.types import (
 )
 from p2pnode.chain.vdf import FORM_SIZE
 from p2pnode.consensus import Lock, RoundRecord
-from p2pnode.peer.store import Store, StoreError
+from p2pnode.peer.store import Store
+from p2pnode.peer.writer import StoreError
 from p2pnode.wire.codec import encode_frame
 
 NETWORK = "store-test"
@@ -256,6 +257,7 @@ def test_votes_below_a_final_rank_are_dropped(store: Store) -> None:
 def test_a_corrupt_vote_row_is_reported(path: Path) -> None:
     store = Store(path, GENESIS)
     store.save_vote(vote(1, 0, b"a" * HASH_SIZE))
+    store.flush_now()  # durable, so the change behind its back hits the row
     _write(path, "UPDATE votes SET data = ? WHERE rank = 1", canonical([1, 2]))
     try:
         with pytest.raises(StoreError, match="corrupt vote"):
@@ -318,6 +320,7 @@ def test_a_journal_record_without_a_proposal_still_loads(path: Path) -> None:
     """Records written before the own proposal was journaled have four fields."""
     store = Store(path, GENESIS)
     store.save(RoundRecord(1, 0, True))
+    store.flush_now()  # durable, so the change behind its back hits the row
     _write(path, "UPDATE journal SET data = ? WHERE id = 1", canonical([3, 1, True, None]))
     try:
         assert store.load() == RoundRecord(3, 1, True)
@@ -383,6 +386,7 @@ _FRAME = encode_frame(child(GENESIS.frame(), 3))
 def test_a_corrupt_journal_row_is_reported(path: Path, data: bytes) -> None:
     store = Store(path, GENESIS)
     store.save(RoundRecord(1, 0, True))
+    store.flush_now()  # durable, so the change behind its back hits the row
     _write(path, "UPDATE journal SET data = ? WHERE id = 1", data)
     try:
         with pytest.raises(StoreError, match="corrupt round record"):

@@ -14,8 +14,9 @@ class StorageError(Exception):
 class ChainStore(Protocol):
     """Final frames in rank order, each extending the one before, and this peer's votes.
 
-    A vote must be durable once `save_vote` returns: it is published only afterwards, so a
-    restarted peer never signs two different votes in one attempt.
+    A vote must be durable before it is published, so a restarted peer never signs two
+    different votes in one attempt: either `save_vote` makes it durable, or the publisher
+    waits until every write made before the publish is (the peer's store does the latter).
     """
 
     def tip(self) -> Frame:

@@ -8,7 +8,7 @@ from p2pnode.net import NetError
 from p2pnode.peer.home import HomeError
 from p2pnode.peer.node import NodeError
 from p2pnode.peer.settings import SettingsError
-from p2pnode.peer.store import StoreError
+from p2pnode.peer.writer import StoreError
 
 
 class UsageError(Exception):

@@ -8,7 +8,7 @@ import hashlib
 import importlib.metadata
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -211,6 +211,8 @@ class GuardedPubsub(Pubsub):
         """Each topic's verdict on a message, by the network's judge."""
         self.rejected = Remembered(verdict_ttl)
         self.accepted = Remembered(verdict_ttl)
+        self.copies: Counter[str] = Counter()
+        """Well-formed messages received from peers: 'new' the first time, 'duplicate' after."""
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         """Write an RPC without the signed peer record py-libp2p puts in each one: about 213
@@ -320,8 +322,12 @@ class GuardedPubsub(Pubsub):
                 log.debug("malformed message from %s: %s", msg_forwarder, reason.value)
                 self.report(msg_forwarder.to_base58(), reason)
                 return
-        if self.is_peer_blacklisted(msg_forwarder) or self._is_msg_seen(msg):
+        if self.is_peer_blacklisted(msg_forwarder):
             return
+        if self._is_msg_seen(msg):
+            self.copies["duplicate"] += remote
+            return
+        self.copies["new"] += remote
         if remote and not self._signed(msg):
             self.report(msg_forwarder.to_base58(), Malformed.SIGNATURE_INVALID)
             return

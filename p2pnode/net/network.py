@@ -125,6 +125,10 @@ class Network:
         """Verdicts given so far, per topic and verdict (every pair present)."""
         return dict(self._gate.counts)
 
+    def copies(self) -> dict[str, int]:
+        """Gossip messages received from peers: 'new' (first copy) and 'duplicate'."""
+        return dict(self._stack.pubsub.copies)
+
     def malformed(self) -> dict[Malformed, int]:
         """RPCs and messages dropped before judging, per reason (every reason present)."""
         return dict(self._gate.malformed)

@@ -10,7 +10,8 @@ from p2pnode.chain.messages import SyncRequest
 from p2pnode.chain.types import Frame
 from p2pnode.chain.validation import FrameChecker
 from p2pnode.consensus import ProviderError
-from p2pnode.peer.store import Store, StoreError
+from p2pnode.peer.store import Store
+from p2pnode.peer.writer import StoreError
 from p2pnode.wire.codec import CodecError, decode, decode_frame, encode
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypedDict
 
 import trio
@@ -40,6 +41,7 @@ from p2pnode.peer.status import (
     sync_state,
 )
 from p2pnode.peer.store import Store
+from p2pnode.peer.writer import StoreError
 from p2pnode.wire.codec import encode
 
 if TYPE_CHECKING:
@@ -67,15 +69,25 @@ class NodeError(Exception):
 
 
 class Outbox:
-    """Publishes messages and asks peers for frames, once the network is up."""
+    """Publishes messages and asks peers for frames, once the network is up.
 
-    def __init__(self) -> None:
+    Every message leaves only once the store's writes made before it are durable (`durable`):
+    a vote, a precommit and the round record behind them are on disk before anyone sees them.
+    """
+
+    def __init__(self, durable: Callable[[], Awaitable[None]]) -> None:
         self.network: Network | None = None
+        self._durable = durable
+        self.published: Counter[str] = Counter()
+        """Messages handed to the network so far, by topic."""
 
     async def publish(self, message: Message) -> None:
+        await self._durable()
         if self.network is None:
             return
-        await self.network.publish(TOPICS[type(message)], encode(message))
+        topic = TOPICS[type(message)]
+        self.published[topic.value] += 1
+        await self.network.publish(topic, encode(message))
 
     def peers(self) -> list[str]:
         return [] if self.network is None else self.network.peers()
@@ -117,7 +129,7 @@ class Node:
             trusted=trusted.__contains__,
         )
         self.checker = FrameChecker(genesis, CertificateChecker(genesis), wall_clock_ms)
-        self.outbox = Outbox()
+        self.outbox = Outbox(self.store.flush)
         self.batcher = Batcher(self.outbox.publish)
         provers = [prover.identity() for prover in genesis.provers]
         self.sync = CatchUp(self.store, self.checker, self.outbox, provers=provers)
@@ -177,6 +189,7 @@ class Node:
         self._stop = trio.Event()
         self._resender: Resender | None = None
         self._stop_requested = False
+        self._store_failed: StoreError | None = None
         self._engine_done = trio.Event()
         self._finalized_at: float | None = None
         self._history_at: int | None = None
@@ -231,6 +244,7 @@ class Node:
                 self.outbox.network = network
                 network.on_new_peer(lambda peer: resender.newcomer())
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._commit_writes)
                     await nursery.start(self._engine)
                     self.machine.start()
                     if self.role == "prover":  # a follower sends nothing
@@ -246,6 +260,8 @@ class Node:
                     with trio.move_on_after(5):
                         await self._engine_done.wait()
                     nursery.cancel_scope.cancel()
+            if self._store_failed is not None:
+                raise NodeError(str(self._store_failed))
             if crashed:
                 raise NodeError("the consensus engine stopped on an error; see the log")
             if not self._stop_requested:
@@ -262,6 +278,14 @@ class Node:
     def stop(self) -> None:
         self._stop_requested = True
         self._stop.set()
+
+    async def _commit_writes(self) -> None:
+        """Commit the store's writes; a failed commit stops the peer, which cannot go on."""
+        try:
+            await self.store.run()
+        except StoreError as err:
+            self._store_failed = err
+            self._stop.set()
 
     async def _engine(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the engine; when it stops by itself (a provider crashed), the node stops too."""
@@ -333,11 +357,28 @@ class Node:
             rejected=tuple(
                 (f"{t.value}: {why}", n) for (t, why), n in self.inbound.reasons.items()
             ),
+            work=self._work(),
             log_warnings=self.log_counts.warnings,
             log_errors=self.log_counts.errors,
             last_log_error=self.log_counts.last_error,
             **_network_status(network),
         )
+
+    def _work(self) -> tuple[tuple[str, int], ...]:
+        writes = self.store.writes
+        resends = {} if self._resender is None else self._resender.resends
+        return (
+            ("store_commits", writes.commits),
+            ("store_blocking_us", int(writes.blocking_seconds * 1e6)),
+            *((f"published_{kind}", count) for kind, count in self.outbox.published.items()),
+            *((f"resent_{cause}", count) for cause, count in resends.items()),
+            *(() if self.network is None else self._copies(self.network)),
+        )
+
+    @staticmethod
+    def _copies(network: Network) -> tuple[tuple[str, int], ...]:
+        copies = network.copies()
+        return tuple((f"copies_{kind}", copies.get(kind, 0)) for kind in ("new", "duplicate"))
 
     def _recent_history(
         self,

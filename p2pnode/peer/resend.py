@@ -69,6 +69,8 @@ class Resender:
         self.clock = clock
         self._send = send
         self._newcomer = trio.Event()
+        self.resends: dict[str, int] = {"stall": 0, "newcomer": 0}
+        """Re-sends so far, by what caused them."""
 
     def newcomer(self) -> None:
         """A peer connected (or connected again)."""
@@ -86,7 +88,11 @@ class Resender:
                 await trio.sleep(SETTLE)
                 if not clock.may_resend_for_a_newcomer(trio.current_time()):
                     continue
+                cause = "newcomer"
             elif trio.current_time() < clock.due():
                 continue  # the rank moved on meanwhile
+            else:
+                cause = "stall"
+            self.resends[cause] += 1
             clock.resent(trio.current_time())
             await self._send()

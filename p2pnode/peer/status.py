@@ -229,6 +229,9 @@ class PeerStatus:
     """Requests, messages and connections refused by a per-peer rate or a ban, per limit."""
     name: str = ""
     """The operator's name for the peer: node.name, else its home folder's name."""
+    work: tuple[tuple[str, int], ...] = ()
+    """Counters of the peer's work since it started (store commits, gossip copies received
+    new and duplicate...), for the bench and the metrics."""
     log_warnings: int = 0
     log_errors: int = 0
     """Records the peer logged at WARNING, and at ERROR or above, since it started."""
@@ -263,6 +266,7 @@ class PeerStatus:
             "malformed": dict(self.malformed),
             "banned": list(self.banned),
             "limited": dict(self.limited),
+            "work": dict(self.work),
             "since_finalized": self.since_finalized,
             "mempool": self.mempool,
             "transitions": self.transitions,

@@ -149,6 +149,7 @@ def parse_status(data: object, url: str = "") -> PeerStatus:
         malformed=f.counts("malformed"),
         banned=f.texts("banned"),
         limited=f.counts("limited"),
+        work=f.counts("work"),
         name=f.opt_text("name") or "",
         log_warnings=logs.integer("warnings"),
         log_errors=logs.integer("errors"),
