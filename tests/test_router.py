@@ -22,6 +22,7 @@ STRANGERS = [ID(b"stranger %d" % index) for index in range(12)]
 class _Pubsub:
     def __init__(self, subscribed: list[ID]) -> None:
         self.peer_topics = {TOPIC: set(subscribed)}
+        self.my_id = PROVERS[0]
 
 
 def _router(mesh: list[ID], subscribed: list[ID]) -> tuple[GuardedGossipSub, list[Any]]:
@@ -157,3 +158,38 @@ async def test_a_stranger_grafting_again_while_told_to_back_off_is_charged_not_a
         await router.handle_graft(_graft(), STRANGERS[5])
     assert [what for what, _, _ in sent] == ["prune"], "no PRUNE again"
     assert reports == [(STRANGERS[5].to_base58(), Malformed.CONTROL)] * 3
+
+
+def _direct(mesh: list[ID]) -> GuardedGossipSub:
+    """A router of prover 0 whose mesh is `mesh`, every prover and two strangers subscribed."""
+    router, _ = _router(mesh, PROVERS + STRANGERS[:2])
+    router.direct_topics = frozenset({TOPIC})
+    return router
+
+
+def _to(router: GuardedGossipSub, forwarder: ID, origin: ID, topic: str = TOPIC) -> set[ID]:
+    return set(router._get_peers_to_send([topic], msg_forwarder=forwarder, origin=origin))
+
+
+def test_a_prover_sends_its_own_message_to_every_prover_mesh_or_not() -> None:
+    router = _direct([PROVERS[1], STRANGERS[0]])
+    assert _to(router, PROVERS[0], PROVERS[0]) == {PROVERS[1], PROVERS[2], STRANGERS[0]}
+
+
+def test_what_came_from_its_prover_author_is_relayed_to_no_other_prover() -> None:
+    router = _direct([PROVERS[1], PROVERS[2], STRANGERS[0]])
+    assert _to(router, PROVERS[1], PROVERS[1]) == {STRANGERS[0]}
+
+
+def test_what_came_by_relay_or_from_a_stranger_is_relayed_as_before() -> None:
+    router = _direct([PROVERS[1], PROVERS[2], STRANGERS[0]])
+    assert _to(router, PROVERS[1], PROVERS[2]) == {STRANGERS[0]}  # mesh minus forwarder, origin
+    assert _to(router, STRANGERS[1], PROVERS[2]) == {PROVERS[1], STRANGERS[0]}
+    assert _to(router, STRANGERS[0], STRANGERS[0]) == {PROVERS[1], PROVERS[2]}
+
+
+def test_other_topics_keep_plain_gossip() -> None:
+    router = _direct([PROVERS[1], PROVERS[2], STRANGERS[0]])
+    router.direct_topics = frozenset()
+    assert _to(router, PROVERS[1], PROVERS[1]) == {PROVERS[2], STRANGERS[0]}
+    assert _to(router, PROVERS[0], PROVERS[0]) == {PROVERS[1], PROVERS[2], STRANGERS[0]}

@@ -32,6 +32,11 @@ class Topic(enum.Enum):
     """Discovery: every peer announces its multiaddrs here, as the codec's `Peers` message."""
 
 
+DIRECT_TOPICS = (Topic.LIVENESS, Topic.PROPOSALS, Topic.VOTES, Topic.CONFIRMATIONS)
+"""The consensus topics: their author sends each message straight to every prover, and provers
+relay to each other only what did not come from its author (see `GuardedGossipSub`)."""
+
+
 class Verdict(enum.Enum):
     ACCEPT = "accept"
     """Valid and useful: delivered and forwarded."""

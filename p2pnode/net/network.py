@@ -11,6 +11,7 @@ import trio
 
 from p2pnode.net.admission import Admission, Refused
 from p2pnode.net.contracts import (
+    DIRECT_TOPICS,
     GENESIS_PROTOCOL,
     MAX_PAYLOAD,
     Judge,
@@ -385,6 +386,7 @@ async def open_network(
         announce=config.announce,
         tiers=tiers,
         stranger_mesh=config.stranger_mesh,
+        direct_topics=[topic_name(config.network, topic) for topic in DIRECT_TOPICS],
     )
     try:
         async with stack.running(config.listen), trio.open_nursery() as drains:

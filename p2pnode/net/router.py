@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import trio
@@ -77,6 +77,9 @@ class GuardedGossipSub(GossipSub):
     spend: Callable[[str, int], bool] = staticmethod(lambda peer, units: True)
     """Whether a stranger's budget holds `units` of work more (an IWANT's answer), spending
     them if so."""
+    direct_topics: frozenset[str] = frozenset()
+    """Topics whose messages go from their author straight to every prover (see
+    `_get_peers_to_send`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_libp2p_version()
@@ -138,6 +141,33 @@ class GuardedGossipSub(GossipSub):
         await super().handle_prune(prune_msg, sender_peer_id)
 
     # The tiered mesh
+
+    def _get_peers_to_send(
+        self,
+        topic_ids: Iterable[str],
+        msg_forwarder: ID,
+        origin: ID,
+        msg_id: bytes | None = None,
+    ) -> Iterable[ID]:
+        """The mesh, as py-libp2p chooses, with direct sends among provers on `direct_topics`.
+
+        A peer's own message goes to every prover it is connected to, mesh or not. A message
+        that came straight from its author, a prover, is relayed to no other prover (its author
+        sent it to each one it is connected to), only to the rest of the mesh: followers and
+        strangers still get everything by gossip. A message that came by relay is relayed as
+        before. With every prover in every mesh up to seven, each message used to reach each
+        prover n - 1 times; now once, from its author.
+        """
+        chosen = set(super()._get_peers_to_send(topic_ids, msg_forwarder, origin, msg_id))
+        topics = list(topic_ids)
+        if self.pubsub is None or not all(topic in self.direct_topics for topic in topics):
+            return chosen
+        if origin == self.pubsub.my_id:
+            subscribed = set().union(*(self.pubsub.peer_topics.get(t, ()) for t in topics))
+            return chosen | (self.provers & subscribed) - {origin}
+        if msg_forwarder == origin and origin in self.provers:
+            return chosen - self.provers
+        return chosen
 
     def _strangers_in(self, topic: str) -> int:
         return sum(1 for peer in self.mesh.get(topic, ()) if peer not in self.reserved)

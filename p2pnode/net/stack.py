@@ -137,6 +137,7 @@ class Stack:
         announce: Sequence[str] = (),
         tiers: Tiers | None = None,
         stranger_mesh: int = 2,
+        direct_topics: Sequence[str] = (),
     ) -> None:
         tiers = tiers if tiers is not None else Tiers()
         self.host = new_libp2p_host(seed)
@@ -167,6 +168,7 @@ class Stack:
             do_px=False,
         )
         self.router.topics = frozenset(topics)
+        self.router.direct_topics = frozenset(direct_topics)
         self.router.provers = frozenset(ID.from_base58(peer) for peer in tiers.provers)
         self.router.reserved = self.router.provers | {ID.from_base58(p) for p in tiers.named}
         self.router.stranger_places = stranger_mesh
