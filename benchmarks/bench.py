@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -15,11 +16,15 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.bench_run import HOPS_PER_ROUND, PHASES, Result, run_one
-from p2pnode.chain.genesis import DEFAULT_DIFFICULTY
+from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, DEFAULT_VDF_BITS, VDF_BITS
 
 
 def table(results: list[Result]) -> Table:
-    out = Table(title="p2pnode on loopback (each peer its own process)")
+    bits = sorted({r.vdf_bits for r in results})
+    title = (
+        f"p2pnode on loopback (each peer its own process), {'/'.join(map(str, bits))}-bit proofs"
+    )
+    out = Table(title=title)
     columns = [
         "peers",
         "rounds/s",
@@ -53,14 +58,37 @@ def table(results: list[Result]) -> Table:
 
 
 def work_table(results: list[Result]) -> Table:
+    """What each peer did per final round; the bench JSON has every counter, per topic too."""
     out = Table(title="work per final round per peer (mean over the peers)")
-    names = sorted({name for r in results for name in r.work_per_round})
-    out.add_column("peers", justify="right")
-    for name in names:
-        out.add_column(name.replace("_", " "), justify="right")
+    columns = (
+        "peers",
+        "copies received: new / duplicate",
+        "duplicates",
+        "messages published",
+        "re-sends",
+        "store commits",
+        "commit ms on the event loop",
+    )
+    for column in columns:
+        out.add_column(column, justify="right")
     for r in results:
-        out.add_row(str(r.peers), *(f"{r.work_per_round.get(n, 0.0):.2f}" for n in names))
+        work = r.work_per_round
+        new, duplicate = work.get("copies_new", 0.0), work.get("copies_duplicate", 0.0)
+        share = duplicate / (new + duplicate) if new + duplicate else 0.0
+        out.add_row(
+            str(r.peers),
+            f"{new:.1f} / {duplicate:.1f}",
+            f"{share:.0%}",
+            f"{_sum(work, 'published_'):.2f}",
+            f"{_sum(work, 'resent_'):.2f}",
+            f"{work.get('store_commits', 0.0):.2f}",
+            f"{work.get('store_blocking_us', 0.0) / 1000:.2f}",
+        )
     return out
+
+
+def _sum(work: dict[str, float], prefix: str) -> float:
+    return sum(value for name, value in work.items() if name.startswith(prefix))
 
 
 def soak_table(results: list[Result]) -> Table:
@@ -92,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
     )
+    parser.add_argument(
+        "--vdf-bits", type=int, choices=VDF_BITS, default=DEFAULT_VDF_BITS, help="proof size"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0 or args.difficulty < 1:
@@ -105,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for peers in args.peers or [4, 7]:
             base = Path(folder) / f"n{peers}"
             run = (peers, args.seconds, args.rounds, args.rate, args.difficulty, base)
-            results.append(trio.run(run_one, *run))
+            results.append(trio.run(partial(run_one, *run, vdf_bits=args.vdf_bits)))
     console = Console(width=200)
     console.print(table(results))
     console.print(work_table(results))

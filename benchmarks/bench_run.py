@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 
 from p2pnode.api.client import ClientError, get_status, status_url, submit_batch
-from p2pnode.chain.genesis import wall_clock_ms
+from p2pnode.chain.genesis import DEFAULT_VDF_BITS, wall_clock_ms
 from p2pnode.chain.mempool import mutation_id
 from p2pnode.local.homes import generate_testnet
 from p2pnode.local.processes import serving, spawn, stop_all
@@ -55,6 +55,7 @@ class Result:
     peak_rss_mb: float
     rss_at_1000_mb: float | None
     rss_end_mb: float
+    vdf_bits: int = DEFAULT_VDF_BITS
     work_per_round: dict[str, float] = field(default_factory=dict)
     """Each of the status's work counters, per final round per peer (mean over the peers)."""
 
@@ -194,9 +195,16 @@ async def _until(home: Home, rank: int | None, seconds: float, done: trio.Event)
 
 
 async def run_one(
-    peers: int, seconds: float, rounds: int | None, rate: float, difficulty: int, base: Path
+    peers: int,
+    seconds: float,
+    rounds: int | None,
+    rate: float,
+    difficulty: int,
+    base: Path,
+    *,
+    vdf_bits: int = DEFAULT_VDF_BITS,
 ) -> Result:
-    _, homes = generate_testnet(base, peers, base_port=0, difficulty=difficulty)
+    _, homes = generate_testnet(base, peers, base_port=0, difficulty=difficulty, vdf_bits=vdf_bits)
     fleet = Fleet(homes)
     samples = Samples()
     try:
@@ -223,7 +231,7 @@ async def run_one(
     finally:
         fleet.stop()
     result = _measure(homes[0], (start_rank, end_rank), elapsed, cpu, statuses, memory, samples)
-    return dataclasses.replace(result, work_per_round=work)
+    return dataclasses.replace(result, work_per_round=work, vdf_bits=vdf_bits)
 
 
 async def _work(home: Home) -> dict[str, int]:

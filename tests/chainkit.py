@@ -52,7 +52,7 @@ def proven(
     parent = parent or genesis.frame()
     rank, root = parent.round + 1, mutations_root(mutations)
     challenge = frame_challenge(genesis, rank, parent.id, keypair.public, root)
-    output, proof = vdf.prove(challenge, genesis.difficulty)
+    output, proof = vdf.prove(challenge, genesis.difficulty, genesis.vdf_bits)
     difficulty = genesis.difficulty
     unsigned = Frame(
         rank, parent.id, keypair.public, timestamp, root, mutations, difficulty, output, proof, b""

@@ -134,7 +134,9 @@ def test_ctrl_c_ends_a_command_quietly_also_from_inside_a_nursery(err: BaseExcep
 
 def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> None:
     home = tmp_path / "alice"
-    result = p2pnode("init", "--home", str(home), "--network", "demo", "--difficulty", "200")
+    result = p2pnode(
+        "init", "--home", str(home), "--network", "demo", "--difficulty", "200", "--vdf-bits", "512"
+    )
     assert result.returncode == 0, result.stderr
     assert "peer id: 12D3KooW" in result.stdout
     assert "genesis sha256" in result.stdout
@@ -142,6 +144,7 @@ def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> N
     genesis = json.loads((home / "genesis.json").read_text())
     assert genesis["network"] == "demo"
     assert genesis["difficulty"] == 200
+    assert genesis["vdf_bits"] == 512
     key = (home / "identity.key").read_bytes()
     one_line_error(p2pnode("init", "--home", str(home)), "already exists")
     assert (home / "identity.key").read_bytes() == key
@@ -158,6 +161,8 @@ def test_init_makes_a_home_and_refuses_to_overwrite_its_key(tmp_path: Path) -> N
         (["init", "--home", "{tmp}/x", "--network", "Bad Name"], "network name"),
         (["init", "--home", "{tmp}/x", "--network", "ok", "--difficulty", "0"], "difficulty"),
         (["init", "--home", "{tmp}/x", "--difficulty", "-5"], "give --network too"),
+        (["init", "--home", "{tmp}/x", "--vdf-bits", "512"], "give --network too"),
+        (["init", "--home", "{tmp}/x", "--network", "ok", "--vdf-bits", "768"], "invalid choice"),
         (["run", "--home", "{tmp}/nobody"], "no key"),
         (["id", "--home", "{tmp}/nobody"], "no key"),
         (["testnet", "--peers", "0"], "--peers"),

@@ -20,7 +20,7 @@ from p2pnode.chain.crypto import (
     verify,
     vote_statement,
 )
-from p2pnode.chain.genesis import leader_order
+from p2pnode.chain.genesis import Genesis, leader_order
 from p2pnode.chain.mempool import Admission, Mempool
 from p2pnode.chain.messages import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.chain.providers import ChainProviders, Precommits, Sent
@@ -60,13 +60,19 @@ ME = ORDER[3]
 class Peer:
     """One prover's providers over a real store."""
 
-    def __init__(self, path: Path, keypair: Keypair, clock: Callable[[], int] = lambda: NOW):
-        self.store = Store(path, GENESIS)
+    def __init__(
+        self,
+        path: Path,
+        keypair: Keypair,
+        clock: Callable[[], int] = lambda: NOW,
+        genesis: Genesis = GENESIS,
+    ):
+        self.store = Store(path, genesis)
         self.mempool = Mempool()
         self.publisher = Recorder()
-        self.sync = FakeSync(GENESIS.frame())
+        self.sync = FakeSync(genesis.frame())
         self.providers = ChainProviders(
-            GENESIS, keypair, self.store, self.mempool, self.publisher, self.sync, clock
+            genesis, keypair, self.store, self.mempool, self.publisher, self.sync, clock
         )
 
 
@@ -560,6 +566,21 @@ async def test_inbound_gossip_leaves_the_proof_to_the_vote() -> None:
     assert checker.problem(forged, GENESIS.frame()) == "bad proof of work"
     assert await checker.proof_problem(forged) == "bad proof of work"
     assert await checker.proof_problem(good) is None
+
+
+async def test_proofs_are_made_and_checked_in_the_genesis_group_size(tmp_path: Path) -> None:
+    small = replace(GENESIS, vdf_bits=512)
+    prover = Peer(tmp_path / "small.sqlite", ME, genesis=small)
+    try:
+        made = await prover.providers.prove_next_state(None, Collected.of(1, ()))
+    finally:
+        prover.store.close()
+    assert await FrameChecker(small).proof_problem(made) is None
+    assert await FrameChecker(GENESIS).proof_problem(made) == "bad proof of work"
+    made_small = chainkit.proven(small, ORDER[0], X_MUTATIONS, timestamp=T0 + 10)
+    assert await FrameChecker(small).proof_problem(made_small) is None
+    assert await FrameChecker(small).proof_problem(frame_x()) == "bad proof of work"
+    assert await FrameChecker(GENESIS).proof_problem(made_small) == "bad proof of work"
 
 
 async def test_a_prover_voting_for_its_own_proposal_does_not_verify_its_proof(

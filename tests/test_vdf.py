@@ -117,6 +117,17 @@ def test_prove_refuses_bad_arguments(
         vdf.prove(challenge, iterations)
 
 
+def test_a_proof_holds_only_in_the_group_size_it_was_made_in() -> None:
+    output, proof = vdf.prove(CHALLENGE, ITERATIONS, 512)
+    assert (output, proof) != (OUTPUT, PROOF)
+    assert vdf.verify(CHALLENGE, ITERATIONS, output, proof, 512)
+    assert not vdf.verify(CHALLENGE, ITERATIONS, output, proof)
+    assert not vdf.verify(CHALLENGE, ITERATIONS, OUTPUT, PROOF, 512)
+    assert not vdf.verify(CHALLENGE, ITERATIONS, OUTPUT, PROOF, 768)
+    with pytest.raises(ValueError, match="bits"):
+        vdf.prove(CHALLENGE, ITERATIONS, 768)
+
+
 async def test_prove_async_matches_prove() -> None:
     assert await vdf.prove_async(CHALLENGE, ITERATIONS) == (OUTPUT, PROOF)
     assert await vdf.verify_async(CHALLENGE, ITERATIONS, OUTPUT, PROOF)

@@ -30,7 +30,8 @@ def prepared(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """The challenges whose discriminants were derived."""
     challenges: list[bytes] = []
 
-    async def prepare(challenge: bytes) -> None:
+    async def prepare(challenge: bytes, bits: int) -> None:
+        assert bits == vdf.DISCRIMINANT_BITS  # the genesis's
         challenges.append(challenge)
 
     monkeypatch.setattr(vdf, "prepare", prepare)
@@ -77,5 +78,5 @@ async def test_prepare_leaves_the_discriminant_for_the_verification() -> None:
     challenge = frame_challenge(GENESIS, 9, b"\x09" * 32, FOLLOWER, ROOT)
     await vdf.prepare(challenge)
     before = vdf._discriminant.cache_info().hits
-    vdf._discriminant(challenge)
+    vdf._discriminant(challenge, vdf.DISCRIMINANT_BITS)
     assert vdf._discriminant.cache_info().hits == before + 1

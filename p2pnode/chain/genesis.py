@@ -30,9 +30,15 @@ MAX_GENESIS_SIZE = 64 * 1024
 MAX_TIMESTAMP = 2**63 - 1
 DEFAULT_DIFFICULTY = 1000
 """VDF iterations per frame of a new network unless its creator says otherwise."""
+VDF_BITS = (512, 1024)
+"""The proof sizes a genesis may choose: the bits of each proof's class-group discriminant."""
+DEFAULT_VDF_BITS = 1024
 """The codec's largest integer: a frame's timestamp must encode."""
 _PEER_ID_MAX = 64  # an ed25519 peer id is 52 base58 characters; longer ones are not decoded
 _FIELDS = frozenset({"version", "network", "provers", "difficulty", "timestamp"})
+_OPTIONAL = frozenset({"vdf_bits"})
+"""Written only when not the default, so the genesis of a network made before it had the
+field keeps its bytes and its hash."""
 
 
 class GenesisError(ValueError):
@@ -50,6 +56,8 @@ class Genesis:
     """VDF iterations a prover must perform per frame."""
     timestamp: int
     """Milliseconds since the epoch when the network was created."""
+    vdf_bits: int = DEFAULT_VDF_BITS
+    """Size of each proof's discriminant (see `VDF_BITS`)."""
 
     def __post_init__(self) -> None:
         if not NETWORK_NAME.fullmatch(self.network):
@@ -63,6 +71,8 @@ class Genesis:
             raise GenesisError("provers must be distinct and ordered by key")
         if not 1 <= self.difficulty <= 10_000_000:
             raise GenesisError("difficulty must be between 1 and 10000000 iterations")
+        if type(self.vdf_bits) is not int or self.vdf_bits not in VDF_BITS:
+            raise GenesisError(f"vdf_bits must be one of {', '.join(map(str, VDF_BITS))}")
         if self.timestamp < 0:
             raise GenesisError("timestamp must not be negative")
         if self.timestamp > MAX_TIMESTAMP:
@@ -70,9 +80,15 @@ class Genesis:
 
     @classmethod
     def create(
-        cls, network: str, provers: list[ProverId], difficulty: int, timestamp: int
+        cls,
+        network: str,
+        provers: list[ProverId],
+        difficulty: int,
+        timestamp: int,
+        vdf_bits: int = DEFAULT_VDF_BITS,
     ) -> Genesis:
-        return cls(network, tuple(sorted(set(provers), key=lambda p: p.key)), difficulty, timestamp)
+        ordered = tuple(sorted(set(provers), key=lambda p: p.key))
+        return cls(network, ordered, difficulty, timestamp, vdf_bits)
 
     @property
     def quorum(self) -> int:
@@ -104,13 +120,16 @@ class Genesis:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "version": GENESIS_VERSION,
             "network": self.network,
             "provers": [p.identity() for p in self.provers],
             "difficulty": self.difficulty,
             "timestamp": self.timestamp,
         }
+        if self.vdf_bits != DEFAULT_VDF_BITS:
+            document["vdf_bits"] = self.vdf_bits
+        return document
 
     def to_bytes(self) -> bytes:
         """The canonical file content: sorted keys, no spaces, one trailing newline."""
@@ -129,12 +148,19 @@ class Genesis:
         if not 1 <= len(provers) <= MAX_PROVERS:  # before decoding thousands of them
             raise GenesisError(f"a network needs 1 to {MAX_PROVERS} provers")
         keys = tuple(_prover(p) for p in provers)
-        for name in ("difficulty", "timestamp"):
+        document.setdefault("vdf_bits", DEFAULT_VDF_BITS)
+        for name in ("difficulty", "timestamp", "vdf_bits"):
             if not isinstance(document[name], int) or isinstance(document[name], bool):
                 raise GenesisError(f"{name} must be an integer")
         if not isinstance(document["network"], str):
             raise GenesisError("network must be a string")
-        return cls(document["network"], keys, document["difficulty"], document["timestamp"])
+        return cls(
+            document["network"],
+            keys,
+            document["difficulty"],
+            document["timestamp"],
+            document["vdf_bits"],
+        )
 
     @classmethod
     def load(cls, path: Path) -> Genesis:
@@ -178,8 +204,10 @@ def _document(data: bytes) -> dict[str, Any]:
         raise GenesisError("genesis holds a number too long to read") from None
     if not isinstance(document, dict):
         raise GenesisError("genesis must be a JSON object")
-    if set(document) != _FIELDS:
-        raise GenesisError(f"genesis must have exactly the fields {sorted(_FIELDS)}")
+    if not _FIELDS <= set(document) <= _FIELDS | _OPTIONAL:
+        raise GenesisError(
+            f"genesis must have the fields {sorted(_FIELDS)}, and may have {sorted(_OPTIONAL)}"
+        )
     version = document["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version != GENESIS_VERSION:
         raise GenesisError(f"unsupported genesis version {_brief(version)}")

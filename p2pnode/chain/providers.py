@@ -166,7 +166,7 @@ class ChainProviders:
         parent = prior if prior is not None else self.store.tip()
         rank = parent.round + 1
         challenge = frame_challenge(self.genesis, rank, parent.id, self.me, collected.root)
-        output, proof = await prove_async(challenge, self.genesis.difficulty)
+        output, proof = await prove_async(challenge, self.genesis.difficulty, self.genesis.vdf_bits)
         unsigned = Frame(
             round=rank,
             parent=parent.id,

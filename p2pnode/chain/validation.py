@@ -89,7 +89,9 @@ class FrameChecker:
             challenge = frame_challenge(
                 self.genesis, frame.round, frame.parent, frame.prover, frame.root
             )
-            known = await vdf.verify_async(challenge, frame.difficulty, frame.output, frame.proof)
+            known = await vdf.verify_async(
+                challenge, frame.difficulty, frame.output, frame.proof, self.genesis.vdf_bits
+            )
             self._remember(frame.id, known)
         return None if known else "bad proof of work"
 
@@ -109,6 +111,8 @@ class FrameChecker:
             challenge = frame_challenge(
                 self.genesis, frame.round, frame.parent, frame.prover, frame.root
             )
-            known = vdf.verify(challenge, frame.difficulty, frame.output, frame.proof)
+            known = vdf.verify(
+                challenge, frame.difficulty, frame.output, frame.proof, self.genesis.vdf_bits
+            )
             self._remember(frame.id, known)
         return known

@@ -14,7 +14,9 @@ import chiavdf
 import trio
 
 DISCRIMINANT_BITS = 1024
-"""Size of the class group's discriminant; chiavdf's Python build refuses more than 1024."""
+"""Size of the class group's discriminant unless the genesis chooses 512 (`bits` below);
+chiavdf's Python build refuses more than 1024."""
+BITS = (512, 1024)
 
 FORM_SIZE = 100
 """Bytes of one serialized class-group element (an output or a proof). chiavdf pads every
@@ -55,7 +57,9 @@ def proving_time(iterations: int) -> float:
 _run_in_thread: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync
 
 
-def _check(challenge: bytes, iterations: int) -> None:
+def _check(challenge: bytes, iterations: int, bits: int = DISCRIMINANT_BITS) -> None:
+    if bits not in BITS or type(bits) is not int:
+        raise ValueError(f"a discriminant has one of {BITS} bits, not {bits!r}")
     if not isinstance(challenge, bytes) or len(challenge) != CHALLENGE_SIZE:
         raise ValueError(f"a VDF challenge is a {CHALLENGE_SIZE}-byte hash")
     if isinstance(iterations, bool) or not isinstance(iterations, int):
@@ -66,10 +70,10 @@ def _check(challenge: bytes, iterations: int) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _discriminant(challenge: bytes) -> str:
+def _discriminant(challenge: bytes, bits: int) -> str:
     # Deriving the discriminant (a hash-to-prime search, 3-80 ms) often costs more than checking
     # the proof, and one frame arrives several times (proposal, confirmations, rebroadcasts).
-    return chiavdf.create_discriminant(challenge, DISCRIMINANT_BITS)
+    return chiavdf.create_discriminant(challenge, bits)
 
 
 def _split(result: bytes) -> tuple[bytes, bytes]:
@@ -78,14 +82,15 @@ def _split(result: bytes) -> tuple[bytes, bytes]:
     return result[:FORM_SIZE], result[FORM_SIZE:]
 
 
-def prove(challenge: bytes, iterations: int) -> tuple[bytes, bytes]:
-    """(output, proof) of `iterations` squarings in the group named by `challenge`.
+def prove(challenge: bytes, iterations: int, bits: int = DISCRIMINANT_BITS) -> tuple[bytes, bytes]:
+    """(output, proof) of `iterations` squarings in the group named by `challenge`, whose
+    discriminant has `bits` bits.
 
     CPU-bound and blocking (about 8 µs per iteration): call `prove_async` from trio code.
     """
-    _check(challenge, iterations)
+    _check(challenge, iterations, bits)
     # An empty stop-file path disables chiavdf's stop check.
-    return _split(chiavdf.prove(challenge, _START, DISCRIMINANT_BITS, iterations, ""))
+    return _split(chiavdf.prove(challenge, _START, bits, iterations, ""))
 
 
 class _InFlight:
@@ -126,22 +131,26 @@ async def settle(timeout: float = 2.0) -> bool:
     return not _in_flight.busy
 
 
-def _prove_while_exists(challenge: bytes, iterations: int, run_file: str) -> tuple[bytes, bytes]:
+def _prove_while_exists(
+    challenge: bytes, iterations: int, bits: int, run_file: str
+) -> tuple[bytes, bytes]:
     with _in_flight.held():
-        result = chiavdf.prove(challenge, _START, DISCRIMINANT_BITS, iterations, run_file)
+        result = chiavdf.prove(challenge, _START, bits, iterations, run_file)
     if not result:
         raise RuntimeError("VDF evaluation stopped: its run file disappeared")
     return _split(result)
 
 
-async def prove_async(challenge: bytes, iterations: int) -> tuple[bytes, bytes]:
+async def prove_async(
+    challenge: bytes, iterations: int, bits: int = DISCRIMINANT_BITS
+) -> tuple[bytes, bytes]:
     """`prove` in a worker thread (chiavdf releases the GIL); cancellable.
 
     On cancellation trio abandons the thread at once, and removing the run file makes chiavdf
     stop within about 0.15 s instead of finishing the evaluation for nothing: chiavdf's
     `shutdown_file_path` argument names a file that must keep existing while it works.
     """
-    _check(challenge, iterations)
+    _check(challenge, iterations, bits)
     descriptor, run_file = tempfile.mkstemp(prefix="p2pnode-vdf-")
     os.close(descriptor)
     try:
@@ -149,6 +158,7 @@ async def prove_async(challenge: bytes, iterations: int) -> tuple[bytes, bytes]:
             _prove_while_exists,
             challenge,
             iterations,
+            bits,
             run_file,
             abandon_on_cancel=True,
             thread_name=PROVE_THREAD_NAME,
@@ -174,20 +184,23 @@ def _canonical(discriminant: str, form: bytes) -> bool:
     return True
 
 
-def verify(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
-    """Whether `proof` shows that `output` is `iterations` squarings of the challenge's start.
+def verify(
+    challenge: bytes, iterations: int, output: bytes, proof: bytes, bits: int = DISCRIMINANT_BITS
+) -> bool:
+    """Whether `proof` shows that `output` is `iterations` squarings of the challenge's start,
+    in the group of `bits` bits.
 
     Any malformed input is just invalid (False): the inputs come off the wire.
     """
     try:
-        _check(challenge, iterations)
+        _check(challenge, iterations, bits)
     except (TypeError, ValueError):
         return False
     for form in (output, proof):
         if not isinstance(form, bytes) or len(form) != FORM_SIZE:
             return False
     try:
-        discriminant = _discriminant(challenge)
+        discriminant = _discriminant(challenge, bits)
         if not (_canonical(discriminant, output) and _canonical(discriminant, proof)):
             return False
         return bool(chiavdf.verify_wesolowski(discriminant, _START, output, proof, iterations))
@@ -196,25 +209,29 @@ def verify(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bo
         return False
 
 
-async def verify_async(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
+async def verify_async(
+    challenge: bytes, iterations: int, output: bytes, proof: bytes, bits: int = DISCRIMINANT_BITS
+) -> bool:
     """`verify` in a worker thread: it takes milliseconds, too long for the event loop."""
     valid = await _run_in_thread(
-        _verify_counted, challenge, iterations, output, proof, abandon_on_cancel=True
+        _verify_counted, challenge, iterations, output, proof, bits, abandon_on_cancel=True
     )
     return bool(valid)
 
 
-async def prepare(challenge: bytes) -> None:
+async def prepare(challenge: bytes, bits: int = DISCRIMINANT_BITS) -> None:
     """Derive the discriminant of `challenge` in a worker thread, ahead of a verification."""
-    _check(challenge, 1)
-    await _run_in_thread(_discriminant_counted, challenge, abandon_on_cancel=True)
+    _check(challenge, 1, bits)
+    await _run_in_thread(_discriminant_counted, challenge, bits, abandon_on_cancel=True)
 
 
-def _discriminant_counted(challenge: bytes) -> None:
+def _discriminant_counted(challenge: bytes, bits: int) -> None:
     with _in_flight.held():
-        _discriminant(challenge)
+        _discriminant(challenge, bits)
 
 
-def _verify_counted(challenge: bytes, iterations: int, output: bytes, proof: bytes) -> bool:
+def _verify_counted(
+    challenge: bytes, iterations: int, output: bytes, proof: bytes, bits: int
+) -> bool:
     with _in_flight.held():
-        return verify(challenge, iterations, output, proof)
+        return verify(challenge, iterations, output, proof, bits)

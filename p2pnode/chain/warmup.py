@@ -57,4 +57,4 @@ class Warmup:
 
     async def run(self) -> None:
         async for challenge in self._queue:
-            await vdf.prepare(challenge)
+            await vdf.prepare(challenge, self._genesis.vdf_bits)

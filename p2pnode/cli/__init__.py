@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     """Commands that make or run peers."""
-    from p2pnode.chain.genesis import DEFAULT_DIFFICULTY
+    from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, DEFAULT_VDF_BITS, VDF_BITS
     from p2pnode.cli import commands, config, reset, testnet
 
     init = sub.add_parser("init", help="create a peer home: key, config and maybe a genesis")
@@ -76,6 +76,12 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
         "--difficulty",
         type=int,
         help=f"VDF iterations per frame of the new network (default {DEFAULT_DIFFICULTY})",
+    )
+    init.add_argument(
+        "--vdf-bits",
+        type=int,
+        choices=VDF_BITS,
+        help=f"the new network's proof size in bits (default {DEFAULT_VDF_BITS})",
     )
     init.set_defaults(run=commands.init)
 
@@ -120,6 +126,13 @@ def _peer_commands(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     )
     net.add_argument(
         "--difficulty", type=int, default=DEFAULT_DIFFICULTY, help="VDF iterations per frame"
+    )
+    net.add_argument(
+        "--vdf-bits",
+        type=int,
+        choices=VDF_BITS,
+        default=DEFAULT_VDF_BITS,
+        help=f"proof size in bits (default {DEFAULT_VDF_BITS})",
     )
     net.add_argument("--no-dashboard", action="store_true", help="print a line per peer instead")
     net.add_argument("--generate-only", action="store_true", help="write the homes and exit")

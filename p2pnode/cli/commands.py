@@ -25,7 +25,7 @@ from p2pnode.api.client import (
     status_url,
 )
 from p2pnode.chain.crypto import Keypair
-from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, Genesis, wall_clock_ms
+from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, DEFAULT_VDF_BITS, Genesis, wall_clock_ms
 from p2pnode.cli.errors import UsageError
 from p2pnode.net.addresses import AddressError, interface_ips, shared
 from p2pnode.peer.home import Home, create_home, write_config
@@ -50,14 +50,15 @@ def _free_port() -> int:
 
 
 def init(args: argparse.Namespace) -> int:
-    if args.network is None and args.difficulty is not None:
-        raise UsageError("--difficulty is the new network's: give --network too")
+    if args.network is None and (args.difficulty is not None or args.vdf_bits is not None):
+        raise UsageError("--difficulty and --vdf-bits are the new network's: give --network too")
     difficulty = DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty
+    bits = DEFAULT_VDF_BITS if args.vdf_bits is None else args.vdf_bits
     listen = args.listen or f"/ip4/127.0.0.1/tcp/{_free_port()}"
     check_multiaddr(listen, with_peer=False)
     if args.network is not None:
         # Checked before anything is written: a failed init leaves no half-made home.
-        Genesis.create(args.network, [Keypair.generate().prover], difficulty, 0)
+        Genesis.create(args.network, [Keypair.generate().prover], difficulty, 0, bits)
     home, keypair = create_home(Path(args.home))
     write_config(home, [listen], [])
     peer = keypair.prover.identity()
@@ -66,7 +67,7 @@ def init(args: argparse.Namespace) -> int:
     for address in _shared([listen], peer):
         print(f"address: {address}")
     if args.network is not None:
-        genesis = Genesis.create(args.network, [keypair.prover], difficulty, wall_clock_ms())
+        genesis = Genesis.create(args.network, [keypair.prover], difficulty, wall_clock_ms(), bits)
         genesis.save(home.genesis_file)
         print(f"network {genesis.network}, genesis sha256 {genesis.hash().hex()}")
     else:

@@ -42,7 +42,11 @@ def testnet(args: argparse.Namespace) -> int:
     plural = "s" if args.peers > 1 else ""
     if homes is None:
         genesis, homes = generate_testnet(
-            out, args.peers, base_port=base_port, difficulty=args.difficulty
+            out,
+            args.peers,
+            base_port=base_port,
+            difficulty=args.difficulty,
+            vdf_bits=args.vdf_bits,
         )
         print(f"created {args.peers} prover home{plural} in {out}")
     else:

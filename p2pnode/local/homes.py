@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from p2pnode.chain.crypto import Keypair
-from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, Genesis, wall_clock_ms
+from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, DEFAULT_VDF_BITS, Genesis, wall_clock_ms
 from p2pnode.peer.home import Home, create_home, write_config
 
 
@@ -21,6 +21,7 @@ def generate_testnet(
     network: str = "testnet",
     base_port: int = 4001,
     difficulty: int = DEFAULT_DIFFICULTY,
+    vdf_bits: int = DEFAULT_VDF_BITS,
     extra_config: Mapping[str, object] | None = None,
     other_provers: Sequence[Keypair] = (),
 ) -> tuple[Genesis, list[Home]]:
@@ -32,7 +33,7 @@ def generate_testnet(
     """
     keypairs = [Keypair.generate() for _ in range(peers)]
     provers = [k.prover for k in [*keypairs, *other_provers]]
-    genesis = Genesis.create(network, provers, difficulty, wall_clock_ms())
+    genesis = Genesis.create(network, provers, difficulty, wall_clock_ms(), vdf_bits)
     bootstrap = [peer_address(base_port, keypairs[0])] if base_port else []
     homes = []
     for index, keypair in enumerate(keypairs):
