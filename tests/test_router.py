@@ -3,6 +3,7 @@ strangers share a few, control messages beyond their bounds are charged."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -11,7 +12,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 
-from p2pnode.net.guards import Malformed
+from p2pnode.net.guards import Malformed, message_id
 from p2pnode.net.router import MAX_IHAVE, GuardedGossipSub
 
 TOPIC = "votes"
@@ -193,3 +194,34 @@ def test_other_topics_keep_plain_gossip() -> None:
     router.direct_topics = frozenset()
     assert _to(router, PROVERS[1], PROVERS[1]) == {PROVERS[2], STRANGERS[0]}
     assert _to(router, PROVERS[0], PROVERS[0]) == {PROVERS[1], PROVERS[2], STRANGERS[0]}
+
+
+class _Seen:
+    def __init__(self, ids: set[bytes]) -> None:
+        self.ids = ids
+
+    def has(self, mid: bytes) -> bool:
+        return mid in self.ids
+
+
+async def test_gossip_names_messages_by_the_ids_receivers_keep_so_none_is_asked_for_again() -> None:
+    identify = message_id("peers")
+    sender, _ = _router([], PROVERS)
+    pubsub = _Pubsub(PROVERS)
+    pubsub.get_message_id = identify  # type: ignore[attr-defined]
+    sender.attach(pubsub)  # type: ignore[arg-type]
+    msg = rpc_pb2.Message(from_id=PROVERS[1].to_bytes(), seqno=b"\x01", data=b"x", topicIDs=[TOPIC])
+    sender.mcache.put(msg)
+    assert sender.mcache.window(TOPIC) == [identify(msg)]
+    assert sender.mcache.get(identify(msg)) is msg
+    receiver, _ = _router([], PROVERS)
+    receiver.pubsub.seen_messages = _Seen({identify(msg)})  # type: ignore[union-attr]
+    asked: list[Any] = []
+
+    async def emit_iwant(ids: Sequence[bytes], to_peer: ID) -> None:
+        asked.append(ids)
+
+    receiver.emit_iwant = emit_iwant  # type: ignore[method-assign,assignment]
+    ihave = rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=sender.mcache.window(TOPIC))
+    await receiver.handle_ihave(ihave, PROVERS[0])
+    assert asked == []  # seen already: a copy would only be a duplicate

@@ -211,8 +211,8 @@ class GuardedPubsub(Pubsub):
         """Each topic's verdict on a message, by the network's judge."""
         self.rejected = Remembered(verdict_ttl)
         self.accepted = Remembered(verdict_ttl)
-        self.copies: Counter[str] = Counter()
-        """Well-formed messages received from peers: 'new' the first time, 'duplicate' after."""
+        self.copies: Counter[tuple[str, bool]] = Counter()
+        """Well-formed messages received from peers, by topic and whether seen before."""
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         """Write an RPC without the signed peer record py-libp2p puts in each one: about 213
@@ -324,10 +324,11 @@ class GuardedPubsub(Pubsub):
                 return
         if self.is_peer_blacklisted(msg_forwarder):
             return
-        if self._is_msg_seen(msg):
-            self.copies["duplicate"] += remote
+        seen = self._is_msg_seen(msg)
+        if remote:
+            self.copies[msg.topicIDs[0], seen] += 1  # one topic: `well_formed` checked it
+        if seen:
             return
-        self.copies["new"] += remote
         if remote and not self._signed(msg):
             self.report(msg_forwarder.to_base58(), Malformed.SIGNATURE_INVALID)
             return

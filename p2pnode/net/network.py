@@ -126,9 +126,14 @@ class Network:
         """Verdicts given so far, per topic and verdict (every pair present)."""
         return dict(self._gate.counts)
 
-    def copies(self) -> dict[str, int]:
-        """Gossip messages received from peers: 'new' (first copy) and 'duplicate'."""
-        return dict(self._stack.pubsub.copies)
+    def copies(self) -> dict[tuple[Topic, bool], int]:
+        """Gossip messages received from peers, by topic and whether a copy came before."""
+        topics = {name: topic for topic, name in self._names.items()}
+        return {
+            (topics[name], duplicate): count
+            for (name, duplicate), count in self._stack.pubsub.copies.items()
+            if name in topics
+        }
 
     def malformed(self) -> dict[Malformed, int]:
         """RPCs and messages dropped before judging, per reason (every reason present)."""

@@ -377,8 +377,15 @@ class Node:
 
     @staticmethod
     def _copies(network: Network) -> tuple[tuple[str, int], ...]:
+        """Copies received in all, new and duplicate, then the duplicates per topic."""
         copies = network.copies()
-        return tuple((f"copies_{kind}", copies.get(kind, 0)) for kind in ("new", "duplicate"))
+        new = sum(n for (_, duplicate), n in copies.items() if not duplicate)
+        per_topic = {topic.value: n for (topic, duplicate), n in copies.items() if duplicate}
+        return (
+            ("copies_new", new),
+            ("copies_duplicate", sum(per_topic.values())),
+            *((f"duplicate_{topic}", n) for topic, n in sorted(per_topic.items())),
+        )
 
     def _recent_history(
         self,
