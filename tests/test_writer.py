@@ -10,14 +10,14 @@ from typing import cast
 import pytest
 import trio
 
-from p2pnode.chain.messages import VoteMsg
+from p2pnode.chain.messages import Liveness, MutationMsg, VoteMsg
 from p2pnode.chain.types import HASH_SIZE, digest
 from p2pnode.consensus import RoundRecord
 from p2pnode.net import Network
 from p2pnode.peer.node import Outbox
 from p2pnode.peer.store import Store
 from p2pnode.peer.writer import GroupCommit, StoreError
-from tests.test_store import GENESIS, chain, vote
+from tests.test_store import GENESIS, KEYS, chain, vote
 
 
 def _durable_votes(path: Path) -> int:
@@ -137,3 +137,19 @@ async def test_a_failed_commit_stops_every_later_write(path: Path) -> None:
     with pytest.raises(StoreError, match="cannot write the store"):
         store.save_vote(vote(1, 1, b"b" * HASH_SIZE))
     store.close()
+
+
+async def test_an_announcement_does_not_wait_for_a_commit(path: Path) -> None:
+    Store(path, GENESIS).close()
+    waited: list[bool] = []
+
+    async def durable() -> None:
+        waited.append(True)
+
+    outbox = Outbox(durable)
+    outbox.network = cast(Network, _Wire(path))
+    await outbox.publish(Liveness(1, KEYS[0].public, bytes(32), bytes(64)))
+    await outbox.publish(MutationMsg((b"m",)))
+    assert waited == []
+    await outbox.publish(VoteMsg(vote(1, 0, b"a" * HASH_SIZE)))
+    assert waited == [True]

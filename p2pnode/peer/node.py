@@ -71,8 +71,11 @@ class NodeError(Exception):
 class Outbox:
     """Publishes messages and asks peers for frames, once the network is up.
 
-    Every message leaves only once the store's writes made before it are durable (`durable`):
-    a vote, a precommit and the round record behind them are on disk before anyone sees them.
+    A proposal, a vote or a confirmation leaves only once the store's writes made before it
+    are durable (`durable`): the round record behind it (the lock, the vote given, the own
+    proposal), the vote and the precommit are on disk before anyone sees them. A liveness
+    announcement or a batch of mutations commits this peer to nothing it must remember, so it
+    does not wait for a commit (a final frame's, say) to end.
     """
 
     def __init__(self, durable: Callable[[], Awaitable[None]]) -> None:
@@ -82,7 +85,8 @@ class Outbox:
         """Messages handed to the network so far, by topic."""
 
     async def publish(self, message: Message) -> None:
-        await self._durable()
+        if isinstance(message, Proposal | VoteMsg | Confirmation):
+            await self._durable()
         if self.network is None:
             return
         topic = TOPICS[type(message)]
