@@ -32,9 +32,16 @@ class Topic(enum.Enum):
     """Discovery: every peer announces its multiaddrs here, as the codec's `Peers` message."""
 
 
-DIRECT_TOPICS = (Topic.LIVENESS, Topic.PROPOSALS, Topic.VOTES, Topic.CONFIRMATIONS)
-"""The consensus topics: their author sends each message straight to every prover, and provers
-relay to each other only what did not come from its author (see `GuardedGossipSub`)."""
+DIRECT_TOPICS = (
+    Topic.LIVENESS,
+    Topic.PROPOSALS,
+    Topic.VOTES,
+    Topic.CONFIRMATIONS,
+    Topic.MUTATIONS,
+)
+"""Topics whose messages their author sends straight to every prover, and which provers relay
+to each other only when they did not come from a prover author (see `GuardedGossipSub`):
+everything but discovery (an announcement every 30 s or so, left to plain gossip)."""
 
 
 class Verdict(enum.Enum):
