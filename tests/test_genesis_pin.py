@@ -64,7 +64,7 @@ MALFORMED = [
     pytest.param(canonical(network='"pinned\\n"'), "network name", id="newline-name"),
     pytest.param(canonical(network='"' + "a" * 5_000 + '"'), "network name", id="long-name"),
     pytest.param(canonical(network="null"), "network must be a string", id="null-name"),
-    pytest.param(b'{"version": 1}', "exactly the fields", id="missing-fields"),
+    pytest.param(b'{"version": 1}', "must have the fields", id="missing-fields"),
     pytest.param(
         GENESIS.to_bytes()[:-2] + b',"network":"other"}', "repeats a key", id="duplicate-key"
     ),

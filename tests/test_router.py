@@ -13,7 +13,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 
 from p2pnode.net.guards import Malformed, message_id
-from p2pnode.net.router import MAX_IHAVE, GuardedGossipSub
+from p2pnode.net.router import MAX_IHAVE, GuardedGossipSub, KeyedMessageCache
 
 TOPIC = "votes"
 PROVERS = [ID(b"prover %d" % index) for index in range(3)]
@@ -225,3 +225,17 @@ async def test_gossip_names_messages_by_the_ids_receivers_keep_so_none_is_asked_
     ihave = rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=sender.mcache.window(TOPIC))
     await receiver.handle_ihave(ihave, PROVERS[0])
     assert asked == []  # seen already: a copy would only be a duplicate
+
+
+def test_what_is_not_relayed_to_provers_is_named_to_each_at_the_next_heartbeat() -> None:
+    router = _direct([PROVERS[1], PROVERS[2], STRANGERS[0]])
+    router.pubsub.peers = set(PROVERS + STRANGERS[:2])  # type: ignore[union-attr]
+    router.mcache = KeyedMessageCache(3, 5, lambda msg: msg.data)
+    list(router._get_peers_to_send([TOPIC], PROVERS[1], PROVERS[1], msg_id=b"from 1"))
+    list(router._get_peers_to_send([TOPIC], STRANGERS[0], STRANGERS[0], msg_id=b"relayed"))
+    gossip = router.gossip_heartbeat()
+    # Its author has it; the other prover may not (its link to the author may be down).
+    assert gossip[PROVERS[2]][TOPIC] == [b"from 1"]
+    assert TOPIC not in gossip.get(PROVERS[1], {})
+    assert all(TOPIC not in gossip.get(s, {}) for s in STRANGERS)
+    assert not any(router.gossip_heartbeat().values()), "named once"

@@ -105,6 +105,9 @@ class GuardedGossipSub(GossipSub):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_libp2p_version()
         super().__init__(*args, **kwargs)
+        self._withheld: defaultdict[str, dict[bytes, ID]] = defaultdict(dict)
+        """Per topic, the ids (and authors) of messages not relayed to provers since the last
+        heartbeat: its gossip names them to every prover."""
         self._gossip_rpcs = Buckets(CONTROL_RATE, CONTROL_BURST)
         # Ours are the limits on IHAVE and IWANT: py-libp2p's log a WARNING per excess one.
         self.max_iwant_requests_per_second = float("inf")
@@ -181,8 +184,9 @@ class GuardedGossipSub(GossipSub):
 
         A peer's own message goes to every prover it is connected to, mesh or not. A message
         that came straight from its author, a prover, is relayed to no other prover (its author
-        sent it to each one it is connected to), only to the rest of the mesh: followers and
-        strangers still get everything by gossip. A message that came by relay is relayed as
+        sent it to each one it is connected to; the next heartbeat names it to them, see
+        `gossip_heartbeat`), only to the rest of the mesh: followers and strangers still get
+        everything by gossip. A message that came by relay is relayed as
         before. With every prover in every mesh up to seven, each message used to reach each
         prover n - 1 times; now once, from its author.
         """
@@ -194,8 +198,33 @@ class GuardedGossipSub(GossipSub):
             subscribed = set().union(*(self.pubsub.peer_topics.get(t, ()) for t in topics))
             return chosen | (self.provers & subscribed) - {origin}
         if msg_forwarder == origin and origin in self.provers:
+            if msg_id is not None:
+                for topic in topics:
+                    self._withheld[topic][msg_id] = origin
             return chosen - self.provers
         return chosen
+
+    def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
+        """py-libp2p's gossip (IHAVE to peers outside the mesh), and to every prover the ids of
+        the messages not relayed to it since the last heartbeat.
+
+        A prover cut off from an author while connected to others (a link down, a firewall)
+        would otherwise never get that author's messages: nobody relays them to it. Named in
+        an IHAVE, each is asked for (IWANT) by whoever lacks it, within one heartbeat; the
+        others find every id seen and ask for nothing.
+        """
+        gossip = super().gossip_heartbeat()
+        withheld, self._withheld = self._withheld, defaultdict(dict)
+        if self.pubsub is None:
+            return gossip
+        for topic, authors in withheld.items():
+            for prover in self.provers & self.pubsub.peer_topics.get(topic, set()):
+                named = [mid for mid, author in authors.items() if author != prover]
+                if named and prover in self.pubsub.peers:
+                    held = gossip[prover].get(topic, [])
+                    # The newest MAX_IHAVE: a receiver charges an IHAVE naming more.
+                    gossip[prover][topic] = list(dict.fromkeys([*held, *named]))[-MAX_IHAVE:]
+        return gossip
 
     def _strangers_in(self, topic: str) -> int:
         return sum(1 for peer in self.mesh.get(topic, ()) if peer not in self.reserved)
