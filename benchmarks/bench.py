@@ -19,12 +19,18 @@ from benchmarks.bench_run import HOPS_PER_ROUND, PHASES, Result, run_one
 from p2pnode.chain.genesis import DEFAULT_DIFFICULTY, DEFAULT_VDF_BITS, VDF_BITS
 
 
+def _table(title: str, columns: Sequence[str]) -> Table:
+    out = Table(title=title)
+    for column in columns:
+        out.add_column(column, justify="right")
+    return out
+
+
 def table(results: list[Result]) -> Table:
     bits = sorted({r.vdf_bits for r in results})
     title = (
         f"p2pnode on loopback (each peer its own process), {'/'.join(map(str, bits))}-bit proofs"
     )
-    out = Table(title=title)
     columns = [
         "peers",
         "rounds/s",
@@ -38,8 +44,7 @@ def table(results: list[Result]) -> Table:
         "submit→final p50 (s)",
         "peak RSS (MB)",
     ]
-    for column in columns:
-        out.add_column(column, justify="right")
+    out = _table(title, columns)
     for r in results:
         out.add_row(
             str(r.peers),
@@ -59,7 +64,6 @@ def table(results: list[Result]) -> Table:
 
 def work_table(results: list[Result]) -> Table:
     """What each peer did per final round; the bench JSON has every counter, per topic too."""
-    out = Table(title="work per final round per peer (mean over the peers)")
     columns = (
         "peers",
         "copies received: new / duplicate",
@@ -69,8 +73,7 @@ def work_table(results: list[Result]) -> Table:
         "store commits",
         "commit ms on the event loop",
     )
-    for column in columns:
-        out.add_column(column, justify="right")
+    out = _table("work per final round per peer (mean over the peers)", columns)
     for r in results:
         work = r.work_per_round
         new, duplicate = work.get("copies_new", 0.0), work.get("copies_duplicate", 0.0)
@@ -92,9 +95,8 @@ def _sum(work: dict[str, float], prefix: str) -> float:
 
 
 def soak_table(results: list[Result]) -> Table:
-    out = Table(title="memory over the soak (largest resident set of any peer)")
-    for column in ("peers", "rounds", "RSS at 1,000 rounds (MB)", "RSS at the end (MB)", "growth"):
-        out.add_column(column, justify="right")
+    columns = ("peers", "rounds", "RSS at 1,000 rounds (MB)", "RSS at the end (MB)", "growth")
+    out = _table("memory over the soak (largest resident set of any peer)", columns)
     for r in results:
         if r.rss_at_1000_mb is None:
             continue
