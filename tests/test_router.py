@@ -13,7 +13,13 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 
 from p2pnode.net.guards import Malformed, message_id
-from p2pnode.net.router import MAX_IHAVE, GuardedGossipSub, KeyedMessageCache
+from p2pnode.net.router import (
+    ANSWER_SIZE,
+    MAX_IHAVE,
+    NAMED_HEARTBEATS,
+    GuardedGossipSub,
+    KeyedMessageCache,
+)
 
 TOPIC = "votes"
 PROVERS = [ID(b"prover %d" % index) for index in range(3)]
@@ -227,7 +233,7 @@ async def test_gossip_names_messages_by_the_ids_receivers_keep_so_none_is_asked_
     assert asked == []  # seen already: a copy would only be a duplicate
 
 
-def test_what_is_not_relayed_to_provers_is_named_to_each_at_the_next_heartbeat() -> None:
+def test_what_is_not_relayed_to_provers_is_named_to_each_at_the_next_heartbeats() -> None:
     router = _direct([PROVERS[1], PROVERS[2], STRANGERS[0]])
     router.pubsub.peers = set(PROVERS + STRANGERS[:2])  # type: ignore[union-attr]
     router.mcache = KeyedMessageCache(3, 5, lambda msg: msg.data)
@@ -238,4 +244,41 @@ def test_what_is_not_relayed_to_provers_is_named_to_each_at_the_next_heartbeat()
     assert gossip[PROVERS[2]][TOPIC] == [b"from 1"]
     assert TOPIC not in gossip.get(PROVERS[1], {})
     assert all(TOPIC not in gossip.get(s, {}) for s in STRANGERS)
-    assert not any(router.gossip_heartbeat().values()), "named once"
+    for _ in range(NAMED_HEARTBEATS - 1):
+        assert router.gossip_heartbeat()[PROVERS[2]][TOPIC] == [b"from 1"], "named again"
+    assert not any(router.gossip_heartbeat().values()), "then no more"
+
+
+async def test_each_peer_s_heartbeat_rpc_holds_its_own_control_entries_only() -> None:
+    router, _ = _router([], PROVERS)
+    sent: dict[ID, rpc_pb2.ControlMessage] = {}
+
+    async def emit(control: rpc_pb2.ControlMessage, to_peer: ID) -> None:
+        sent[to_peer] = control
+
+    router.emit_control_message = emit  # type: ignore[method-assign,assignment]
+    gossip = {PROVERS[1]: {TOPIC: [b"for 1"]}, PROVERS[2]: {TOPIC: [b"for 2"]}}
+    grafts = {PROVERS[1]: [TOPIC], PROVERS[2]: [TOPIC]}
+    await router._emit_control_msgs(grafts, {STRANGERS[0]: [TOPIC]}, gossip)
+    for prover, wanted in ((PROVERS[1], b"for 1"), (PROVERS[2], b"for 2")):
+        assert [list(i.messageIDs) for i in sent[prover].ihave] == [[wanted]]
+        assert len(sent[prover].graft) == 1
+    assert len(sent[STRANGERS[0]].prune) == 1
+    assert not sent[STRANGERS[0]].ihave
+
+
+async def test_an_iwant_is_answered_in_rpcs_a_receiver_reads() -> None:
+    router, _ = _router([], PROVERS)
+    router.reserved = frozenset(PROVERS)
+    big = [
+        rpc_pb2.Message(from_id=b"a", seqno=bytes([i]), data=bytes(60 * 1024), topicIDs=[TOPIC])
+        for i in range(6)
+    ]
+    router.mcache = KeyedMessageCache(3, 5, lambda msg: msg.seqno)
+    for msg in big:
+        router.mcache.put(msg)
+    answers: list[rpc_pb2.RPC] = []
+    router.send_rpc = lambda peer, rpc: answers.append(rpc)  # type: ignore[method-assign,assignment,misc]
+    await router.handle_iwant(rpc_pb2.ControlIWant(messageIDs=[m.seqno for m in big]), PROVERS[1])
+    assert sum(len(rpc.publish) for rpc in answers) == 6
+    assert all(sum(len(m.data) for m in rpc.publish) <= ANSWER_SIZE for rpc in answers)

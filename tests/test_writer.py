@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -18,6 +19,10 @@ from p2pnode.peer.node import Outbox
 from p2pnode.peer.store import Store
 from p2pnode.peer.writer import GroupCommit, StoreError
 from tests.test_store import GENESIS, KEYS, chain, vote
+
+
+def _insert_vote(db: sqlite3.Connection, attempt: int) -> None:
+    db.execute("INSERT INTO votes VALUES (1, ?, x'00')", (attempt,))
 
 
 def _durable_votes(path: Path) -> int:
@@ -153,3 +158,20 @@ async def test_an_announcement_does_not_wait_for_a_commit(path: Path) -> None:
     assert waited == []
     await outbox.publish(VoteMsg(vote(1, 0, b"a" * HASH_SIZE)))
     assert waited == [True]
+
+
+async def test_a_flush_cancelled_while_it_commits_loses_nothing(path: Path) -> None:
+    """A state change cancels a publish that waits in `flush`: the batch it took from the queue
+    is on disk all the same, and nothing later is counted durable without it."""
+    Store(path, GENESIS).close()
+    writes = GroupCommit(path, lambda durable: None)
+    for attempt in range(20):
+        writes.put(partial(_insert_vote, attempt=attempt))
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writes.flush)
+                await trio.sleep(0)  # the flush has taken the batch and started its commit
+                scope.cancel()
+    await writes.flush()
+    writes.close()
+    assert _durable_votes(path) == 20

@@ -324,14 +324,14 @@ class GuardedPubsub(Pubsub):
                 return
         if self.is_peer_blacklisted(msg_forwarder):
             return
-        seen = self._is_msg_seen(msg)
-        if remote:
-            self.copies[msg.topicIDs[0], seen] += 1  # one topic: `well_formed` checked it
-        if seen:
+        topic = msg.topicIDs[0]  # exactly one: `well_formed` checked it
+        if self._is_msg_seen(msg):
+            self.copies[topic, True] += remote
             return
         if remote and not self._signed(msg):
             self.report(msg_forwarder.to_base58(), Malformed.SIGNATURE_INVALID)
             return
+        self.copies[topic, False] += remote
         if ID(msg.from_id) == self.my_id and remote:
             return  # our own message relayed back: seen here before, or a forgery
         if not self._judged(msg_forwarder, msg):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
@@ -17,6 +17,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.utils import safe_bytes_from_hex
 
+from p2pnode.net.contracts import MAX_PAYLOAD
 from p2pnode.net.guards import Malformed, Report, check_libp2p_version
 from p2pnode.net.penalty import Buckets
 
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 MAX_IWANT = 64
 """Message ids answered per RPC: py-libp2p answered every id, repeats included, so 4,000
 copies of one id in a 192 KB request came back as 4,000 copies of the message."""
+NAMED_HEARTBEATS = 3
+"""Heartbeats at which a message not relayed to provers is named to them: an IWANT is answered
+for 64 ids at most, and an IHAVE or its answer can be lost."""
+ANSWER_SIZE = 2 * MAX_PAYLOAD
+"""Payload bytes per RPC answering an IWANT: half of what a receiver reads in one RPC."""
 MAX_IHAVE = 1024
 """Message ids looked up per IHAVE: a heartbeat's gossip names the last three windows' ids."""
 CONTROL_ENTRIES_PER_TOPIC = 4
@@ -108,6 +114,8 @@ class GuardedGossipSub(GossipSub):
         self._withheld: defaultdict[str, dict[bytes, ID]] = defaultdict(dict)
         """Per topic, the ids (and authors) of messages not relayed to provers since the last
         heartbeat: its gossip names them to every prover."""
+        self._named: deque[defaultdict[str, dict[bytes, ID]]] = deque(maxlen=NAMED_HEARTBEATS)
+        """The withheld ids of the last heartbeats, named again at each."""
         self._gossip_rpcs = Buckets(CONTROL_RATE, CONTROL_BURST)
         # Ours are the limits on IHAVE and IWANT: py-libp2p's log a WARNING per excess one.
         self.max_iwant_requests_per_second = float("inf")
@@ -157,13 +165,28 @@ class GuardedGossipSub(GossipSub):
         """Answer an IWANT if the asker's budget holds its answer (a KiB a unit): 64 messages
         of 60 KiB for a 2 KiB request would make IWANT an amplifier."""
         ids = (safe_bytes_from_hex(wire) for wire in iwant_msg.messageIDs)
-        found = (self.mcache.get(mid) for mid in ids if mid is not None)
-        size = sum(len(msg.data) for msg in found if msg is not None)
+        found_all = [self.mcache.get(mid) for mid in ids if mid is not None]
+        size = sum(len(msg.data) for msg in found_all if msg is not None)
         stranger = sender_peer_id not in self.reserved
         if size and stranger and not self.spend(sender_peer_id.to_base58(), 1 + size // 1024):
             self.iwants_refused += 1
             return
-        await super().handle_iwant(iwant_msg, sender_peer_id)
+        await self._answer(sender_peer_id, [m for m in found_all if m is not None])
+
+    async def _answer(self, peer: ID, messages: list[rpc_pb2.Message]) -> None:
+        """The messages an IWANT asked for, in RPCs of at most ANSWER_SIZE bytes of payload:
+        py-libp2p put them all in one, and a receiver drops a stream whose RPC is over its
+        limit (six full frames were)."""
+        chunk: list[rpc_pb2.Message] = []
+        size = 0
+        for msg in messages:
+            if chunk and size + len(msg.data) > ANSWER_SIZE:
+                self.send_rpc(peer, rpc_pb2.RPC(publish=chunk))
+                chunk, size = [], 0
+            chunk.append(msg)
+            size += len(msg.data)
+        if chunk:
+            self.send_rpc(peer, rpc_pb2.RPC(publish=chunk))
 
     async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
         if len(prune_msg.peers):
@@ -214,9 +237,14 @@ class GuardedGossipSub(GossipSub):
         others find every id seen and ask for nothing.
         """
         gossip = super().gossip_heartbeat()
-        withheld, self._withheld = self._withheld, defaultdict(dict)
+        self._named.append(self._withheld)
+        self._withheld = defaultdict(dict)
         if self.pubsub is None:
             return gossip
+        withheld: defaultdict[str, dict[bytes, ID]] = defaultdict(dict)
+        for window in self._named:
+            for topic, authors in window.items():
+                withheld[topic] |= authors
         for topic, authors in withheld.items():
             for prover in self.provers & self.pubsub.peer_topics.get(topic, set()):
                 named = [mid for mid, author in authors.items() if author != prover]
@@ -225,6 +253,27 @@ class GuardedGossipSub(GossipSub):
                     # The newest MAX_IHAVE: a receiver charges an IHAVE naming more.
                     gossip[prover][topic] = list(dict.fromkeys([*held, *named]))[-MAX_IHAVE:]
         return gossip
+
+    async def _emit_control_msgs(
+        self,
+        peers_to_graft: dict[ID, list[str]],
+        peers_to_prune: dict[ID, list[str]],
+        peers_to_gossip: dict[ID, dict[str, list[bytes]]],
+    ) -> None:
+        """One control RPC per peer with its own GRAFTs, PRUNEs and IHAVEs.
+
+        py-libp2p's never emptied its lists between the peers it grafted: each such peer got the
+        entries of those before it too (another prover's IHAVE, first, so the receiver, which
+        keeps one IHAVE per topic, dropped its own), and four grafts made the RPC a charged one.
+        """
+        for peer in dict.fromkeys([*peers_to_graft, *peers_to_prune, *peers_to_gossip]):
+            grafts = [rpc_pb2.ControlGraft(topicID=t) for t in peers_to_graft.get(peer, [])]
+            prunes = [rpc_pb2.ControlPrune(topicID=t) for t in peers_to_prune.get(peer, [])]
+            ihaves = [
+                rpc_pb2.ControlIHave(topicID=topic, messageIDs=ids)
+                for topic, ids in peers_to_gossip.get(peer, {}).items()
+            ]
+            await self.emit_control_message(self.pack_control_msgs(ihaves, grafts, prunes), peer)
 
     def _strangers_in(self, topic: str) -> int:
         return sum(1 for peer in self.mesh.get(topic, ()) if peer not in self.reserved)

@@ -109,14 +109,19 @@ class GroupCommit:
         async with self._flushing:
             if self.durable >= target:
                 return  # the commit this call waited for took its writes too
-            batch, through = self._take()
-            # Not abandoned on cancellation: a commit under way finishes, or the writes
-            # that follow it could land without it.
-            await _run_in_thread(self._commit, batch)
-            self._committed(through)
+            # Shielded from the moment the batch leaves the queue until it is on disk: a
+            # caller cancelled in between (a state change cancels a publish waiting here)
+            # would otherwise drop the batch, and the next commit count it as durable.
+            with trio.CancelScope(shield=True):
+                batch, through = self._take()
+                await _run_in_thread(self._commit, batch)
+                self._committed(through)
 
     def flush_now(self) -> None:
         """Commit what is queued on this thread (when nothing else runs: closing, tools)."""
+        if self._flushing.locked():
+            # Its batch, taken already, would land after this later one.
+            raise RuntimeError("flush_now while a flush is under way")
         if not self._queue:
             return
         started = time.perf_counter()
