@@ -17,6 +17,7 @@ from p2pnode.net.router import (
     ANSWER_SIZE,
     MAX_IHAVE,
     NAMED_HEARTBEATS,
+    RESERVED_ANSWER_KIB,
     GuardedGossipSub,
     KeyedMessageCache,
 )
@@ -282,3 +283,23 @@ async def test_an_iwant_is_answered_in_rpcs_a_receiver_reads() -> None:
     await router.handle_iwant(rpc_pb2.ControlIWant(messageIDs=[m.seqno for m in big]), PROVERS[1])
     assert sum(len(rpc.publish) for rpc in answers) == 6
     assert all(sum(len(m.data) for m in rpc.publish) <= ANSWER_SIZE for rpc in answers)
+
+
+async def test_a_prover_asking_for_more_than_its_answer_budget_is_refused() -> None:
+    router, _ = _router([], PROVERS)
+    router.reserved = frozenset(PROVERS)
+    frames = [
+        rpc_pb2.Message(from_id=b"a", seqno=bytes([i]), data=bytes(48 * 1024), topicIDs=[TOPIC])
+        for i in range(64)
+    ]
+    router.mcache = KeyedMessageCache(3, 5, lambda msg: msg.seqno)
+    for msg in frames:
+        router.mcache.put(msg)
+    answers: list[rpc_pb2.RPC] = []
+    router.send_rpc = lambda peer, rpc: answers.append(rpc)  # type: ignore[method-assign,assignment,misc]
+    ask = rpc_pb2.ControlIWant(messageIDs=[m.seqno for m in frames])
+    for _ in range(10):  # 30 MiB asked for at once
+        await router.handle_iwant(ask, PROVERS[1])
+    sent = sum(len(m.data) for rpc in answers for m in rpc.publish)
+    assert sent <= 2 * RESERVED_ANSWER_KIB * 1024
+    assert router.iwants_refused >= 9

@@ -31,6 +31,9 @@ NAMED_HEARTBEATS = 3
 for 64 ids at most, and an IHAVE or its answer can be lost."""
 ANSWER_SIZE = 2 * MAX_PAYLOAD
 """Payload bytes per RPC answering an IWANT: half of what a receiver reads in one RPC."""
+RESERVED_ANSWER_KIB = 1024
+"""KiB per second of IWANT answers a prover or named peer may ask for (bursts of twice that):
+an honest one asks for what a lost link withheld, some frames a second at most."""
 MAX_IHAVE = 1024
 """Message ids looked up per IHAVE: a heartbeat's gossip names the last three windows' ids."""
 CONTROL_ENTRIES_PER_TOPIC = 4
@@ -114,6 +117,7 @@ class GuardedGossipSub(GossipSub):
         self._withheld: defaultdict[str, dict[bytes, ID]] = defaultdict(dict)
         """Per topic, the ids (and authors) of messages not relayed to provers since the last
         heartbeat: its gossip names them to every prover."""
+        self._reserved_answers = Buckets(RESERVED_ANSWER_KIB, 2 * RESERVED_ANSWER_KIB)
         self._named: deque[defaultdict[str, dict[bytes, ID]]] = deque(maxlen=NAMED_HEARTBEATS)
         """The withheld ids of the last heartbeats, named again at each."""
         self._gossip_rpcs = Buckets(CONTROL_RATE, CONTROL_BURST)
@@ -167,11 +171,20 @@ class GuardedGossipSub(GossipSub):
         ids = (safe_bytes_from_hex(wire) for wire in iwant_msg.messageIDs)
         found_all = [self.mcache.get(mid) for mid in ids if mid is not None]
         size = sum(len(msg.data) for msg in found_all if msg is not None)
-        stranger = sender_peer_id not in self.reserved
-        if size and stranger and not self.spend(sender_peer_id.to_base58(), 1 + size // 1024):
+        if size and not self._may_answer(sender_peer_id, 1 + size // 1024):
             self.iwants_refused += 1
             return
         await self._answer(sender_peer_id, [m for m in found_all if m is not None])
+
+    def _may_answer(self, peer: ID, kib: int) -> bool:
+        """Whether the asker's budget holds an answer of `kib` KiB, spending it if so: a
+        stranger's is its network's; a prover's its own, bounded too (a Byzantine prover asking
+        for 64 full frames per 2 KiB IWANT, at line rate, would have megabytes sent for each
+        kilobyte it sent)."""
+        asker = peer.to_base58()
+        if peer in self.reserved:
+            return self._reserved_answers.take(asker, trio.current_time(), kib)
+        return self.spend(asker, kib)
 
     async def _answer(self, peer: ID, messages: list[rpc_pb2.Message]) -> None:
         """The messages an IWANT asked for, in RPCs of at most ANSWER_SIZE bytes of payload:
