@@ -268,36 +268,30 @@ async def test_each_peer_s_heartbeat_rpc_holds_its_own_control_entries_only() ->
     assert not sent[STRANGERS[0]].ihave
 
 
-async def test_an_iwant_is_answered_in_rpcs_a_receiver_reads() -> None:
+def _answering(count: int, size: int) -> tuple[GuardedGossipSub, rpc_pb2.ControlIWant, list[Any]]:
+    """A router holding `count` cached messages of `size` bytes, an IWANT asking for all of
+    them, and the list its answers go to."""
     router, _ = _router([], PROVERS)
     router.reserved = frozenset(PROVERS)
-    big = [
-        rpc_pb2.Message(from_id=b"a", seqno=bytes([i]), data=bytes(60 * 1024), topicIDs=[TOPIC])
-        for i in range(6)
-    ]
     router.mcache = KeyedMessageCache(3, 5, lambda msg: msg.seqno)
-    for msg in big:
-        router.mcache.put(msg)
-    answers: list[rpc_pb2.RPC] = []
+    for index in range(count):
+        seqno = index.to_bytes(2, "big")
+        router.mcache.put(rpc_pb2.Message(seqno=seqno, data=bytes(size), topicIDs=[TOPIC]))
+    answers: list[Any] = []
     router.send_rpc = lambda peer, rpc: answers.append(rpc)  # type: ignore[method-assign,assignment,misc]
-    await router.handle_iwant(rpc_pb2.ControlIWant(messageIDs=[m.seqno for m in big]), PROVERS[1])
+    wanted = [index.to_bytes(2, "big") for index in range(count)]
+    return router, rpc_pb2.ControlIWant(messageIDs=wanted), answers
+
+
+async def test_an_iwant_is_answered_in_rpcs_a_receiver_reads() -> None:
+    router, ask, answers = _answering(6, 60 * 1024)
+    await router.handle_iwant(ask, PROVERS[1])
     assert sum(len(rpc.publish) for rpc in answers) == 6
     assert all(sum(len(m.data) for m in rpc.publish) <= ANSWER_SIZE for rpc in answers)
 
 
 async def test_a_prover_asking_for_more_than_its_answer_budget_is_refused() -> None:
-    router, _ = _router([], PROVERS)
-    router.reserved = frozenset(PROVERS)
-    frames = [
-        rpc_pb2.Message(from_id=b"a", seqno=bytes([i]), data=bytes(48 * 1024), topicIDs=[TOPIC])
-        for i in range(64)
-    ]
-    router.mcache = KeyedMessageCache(3, 5, lambda msg: msg.seqno)
-    for msg in frames:
-        router.mcache.put(msg)
-    answers: list[rpc_pb2.RPC] = []
-    router.send_rpc = lambda peer, rpc: answers.append(rpc)  # type: ignore[method-assign,assignment,misc]
-    ask = rpc_pb2.ControlIWant(messageIDs=[m.seqno for m in frames])
+    router, ask, answers = _answering(64, 48 * 1024)
     for _ in range(10):  # 30 MiB asked for at once
         await router.handle_iwant(ask, PROVERS[1])
     sent = sum(len(m.data) for rpc in answers for m in rpc.publish)
