@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pnode.chain import vdf
 from p2pnode.chain.types import (
     HASH_SIZE,
     Frame,
@@ -28,12 +29,12 @@ MAX_PROVERS = 64
 MAX_GENESIS_SIZE = 64 * 1024
 """Bytes a genesis may take, fetched or read from a file: 64 provers need under 4 KiB."""
 MAX_TIMESTAMP = 2**63 - 1
+"""The codec's largest integer: a frame's timestamp must encode."""
 DEFAULT_DIFFICULTY = 1000
 """VDF iterations per frame of a new network unless its creator says otherwise."""
-VDF_BITS = (512, 1024)
+VDF_BITS = vdf.BITS
 """The proof sizes a genesis may choose: the bits of each proof's class-group discriminant."""
-DEFAULT_VDF_BITS = 1024
-"""The codec's largest integer: a frame's timestamp must encode."""
+DEFAULT_VDF_BITS = vdf.DISCRIMINANT_BITS
 _PEER_ID_MAX = 64  # an ed25519 peer id is 52 base58 characters; longer ones are not decoded
 _FIELDS = frozenset({"version", "network", "provers", "difficulty", "timestamp"})
 _OPTIONAL = frozenset({"vdf_bits"})

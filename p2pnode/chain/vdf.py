@@ -16,7 +16,8 @@ import trio
 DISCRIMINANT_BITS = 1024
 """Size of the class group's discriminant unless the genesis chooses 512 (`bits` below);
 chiavdf's Python build refuses more than 1024."""
-BITS = (512, 1024)
+BITS = (512, DISCRIMINANT_BITS)
+"""The discriminant sizes a network may choose (its genesis's `vdf_bits`)."""
 
 FORM_SIZE = 100
 """Bytes of one serialized class-group element (an output or a proof). chiavdf pads every
