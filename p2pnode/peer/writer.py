@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,7 +53,6 @@ class GroupCommit:
         """Sequence number of the latest write queued."""
         self.durable = 0
         """Sequence number of the latest write committed."""
-        self._exclusive = threading.Lock()  # one commit at a time, whichever thread runs it
         self._flushing = trio.Lock()
         self._more = trio.Event()
         self.commits = 0
@@ -73,32 +71,29 @@ class GroupCommit:
         self._more.set()
         return self.queued
 
-    @property
-    def pending(self) -> bool:
-        return self.durable < self.queued
-
     def _take(self) -> tuple[list[Write], int]:
         batch, self._queue = self._queue, []
         return batch, self.queued
 
     def _commit(self, batch: list[Write]) -> None:
-        with self._exclusive:
-            if self._failed is not None:
-                raise self._failed
-            try:
-                if self._db is None:
-                    self._db = connect(self._path, threads=True)
-                self._db.execute("BEGIN IMMEDIATE")
-                for write in batch:
-                    write(self._db)
-                self._db.execute("COMMIT")
-            except Exception as err:
-                if self._db is not None and self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        self._db.execute("ROLLBACK")
-                self._failed = StoreError(f"cannot write the store: {err}")
-                raise self._failed from None
-            self.commits += 1
+        """One transaction of `batch`. One commit runs at a time: `flush` holds its lock
+        throughout, and `flush_now` refuses to run while it is held."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            if self._db is None:
+                self._db = connect(self._path, threads=True)
+            self._db.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                write(self._db)
+            self._db.execute("COMMIT")
+        except Exception as err:
+            if self._db is not None and self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            self._failed = StoreError(f"cannot write the store: {err}")
+            raise self._failed from None
+        self.commits += 1
 
     async def flush(self) -> None:
         """Return once every write queued before the call is durable; the commit runs in a
