@@ -14,8 +14,9 @@ import trio
 from p2pnode.chain.messages import Liveness, MutationMsg, VoteMsg
 from p2pnode.chain.types import HASH_SIZE, digest
 from p2pnode.consensus import RoundRecord
+from p2pnode.local.homes import generate_testnet
 from p2pnode.net import Network
-from p2pnode.peer.node import Outbox
+from p2pnode.peer.node import Node, NodeError, Outbox
 from p2pnode.peer.store import Store
 from p2pnode.peer.writer import GroupCommit, StoreError
 from tests.test_store import GENESIS, KEYS, chain, vote
@@ -175,3 +176,15 @@ async def test_a_flush_cancelled_while_it_commits_loses_nothing(path: Path) -> N
     await writes.flush()
     writes.close()
     assert _durable_votes(path) == 20
+
+
+async def test_a_peer_whose_store_cannot_commit_stops_with_the_reason(tmp_path: Path) -> None:
+    genesis, homes = generate_testnet(tmp_path, 1, base_port=0, difficulty=100)
+    node = Node(homes[0], homes[0].keypair(), genesis, homes[0].settings({}))
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    node.store.writes.put(broken)  # the disk fails at the first commit
+    with trio.fail_after(30), pytest.raises(NodeError, match="cannot write the store"):
+        await node.run()
