@@ -15,6 +15,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from p2pnode.net.guards import Malformed, message_id
 from p2pnode.net.router import (
     ANSWER_SIZE,
+    ASK_AGAIN_AFTER,
     MAX_IHAVE,
     NAMED_HEARTBEATS,
     RESERVED_ANSWER_KIB,
@@ -297,3 +298,36 @@ async def test_a_prover_asking_for_more_than_its_answer_budget_is_refused() -> N
     sent = sum(len(m.data) for rpc in answers for m in rpc.publish)
     assert sent <= 2 * RESERVED_ANSWER_KIB * 1024
     assert router.iwants_refused >= 9
+
+
+def test_a_prover_flooding_messages_is_named_in_ihaves_a_receiver_takes() -> None:
+    """A Byzantine prover sends thousands of messages a heartbeat: what each peer names to the
+    other provers stays within the IHAVE a receiver takes uncharged."""
+    router = _direct([PROVERS[1], PROVERS[2]])
+    router.pubsub.peers = set(PROVERS)  # type: ignore[union-attr]
+    for index in range(3 * MAX_IHAVE):
+        mid = index.to_bytes(4, "big")
+        list(router._get_peers_to_send([TOPIC], PROVERS[1], PROVERS[1], msg_id=mid))
+    named = router.gossip_heartbeat()[PROVERS[2]][TOPIC]
+    assert len(named) == MAX_IHAVE
+    assert named[-1] == (3 * MAX_IHAVE - 1).to_bytes(4, "big"), "the newest are kept"
+
+
+async def test_an_id_named_by_several_provers_is_asked_for_once_until_a_while_passes(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    router, _ = _router([], PROVERS)
+    router.pubsub.seen_messages = _Seen(set())  # type: ignore[union-attr]
+    asked: list[tuple[ID, list[bytes]]] = []
+
+    async def emit_control_message(control: rpc_pb2.ControlMessage, to_peer: ID) -> None:
+        asked.extend((to_peer, list(iwant.messageIDs)) for iwant in control.iwant)
+
+    router.emit_control_message = emit_control_message  # type: ignore[method-assign,assignment]
+    named = rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=[b"ignored here", b"new"])
+    await router.handle_ihave(named, PROVERS[1])
+    await router.handle_ihave(named, PROVERS[2])
+    assert asked == [(PROVERS[1], [b"ignored here", b"new"])]
+    mock_clock.jump(ASK_AGAIN_AFTER)
+    await router.handle_ihave(named, PROVERS[2])
+    assert asked[1:] == [(PROVERS[2], [b"ignored here", b"new"])], "the answer may be lost"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import trio
@@ -18,7 +18,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.utils import safe_bytes_from_hex
 
 from p2pnode.net.contracts import MAX_PAYLOAD
-from p2pnode.net.guards import Malformed, Report, check_libp2p_version
+from p2pnode.net.guards import Malformed, Remembered, Report, check_libp2p_version
 from p2pnode.net.penalty import Buckets
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,11 @@ ANSWER_SIZE = 2 * MAX_PAYLOAD
 RESERVED_ANSWER_KIB = 1024
 """KiB per second of IWANT answers a prover or named peer may ask for (bursts of twice that):
 an honest one asks for what a lost link withheld, some frames a second at most."""
+ASK_AGAIN_AFTER = 1.5
+"""Seconds before an id asked for (IWANT) is asked for again, from anyone: a message named by
+several provers, or at several heartbeats, is fetched once, or twice if the first answer is
+lost. A message this peer ignored is not marked seen, so without this it came again for every
+naming (a third more copies at n = 10)."""
 MAX_IHAVE = 1024
 """Message ids looked up per IHAVE: a heartbeat's gossip names the last three windows' ids."""
 CONTROL_ENTRIES_PER_TOPIC = 4
@@ -117,6 +122,7 @@ class GuardedGossipSub(GossipSub):
         self._withheld: defaultdict[str, dict[bytes, ID]] = defaultdict(dict)
         """Per topic, the ids (and authors) of messages not relayed to provers since the last
         heartbeat: its gossip names them to every prover."""
+        self._asked = Remembered(ASK_AGAIN_AFTER, size=4 * MAX_IHAVE, clock=trio.current_time)
         self._reserved_answers = Buckets(RESERVED_ANSWER_KIB, 2 * RESERVED_ANSWER_KIB)
         self._named: deque[defaultdict[str, dict[bytes, ID]]] = deque(maxlen=NAMED_HEARTBEATS)
         """The withheld ids of the last heartbeats, named again at each."""
@@ -175,6 +181,14 @@ class GuardedGossipSub(GossipSub):
             self.iwants_refused += 1
             return
         await self._answer(sender_peer_id, [m for m in found_all if m is not None])
+
+    async def emit_iwant(self, msg_ids: Sequence[bytes], to_peer: ID) -> None:
+        """Ask for the ids not asked for lately (see ASK_AGAIN_AFTER)."""
+        fresh = [mid for mid in msg_ids if not self._asked.holds(mid)]
+        for mid in fresh:
+            self._asked.add(mid)
+        if fresh:
+            await super().emit_iwant(fresh, to_peer)
 
     def _may_answer(self, peer: ID, kib: int) -> bool:
         """Whether the asker's budget holds an answer of `kib` KiB, spending it if so: a
