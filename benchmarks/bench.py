@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -111,6 +112,21 @@ def soak_table(results: list[Result]) -> Table:
     return out
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _runs(args: argparse.Namespace) -> list[Result]:
+    """One run per peer count, each in a folder of its own that is removed after it."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="p2pnode-bench-") as folder:
+        for peers in args.peers or [4, 7]:
+            base = Path(folder) / f"n{peers}"
+            run = (peers, args.seconds, args.rounds, args.rate, args.difficulty, base)
+            results.append(trio.run(partial(run_one, *run, vdf_bits=args.vdf_bits)))
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description="Measure p2pnode on loopback.")
     parser.add_argument("--peers", type=int, action="append", help="peer counts (default 4 and 7)")
@@ -133,12 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--rounds must be positive")
     if any(n < 1 for n in args.peers or []):
         parser.error("--peers must be positive")
-    results = []
-    with tempfile.TemporaryDirectory(prefix="p2pnode-bench-") as folder:
-        for peers in args.peers or [4, 7]:
-            base = Path(folder) / f"n{peers}"
-            run = (peers, args.seconds, args.rounds, args.rate, args.difficulty, base)
-            results.append(trio.run(partial(run_one, *run, vdf_bits=args.vdf_bits)))
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        results = _runs(args)
+    except KeyboardInterrupt:
+        print("bench: interrupted; the peers it started are stopped", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     console = Console(width=200)
     console.print(table(results))
     console.print(work_table(results))

@@ -117,7 +117,9 @@ class Fleet:
             await self._start(home, ["--bootstrap", addrs[0]])
 
     async def _start(self, home: Home, extra: list[str]) -> PeerStatus:
-        self.processes.append(spawn(home, "--listen", "/ip4/127.0.0.1/tcp/0", *extra))
+        # A session of its own: should the bench be killed outright, each peer gets SIGTERM.
+        peer = spawn(home, "--listen", "/ip4/127.0.0.1/tcp/0", *extra, own_session=True)
+        self.processes.append(peer)
         with trio.fail_after(60):
             return await serving(home, self.processes[-1])
 

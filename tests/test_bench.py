@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +54,28 @@ def test_bad_arguments_are_one_line_errors() -> None:
     )
     assert done.returncode == 2
     assert "--rounds must be positive" in done.stderr
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+async def test_sigterm_stops_the_bench_its_peers_and_removes_its_folder(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmarks.bench", "--peers", "1", "--seconds", "600"]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    with trio.fail_after(120):
+        bench = await trio.lowlevel.open_process(command, env=env, stderr=subprocess.PIPE)
+        try:
+            while not (peers := _children(bench.pid)):
+                await trio.sleep(0.05)  # nothing to await: the bench starts its peer by itself
+            bench.send_signal(signal.SIGTERM)
+            assert await bench.wait() == 130
+        finally:
+            if bench.returncode is None:
+                bench.kill()
+                await bench.wait()
+        assert bench.stderr is not None
+        assert b"interrupted" in await bench.stderr.receive_some()
+    assert not any(Path(f"/proc/{peer}").exists() for peer in peers)
+    assert list(tmp_path.iterdir()) == []
