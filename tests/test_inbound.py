@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -733,11 +733,11 @@ def test_a_batch_costs_no_more_than_its_sender_s_quota(tmp_path: Path) -> None:
     looked at, and a later batch of it is refused at its first mutation."""
     looked_up: list[bytes] = []
 
-    def is_final(key: bytes) -> bool:
-        looked_up.append(key)
-        return False
+    def final_among(keys: Sequence[bytes]) -> set[bytes]:
+        looked_up.extend(keys)
+        return set()
 
-    setup = build(tmp_path / "batch.sqlite", mempool=Mempool(quota=3, is_final=is_final))
+    setup = build(tmp_path / "batch.sqlite", mempool=Mempool(quota=3, final_among=final_among))
     try:
         flood = tuple(i.to_bytes(2, "big") for i in range(MAX_FRAME_MUTATION_BYTES // 5))
         # Three fit; the batch is not passed on whole for them (nor judged whole).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hypothesis import given
@@ -20,6 +20,7 @@ from p2pnode.chain.mempool import (
     Admission,
     Fate,
     Mempool,
+    mutation_bytes,
     mutation_id,
 )
 
@@ -136,6 +137,30 @@ def test_a_mutation_s_fate_is_told_until_it_is_final_or_forgotten() -> None:
         pool.expire()
     assert pool.fate(key(b"y2")) is Fate.EXPIRED
     assert pool.fate(key(b"gossip")) is Fate.UNKNOWN, "only the last `remembered` are told"
+
+
+def test_a_frame_skips_what_sync_finalized_and_asks_the_store_once() -> None:
+    """Mutations that became final in frames this peer only synced stay pending until a frame
+    is collected: it leaves them out, fills their room with the next, and asks the store
+    about every candidate in one call, not one call each (460 queries a round under load)."""
+    final: set[bytes] = set()
+    asked: list[list[bytes]] = []
+
+    def final_among(ids: Sequence[bytes]) -> set[bytes]:
+        asked.append(list(ids))
+        return final & set(ids)
+
+    pool = Mempool(final_among=final_among)
+    pending = items("m", 6)
+    for item in pending:
+        pool.add(item)
+    asked.clear()
+    final.update(mutation_id(item) for item in pending[:2])  # a sync stored them meanwhile
+    room = mutation_bytes(pending[:4])
+    assert pool.take(room) == tuple(pending[2:6])
+    assert [len(ids) for ids in asked] == [4, 4]  # the first ask finds two final; once more
+    assert pool.fate(mutation_id(pending[0])) is Fate.UNKNOWN
+    assert len(pool) == 4
 
 
 def test_entries_expire() -> None:

@@ -22,7 +22,7 @@ from p2pnode.chain.types import (
 )
 from p2pnode.chain.vdf import FORM_SIZE
 from p2pnode.consensus import Lock, RoundRecord
-from p2pnode.peer.store import Store
+from p2pnode.peer.store import LOOKUP_CHUNK, Store
 from p2pnode.peer.writer import StoreError
 from p2pnode.wire.codec import encode_frame
 
@@ -152,6 +152,22 @@ def test_frames_recent_and_mutation_ranks(store: Store) -> None:
     assert store.mutation_rank(digest(b"m1")) == 1
     assert store.mutation_rank(digest(b"m4")) == 4
     assert store.mutation_rank(digest(b"m5")) is None
+
+
+def test_final_among_finds_committed_and_queued_mutations_among_many_ids(path: Path) -> None:
+    frames = chain(4)
+    store = Store(path, GENESIS)
+    store.append_many(frames[:2])
+    store.close()
+    reopened = Store(path, GENESIS)
+    try:
+        reopened.append_many(frames[2:])  # queued for the next commit: read from memory
+        unknown = [digest(b"x%d" % i) for i in range(2 * LOOKUP_CHUNK + 1)]
+        asked = unknown + [digest(b"m%d" % i) for i in range(1, 6)]  # the store's last in chunk 3
+        assert reopened.final_among(asked) == {digest(b"m%d" % i) for i in range(1, 5)}
+        assert reopened.final_among([]) == set()
+    finally:
+        reopened.close()
 
 
 def test_reopening_restores_the_tip_and_the_frames(path: Path) -> None:

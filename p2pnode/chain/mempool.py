@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from p2pnode.chain.types import digest
@@ -122,7 +122,7 @@ class Mempool:
         self,
         capacity: int = CAPACITY,
         remembered: int = REMEMBERED,
-        is_final: Callable[[bytes], bool] = lambda mutation_id: False,
+        final_among: Callable[[Sequence[bytes]], Collection[bytes]] = lambda ids: (),
         *,
         quota: int | None = None,
         expiry_ms: int = EXPIRY_MS,
@@ -150,9 +150,10 @@ class Mempool:
         self._expiry_ms = expiry_ms
         self._clock = clock
         """Milliseconds; None: entries never expire (tests)."""
-        self._is_final = is_final
-        """Whether a mutation (by id) is already in a final frame: the durable answer, for
-        mutations finalized before a restart or in frames this peer only synced."""
+        self._final_among = final_among
+        """Which of some mutation ids a final frame already holds: the durable answer, for
+        mutations finalized before a restart or in frames this peer only synced. Asked once
+        per call with every id it needs (a store answers a list in one query)."""
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -183,7 +184,7 @@ class Mempool:
         stranger = self._is_stranger(origin)
         if stranger and not self._stranger_budget(len(data) + ENTRY_COST):
             return Admission.OVER_BUDGET
-        if key in self._done or self._is_final(key):
+        if key in self._done or self._final_among((key,)):
             return Admission.DUPLICATE
         if stranger and len(self._strangers) >= self._stranger_share:
             self._leave(next(iter(self._strangers)), Fate.DISPLACED)
@@ -227,18 +228,19 @@ class Mempool:
         for key, entry in self._pending.items():
             tier = 0 if entry.origin == LOCAL else 2 if self._is_stranger(entry.origin) else 1
             tiers[tier].append((key, entry))
-        taken: list[bytes] = []
+        taken: dict[bytes, bytes] = {}
         room = max_bytes
         for key, entry in (item for tier in tiers for item in tier):
             size = len(entry.data) + MUTATION_OVERHEAD
             if size > room:
                 break
-            if self._is_final(key):  # finalized in a frame that arrived by sync
-                self.finalized((entry.data,))
-                continue
-            taken.append(entry.data)
+            taken[key] = entry.data
             room -= size
-        return tuple(taken)
+        final = self._final_among(list(taken))
+        if final:  # finalized in frames that arrived by sync: gone, and their room refilled
+            self.finalized(taken[key] for key in final)
+            return self.take(max_bytes)
+        return tuple(taken.values())
 
     def finalized(self, mutations: Iterable[bytes]) -> None:
         for data in mutations:

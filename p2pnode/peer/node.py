@@ -128,7 +128,7 @@ class Node:
         self.store = Store(home.store_file, genesis)
         trusted = {prover.identity() for prover in genesis.provers} | set(settings.named)
         self.mempool = Mempool(
-            is_final=lambda key: self.store.mutation_rank(key) is not None,
+            final_among=self.store.final_among,
             clock=wall_clock_ms,
             trusted=trusted.__contains__,
         )

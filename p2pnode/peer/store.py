@@ -39,6 +39,8 @@ V = TypeVar("V")
 
 SIGNED_KEPT = 10_000
 """Ranks of the signature log kept below the tip (an audit trail, not needed to run)."""
+LOOKUP_CHUNK = 500
+"""Ids asked about in one query: well under sqlite's bound on a statement's parameters."""
 
 
 class Store:
@@ -188,6 +190,17 @@ class Store:
             return self._mutations[mutation_id][1]
         row = self._db.execute("SELECT rank FROM mutations WHERE id = ?", (mutation_id,)).fetchone()
         return None if row is None else int(row[0])
+
+    def final_among(self, ids: Sequence[bytes]) -> set[bytes]:
+        """Which of `ids` final frames hold: one query per LOOKUP_CHUNK ids, not one each."""
+        found = {key for key in ids if key in self._mutations}
+        rest = [key for key in ids if key not in found]
+        for start in range(0, len(rest), LOOKUP_CHUNK):
+            chunk = rest[start : start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT id FROM mutations WHERE id IN ({marks})", chunk)
+            found.update(bytes(row[0]) for row in rows)
+        return found
 
     # -- own votes -----------------------------------------------------------------------
 
