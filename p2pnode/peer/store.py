@@ -39,8 +39,8 @@ V = TypeVar("V")
 
 SIGNED_KEPT = 10_000
 """Ranks of the signature log kept below the tip (an audit trail, not needed to run)."""
-LOOKUP_CHUNK = 500
-"""Ids asked about in one query: well under sqlite's bound on a statement's parameters."""
+LOOKUP_CHUNK = 512
+"""Ids asked about in one query (a power of two): well under sqlite's bound on parameters."""
 
 
 class Store:
@@ -197,6 +197,9 @@ class Store:
         rest = [key for key in ids if key not in found]
         for start in range(0, len(rest), LOOKUP_CHUNK):
             chunk = rest[start : start + LOOKUP_CHUNK]
+            # Padded to a power of two by repeating an id: a handful of statement texts, not
+            # one per length, so sqlite3's statement cache keeps the store's other queries.
+            chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(f"SELECT id FROM mutations WHERE id IN ({marks})", chunk)
             found.update(bytes(row[0]) for row in rows)
