@@ -20,6 +20,7 @@ from p2pnode.chain.crypto import (
 )
 from p2pnode.chain.mempool import (
     LOCAL,
+    LOOKAHEAD,
     MAX_FRAME_MUTATION_BYTES,
     MAX_MUTATION_SIZE,
     Admission,
@@ -730,11 +731,11 @@ def test_a_confirmation_of_a_final_rank_is_ignored(tmp_path: Path) -> None:
 def test_a_batch_costs_no_more_than_its_sender_s_quota(tmp_path: Path) -> None:
     """One gossip message may hold some 12,000 tiny mutations, each new one costing a lookup in
     the store. An origin over its quota stops costing anything: the rest of its batch is not
-    looked at, and a later batch of it is refused at its first mutation."""
-    looked_up: list[bytes] = []
+    looked at beyond one lookahead, and a later batch of it is refused at its first mutation."""
+    looked_up: list[list[bytes]] = []
 
     def final_among(keys: Sequence[bytes]) -> set[bytes]:
-        looked_up.extend(keys)
+        looked_up.append(list(keys))
         return set()
 
     setup = build(tmp_path / "batch.sqlite", mempool=Mempool(quota=3, final_among=final_among))
@@ -742,11 +743,11 @@ def test_a_batch_costs_no_more_than_its_sender_s_quota(tmp_path: Path) -> None:
         flood = tuple(i.to_bytes(2, "big") for i in range(MAX_FRAME_MUTATION_BYTES // 5))
         # Three fit; the batch is not passed on whole for them (nor judged whole).
         assert setup.judge(Topic.MUTATIONS, OUTSIDER, encode(MutationMsg(flood))) is Verdict.IGNORE
-        assert len(looked_up) == 3
+        assert [len(keys) for keys in looked_up] == [LOOKAHEAD]
         assert len(setup.providers.mempool) == 3
         again = encode(MutationMsg(flood[3:]))
         assert setup.judge(Topic.MUTATIONS, OUTSIDER, again) is Verdict.IGNORE
-        assert len(looked_up) == 3
+        assert [len(keys) for keys in looked_up] == [LOOKAHEAD]
         assert setup.inbound.reasons == Counter(
             {(Topic.MUTATIONS, "origin over its mempool quota"): 2}
         )

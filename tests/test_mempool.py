@@ -13,6 +13,7 @@ from p2pnode.chain.mempool import (
     ENTRY_COST,
     EXPIRY_MS,
     LOCAL,
+    LOOKAHEAD,
     MAX_MUTATION_SIZE,
     STRANGER_BURST,
     STRANGER_BYTES_PER_S,
@@ -141,8 +142,10 @@ def test_a_mutation_s_fate_is_told_until_it_is_final_or_forgotten() -> None:
 
 def test_a_frame_skips_what_sync_finalized_and_asks_the_store_once() -> None:
     """Mutations that became final in frames this peer only synced stay pending until a frame
-    is collected: it leaves them out, fills their room with the next, and asks the store
-    about every candidate in one call, not one call each (460 queries a round under load)."""
+    is collected: it leaves them out and fills their room with the next. It asks the store
+    about its candidates in one call, not one call each (460 queries a round under load),
+    and, should some be final, about the whole pool once: never more than twice, however the
+    final ones lie (asking again for each pass recursed past Python's limit)."""
     final: set[bytes] = set()
     asked: list[list[bytes]] = []
 
@@ -151,16 +154,19 @@ def test_a_frame_skips_what_sync_finalized_and_asks_the_store_once() -> None:
         return final & set(ids)
 
     pool = Mempool(final_among=final_among)
-    pending = items("m", 6)
+    pending = items("m", 3000)
     for item in pending:
         pool.add(item)
     asked.clear()
-    final.update(mutation_id(item) for item in pending[:2])  # a sync stored them meanwhile
+    final.update(mutation_id(item) for item in pending[:2998])  # a sync stored them meanwhile
     room = mutation_bytes(pending[:4])
-    assert pool.take(room) == tuple(pending[2:6])
-    assert [len(ids) for ids in asked] == [4, 4]  # the first ask finds two final; once more
+    assert pool.take(room) == tuple(pending[2998:])
+    assert [len(ids) for ids in asked] == [4, 3000]
     assert pool.fate(mutation_id(pending[0])) is Fate.UNKNOWN
-    assert len(pool) == 4
+    assert len(pool) == 2
+    asked.clear()
+    assert pool.take(room) == tuple(pending[2998:])
+    assert [len(ids) for ids in asked] == [2]
 
 
 def test_entries_expire() -> None:
@@ -229,6 +235,31 @@ def test_strangers_pay_for_each_entry_not_only_its_bytes() -> None:
     pool = Mempool(trusted=_trusting(HONEST), clock=clock)
     admitted = [pool.add(b"%03d" % (n % 1000), f"sybil{n}") for n in range(2000)]
     assert admitted.count(Admission.ADDED) == STRANGER_BURST // (3 + ENTRY_COST)
+
+
+def test_mutations_final_long_ago_cost_a_lookup_per_lookahead_and_no_stranger_budget() -> None:
+    """A batch may hold 12,000 tiny mutations final long ago (out of the remembered ones), or one
+    of them 12,000 times: the store is asked about LOOKAHEAD at a time, a repeat not again;
+    and they are refused before a stranger's budget is charged, so one stranger copying the
+    chain cannot spend every stranger's share."""
+    old = items("old", 3 * LOOKAHEAD)
+    asked: list[int] = []
+
+    def final_among(ids: Sequence[bytes]) -> set[bytes]:
+        asked.append(len(ids))
+        return {key for key in ids if key in {mutation_id(m) for m in old}}
+
+    clock = Clock()
+    pool = Mempool(final_among=final_among, trusted=_trusting(HONEST), clock=clock)
+    assert set(pool.add_many(old, HONEST)) == {Admission.DUPLICATE}
+    assert asked == [LOOKAHEAD] * 3
+    asked.clear()
+    assert set(pool.add_many([old[0]] * 12_000, HONEST)) == {Admission.DUPLICATE}
+    assert len(asked) == 1
+    copied = [m * (MAX_MUTATION_SIZE // len(m)) for m in old[:1]] * 200  # far past the burst
+    old.extend(copied[:1])
+    assert set(pool.add_many(copied, "sybil")) == {Admission.DUPLICATE}
+    assert pool.add(b"new", "another sybil") is Admission.ADDED
 
 
 # --- the invariants, whatever arrives ---------------------------------------------------------

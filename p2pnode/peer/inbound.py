@@ -161,8 +161,7 @@ class Inbound:
         every peer. The first one refused ends it: the rest would meet the same refusal, each
         at some cost."""
         added, crowded = False, None
-        for data in message.mutations:
-            admitted = self.mempool.add(data, origin)
+        for admitted in self.mempool.add_many(message.mutations, origin):
             added |= admitted is Admission.ADDED
             crowded = CROWDED.get(admitted)
             if crowded is not None:

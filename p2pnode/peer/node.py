@@ -320,13 +320,14 @@ class Node:
         10,000 (a store lookup each) held it for some 200 ms.
         """
         results = []
-        for index, data in enumerate(mutations):
-            if index and index % SUBMIT_SLICE == 0:
+        for start in range(0, len(mutations), SUBMIT_SLICE):
+            if start:
                 await trio.sleep(0)
-            admitted = self.mempool.add(data, LOCAL)
-            if admitted is Admission.ADDED:
-                self.batcher.add(data)
-            results.append((mutation_id(data).hex(), admitted))
+            piece = mutations[start : start + SUBMIT_SLICE]
+            for data, admitted in zip(piece, self.mempool.add_many(piece, LOCAL), strict=True):
+                if admitted is Admission.ADDED:
+                    self.batcher.add(data)
+                results.append((mutation_id(data).hex(), admitted))
         return results
 
     def status(self) -> PeerStatus:
