@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict, deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, MutableSequence, Sequence
 from typing import Any
 
 import trio
@@ -35,10 +35,17 @@ RESERVED_ANSWER_KIB = 1024
 """KiB per second of IWANT answers a prover or named peer may ask for (bursts of twice that):
 an honest one asks for what a lost link withheld, some frames a second at most."""
 ASK_AGAIN_AFTER = 1.5
-"""Seconds before an id asked for (IWANT) is asked for again, from anyone: a message named by
-several provers, or at several heartbeats, is fetched once, or twice if the first answer is
-lost. A message this peer ignored is not marked seen, so without this it came again for every
-naming (a third more copies at n = 10)."""
+"""Seconds before an id asked for (IWANT) of a prover or named peer is asked for again: a
+message named by several provers, or at several heartbeats, is fetched once, or twice if the
+first answer is lost. A message this peer ignored is not marked seen, so without this it came
+again for every naming (a third more copies at n = 10). An ask of a stranger holds back no ask
+of a prover: a stranger naming every id first, and never answering, would hold back them all."""
+ASK_PEER_AGAIN_AFTER = 2 * ASK_AGAIN_AFTER
+"""Seconds before one peer is asked for one id again: once the first ask lapses, an id is
+asked of another peer naming it, not of one that named it first and did not answer."""
+MAX_ID_SIZE = 64
+"""Bytes of a message id in an IHAVE or IWANT: ours are 32 (a sha256), 64 in hex. Longer ones
+are dropped and the RPC charged: each id named is remembered for a while."""
 MAX_IHAVE = 1024
 """Message ids looked up per IHAVE: a heartbeat's gossip names the last three windows' ids."""
 CONTROL_ENTRIES_PER_TOPIC = 4
@@ -47,6 +54,18 @@ CONTROL_RATE, CONTROL_BURST = 10.0, 30.0
 """RPCs carrying IHAVE or IWANT taken from one peer per second: an honest one sends about one
 per heartbeat (1 s) and topic. py-libp2p's own limit (10/s) logged a WARNING per excess
 request, 50,000 lines for one 100 KB RPC; ours charges the sender instead."""
+
+
+def _drop_long_ids(lists: Iterable[MutableSequence[bytes]]) -> bool:
+    """Remove from each list the ids longer than MAX_ID_SIZE; whether there were any."""
+    dropped = False
+    for ids in lists:
+        kept = [mid for mid in ids if len(mid) <= MAX_ID_SIZE]
+        if len(kept) < len(ids):
+            dropped = True
+            del ids[:]
+            ids.extend(kept)
+    return dropped
 
 
 def bounded_iwant(iwant: rpc_pb2.ControlIWant) -> rpc_pb2.ControlIWant:
@@ -123,6 +142,11 @@ class GuardedGossipSub(GossipSub):
         """Per topic, the ids (and authors) of messages not relayed to provers since the last
         heartbeat: its gossip names them to every prover."""
         self._asked = Remembered(ASK_AGAIN_AFTER, size=4 * MAX_IHAVE, clock=trio.current_time)
+        """Ids asked of a prover or named peer lately."""
+        self._asked_of = Remembered(
+            ASK_PEER_AGAIN_AFTER, size=8 * MAX_IHAVE, clock=trio.current_time
+        )
+        """(peer, id) pairs asked lately: whom not to ask for an id again."""
         self._reserved_answers = Buckets(RESERVED_ANSWER_KIB, 2 * RESERVED_ANSWER_KIB)
         self._named: deque[defaultdict[str, dict[bytes, ID]]] = deque(maxlen=NAMED_HEARTBEATS)
         """The withheld ids of the last heartbeats, named again at each."""
@@ -153,6 +177,11 @@ class GuardedGossipSub(GossipSub):
             or len(iwanted) > MAX_IHAVE
             or any(len(ihave.messageIDs) > MAX_IHAVE for ihave in ihaves)
         )
+        iwanted = iwanted[:MAX_IHAVE]
+        for ihave in ihaves:
+            del ihave.messageIDs[MAX_IHAVE:]
+        if _drop_long_ids([iwanted, *(ihave.messageIDs for ihave in ihaves)]):
+            beyond = True
         reserved = sender_peer_id in self.reserved
         key = sender if reserved else self.budget_key(sender)
         limited = not reserved and not self._gossip_rpcs.take(key, trio.current_time())
@@ -161,10 +190,9 @@ class GuardedGossipSub(GossipSub):
         if beyond:
             self.report(sender, Malformed.CONTROL)
         for ihave in ihaves:
-            del ihave.messageIDs[MAX_IHAVE:]
             await self.handle_ihave(ihave, sender_peer_id)
         if iwanted:
-            iwant = rpc_pb2.ControlIWant(messageIDs=iwanted[:MAX_IHAVE])
+            iwant = rpc_pb2.ControlIWant(messageIDs=iwanted)
             await self.handle_iwant(bounded_iwant(iwant), sender_peer_id)
         for graft in _first_per_topic(control.graft, ours):
             await self.handle_graft(graft, sender_peer_id)
@@ -172,21 +200,32 @@ class GuardedGossipSub(GossipSub):
             await self.handle_prune(prune, sender_peer_id)
 
     async def handle_iwant(self, iwant_msg: rpc_pb2.ControlIWant, sender_peer_id: ID) -> None:
-        """Answer an IWANT if the asker's budget holds its answer (a KiB a unit): 64 messages
-        of 60 KiB for a 2 KiB request would make IWANT an amplifier."""
+        """Answer an IWANT with the messages the asker's budget holds (a KiB a unit), in the
+        order asked: 64 messages of 60 KiB for a 2 KiB request would make IWANT an amplifier.
+        Refused whole, one asking for more than a burst never got any."""
         ids = (safe_bytes_from_hex(wire) for wire in iwant_msg.messageIDs)
-        found_all = [self.mcache.get(mid) for mid in ids if mid is not None]
-        size = sum(len(msg.data) for msg in found_all if msg is not None)
-        if size and not self._may_answer(sender_peer_id, 1 + size // 1024):
-            self.iwants_refused += 1
-            return
-        await self._answer(sender_peer_id, [m for m in found_all if m is not None])
+        found = [msg for mid in ids if mid is not None and (msg := self.mcache.get(mid))]
+        answered = 0
+        for msg in found:
+            if not self._may_answer(sender_peer_id, 1 + len(msg.data) // 1024):
+                self.iwants_refused += 1
+                break
+            answered += 1
+        await self._answer(sender_peer_id, found[:answered])
 
     async def emit_iwant(self, msg_ids: Sequence[bytes], to_peer: ID) -> None:
-        """Ask for the ids not asked for lately (see ASK_AGAIN_AFTER)."""
-        fresh = [mid for mid in msg_ids if not self._asked.holds(mid)]
+        """Ask for the ids not asked for lately (see ASK_AGAIN_AFTER), nor of this peer."""
+        reserved = to_peer in self.reserved
+        peer = bytes([len(to_peer.to_bytes())]) + to_peer.to_bytes()
+        fresh = [
+            mid
+            for mid in msg_ids
+            if not self._asked.holds(mid) and not self._asked_of.holds(peer + mid)
+        ]
         for mid in fresh:
-            self._asked.add(mid)
+            if reserved:
+                self._asked.add(mid)
+            self._asked_of.add(peer + mid)
         if fresh:
             await super().emit_iwant(fresh, to_peer)
 
