@@ -74,6 +74,19 @@ async def test_a_peer_s_final_frames_are_checked_and_stored(store: Store) -> Non
     assert sync.fetcher.asked == [("peer", SyncRequest(1, BATCH))]
 
 
+async def test_the_frames_a_sync_stored_are_told(store: Store) -> None:
+    told: list[Frame] = []
+    sync = CatchUp(
+        store,
+        FrameChecker(GENESIS),
+        Fetcher({"peer": [encode_frame(final_frame())]}),
+        stored=told.extend,
+    )
+    await sync.synchronize(None)
+    assert told == [final_frame()]
+    assert told[0].mutations == (b"m",)
+
+
 async def test_the_frames_before_a_bad_one_are_kept_and_stored_together(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

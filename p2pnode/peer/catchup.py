@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from p2pnode.chain.messages import SyncRequest
@@ -87,8 +87,11 @@ class CatchUp:
         *,
         timeout: float = 5.0,
         provers: Collection[str] = (),
+        stored: Callable[[Sequence[Frame]], None] = lambda frames: None,
     ) -> None:
         self.store = store
+        self.stored = stored
+        """Told the frames each sync stored (the mempool lets their mutations go)."""
         self.provers = frozenset(provers)
         """Peer ids asked before strangers."""
         self.checker = checker
@@ -188,6 +191,7 @@ class CatchUp:
         finally:
             if checked:
                 self.store.append_many(checked)
+                self.stored(checked)
                 self.best_peer_rank = max(self.best_peer_rank, checked[-1].round)
 
     def _checked(self, item: bytes, tip: Frame) -> Frame:

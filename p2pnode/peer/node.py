@@ -136,7 +136,9 @@ class Node:
         self.outbox = Outbox(self.store.flush)
         self.batcher = Batcher(self.outbox.publish)
         provers = [prover.identity() for prover in genesis.provers]
-        self.sync = CatchUp(self.store, self.checker, self.outbox, provers=provers)
+        self.sync = CatchUp(
+            self.store, self.checker, self.outbox, provers=provers, stored=self._finalized_by_sync
+        )
         self.providers = ChainProviders(
             genesis,
             keypair,
@@ -308,6 +310,12 @@ class Node:
             # Each one's commit certificate is checked: the engine finalizes the rank being
             # decided, and syncs on seeing a later one final.
             self.machine.receive_confirmation(ProverId(final.prover), final, commit=True)
+
+    def _finalized_by_sync(self, frames: Sequence[Frame]) -> None:
+        """A lagging peer's pool held every mutation the others finalized meanwhile until it
+        expired (5,000 in one soak), each in the way of a frame's collection."""
+        for frame in frames:
+            self.mempool.finalized(frame.mutations)
 
     async def submit(self, data: bytes) -> tuple[str, Admission]:
         """Add a mutation to the pool, to be gossiped with the next batch; returns its id."""
