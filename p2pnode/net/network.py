@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from p2pnode.net.admission import Admission, Refused
+from p2pnode.net.backpressure import Backpressure
 from p2pnode.net.contracts import (
     DIRECT_TOPICS,
     GENESIS_PROTOCOL,
@@ -61,7 +62,7 @@ class Network:
         self._tiers = tiers
         self._names = {topic: topic_name(config.network, topic) for topic in Topic}
         self._penalties = Penalties(config.reject_limit, config.reject_window, config.ban_period)
-        self._stuck: set[str] = set()
+        self._backpressure = Backpressure(config.queue_threshold)
         self._slow: set[str] = set()
         self._closing = False
         self._peers_changed = trio.Event()
@@ -170,7 +171,7 @@ class Network:
 
         py-libp2p drops RPCs silently once a peer's queue holds 32, so waiting
         at `queue_threshold` turns a burst into back-pressure instead of loss. A peer whose
-        queue stays full for `publish_max_wait` is logged and not waited for until it drains.
+        queue stays full for `publish_max_wait` is logged and not waited for (see `Backpressure`).
         Publishing the same bytes again re-broadcasts them: peers that accepted them drop the
         copy as seen, peers that ignored them judge it again. Never raises for network
         trouble; with `echo` a non-ACCEPT of an own message means it is not published, as for
@@ -182,17 +183,11 @@ class Network:
         if self._closing:
             log.debug("network closing: %s message not published", topic.value)
             return
-        threshold = self._config.queue_threshold
         deadline = trio.current_time() + self._config.publish_max_wait
-        while True:
-            depths = self._reserved_queues()
-            self._stuck &= {peer for peer, depth in depths.items() if depth >= threshold}
-            full = [p for p, d in depths.items() if d >= threshold and p not in self._stuck]
-            if not full:
-                break
+        while full := self._backpressure.full(self._reserved_queues(), trio.current_time()):
             if trio.current_time() >= deadline:
                 log.warning("outbound queues of %s stay full: not waiting for them", full)
-                self._stuck.update(full)
+                self._backpressure.give_up(full, trio.current_time())
                 break
             await trio.sleep(_QUEUE_POLL)
         try:
