@@ -12,6 +12,7 @@ from typing import cast
 import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream, ISubscriptionAPI
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.identity_utils import create_identity_from_seed
 from libp2p.network.config import ConnectionConfig
@@ -20,6 +21,8 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pnode.net.addresses import AddressError, interface_ips, shared, why_unbound, with_peer
@@ -63,10 +66,16 @@ def new_libp2p_host(seed: bytes | None) -> IHost:
     py-libp2p's own connection bound (300, of which 250 inbound, handshakes included) is
     raised out of the way: it counts everyone alike, so strangers could fill it and keep
     provers out. The network's admission bounds strangers and handshakes instead.
+
+    Noise only: py-libp2p's default also offers TLS, SECIO and plaintext, and plaintext takes
+    a peer id on the remote's word (it never asks for proof of the private key), so anyone
+    could connect as a prover and be trusted as one.
     """
     key_pair = create_identity_from_seed(seed if seed is not None else secrets.token_bytes(32))
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_preference="YAMUX",
         connection_config=ConnectionConfig(
             max_connections_per_peer=1,
