@@ -215,16 +215,16 @@ class Mempool:
             if origin == LOCAL and held.origin != LOCAL:
                 self._adopt(key, held)
             return Admission.DUPLICATE
-        # The quota before the store: what it refuses costs no lookup at all.
+        # The quota and the strangers' budget before the store: what they refuse costs no
+        # lookup at all. Strangers share one budget, which any one of them can spend with new
+        # mutations as well: spending it on known ones gains a flooder nothing more.
         if origin != LOCAL and self.held_by(origin) >= self._quota:
             return Admission.OVER_QUOTA
-        # The store before the strangers' budget: a stranger sending mutations final long ago
-        # (free to copy from the chain) would otherwise spend the budget of every stranger.
-        if key in self._done or is_final(key):
-            return Admission.DUPLICATE
         stranger = self._is_stranger(origin)
         if stranger and not self._stranger_budget(len(data) + ENTRY_COST):
             return Admission.OVER_BUDGET
+        if key in self._done or is_final(key):
+            return Admission.DUPLICATE
         if stranger and len(self._strangers) >= self._stranger_share:
             self._leave(next(iter(self._strangers)), Fate.DISPLACED)
         if len(self._pending) >= self._capacity:
