@@ -16,9 +16,11 @@ from p2pnode.net.guards import Malformed, message_id
 from p2pnode.net.router import (
     ANSWER_SIZE,
     ASK_AGAIN_AFTER,
+    ASK_PEER_AGAIN_AFTER,
     MAX_ID_SIZE,
     MAX_IHAVE,
     NAMED_HEARTBEATS,
+    PEER_ASKS,
     RESERVED_ANSWER_KIB,
     GuardedGossipSub,
     KeyedMessageCache,
@@ -311,9 +313,11 @@ async def test_an_iwant_is_answered_in_rpcs_a_receiver_reads() -> None:
     assert all(sum(len(m.data) for m in rpc.publish) <= ANSWER_SIZE for rpc in answers)
 
 
-async def test_a_prover_asking_for_more_than_its_answer_budget_gets_what_it_holds() -> None:
+async def test_a_prover_asking_for_more_than_its_answer_budget_gets_what_it_holds(
+    mock_clock: trio.testing.MockClock,
+) -> None:
     """Refused whole, an ask for more than a burst (a peer back from an outage under load)
-    never got anything, however often asked."""
+    never got anything, however often asked. (Virtual time: the budget refills as it passes.)"""
     router, ask, answers = _answering(64, 48 * 1024)
     await router.handle_iwant(ask, PROVERS[1])  # 3 MiB asked for at once
     first = sum(len(m.data) for rpc in answers for m in rpc.publish)
@@ -356,6 +360,70 @@ async def test_an_id_named_by_several_provers_is_asked_for_once_until_a_while_pa
     mock_clock.jump(ASK_AGAIN_AFTER)
     await router.handle_ihave(named, PROVERS[2])
     assert asked[1:] == [(PROVERS[2], [b"ignored here", b"new"])], "the answer may be lost"
+
+
+async def _asks_for(router: GuardedGossipSub, wanted: bytes) -> list[ID]:
+    """Whom the router asks for `wanted` from now on, in order."""
+    router.pubsub.seen_messages = _Seen(set())  # type: ignore[union-attr]
+    asked: list[ID] = []
+
+    async def emit_control_message(control: rpc_pb2.ControlMessage, to_peer: ID) -> None:
+        asked.extend(to_peer for iwant in control.iwant if wanted in iwant.messageIDs)
+
+    router.emit_control_message = emit_control_message  # type: ignore[method-assign,assignment]
+    return asked
+
+
+async def test_a_prover_naming_thousands_of_ids_is_not_asked_again_for_one_it_withheld(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """Its record of asks is its own and bounded: flooding made-up ids pushed out the record
+    that it was asked for one it withheld, so it was asked again, first, at every lapse."""
+    router, _ = _router([], PROVERS)
+    asked = await _asks_for(router, b"lost")
+    byzantine, honest = PROVERS[1], PROVERS[2]
+    named = rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=[b"lost"])
+    await router.handle_ihave(named, byzantine)
+    for flood in range(8):
+        ids = [bytes([flood]) + i.to_bytes(2, "big") for i in range(MAX_IHAVE)]
+        await router.handle_ihave(rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=ids), byzantine)
+    mock_clock.jump(ASK_AGAIN_AFTER)
+    await router.handle_ihave(named, byzantine)
+    await router.handle_ihave(named, honest)
+    assert asked == [byzantine, honest]
+
+
+async def test_a_prover_is_asked_for_a_bounded_number_of_ids_at_a_time(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    router, _ = _router([], PROVERS)
+    await _asks_for(router, b"")
+    ids: list[bytes] = []
+
+    async def emit_iwant(msg_ids: Sequence[bytes], to_peer: ID) -> None:
+        ids.extend(msg_ids)
+
+    router.emit_control_message = lambda control, to_peer: emit_iwant(  # type: ignore[method-assign,assignment]
+        [i for iwant in control.iwant for i in iwant.messageIDs], to_peer
+    )
+    many = [i.to_bytes(2, "big") for i in range(MAX_IHAVE)]
+    await router.handle_ihave(rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=many), PROVERS[1])
+    assert len(ids) == PEER_ASKS
+    mock_clock.jump(ASK_PEER_AGAIN_AFTER)
+    await router.handle_ihave(rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=many), PROVERS[1])
+    assert len(ids) == 2 * PEER_ASKS
+
+
+async def test_one_peer_alone_naming_an_id_is_asked_again_if_its_answer_was_lost(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    router, _ = _router([], PROVERS)
+    asked = await _asks_for(router, b"x")
+    named = rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=[b"x"])
+    for _ in range(NAMED_HEARTBEATS):  # the heartbeats at which a relay names it
+        await router.handle_ihave(named, PROVERS[2])
+        mock_clock.jump(1.0)
+    assert asked == [PROVERS[2], PROVERS[2]]
 
 
 async def test_who_names_an_id_first_and_never_answers_holds_back_no_other_ask(

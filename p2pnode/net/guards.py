@@ -116,6 +116,13 @@ class Remembered:
         if len(self._until) > self._size:
             self._until.popitem(last=False)
 
+    def live(self) -> int:
+        """How many are remembered still (the expired ones are forgotten now)."""
+        now = self._clock()
+        while self._until and next(iter(self._until.values())) <= now:
+            self._until.popitem(last=False)
+        return len(self._until)
+
     def holds(self, key: bytes) -> bool:
         until = self._until.get(key)
         if until is None:

@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 MAX_IWANT = 64
 """Message ids answered per RPC: py-libp2p answered every id, repeats included, so 4,000
 copies of one id in a 192 KB request came back as 4,000 copies of the message."""
-NAMED_HEARTBEATS = 3
+NAMED_HEARTBEATS = 4
 """Heartbeats at which a message not relayed to provers is named to them: an IWANT is answered
-for 64 ids at most, and an IHAVE or its answer can be lost."""
+for 64 ids at most, and an IHAVE or its answer can be lost. Four, so that a peer asked at the
+first and whose answer was lost is asked again at the last (see ASK_PEER_AGAIN_AFTER)."""
 ANSWER_SIZE = 2 * MAX_PAYLOAD
 """Payload bytes per RPC answering an IWANT: half of what a receiver reads in one RPC."""
 RESERVED_ANSWER_KIB = 1024
@@ -40,9 +41,15 @@ message named by several provers, or at several heartbeats, is fetched once, or 
 first answer is lost. A message this peer ignored is not marked seen, so without this it came
 again for every naming (a third more copies at n = 10). An ask of a stranger holds back no ask
 of a prover: a stranger naming every id first, and never answering, would hold back them all."""
-ASK_PEER_AGAIN_AFTER = 2 * ASK_AGAIN_AFTER
+ASK_PEER_AGAIN_AFTER = ASK_AGAIN_AFTER + 1.0
 """Seconds before one peer is asked for one id again: once the first ask lapses, an id is
-asked of another peer naming it, not of one that named it first and did not answer."""
+asked of another peer naming it, not of one that named it first and did not answer. Whatever
+the time of that first ask, the second after the lapse holds a heartbeat (1 s) at which the
+others name the id again; and a peer that alone names it is asked again at its fourth."""
+PEER_ASKS = 4 * MAX_IWANT
+"""Ids a prover or named peer may have been asked for within ASK_PEER_AGAIN_AFTER; beyond, it
+is asked for nothing until some lapse. Its memory is its own: naming thousands of made-up ids
+cannot push out the record that it was asked for one it then withheld."""
 MAX_ID_SIZE = 64
 """Bytes of a message id in an IHAVE or IWANT: ours are 32 (a sha256), 64 in hex. Longer ones
 are dropped and the RPC charged: each id named is remembered for a while."""
@@ -143,10 +150,12 @@ class GuardedGossipSub(GossipSub):
         heartbeat: its gossip names them to every prover."""
         self._asked = Remembered(ASK_AGAIN_AFTER, size=4 * MAX_IHAVE, clock=trio.current_time)
         """Ids asked of a prover or named peer lately."""
-        self._asked_of = Remembered(
+        self._asked_of: dict[ID, Remembered] = {}
+        """Per prover or named peer, the ids it was asked for lately."""
+        self._asked_of_strangers = Remembered(
             ASK_PEER_AGAIN_AFTER, size=8 * MAX_IHAVE, clock=trio.current_time
         )
-        """(peer, id) pairs asked lately: whom not to ask for an id again."""
+        """(stranger, id) pairs asked lately: whom not to ask for an id again."""
         self._reserved_answers = Buckets(RESERVED_ANSWER_KIB, 2 * RESERVED_ANSWER_KIB)
         self._named: deque[defaultdict[str, dict[bytes, ID]]] = deque(maxlen=NAMED_HEARTBEATS)
         """The withheld ids of the last heartbeats, named again at each."""
@@ -215,17 +224,23 @@ class GuardedGossipSub(GossipSub):
 
     async def emit_iwant(self, msg_ids: Sequence[bytes], to_peer: ID) -> None:
         """Ask for the ids not asked for lately (see ASK_AGAIN_AFTER), nor of this peer."""
-        reserved = to_peer in self.reserved
-        peer = bytes([len(to_peer.to_bytes())]) + to_peer.to_bytes()
-        fresh = [
-            mid
-            for mid in msg_ids
-            if not self._asked.holds(mid) and not self._asked_of.holds(peer + mid)
-        ]
-        for mid in fresh:
-            if reserved:
+        fresh = [mid for mid in msg_ids if not self._asked.holds(mid)]
+        if to_peer in self.reserved:
+            asked = self._asked_of.get(to_peer)
+            if asked is None:
+                self._asked_of = {p: a for p, a in self._asked_of.items() if p in self.reserved}
+                asked = Remembered(ASK_PEER_AGAIN_AFTER, PEER_ASKS + 1, trio.current_time)
+                self._asked_of[to_peer] = asked
+            fresh = [mid for mid in fresh if not asked.holds(mid)]
+            fresh = fresh[: max(0, PEER_ASKS - asked.live())]
+            for mid in fresh:
                 self._asked.add(mid)
-            self._asked_of.add(peer + mid)
+                asked.add(mid)
+        else:
+            peer = bytes([len(to_peer.to_bytes())]) + to_peer.to_bytes()
+            fresh = [mid for mid in fresh if not self._asked_of_strangers.holds(peer + mid)]
+            for mid in fresh:
+                self._asked_of_strangers.add(peer + mid)
         if fresh:
             await super().emit_iwant(fresh, to_peer)
 
