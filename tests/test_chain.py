@@ -34,7 +34,12 @@ from p2pnode.chain.types import (
     ProverId,
     mutations_root,
 )
-from p2pnode.chain.validation import AHEAD_OF_CLOCK, MAX_CLOCK_AHEAD_MS, FrameChecker
+from p2pnode.chain.validation import (
+    AHEAD_OF_CLOCK,
+    MAX_CLOCK_AHEAD_MS,
+    MUTATION_REPEATED,
+    FrameChecker,
+)
 
 NETWORK = "chain-test"
 DIFFICULTY = 100
@@ -574,6 +579,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[Frame], Frame], str]] = {
     "mutations": (_resigned(mutations=(b"alpha", b"gamma")), "mutations do not match their root"),
     "root": (_resigned(root=mutations_root((b"alpha",))), "mutations do not match their root"),
     "reordered": (_resigned(mutations=(b"beta", b"alpha")), "mutations do not match their root"),
+    "repeated mutation": (_resigned(mutations=(b"alpha", b"alpha")), MUTATION_REPEATED),
     "empty mutation": (
         _resigned(mutations=(b"",), root=mutations_root((b"",))),
         "mutations out of bounds",

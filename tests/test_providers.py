@@ -510,6 +510,22 @@ def test_the_newest_certificate_heard_is_passed_on() -> None:
     ]
 
 
+async def test_a_proposal_holding_a_mutation_final_already_gets_no_vote(peer: Peer) -> None:
+    """A mutation is final at most once: a Byzantine leader repeating one final at an earlier
+    rank got it finalized again."""
+    first = chainkit.certified(GENESIS, frame_x(), CertKind.COMMIT, 0, ORDER[:3])
+    peer.store.append(first)
+    again = chainkit.proven(
+        GENESIS, ORDER[1], (b"new", X_MUTATIONS[1]), timestamp=T0 + 20, parent=first
+    )
+    with pytest.raises(InvalidProposal, match="holds a mutation final already"):
+        await peer.providers.decide_and_send_vote(keyed(again))
+    assert peer.store.vote(2, 0) is None
+    fresh = chainkit.proven(GENESIS, ORDER[1], (b"new",), timestamp=T0 + 20, parent=first)
+    await peer.providers.decide_and_send_vote(keyed(fresh))
+    assert peer.store.vote(2, 0) is not None
+
+
 async def test_a_proposal_with_a_bad_proof_gets_no_vote(peer: Peer) -> None:
     """Gossip is judged without the proof of work; the one proposal a peer votes for is
     checked, and a bad proof gets no vote (and no stored vote)."""

@@ -17,7 +17,7 @@ from p2pnode.chain.crypto import (
     vote_statement,
 )
 from p2pnode.chain.genesis import Genesis, LeaderOrder, frame_challenge
-from p2pnode.chain.mempool import Mempool
+from p2pnode.chain.mempool import Mempool, mutation_id
 from p2pnode.chain.messages import Confirmation, Liveness, Message, Proposal, VoteMsg
 from p2pnode.chain.storage import ChainStore, StorageError
 from p2pnode.chain.types import CertKind, Collected, Frame, ProverId, Vote
@@ -218,7 +218,7 @@ class ChainProviders:
         if vote is None:
             frame = self._choose(proposals, attempt)
             # Gossip is judged without the proof of work; the frame a vote vouches for is not.
-            problem = await self.checker.proof_problem(frame)
+            problem = await self.checker.proof_problem(frame) or self._final_problem(frame)
             if problem is not None:
                 raise InvalidProposal(ProverId(frame.prover).identity(), frame.identity(), problem)
             statement = vote_statement(rank, attempt, frame.id)
@@ -229,6 +229,14 @@ class ChainProviders:
         self.sent.voted(message)
         await self.publisher.publish(message)
         return ProverId(vote.proposer), vote
+
+    def _final_problem(self, frame: Frame) -> str | None:
+        """Whether the frame holds a mutation an earlier frame made final. Every honest voter
+        holds the same chain below it (a proposal it votes for extends its tip), so all answer
+        alike."""
+        if self.store.final_among([mutation_id(data) for data in frame.mutations]):
+            return "holds a mutation final already"
+        return None
 
     def _choose(self, proposals: Mapping[str, Frame], attempt: int) -> Frame:
         """The highest-priority proposal (the engine passes one when it runs attempts)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from p2pnode.chain.types import Frame, Vote
@@ -29,6 +30,10 @@ class ChainStore(Protocol):
 
     def append(self, frame: Frame) -> None:
         """Add the next final frame; StorageError unless it extends the tip."""
+        ...
+
+    def final_among(self, ids: Sequence[bytes]) -> Collection[bytes]:
+        """Which of the mutation `ids` final frames hold."""
         ...
 
     def vote(self, rank: int, attempt: int) -> Vote | None:

@@ -21,6 +21,11 @@ AHEAD_OF_CLOCK = "timestamp too far in the future"
 and a relay whose clock runs ahead of ours passed it on in good faith."""
 
 
+MUTATION_REPEATED = "a mutation repeated in the frame"
+"""A mutation is final at most once: no honest prover repeats one, within a frame or after
+the frame that made it final (`ChainProviders` checks that against the store before voting)."""
+
+
 class FrameChecker:
     """Validates frames against the genesis; a proof already verified is not verified again."""
 
@@ -62,6 +67,8 @@ class FrameChecker:
             not m or len(m) > MAX_MUTATION_SIZE for m in frame.mutations
         ):
             return "mutations out of bounds"
+        if len(set(frame.mutations)) < len(frame.mutations):
+            return MUTATION_REPEATED
         if mutations_root(frame.mutations) != frame.root:
             return "mutations do not match their root"
         if not verify(frame.prover, genesis.network, frame_statement(frame), frame.signature):
