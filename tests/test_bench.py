@@ -56,9 +56,19 @@ def test_bad_arguments_are_one_line_errors() -> None:
     assert "--rounds must be positive" in done.stderr
 
 
-def _children(pid: int) -> list[int]:
+def _peers(pid: int) -> list[int]:
+    """The peer processes `pid` started (not, say, the ldconfig its imports ran)."""
     with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(child) for child in f.read().split()]
+        children = [int(child) for child in f.read().split()]
+    peers = []
+    for child in children:
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if b"p2pnode" in command and b"run" in command:
+            peers.append(child)
+    return peers
 
 
 async def test_sigterm_stops_the_bench_its_peers_and_removes_its_folder(tmp_path: Path) -> None:
@@ -67,7 +77,7 @@ async def test_sigterm_stops_the_bench_its_peers_and_removes_its_folder(tmp_path
     with trio.fail_after(120):
         bench = await trio.lowlevel.open_process(command, env=env, stderr=subprocess.PIPE)
         try:
-            while not (peers := _children(bench.pid)):
+            while not (peers := _peers(bench.pid)):
                 await trio.sleep(0.05)  # nothing to await: the bench starts its peer by itself
             bench.send_signal(signal.SIGTERM)
             assert await bench.wait() == 130
